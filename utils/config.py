@@ -1,0 +1,207 @@
+"""The one settings object: read once from the environment (and `.env`), frozen, passed down.
+
+Every field names the environment variable it comes from; `.env.example` documents exactly
+these variables (a unit test keeps the two in step). Command-line flags of the entry points
+override individual fields via `dataclasses.replace` and say in `--help` which variable they
+fall back to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from utils.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def env(name: str, default: Any, help: str = "", secret: bool = False) -> Any:
+    """A dataclass field bound to environment variable `name`."""
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"env": name, "help": help, "secret": secret},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap_servers: str = env("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "host:port[,host:port]")
+    topic: str = env("KAFKA_TOPIC", "transactions", "topic the producer writes and the consumer reads")
+    dlq_topic: str = env("KAFKA_DLQ_TOPIC", "transactions.dlq", "dead-letter topic for rejected messages")
+    consumer_group: str = env("KAFKA_CONSUMER_GROUP", "transaction-processor", "consumer group id")
+    topic_partitions: int = env("KAFKA_TOPIC_PARTITIONS", 6, "partitions when the topic is created")
+    replication_factor: int = env("KAFKA_REPLICATION_FACTOR", 1, "replication when topics are created")
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    host: str = env("POSTGRES_HOST", "localhost")
+    port: int = env("POSTGRES_PORT", 5432)
+    db: str = env("POSTGRES_DB", "transactions")
+    user: str = env("POSTGRES_USER", "txmon_app", "the least-privilege role the pipeline runs as")
+    password: str = env("POSTGRES_PASSWORD", "", secret=True)
+    migration_user: str = env(
+        "POSTGRES_MIGRATION_USER", "", "owner role that applies migrations (empty: POSTGRES_USER)"
+    )
+    migration_password: str = env("POSTGRES_MIGRATION_PASSWORD", "", secret=True)
+    pool_min: int = env("POSTGRES_POOL_MIN", 1)
+    pool_max: int = env("POSTGRES_POOL_MAX", 4)
+    connect_timeout_s: int = env("POSTGRES_CONNECT_TIMEOUT", 5)
+    statement_timeout_ms: int = env("POSTGRES_STATEMENT_TIMEOUT_MS", 60000)
+
+    def dsn(self, *, migration: bool = False) -> str:
+        """A libpq key/value DSN. Values are quoted so spaces or quotes in a password work."""
+        user, password = self.user, self.password
+        if migration and self.migration_user:
+            user, password = self.migration_user, self.migration_password
+        parts = {
+            "host": self.host,
+            "port": str(self.port),
+            "dbname": self.db,
+            "user": user,
+            "password": password,
+            "connect_timeout": str(self.connect_timeout_s),
+            "application_name": "txmon",
+        }
+        return " ".join(f"{k}={_libpq_quote(v)}" for k, v in parts.items() if v != "")
+
+
+def _libpq_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    max_poll_records: int = env("CONSUMER_MAX_POLL_RECORDS", 5000, "messages per batch (one DB txn)")
+    poll_timeout_ms: int = env("CONSUMER_POLL_TIMEOUT_MS", 500)
+    max_idle_seconds: float = env(
+        "CONSUMER_MAX_IDLE_SECONDS", 0.0, "exit after this long without messages (0: run until stopped)"
+    )
+    session_timeout_ms: int = env("CONSUMER_SESSION_TIMEOUT_MS", 10000)
+    db_retry_max_backoff_s: float = env("CONSUMER_DB_RETRY_MAX_BACKOFF_SECONDS", 10.0)
+    state_history_hours: float = env(
+        "STATE_HISTORY_HOURS", 24.0, "how far back per-account state is rebuilt on assignment"
+    )
+    state_max_events_per_account: int = env("STATE_MAX_EVENTS_PER_ACCOUNT", 50)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationLimits:
+    max_amount: float = env("VALIDATION_MAX_AMOUNT", 1_000_000.0, "larger amounts are rejected as absurd")
+    max_future_skew_s: float = env("VALIDATION_MAX_FUTURE_SECONDS", 300.0)
+    max_age_days: float = env("VALIDATION_MAX_AGE_DAYS", 3650.0)
+    max_text_length: int = env("VALIDATION_MAX_TEXT_LENGTH", 256)
+    max_message_bytes: int = env("VALIDATION_MAX_MESSAGE_BYTES", 16384)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleThresholds:
+    high_amount: float = env("ALERT_HIGH_AMOUNT", 10_000.0)
+    velocity_count: int = env("ALERT_VELOCITY_COUNT", 8, "more than this many txns ...")
+    velocity_window_s: float = env("ALERT_VELOCITY_WINDOW_SECONDS", 60.0, "... within this window")
+    card_testing_max_amount: float = env("ALERT_CARD_TESTING_MAX_AMOUNT", 2.0)
+    card_testing_count: int = env("ALERT_CARD_TESTING_COUNT", 4)
+    card_testing_window_s: float = env("ALERT_CARD_TESTING_WINDOW_SECONDS", 600.0)
+    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 6.0)
+    spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
+    spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
+    travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)
+    travel_min_km: float = env("ALERT_TRAVEL_MIN_KM", 500.0)
+    duplicate_window_s: float = env("ALERT_DUPLICATE_WINDOW_SECONDS", 300.0)
+    unusual_hour_start: int = env("ALERT_UNUSUAL_HOUR_START", 1, "local hour, inclusive")
+    unusual_hour_end: int = env("ALERT_UNUSUAL_HOUR_END", 5, "local hour, exclusive")
+    unusual_hour_min_amount: float = env("ALERT_UNUSUAL_HOUR_MIN_AMOUNT", 2_000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSettings:
+    count: int = env("PRODUCER_COUNT", 0, "messages to send (0: until stopped)")
+    rate: float = env("PRODUCER_RATE", 0.0, "messages per second (0: as fast as possible)")
+    seed: int | None = env("PRODUCER_SEED", None, "same seed, same stream (empty: random)")
+    accounts: int = env("PRODUCER_ACCOUNTS", 1000)
+    fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    validation: ValidationLimits = field(default_factory=ValidationLimits)
+    rules: RuleThresholds = field(default_factory=RuleThresholds)
+    producer: ProducerSettings = field(default_factory=ProducerSettings)
+    log_level: str = env("LOG_LEVEL", "INFO")
+    log_format: str = env("LOG_FORMAT", "text", "text or json")
+    data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
+    retention_days: int = env("RETENTION_DAYS", 90, "rows older than this are deleted by cleanup")
+
+
+_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer")
+
+
+def env_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
+    """Every (group, field) bound to an environment variable; group '' is the top level."""
+    out: list[tuple[str, dataclasses.Field[Any]]] = []
+    for f in dataclasses.fields(Settings):
+        if f.name in _GROUPS:
+            out.extend((f.name, sub) for sub in dataclasses.fields(_group_type(f.name)))
+        else:
+            out.append(("", f))
+    return out
+
+
+def _group_type(name: str) -> type:
+    return typing.get_type_hints(Settings)[name]  # type: ignore[no-any-return]
+
+
+def _convert(name: str, raw: str, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]
+        if raw.strip() == "":
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint in (int, float):
+            return hint(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a valid {getattr(hint, '__name__', hint)}: fix it in the environment or .env"
+        ) from None
+
+
+def load_settings(environ: typing.Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
+    """Read settings once. The process environment wins over `.env` (as with Compose)."""
+    if environ is None:
+        path = dotenv_path or Path(os.environ.get("TXMON_ENV_FILE", REPO_ROOT / ".env"))
+        file_values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+        environ = {**file_values, **os.environ}
+    values: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+    top: dict[str, Any] = {}
+    for group, f in env_fields():
+        name = f.metadata["env"]
+        if name not in environ:
+            continue
+        hints = typing.get_type_hints(_group_type(group)) if group else typing.get_type_hints(Settings)
+        converted = _convert(name, environ[name], hints[f.name])
+        (values[group] if group else top)[f.name] = converted
+    groups = {g: _group_type(g)(**values[g]) for g in _GROUPS}
+    settings = Settings(**groups, **top)
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT={settings.log_format!r}: use 'text' or 'json'")
+    return settings

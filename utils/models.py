@@ -1,0 +1,104 @@
+"""Plain data shared by producer, consumer, database and reports. No I/O here.
+
+Wire format (JSON object, UTF-8, one per Kafka message, key = account_id):
+
+    schema_version     int   1
+    transaction_id     str   1-64 chars of [A-Za-z0-9._:-] (the producer sends UUID4 strings)
+    account_id         str   1-64 chars of [A-Za-z0-9._:-]
+    transaction_type   str   one of TRANSACTION_TYPES
+    amount             number > 0, at most 2 decimals (a numeric string is accepted too)
+    currency           str   ISO 4217 code from CURRENCIES
+    timestamp          str   ISO-8601 with offset, e.g. "2026-11-24T21:04:03.123456+00:00"
+    channel            str   one of CHANNELS
+    country            str   ISO 3166-1 alpha-2, upper case
+    merchant           str | null   (null for deposits and transfers)
+    merchant_category  str | null
+    city               str | null
+    latitude           number | null   -90..90
+    longitude          number | null   -180..180
+    simulated_scenario str | null   ground-truth label set by the simulator; stored, never read by rules
+
+Unknown fields are ignored (forward compatibility); see consumer/validation.py for every check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+TRANSACTION_TYPES = ("purchase", "withdrawal", "transfer", "deposit", "refund")
+CHANNELS = ("pos", "online", "atm")
+SEVERITIES = ("low", "medium", "high", "critical")
+
+# Codes the consumer accepts; a message in any other currency is rejected with a reason.
+CURRENCIES = frozenset(
+    "USD EUR GBP JPY CHF CAD AUD NZD SEK NOK DKK PLN CZK HUF RON BGN TRY ILS AED SAR "
+    "INR CNY HKD SGD KRW TWD THB MYR IDR PHP VND BRL MXN ARS CLP COP PEN ZAR NGN KES "
+    "EGP MAD".split()
+)
+
+# Scenario labels the simulator may put in `simulated_scenario`.
+SCENARIOS = (
+    "card_testing",
+    "amount_spike",
+    "impossible_travel",
+    "rapid_repeat",
+    "unusual_hour_high_value",
+    "high_amount",
+)
+
+
+@dataclass(slots=True)
+class Transaction:
+    """A validated transaction, plus where it came from in Kafka."""
+
+    transaction_id: str
+    account_id: str
+    transaction_type: str
+    amount: float
+    currency: str
+    timestamp: datetime  # timezone-aware, UTC
+    channel: str
+    country: str
+    merchant: str | None = None
+    merchant_category: str | None = None
+    city: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    simulated_scenario: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    kafka_partition: int = -1
+    kafka_offset: int = -1
+
+    @property
+    def epoch(self) -> float:
+        return self.timestamp.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One rule firing for one transaction; `details` holds the numbers that fired it."""
+
+    transaction_id: str
+    account_id: str
+    alert_type: str
+    severity: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that failed validation: original bytes, the reason, and its Kafka coordinates."""
+
+    reason: str  # a short machine-readable code, e.g. "invalid_json", "amount_not_positive"
+    detail: str  # human-readable, names the field and the offending value (truncated)
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    transaction_id: str | None = None
+    key: bytes | None = None

@@ -92,6 +92,9 @@ class ConsumerSettings:
         "STATE_HISTORY_HOURS", 24.0, "how far back per-account state is rebuilt on assignment"
     )
     state_max_events_per_account: int = env("STATE_MAX_EVENTS_PER_ACCOUNT", 50)
+    health_file: str = env(
+        "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,460 @@
+"""consumer.validation: every bad input maps to its reason, good input passes verbatim, nothing raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.validation import REASONS, validate
+from utils.config import ValidationLimits
+from utils.models import Rejection, Transaction
+
+LIMITS = ValidationLimits()
+NOW_DT = datetime(2026, 11, 24, 21, 5, 0, tzinfo=UTC)
+NOW = NOW_DT.timestamp()
+TID = "7f0c2f5e-2b1a-4c55-9d0e-3f1b8f6a9c01"
+DROP = object()  # marks a field to delete from the good message
+
+GOOD: dict[str, Any] = {
+    "schema_version": 1,
+    "transaction_id": TID,
+    "account_id": "ACC-000123",
+    "transaction_type": "purchase",
+    "amount": 123.45,
+    "currency": "USD",
+    "timestamp": "2026-11-24T21:04:03.123456+00:00",
+    "channel": "pos",
+    "country": "US",
+    "merchant": "Blue Bottle Coffee",
+    "merchant_category": "restaurants",
+    "city": "San Francisco",
+    "latitude": 37.7749,
+    "longitude": -122.4194,
+    "simulated_scenario": None,
+}
+REQUIRED = (
+    "schema_version",
+    "transaction_id",
+    "account_id",
+    "transaction_type",
+    "amount",
+    "currency",
+    "timestamp",
+    "channel",
+    "country",
+)
+
+
+def message(**changes: Any) -> bytes:
+    doc = {**GOOD, **changes}
+    return orjson.dumps({k: v for k, v in doc.items() if v is not DROP})
+
+
+def run(raw: bytes | None, limits: ValidationLimits = LIMITS) -> Transaction | Rejection:
+    return validate(
+        raw, topic="transactions", partition=3, offset=42, key=b"ACC-000123", limits=limits, now=NOW
+    )
+
+
+def rejected(raw: bytes | None, limits: ValidationLimits = LIMITS) -> Rejection:
+    result = run(raw, limits)
+    assert isinstance(result, Rejection), f"expected a rejection, got {result!r}"
+    assert result.reason in REASONS
+    return result
+
+
+def accepted(raw: bytes, limits: ValidationLimits = LIMITS) -> Transaction:
+    result = run(raw, limits)
+    assert isinstance(result, Transaction), f"expected a transaction, got {result!r}"
+    return result
+
+
+def _replace_amount(literal: bytes) -> bytes:
+    raw = message()
+    assert b'"amount":123.45' in raw
+    return raw.replace(b'"amount":123.45', b'"amount":' + literal)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+BAD: list[tuple[str, bytes | None, str]] = [
+    # -- the envelope
+    ("none", None, "empty_message"),
+    ("empty", b"", "empty_message"),
+    ("too large", b'{"pad": "' + b"x" * 20_000 + b'"}', "message_too_large"),
+    ("1 MB string", message(merchant="x" * 1_000_000), "message_too_large"),
+    ("truncated json", message()[:-7], "invalid_json"),
+    ("not json", b"hello", "invalid_json"),
+    ("whitespace only", b"   ", "invalid_json"),
+    ("NaN literal", _replace_amount(b"NaN"), "invalid_json"),
+    ("Infinity literal", _replace_amount(b"Infinity"), "invalid_json"),
+    ("-Infinity literal", _replace_amount(b"-Infinity"), "invalid_json"),
+    ("number overflowing to inf", _replace_amount(b"1e400"), "invalid_json"),
+    ("invalid utf-8 byte", message().replace(b"Blue", b"Bl\xffe"), "invalid_utf8"),
+    ("overlong utf-8", message().replace(b"Blue", b"Bl\xc0\xafe"), "invalid_utf8"),
+    ("lone surrogate escape", message().replace(b"Blue", b"\\ud800"), "invalid_json"),
+    ("byte order mark", b"\xef\xbb\xbf" + message(), "invalid_json"),
+    ("top-level array", b"[1, 2]", "not_an_object"),
+    ("top-level string", b'"purchase"', "not_an_object"),
+    ("top-level null", b"null", "not_an_object"),
+    # -- schema_version
+    ("schema 2", message(schema_version=2), "unsupported_schema_version"),
+    ("schema 0", message(schema_version=0), "unsupported_schema_version"),
+    ("schema as string", message(schema_version="1"), "wrong_type"),
+    ("schema as float", message(schema_version=1.0), "wrong_type"),
+    ("schema as bool", message(schema_version=True), "wrong_type"),
+    # -- ids
+    ("empty id", message(transaction_id=""), "invalid_id"),
+    ("65-char id", message(transaction_id="a" * 65), "invalid_id"),
+    ("id with space", message(transaction_id="abc def"), "invalid_id"),
+    ("id with newline", message(transaction_id="abc\n"), "invalid_id"),
+    ("id with NUL", message(transaction_id="abc\x00"), "invalid_id"),
+    ("id non-ascii", message(transaction_id="tränsaction"), "invalid_id"),
+    ("id sql", message(transaction_id="1; DROP TABLE transactions"), "invalid_id"),
+    ("id as number", message(transaction_id=123), "wrong_type"),
+    ("account id with slash", message(account_id="ACC/1"), "invalid_id"),
+    ("account id as object", message(account_id={"id": "ACC-1"}), "wrong_type"),
+    # -- enums
+    ("type upper case", message(transaction_type="PURCHASE"), "invalid_enum"),
+    ("type unknown", message(transaction_type="chargeback"), "invalid_enum"),
+    ("type as list", message(transaction_type=["purchase"]), "wrong_type"),
+    ("channel unknown", message(channel="web"), "invalid_enum"),
+    # -- amount
+    ("amount 1e30", message(amount=1e30), "amount_too_large"),
+    ("amount just above limit", message(amount=1_000_000.01), "amount_too_large"),
+    ("amount 2**64", message(amount=2**64 - 1), "amount_too_large"),
+    ("amount 0", message(amount=0), "amount_not_positive"),
+    ("amount 0.0", message(amount=0.0), "amount_not_positive"),
+    ("amount -0.0", message(amount=-0.0), "amount_not_positive"),
+    ("amount negative", message(amount=-5), "amount_not_positive"),
+    ("amount negative float", message(amount=-0.01), "amount_not_positive"),
+    ("amount 3 decimals", message(amount=12.345), "amount_precision"),
+    ("amount tiny", message(amount=0.001), "amount_precision"),
+    ("amount true", message(amount=True), "wrong_type"),
+    ("amount false", message(amount=False), "wrong_type"),
+    ("amount object", message(amount={"value": 12}), "wrong_type"),
+    ("amount array", message(amount=[12]), "wrong_type"),
+    ("amount word", message(amount="twelve"), "wrong_type"),
+    ("amount string exponent", message(amount="1e3"), "wrong_type"),
+    ("amount string padded", message(amount=" 12.50"), "wrong_type"),
+    ("amount string NaN", message(amount="NaN"), "wrong_type"),
+    ("amount string inf", message(amount="inf"), "wrong_type"),
+    ("amount string arabic digits", message(amount="١٢"), "wrong_type"),
+    ("amount string underscore", message(amount="1_000"), "wrong_type"),
+    ("amount string huge", message(amount="9" * 400), "wrong_type"),
+    ("amount string negative", message(amount="-5.00"), "amount_not_positive"),
+    ("amount string 3 decimals", message(amount="12.345"), "amount_precision"),
+    ("amount string too large", message(amount="1000000.01"), "amount_too_large"),
+    # -- currency and country
+    ("currency unknown", message(currency="XXX"), "unknown_currency"),
+    ("currency lower case", message(currency="usd"), "unknown_currency"),
+    ("currency numeric", message(currency=840), "wrong_type"),
+    ("country lower case", message(country="us"), "invalid_country"),
+    ("country three letters", message(country="USA"), "invalid_country"),
+    ("country non-ascii capitals", message(country="ÄÖ"), "invalid_country"),
+    ("country digit", message(country="U1"), "invalid_country"),
+    ("country null", message(country=None), "missing_field"),
+    # -- timestamp
+    ("naive timestamp", message(timestamp="2026-11-24T21:04:03"), "invalid_timestamp"),
+    ("date only", message(timestamp="2026-11-24"), "invalid_timestamp"),
+    ("not a date", message(timestamp="yesterday"), "invalid_timestamp"),
+    ("offset out of range", message(timestamp="2026-11-24T21:04:03+25:00"), "invalid_timestamp"),
+    ("before year 1 in UTC", message(timestamp="0001-01-01T00:00:00+14:00"), "invalid_timestamp"),
+    (
+        "very long timestamp",
+        message(timestamp="2026-11-24T21:04:03" + "0" * 60 + "+00:00"),
+        "invalid_timestamp",
+    ),
+    ("epoch number", message(timestamp=1_795_900_000), "wrong_type"),
+    ("timestamp object", message(timestamp={"iso": "2026-11-24T21:04:03Z"}), "wrong_type"),
+    ("far future", message(timestamp="2099-01-01T00:00:00Z"), "timestamp_in_future"),
+    ("just beyond skew", message(timestamp=_iso(NOW_DT + timedelta(seconds=301))), "timestamp_in_future"),
+    ("far past", message(timestamp="1970-01-01T00:00:00+00:00"), "timestamp_too_old"),
+    (
+        "just beyond max age",
+        message(timestamp=_iso(NOW_DT - timedelta(days=3650, seconds=1))),
+        "timestamp_too_old",
+    ),
+    # -- optional text
+    ("NUL in merchant", message(merchant="Blue\x00Bottle"), "control_characters"),
+    ("newline in city", message(city="San\nFrancisco"), "control_characters"),
+    ("unit separator in category", message(merchant_category="food\x1f"), "control_characters"),
+    ("merchant too long", message(merchant="x" * 257), "field_too_long"),
+    ("merchant number", message(merchant=123), "wrong_type"),
+    ("merchant bool", message(merchant=False), "wrong_type"),
+    ("merchant nested object", message(merchant={"name": "Blue Bottle"}), "wrong_type"),
+    ("scenario list", message(simulated_scenario=["card_testing"]), "wrong_type"),
+    # -- coordinates
+    ("latitude 91", message(latitude=91.0), "invalid_coordinates"),
+    ("longitude -181", message(longitude=-181), "invalid_coordinates"),
+    ("latitude only", message(longitude=None), "invalid_coordinates"),
+    ("longitude only", message(latitude=DROP), "invalid_coordinates"),
+    ("latitude string", message(latitude="37.77"), "wrong_type"),
+    ("latitude bool", message(latitude=True), "wrong_type"),
+    ("longitude array", message(longitude=[1.0, 2.0]), "wrong_type"),
+]
+BAD += [(f"missing {f}", message(**{f: DROP}), "missing_field") for f in REQUIRED]
+BAD += [(f"null {f}", message(**{f: None}), "missing_field") for f in REQUIRED]
+
+
+@pytest.mark.parametrize(("raw", "reason"), [pytest.param(r, why, id=name) for name, r, why in BAD])
+def test_bad_input_is_rejected_with_its_reason(raw: bytes | None, reason: str) -> None:
+    rejection = rejected(raw)
+    assert rejection.reason == reason, rejection.detail
+    assert rejection.detail
+    assert len(rejection.detail) < 400
+    assert "\x00" not in rejection.detail
+
+
+@pytest.mark.parametrize("field", REQUIRED)
+def test_missing_field_detail_names_the_field(field: str) -> None:
+    assert field in rejected(message(**{field: DROP})).detail
+
+
+def test_rejection_keeps_coordinates_raw_bytes_key_and_transaction_id() -> None:
+    raw = message(amount=-1)
+    rejection = rejected(raw)
+    assert (rejection.topic, rejection.partition, rejection.offset) == ("transactions", 3, 42)
+    assert rejection.raw == raw
+    assert rejection.key == b"ACC-000123"
+    assert rejection.transaction_id == TID
+    assert "amount" in rejection.detail and "-1" in rejection.detail
+
+
+def test_rejection_of_unparsable_message_has_no_transaction_id() -> None:
+    rejection = rejected(b"{not json")
+    assert rejection.transaction_id is None
+    assert rejection.raw == b"{not json"
+
+
+def test_invalid_transaction_id_is_kept_but_made_storable() -> None:
+    rejection = rejected(message(transaction_id="bad\x00id" + "z" * 100))
+    assert rejection.reason == "invalid_id"
+    assert rejection.transaction_id is not None
+    assert "\x00" not in rejection.transaction_id
+    assert len(rejection.transaction_id) == 64
+    assert rejection.transaction_id.startswith("bad\ufffdid")
+
+
+def test_detail_truncates_long_values() -> None:
+    big = ValidationLimits(max_message_bytes=2_000_000)
+    rejection = rejected(message(merchant="y" * 1_000_000), big)
+    assert rejection.reason == "field_too_long"
+    assert "merchant" in rejection.detail
+    assert "1000000 chars" in rejection.detail
+    assert len(rejection.detail) < 300
+
+
+def test_deeply_nested_value_is_wrong_type_not_internal_error() -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    raw = _replace_amount(deep)
+    rejection = rejected(raw, ValidationLimits(max_message_bytes=10_000))
+    assert rejection.reason == "wrong_type"
+    assert len(rejection.detail) < 300
+
+
+def test_unexpected_exception_becomes_internal_error() -> None:
+    result = validate(b"{}", topic="t", partition=0, offset=0, key=None, limits=None, now=NOW)  # type: ignore[arg-type]
+    assert isinstance(result, Rejection)
+    assert result.reason == "internal_error"
+    assert "AttributeError" in result.detail
+
+
+# -- good input
+
+
+def test_good_message_becomes_transaction() -> None:
+    txn = accepted(message())
+    assert txn == Transaction(
+        transaction_id=TID,
+        account_id="ACC-000123",
+        transaction_type="purchase",
+        amount=123.45,
+        currency="USD",
+        timestamp=datetime(2026, 11, 24, 21, 4, 3, 123456, tzinfo=UTC),
+        channel="pos",
+        country="US",
+        merchant="Blue Bottle Coffee",
+        merchant_category="restaurants",
+        city="San Francisco",
+        latitude=37.7749,
+        longitude=-122.4194,
+        simulated_scenario=None,
+        schema_version=1,
+        kafka_partition=3,
+        kafka_offset=42,
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Robert'); DROP TABLE transactions;--",
+        "' OR '1'='1",
+        '"; DELETE FROM alerts WHERE "1"="1',
+        "\\x00 is not a NUL, just a backslash",
+        "Café ☕ — 東京 🚀",
+        "\u202eRTL override",
+        "no\u00a0break and zero\u200dwidth",
+        "%s %(name)s {0} $1",
+    ],
+)
+def test_hostile_text_is_accepted_verbatim(text: str) -> None:
+    txn = accepted(message(merchant=text, city=text, merchant_category=text, simulated_scenario=text))
+    assert (txn.merchant, txn.city, txn.merchant_category, txn.simulated_scenario) == (text,) * 4
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        ("12.50", 12.5),
+        ("7", 7.0),
+        (100, 100.0),
+        (0.01, 0.01),
+        (1.1, 1.1),
+        (0.29, 0.29),
+        (999_999.99, 999_999.99),
+        (1_000_000, 1_000_000.0),
+    ],
+)
+def test_amount_forms_and_boundaries_accepted(amount: Any, expected: float) -> None:
+    txn = accepted(message(amount=amount))
+    assert txn.amount == expected
+    assert type(txn.amount) is float
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2026-11-24T21:04:03Z", datetime(2026, 11, 24, 21, 4, 3, tzinfo=UTC)),
+        ("2026-11-25T02:34:03+05:30", datetime(2026, 11, 24, 21, 4, 3, tzinfo=UTC)),
+        ("2026-11-24T16:04:03-05:00", datetime(2026, 11, 24, 21, 4, 3, tzinfo=UTC)),
+        (_iso(NOW_DT + timedelta(seconds=300)), NOW_DT + timedelta(seconds=300)),
+        (_iso(NOW_DT - timedelta(days=3650)), NOW_DT - timedelta(days=3650)),
+    ],
+)
+def test_timestamps_with_offsets_become_utc(stamp: str, expected: datetime) -> None:
+    txn = accepted(message(timestamp=stamp))
+    assert txn.timestamp == expected
+    assert txn.timestamp.utcoffset() == timedelta(0)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    txn = accepted(message(extra={"nested": [1, 2]}, device_id="abc", schema_comment=None))
+    assert txn.transaction_id == TID
+
+
+def test_optional_fields_may_be_null_or_absent() -> None:
+    absent = {f: DROP for f in ("merchant", "merchant_category", "city", "latitude", "longitude")}
+    for txn in (
+        accepted(message(merchant=None, merchant_category=None, city=None, latitude=None, longitude=None)),
+        accepted(message(**absent, simulated_scenario=DROP)),
+    ):
+        assert (txn.merchant, txn.city, txn.latitude, txn.longitude, txn.simulated_scenario) == (None,) * 5
+
+
+def test_limits_are_inclusive() -> None:
+    txn = accepted(
+        message(merchant="m" * 256, transaction_id="a.b_c:d-E9" + "x" * 54, latitude=-90, longitude=180)
+    )
+    assert len(txn.merchant or "") == 256
+    assert (txn.latitude, txn.longitude) == (-90.0, 180.0)
+
+
+def test_message_exactly_at_size_limit_is_parsed() -> None:
+    raw = message()
+    limits = ValidationLimits(max_message_bytes=len(raw))
+    accepted(raw, limits)
+    assert rejected(raw, ValidationLimits(max_message_bytes=len(raw) - 1)).reason == "message_too_large"
+
+
+def test_every_reason_is_documented() -> None:
+    exercised = {reason for _, _, reason in BAD} | {"internal_error"}
+    assert exercised <= set(REASONS)
+    assert set(REASONS) - exercised == set()
+
+
+# -- properties
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=80)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+_fields = st.sampled_from([*GOOD, "extra"])
+
+
+def _check_result(result: Transaction | Rejection, raw: bytes) -> None:
+    assert isinstance(result, Transaction | Rejection)
+    if isinstance(result, Rejection):
+        assert result.reason in REASONS
+        assert result.reason != "internal_error", result.detail
+        assert result.raw == raw
+        assert "\x00" not in result.detail
+        assert result.transaction_id is None or "\x00" not in result.transaction_id
+        return
+    assert 0 < result.amount <= LIMITS.max_amount and math.isfinite(result.amount)
+    assert result.timestamp.utcoffset() == timedelta(0)
+    for text in (result.merchant, result.merchant_category, result.city, result.simulated_scenario):
+        assert text is None or (type(text) is str and not any(ch < " " for ch in text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    _check_result(run(raw), raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_fields, _json_values, max_size=6))
+def test_arbitrary_field_values_never_raise(changes: dict[str, Any]) -> None:
+    # Starting from a good message makes each mutated field reach its own check.
+    raw = orjson.dumps({**GOOD, **changes})
+    _check_result(run(raw), raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=20), _json_values, max_size=8))
+def test_arbitrary_objects_never_raise(doc: dict[str, Any]) -> None:
+    raw = orjson.dumps(doc)
+    _check_result(run(raw), raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000000"), places=2))
+def test_every_two_decimal_amount_is_accepted_exactly(amount: Decimal) -> None:
+    # Both as a JSON number and as a string; the float must be the one nearest the decimal.
+    for value in (float(amount), str(amount)):
+        assert accepted(message(amount=value)).amount == float(amount)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=99_999_999), st.integers(min_value=1, max_value=9))
+def test_a_third_decimal_is_always_rejected(cents: int, third: int) -> None:
+    amount = Decimal(cents * 10 + third) / 1000
+    assert rejected(message(amount=float(amount))).reason == "amount_precision"
+    assert rejected(message(amount=str(amount))).reason == "amount_precision"
+
+
+def test_transaction_field_order_guard_matches_models() -> None:
+    # validation builds Transaction positionally for speed; this is the tripwire it relies on.
+    import consumer.validation as module
+
+    assert tuple(f.name for f in dataclasses.fields(Transaction)) == module._FIELD_ORDER

@@ -188,7 +188,9 @@ def _convert(name: str, raw: str, hint: Any) -> Any:
         ) from None
 
 
-def load_settings(environ: typing.Mapping[str, str] | None = None, dotenv_path: Path | None = None) -> Settings:
+def load_settings(
+    environ: typing.Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> Settings:
     """Read settings once. The process environment wins over `.env` (as with Compose)."""
     if environ is None:
         path = dotenv_path or Path(os.environ.get("TXMON_ENV_FILE", REPO_ROOT / ".env"))

@@ -35,9 +35,50 @@ SEVERITIES = ("low", "medium", "high", "critical")
 
 # Codes the consumer accepts; a message in any other currency is rejected with a reason.
 CURRENCIES = frozenset(
-    "USD EUR GBP JPY CHF CAD AUD NZD SEK NOK DKK PLN CZK HUF RON BGN TRY ILS AED SAR "
-    "INR CNY HKD SGD KRW TWD THB MYR IDR PHP VND BRL MXN ARS CLP COP PEN ZAR NGN KES "
-    "EGP MAD".split()
+    [
+        "USD",
+        "EUR",
+        "GBP",
+        "JPY",
+        "CHF",
+        "CAD",
+        "AUD",
+        "NZD",
+        "SEK",
+        "NOK",
+        "DKK",
+        "PLN",
+        "CZK",
+        "HUF",
+        "RON",
+        "BGN",
+        "TRY",
+        "ILS",
+        "AED",
+        "SAR",
+        "INR",
+        "CNY",
+        "HKD",
+        "SGD",
+        "KRW",
+        "TWD",
+        "THB",
+        "MYR",
+        "IDR",
+        "PHP",
+        "VND",
+        "BRL",
+        "MXN",
+        "ARS",
+        "CLP",
+        "COP",
+        "PEN",
+        "ZAR",
+        "NGN",
+        "KES",
+        "EGP",
+        "MAD",
+    ]
 )
 
 # Scenario labels the simulator may put in `simulated_scenario`.

@@ -1,0 +1,473 @@
+"""Send the generated transaction stream to Kafka: flags/env -> settings -> generator -> Kafka.
+
+    python producer/transaction_producer.py --count 10000 --rate 500 --seed 42
+    python -m producer --help
+
+A message counts as delivered only when the broker acknowledged it (acks=all, idempotent
+producer). Exit codes: 0 all sent messages acked (also after Ctrl-C / SIGTERM), 1 some failed or
+stayed unconfirmed, 2 the broker or topic is unreachable, or the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make the repo root importable before any project import.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import dataclasses
+import logging
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from producer.generator import DEFAULT_START, AccountPool, Clock, TransactionGenerator, encode
+from utils.config import KafkaSettings, ProducerSettings, Settings, load_settings
+from utils.errors import ConfigError, TxmonError
+from utils.logs import configure_logging
+
+log = logging.getLogger("producer")
+
+# Unacked messages we let pile up in the client before waiting: kafka-python 3 has no
+# buffer_memory bound, so without this a slow broker would grow the accumulator without limit.
+MAX_IN_FLIGHT = 100_000
+# How many failures are logged one by one; later ones are counted and summarised per progress line.
+MAX_FAILURES_LOGGED = 20
+# A rate-limited sender that fell behind (GC pause, slow broker) may catch up by at most this
+# much; beyond it the schedule is shifted instead of bursting.
+MAX_BURST_SECONDS = 1.0
+
+
+class BrokerUnavailable(TxmonError):
+    """Kafka could not be reached, or the topic's metadata could not be fetched."""
+
+
+@dataclasses.dataclass(slots=True)
+class ProducerSummary:
+    topic: str
+    seed: int
+    clock: str
+    sent: int = 0
+    acked: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    scenario_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # sent messages per label
+    first_error: str | None = None
+
+    @property
+    def unconfirmed(self) -> int:
+        """Sent but neither acked nor failed when we gave up waiting (flush timed out)."""
+        return self.sent - self.acked - self.failed
+
+    @property
+    def rate(self) -> float:
+        """Acked messages per second over the whole run."""
+        return self.acked / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.unconfirmed == 0
+
+
+class _Delivery:
+    """Counts acks and failures. Callbacks run on kafka-python's I/O thread, hence the lock."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.acked = 0
+        self.failed = 0
+        self.first_error: str | None = None
+        self._unlogged = 0
+        self._lock = threading.Lock()
+
+    def on_ack(self, _metadata: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def on_error(self, key: bytes, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            n = self.failed
+            if self.first_error is None:
+                self.first_error = repr(exc)
+            if n > MAX_FAILURES_LOGGED:
+                self._unlogged += 1
+                return
+        log.error(
+            "delivery failed topic=%s key=%s: %r",
+            self.topic,
+            key.decode(errors="replace"),
+            exc,
+            extra={"topic": self.topic, "key": key.decode(errors="replace"), "error": repr(exc)},
+        )
+
+    def take_unlogged(self) -> int:
+        with self._lock:
+            n, self._unlogged = self._unlogged, 0
+            return n
+
+
+class _RateLimiter:
+    """Absolute schedule: message i is due at t0 + i/rate, so the long-run rate holds exactly.
+
+    `allowed()` says how many messages may go now; sleeping happens in `wait()`, once per
+    schedule slot, never once per message.
+    """
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.t0 = now
+        self.done = 0
+
+    def allowed(self, now: float) -> int:
+        if self.rate <= 0:
+            return 1 << 30
+        due = int((now - self.t0) * self.rate) - self.done
+        burst = max(1, int(self.rate * MAX_BURST_SECONDS))
+        if due > burst:
+            # Forgive the debt beyond one burst: a stall must not become a flood afterwards.
+            self.t0 += (due - burst) / self.rate
+            due = burst
+        return due
+
+    def seconds_until_next(self, now: float) -> float:
+        return max(0.0, self.t0 + (self.done + 1) / self.rate - now)
+
+
+def _make_kafka_producer(kafka: KafkaSettings, bootstrap_timeout_s: float) -> KafkaProducer:
+    # kafka-python logs every refused bootstrap attempt at ERROR/WARNING; one clear message of
+    # ours says it better. With LOG_LEVEL=DEBUG the library's own lines stay visible.
+    kafka_log = logging.getLogger("kafka")
+    saved = kafka_log.level
+    if kafka_log.getEffectiveLevel() > logging.DEBUG:
+        kafka_log.setLevel(logging.CRITICAL)
+    try:
+        return KafkaProducer(
+            bootstrap_servers=kafka.bootstrap_servers.split(","),
+            client_id="txmon-producer",
+            acks="all",  # with enable_idempotence (default): no loss, no duplicates on retry
+            linger_ms=10,  # a few ms of batching lifts throughput; latency stays well under 50 ms
+            batch_size=256 * 1024,
+            compression_type=None,  # lz4 is not a dependency; gzip costs more CPU than it saves here
+            max_block_ms=10_000,  # a missing topic fails in 10 s instead of hanging a minute
+            bootstrap_timeout_ms=int(bootstrap_timeout_s * 1000),
+        )
+    except KafkaTimeoutError as exc:  # kafka-python 3: "Unable to bootstrap from ..."
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers!r} ({exc}). "
+            "Start the local stack with `make stack-up`, or point KAFKA_BOOTSTRAP_SERVERS "
+            "(or --bootstrap-servers) at a running broker."
+        ) from exc
+    finally:
+        kafka_log.setLevel(saved)
+
+
+def run_producer(
+    settings: Settings,
+    *,
+    count: int | None = None,
+    rate: float | None = None,
+    seed: int | None = None,
+    clock: Clock = "wall",
+    start: datetime = DEFAULT_START,
+    progress_seconds: float = 5.0,
+    flush_timeout_s: float = 30.0,
+    bootstrap_timeout_s: float = 10.0,
+    stop_event: threading.Event | None = None,
+) -> ProducerSummary:
+    """Generate and send; return when `count` messages are settled or `stop_event` is set.
+
+    `count`, `rate` and `seed` default to `settings.producer`; a `None` seed there means a
+    random one, which is logged and returned so the run can be replayed. Raises
+    BrokerUnavailable when the broker or the topic's metadata cannot be reached.
+    """
+    ps = settings.producer
+    count = ps.count if count is None else count
+    rate = ps.rate if rate is None else rate
+    seed = ps.seed if seed is None else seed
+    if seed is None:
+        seed = secrets.randbits(31)
+    if count < 0 or rate < 0:
+        raise ConfigError(f"count and rate must be >= 0, got count={count} rate={rate}")
+    topic = settings.kafka.topic
+    stop = stop_event or threading.Event()
+
+    generator = TransactionGenerator(
+        seed, AccountPool.create(ps.accounts, seed), ps.fraud_rate, clock=clock, start=start
+    )
+    _warn_if_velocity_noise(rate, ps.accounts, clock)
+    producer = _make_kafka_producer(settings.kafka, bootstrap_timeout_s)
+    delivery = _Delivery(topic)
+    summary = ProducerSummary(topic=topic, seed=seed, clock=clock)
+    scenarios: Counter[str] = Counter()
+    try:
+        try:
+            partitions = producer.partitions_for(topic)  # fail fast and clearly on a missing topic
+        except KafkaTimeoutError as exc:
+            raise BrokerUnavailable(
+                f"no metadata for topic {topic!r} at {settings.kafka.bootstrap_servers} within 10 s: "
+                "create it with `make topics` (python -m utils.kafka_cleanup create-topics)"
+            ) from exc
+        log.info(
+            "producing topic=%s partitions=%d seed=%d accounts=%d fraud_rate=%.3f clock=%s count=%s rate=%s",
+            topic, len(partitions or ()), seed, ps.accounts, ps.fraud_rate, clock,
+            count or "unbounded", rate or "max",
+            extra={"topic": topic, "seed": seed, "clock": clock, "count": count, "rate": rate},
+        )  # fmt: skip
+
+        t_start = time.monotonic()
+        limiter = _RateLimiter(rate, t_start)
+        next_progress = t_start + progress_seconds
+        last_report = (t_start, 0)
+        send = producer.send
+        sent = 0
+        while not stop.is_set() and (count == 0 or sent < count):
+            now = time.monotonic()
+            if now >= next_progress:
+                last_report = _progress(summary, delivery, sent, t_start, last_report, now)
+                next_progress = now + progress_seconds
+            n = min(limiter.allowed(now), 500)  # small chunks keep wall-clock stamps fresh
+            if count:
+                n = min(n, count - sent)
+            in_flight = sent - delivery.acked - delivery.failed
+            if in_flight >= MAX_IN_FLIGHT:
+                stop.wait(0.005)  # let the I/O thread drain; the limiter keeps the schedule
+                continue
+            if n <= 0:
+                stop.wait(min(limiter.seconds_until_next(now), max(0.0, next_progress - now)))
+                continue
+            for txn in generator.next_batch(n):
+                key, value = encode(txn)
+                try:
+                    future = send(topic, key=key, value=value)
+                except KafkaError as exc:  # e.g. metadata lost for longer than max_block_ms
+                    delivery.on_error(key, exc)
+                else:
+                    future.add_callback(delivery.on_ack)
+                    future.add_errback(delivery.on_error, key)
+                sent += 1
+                if txn["simulated_scenario"] is not None:
+                    scenarios[txn["simulated_scenario"]] += 1
+            limiter.done += n
+        summary.interrupted = stop.is_set()
+        summary.sent = sent
+        if not _flush(producer, flush_timeout_s):
+            log.error(
+                "flush timed out after %.0f s: %d messages unconfirmed",
+                flush_timeout_s,
+                sent - delivery.acked - delivery.failed,
+            )
+        summary.elapsed_s = time.monotonic() - t_start
+    finally:
+        try:
+            producer.close(timeout=5)
+        except KafkaError as exc:  # nothing left to lose here: the counts are already final
+            log.warning("closing the Kafka producer failed: %r", exc)
+    unlogged = delivery.take_unlogged()
+    if unlogged:
+        log.error("%d more delivery failures (not logged one by one)", unlogged)
+    summary.acked, summary.failed = delivery.acked, delivery.failed
+    summary.first_error = delivery.first_error
+    summary.scenario_counts = dict(sorted(scenarios.items()))
+    return summary
+
+
+def _flush(producer: KafkaProducer, timeout_s: float) -> bool:
+    """Wait until every sent record is acked or failed; False if `timeout_s` ran out first."""
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            producer.flush(timeout=remaining)
+            return True
+        except KafkaTimeoutError:
+            return False
+        except KafkaError as exc:
+            # kafka-python 3.0.12 raises UnknownError('Future not done') when a batch is split
+            # (MessageSizeTooLarge) or aborted during the flush; its records are still tracked
+            # and will resolve, so wait again rather than report them lost.
+            log.debug("flush interrupted by %r; waiting again", exc)
+            time.sleep(0.05)
+    return False
+
+
+def _progress(
+    summary: ProducerSummary,
+    delivery: _Delivery,
+    sent: int,
+    t_start: float,
+    last: tuple[float, int],
+    now: float,
+) -> tuple[float, int]:
+    unlogged = delivery.take_unlogged()
+    if unlogged:
+        log.error("%d more delivery failures since the last progress line (first: %s)",
+                  unlogged, delivery.first_error)  # fmt: skip
+    acked, failed = delivery.acked, delivery.failed
+    current = (acked - last[1]) / (now - last[0]) if now > last[0] else 0.0
+    total = acked / (now - t_start) if now > t_start else 0.0
+    log.info(
+        "progress topic=%s sent=%d acked=%d failed=%d in_flight=%d rate=%.0f/s total_rate=%.0f/s",
+        summary.topic, sent, acked, failed, sent - acked - failed, current, total,
+        extra={"topic": summary.topic, "sent": sent, "acked": acked, "failed": failed,
+               "rate": round(current, 1), "total_rate": round(total, 1)},
+    )  # fmt: skip
+    return now, acked
+
+
+def _warn_if_velocity_noise(rate: float, accounts: int, clock: str) -> None:
+    # Wall-clock timestamps compress nothing: at R msg/s over N accounts each account makes
+    # 60*R/N txns per minute of real time, and the velocity rule fires above 8.
+    if clock == "wall" and rate > 0 and 60 * rate / accounts > 2:
+        log.warning(
+            "--rate %.0f over %d accounts is ~%.1f txns per account per minute of wall time: "
+            "expect velocity alerts on normal traffic (raise --accounts or use --clock simulated)",
+            rate, accounts, 60 * rate / accounts,
+        )  # fmt: skip
+    elif clock == "wall" and rate == 0:
+        log.warning(
+            "unthrottled with --clock wall: per-account rates will far exceed the velocity rule's "
+            "8/min; use --clock simulated for alert-quality measurements"
+        )
+
+
+def _log_summary(s: ProducerSummary) -> None:
+    log.info(
+        "summary topic=%s seed=%d sent=%d acked=%d failed=%d unconfirmed=%d elapsed=%.1fs "
+        "rate=%.0f/s interrupted=%s scenarios=%s",
+        s.topic, s.seed, s.sent, s.acked, s.failed, s.unconfirmed, s.elapsed_s, s.rate,
+        s.interrupted, s.scenario_counts or "{}",
+        extra={"summary": {**dataclasses.asdict(s), "unconfirmed": s.unconfirmed, "rate": round(s.rate, 1)}},
+    )  # fmt: skip
+    if s.failed:
+        log.error("%d of %d messages failed (first error: %s)", s.failed, s.sent, s.first_error)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def _env_help(group: type, name: str, current: Any, text: str = "") -> str:
+    f = next(f for f in dataclasses.fields(group) if f.name == name)
+    text = text or f.metadata.get("help", "")
+    return f"{text} [env: {f.metadata['env']}] (current: {current if current is not None else 'unset'})"
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    ps, ks = settings.producer, settings.kafka
+    p = argparse.ArgumentParser(
+        prog="python producer/transaction_producer.py",
+        description="Send seeded synthetic transactions (with labelled fraud scenarios) to Kafka.",
+    )
+    p.add_argument("--count", type=int, default=ps.count, help=_env_help(ProducerSettings, "count", ps.count))
+    p.add_argument("--rate", type=float, default=ps.rate, help=_env_help(ProducerSettings, "rate", ps.rate))
+    p.add_argument("--seed", type=int, default=ps.seed, help=_env_help(ProducerSettings, "seed", ps.seed))
+    p.add_argument(
+        "--accounts",
+        type=int,
+        default=ps.accounts,
+        help=_env_help(ProducerSettings, "accounts", ps.accounts, "accounts in the simulated pool"),
+    )
+    p.add_argument(
+        "--fraud-rate",
+        type=float,
+        default=ps.fraud_rate,
+        help=_env_help(ProducerSettings, "fraud_rate", ps.fraud_rate),
+    )
+    p.add_argument("--topic", default=ks.topic, help=_env_help(KafkaSettings, "topic", ks.topic))
+    p.add_argument(
+        "--bootstrap-servers",
+        default=ks.bootstrap_servers,
+        help=_env_help(KafkaSettings, "bootstrap_servers", ks.bootstrap_servers),
+    )
+    p.add_argument(
+        "--clock",
+        choices=("wall", "simulated"),
+        default="wall",
+        help="wall: timestamps are now (live, latency measurable); simulated: event time from --start, "
+        "byte-identical per seed (default: wall)",
+    )
+    p.add_argument(
+        "--start",
+        type=_aware_datetime,
+        default=DEFAULT_START,
+        help=f"event clock start, ISO-8601 with offset (default: {DEFAULT_START.isoformat()})",
+    )
+    p.add_argument(
+        "--progress-seconds", type=float, default=5.0, help="seconds between progress lines (default: 5)"
+    )
+    return p
+
+
+def _aware_datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2026-01-01T00:00:00+00:00")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(settings).parse_args(argv)
+    configure_logging(settings.log_level, settings.log_format)
+    if args.accounts < 1 or not 0 <= args.fraud_rate <= 1 or args.count < 0 or args.rate < 0:
+        log.error("need --accounts >= 1, 0 <= --fraud-rate <= 1, --count >= 0 and --rate >= 0")
+        return 2
+    settings = dataclasses.replace(
+        settings,
+        kafka=dataclasses.replace(settings.kafka, topic=args.topic, bootstrap_servers=args.bootstrap_servers),
+        producer=dataclasses.replace(
+            settings.producer,
+            count=args.count,
+            rate=args.rate,
+            seed=args.seed,
+            accounts=args.accounts,
+            fraud_rate=args.fraud_rate,
+        ),
+    )
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: stopping, flushing what was sent", signal.Signals(signum).name)
+        stop.set()
+        # A second Ctrl-C during the flush should kill at once, as users expect.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        summary = run_producer(
+            settings,
+            clock=args.clock,
+            start=args.start,
+            progress_seconds=args.progress_seconds,
+            stop_event=stop,
+        )
+    except BrokerUnavailable as exc:
+        log.error("%s", exc)
+        return 2
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    _log_summary(summary)
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -210,3 +210,12 @@ def load_settings(
     if settings.log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={settings.log_format!r}: use 'text' or 'json'")
     return settings
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment that `load_settings` turns back into `settings` (for child processes)."""
+    out: dict[str, str] = {}
+    for group, f in env_fields():
+        value = getattr(getattr(settings, group) if group else settings, f.name)
+        out[f.metadata["env"]] = "" if value is None else str(value)
+    return out

@@ -1,0 +1,519 @@
+"""The consumer: poll -> validate -> rules -> persist (one DB transaction) -> commit offsets.
+
+    python consumer/transaction_processor.py [--max-idle-seconds S] [--group G] ...
+
+Run several with the same group and Kafka shares the topic's partitions among them. Offsets are
+committed only after the batch's database transaction has committed, and every write is
+idempotent, so a crash anywhere replays at most one batch and stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+if __package__ in (None, ""):  # `python consumer/transaction_processor.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg2
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumer.account_state import AccountStates
+from consumer.rules import evaluate
+from consumer.validation import validate
+from utils import database
+from utils.config import Settings, load_settings
+from utils.errors import DatabaseUnavailable, TxmonError
+from utils.models import Alert, Rejection, Transaction
+
+log = logging.getLogger("consumer")
+
+
+@dataclass(slots=True)
+class Batch:
+    """One poll's worth of messages, validated and evaluated, ready to store."""
+
+    txns: list[Transaction] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    raw: dict[tuple[int, int], tuple[bytes | None, bytes]] = field(default_factory=dict)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset seen per partition
+    replays: int = 0  # messages whose transaction the rebuilt state already holds
+
+    @property
+    def size(self) -> int:
+        return len(self.txns) + len(self.rejections)
+
+
+@dataclass(slots=True)
+class ProcessorSummary:
+    consumed: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    rejected: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)
+    rejected_reasons: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    db_retries: int = 0
+    elapsed_s: float = 0.0
+    clean_exit: bool = True
+
+    @property
+    def rate(self) -> float:
+        return self.stored / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["alerts"] = dict(self.alerts)
+        d["rejected_reasons"] = dict(self.rejected_reasons)
+        d["rate"] = round(self.rate, 1)
+        return d
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Rebuilds per-account state for partitions we gain; forgets the ones we lose."""
+
+    def __init__(self, processor: TransactionProcessor) -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        parts = [tp.partition for tp in revoked]
+        self.processor.states.drop_partitions(parts)
+        log.info("partitions revoked: %s", sorted(parts))
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        parts = sorted(tp.partition for tp in assigned)
+        if parts:
+            self.processor.rebuild_state(parts)
+        log.info("partitions assigned: %s", parts)
+
+
+class TransactionProcessor:
+    def __init__(self, settings: Settings, *, stop_event: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.stop_event = stop_event or threading.Event()
+        cs = settings.consumer
+        self.states = AccountStates(
+            max_events=cs.state_max_events_per_account,
+            history_seconds=cs.state_history_hours * 3600.0,
+        )
+        self.db = database.Database(settings.postgres, maxconn=2)
+        self.summary = ProcessorSummary()
+        self.consumer: KafkaConsumer | None = None
+        self.dlq: KafkaProducer | None = None
+        self._last_evict = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _connect_kafka(self) -> None:
+        k, cs = self.settings.kafka, self.settings.consumer
+        common: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers.split(",")}
+        self.consumer = KafkaConsumer(
+            group_id=k.consumer_group,
+            enable_auto_commit=False,  # offsets follow the database commit, never precede it
+            auto_offset_reset="earliest",  # a new group starts from the first message: nothing skipped
+            max_poll_records=cs.max_poll_records,
+            session_timeout_ms=cs.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, cs.session_timeout_ms // 3),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            client_id=f"txmon-consumer-{os.getpid()}",
+            **common,
+        )
+        self.consumer.subscribe([k.topic], listener=_Rebalance(self))
+        self.dlq = KafkaProducer(acks="all", linger_ms=5, client_id=f"txmon-dlq-{os.getpid()}", **common)
+
+    def rebuild_state(self, partitions: list[int]) -> None:
+        """Load each account's recent window so a restart or rebalance does not blind the rules."""
+        cs = self.settings.consumer
+        started = time.monotonic()
+        while True:
+            try:
+                with self.db.connection() as conn:
+                    rows = database.load_recent_history(
+                        conn,
+                        partitions,
+                        history_seconds=cs.state_history_hours * 3600.0,
+                        max_per_account=cs.state_max_events_per_account,
+                    )
+                break
+            except DatabaseUnavailable as exc:
+                if self.stop_event.is_set():
+                    return
+                log.warning("cannot rebuild state yet (%s); retrying", exc)
+                self._sleep_backoff(1.0)
+        loaded = 0
+        for partition, part_rows in rows.items():
+            self.states.load(partition, part_rows)
+            loaded += len(part_rows)
+        log.info(
+            "state rebuilt for partitions %s: %d events in %.2fs",
+            partitions,
+            loaded,
+            time.monotonic() - started,
+        )
+
+    def run(self) -> ProcessorSummary:
+        self._migrate_with_retry()
+        self._connect_kafka()
+        assert self.consumer is not None
+        started = time.monotonic()
+        last_message = started
+        last_progress = started
+        joined = False
+        cs = self.settings.consumer
+        try:
+            while not self.stop_event.is_set():
+                records = self.consumer.poll(timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records)
+                now = time.monotonic()
+                self._touch_health()
+                if not joined and self.consumer.assignment():
+                    # The idle clock starts at the first assignment: a group join takes seconds.
+                    joined, last_message = True, now
+                if not records:
+                    if cs.max_idle_seconds > 0 and joined and now - last_message >= cs.max_idle_seconds:
+                        log.info("no messages for %.0fs: exiting", now - last_message)
+                        break
+                    continue
+                last_message = now
+                batch = self.prepare(records)
+                if not self.persist(batch):
+                    break  # stopping while the database is down: offsets stay uncommitted
+                self.finish(batch)
+                if now - last_progress >= 5.0:
+                    last_progress = now
+                    self._log_progress(now - started)
+        finally:
+            self.summary.elapsed_s = time.monotonic() - started
+            self.close()
+        return self.summary
+
+    def close(self) -> None:
+        if self.dlq is not None:
+            try:
+                self.dlq.flush(timeout=10)
+                self.dlq.close(timeout=10)
+            except KafkaError as exc:
+                log.warning("closing the DLQ producer: %s", exc)
+            self.dlq = None
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+            self.consumer = None
+        self.db.close()
+
+    def _migrate_with_retry(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                applied = database.migrate(self.settings.postgres)
+                if applied:
+                    log.info("migrations applied: %s", ", ".join(applied))
+                return
+            except DatabaseUnavailable as exc:
+                log.warning("%s; retrying", exc)
+                self._sleep_backoff(2.0)
+
+    # ------------------------------------------------------------------ one batch
+
+    def prepare(self, records: dict[TopicPartition, list[Any]]) -> Batch:
+        """Validate and evaluate a poll's records. Pure but for the in-memory account state."""
+        batch = Batch()
+        limits, thresholds = self.settings.validation, self.settings.rules
+        states = self.states
+        now = time.time()
+        for tp, recs in records.items():
+            topic, partition = tp.topic, tp.partition
+            for rec in recs:
+                batch.raw[(partition, rec.offset)] = (rec.key, rec.value)
+                item = validate(
+                    rec.value,
+                    topic=topic,
+                    partition=partition,
+                    offset=rec.offset,
+                    key=rec.key,
+                    limits=limits,
+                    now=now,
+                )
+                if isinstance(item, Rejection):
+                    batch.rejections.append(item)
+                    continue
+                history = states.history(partition, item.account_id)
+                if history.seen(item.transaction_id):
+                    batch.replays += 1  # stored before a restart: its alerts are stored too
+                else:
+                    batch.alerts.extend(evaluate(item, history, thresholds))
+                    states.add(item)
+                batch.txns.append(item)
+            if recs:
+                batch.offsets[tp] = recs[-1].offset
+        if batch.txns and now - self._last_evict > 10.0:
+            # Evict by event time, not wall time: a replayed or simulated stream from the past
+            # must keep the windows its own timestamps need.
+            self._last_evict = now
+            states.evict(max(t.epoch for t in batch.txns))
+        return batch
+
+    def persist(self, batch: Batch) -> bool:
+        """Store the batch in one database transaction, retrying with backoff while the database
+        is away. Returns False only when asked to stop before the batch could be stored."""
+        delay = 0.5
+        while True:
+            try:
+                with self.db.connection() as conn:
+                    result = database.write_batch(
+                        conn,
+                        batch.txns,
+                        batch.alerts,
+                        batch.rejections,
+                        raw_by_position=batch.raw,
+                        topic=self.settings.kafka.topic,
+                    )
+                break
+            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                self._reject_unstorable(batch, exc)
+            except DatabaseUnavailable as exc:
+                self.summary.db_retries += 1
+                if self.stop_event.is_set():
+                    log.warning(
+                        "stopping with %d messages unsaved (database down); they will be "
+                        "reprocessed on restart",
+                        batch.size,
+                    )
+                    self.summary.clean_exit = False
+                    return False
+                log.warning(
+                    "database unavailable, batch of %d held (retry in %.1fs): %s", batch.size, delay, exc
+                )
+                self._keep_group_membership(delay)
+                delay = min(delay * 2, self.settings.consumer.db_retry_max_backoff_s)
+        s = self.summary
+        s.batches += 1
+        s.consumed += batch.size
+        s.stored += result.inserted
+        s.already_stored += result.already_stored
+        dupes = result.duplicates or []
+        batch.rejections.extend(dupes)
+        s.rejected += len(batch.rejections)
+        stored_ids = {t.transaction_id for t in batch.txns} - {d.transaction_id for d in dupes}
+        s.alerts.update(a.alert_type for a in batch.alerts if a.transaction_id in stored_ids)
+        s.rejected_reasons.update(r.reason for r in batch.rejections)
+        return True
+
+    def _reject_unstorable(self, batch: Batch, exc: Exception) -> None:
+        """A row validation let through was refused by a constraint: reject just those rows."""
+        log.error("batch refused by the database (%s); isolating the offending rows", str(exc).strip())
+        with self.db.connection() as conn:
+            bad = database.find_unstorable(conn, batch.txns)
+        if not bad:
+            raise TxmonError(f"batch refused by the database and no single row explains it: {exc}") from exc
+        bad_ids = {id(t) for t, _ in bad}
+        batch.txns = [t for t in batch.txns if id(t) not in bad_ids]
+        dropped = {t.transaction_id for t, _ in bad}
+        batch.alerts = [a for a in batch.alerts if a.transaction_id not in dropped]
+        for t, error in bad:
+            key, raw = batch.raw.get((t.kafka_partition, t.kafka_offset), (None, b""))
+            batch.rejections.append(
+                Rejection(
+                    "database_rejected",
+                    error,
+                    raw,
+                    self.settings.kafka.topic,
+                    t.kafka_partition,
+                    t.kafka_offset,
+                    t.transaction_id,
+                    key,
+                )
+            )
+
+    def finish(self, batch: Batch) -> None:
+        """After the database commit: dead-letter the rejects, then commit the offsets."""
+        assert self.consumer is not None and self.dlq is not None
+        if batch.rejections:
+            self._publish_dlq(batch.rejections)
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: OffsetAndMetadata(last + 1, None, -1) for tp, last in batch.offsets.items() if tp in assigned
+        }
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions away; the new owner replays them idempotently.
+            log.warning("offset commit skipped after a rebalance: %s", exc)
+
+    def _publish_dlq(self, rejections: list[Rejection]) -> None:
+        assert self.dlq is not None
+        topic = self.settings.kafka.dlq_topic
+        futures = []
+        for r in rejections:
+            headers = [
+                ("dlq.reason", r.reason.encode()),
+                ("dlq.detail", r.detail[:1000].encode("utf-8", "replace")),
+                ("dlq.source.topic", r.topic.encode()),
+                ("dlq.source.partition", str(r.partition).encode()),
+                ("dlq.source.offset", str(r.offset).encode()),
+            ]
+            futures.append(self.dlq.send(topic, value=r.raw, key=r.key, headers=headers))
+        self.dlq.flush(timeout=30)
+        failed = [f for f in futures if f.failed()]
+        if failed:
+            # The rejected_transactions table already holds them; without the DLQ copy we must not
+            # advance offsets, so stop and let a restart replay the batch.
+            raise TxmonError(f"{len(failed)} dead-letter messages not acknowledged: {failed[0].exception}")
+        for r in rejections:
+            log.debug("rejected %s/%d@%d: %s", r.topic, r.partition, r.offset, r.reason)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _keep_group_membership(self, seconds: float) -> None:
+        """Wait while still calling poll() (paused), so the group does not evict us during an outage."""
+        assert self.consumer is not None
+        deadline = time.monotonic() + seconds
+        assigned = self.consumer.assignment()
+        self.consumer.pause(*assigned)
+        try:
+            while time.monotonic() < deadline and not self.stop_event.is_set():
+                self.consumer.poll(timeout_ms=min(500, int(seconds * 1000)))
+        finally:
+            self.consumer.resume(*self.consumer.assignment())
+
+    def _sleep_backoff(self, seconds: float) -> None:
+        self.stop_event.wait(seconds)
+
+    def _touch_health(self) -> None:
+        path = self.settings.consumer.health_file
+        if path:
+            Path(path).touch()
+
+    def _log_progress(self, elapsed: float) -> None:
+        s = self.summary
+        log.info(
+            "progress consumed=%d stored=%d rejected=%d alerts=%d rate=%.0f/s",
+            s.consumed,
+            s.stored,
+            s.rejected,
+            sum(s.alerts.values()),
+            s.stored / max(elapsed, 1e-9),
+        )
+
+
+def format_summary(s: ProcessorSummary) -> str:
+    alerts = ", ".join(f"{k}={v}" for k, v in sorted(s.alerts.items())) or "none"
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.rejected_reasons.items())) or "none"
+    return (
+        f"consumer summary: consumed={s.consumed} stored={s.stored} already_stored={s.already_stored} "
+        f"rejected={s.rejected} alerts={sum(s.alerts.values())} ({alerts}) rejected_by_reason=({reasons}) "
+        f"batches={s.batches} db_retries={s.db_retries} elapsed={s.elapsed_s:.1f}s rate={s.rate:.0f}/s"
+    )
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    k, cs = settings.kafka, settings.consumer
+    p = argparse.ArgumentParser(
+        prog="python consumer/transaction_processor.py",
+        description="Consume transactions, validate, apply alert rules, store in PostgreSQL.",
+    )
+    p.add_argument(
+        "--bootstrap-servers",
+        default=k.bootstrap_servers,
+        help=f"Kafka brokers [env: KAFKA_BOOTSTRAP_SERVERS] (default {k.bootstrap_servers})",
+    )
+    p.add_argument("--topic", default=k.topic, help=f"[env: KAFKA_TOPIC] (default {k.topic})")
+    p.add_argument("--dlq-topic", default=k.dlq_topic, help=f"[env: KAFKA_DLQ_TOPIC] (default {k.dlq_topic})")
+    p.add_argument(
+        "--group",
+        default=k.consumer_group,
+        help=f"consumer group [env: KAFKA_CONSUMER_GROUP] (default {k.consumer_group})",
+    )
+    p.add_argument(
+        "--max-idle-seconds",
+        type=float,
+        default=cs.max_idle_seconds,
+        help="exit after this many seconds without messages, 0 = run until stopped "
+        f"[env: CONSUMER_MAX_IDLE_SECONDS] (default {cs.max_idle_seconds:g})",
+    )
+    p.add_argument(
+        "--max-poll-records",
+        type=int,
+        default=cs.max_poll_records,
+        help=f"batch size [env: CONSUMER_MAX_POLL_RECORDS] (default {cs.max_poll_records})",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from utils.logs import configure_logging
+
+    try:
+        settings = load_settings()
+    except TxmonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(settings).parse_args(argv)
+    settings = dataclasses.replace(
+        settings,
+        kafka=dataclasses.replace(
+            settings.kafka,
+            bootstrap_servers=args.bootstrap_servers,
+            topic=args.topic,
+            dlq_topic=args.dlq_topic,
+            consumer_group=args.group,
+        ),
+        consumer=dataclasses.replace(
+            settings.consumer,
+            max_idle_seconds=args.max_idle_seconds,
+            max_poll_records=args.max_poll_records,
+        ),
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    processor = TransactionProcessor(settings, stop_event=stop)
+    log.info(
+        "consuming %s as group %s from %s; storing in %s:%d/%s",
+        settings.kafka.topic,
+        settings.kafka.consumer_group,
+        settings.kafka.bootstrap_servers,
+        settings.postgres.host,
+        settings.postgres.port,
+        settings.postgres.db,
+    )
+    try:
+        summary = processor.run()
+    except KafkaError as exc:
+        log.error(
+            "Kafka error: %s. Is the broker at %s up? (`make stack-up`)",
+            exc,
+            settings.kafka.bootstrap_servers,
+        )
+        return 2
+    except TxmonError as exc:
+        log.error("%s", exc)
+        return 1
+    print(format_summary(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Shared fixtures: the real services, a fresh database and unique topics per test.
+
+Services: if KAFKA_BOOTSTRAP_SERVERS / POSTGRES_HOST are set in the environment and answer, they
+are used (POSTGRES_MIGRATION_USER must be allowed to CREATE DATABASE). Otherwise one isolated
+native stack (ZooKeeper + Kafka + PostgreSQL) is started for the session on test ports and
+stopped at the end. A service that cannot start fails the tests; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from utils import database
+from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings
+from utils.local_stack import LocalStack, StackEnv, cache_dir
+
+TEST_PORTS = {"zk_port": 32181, "kafka_port": 39092, "pg_port": 35432}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        elif f"{os.sep}dags{os.sep}" in path:
+            item.add_marker(pytest.mark.dags)
+
+
+def _configured(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+@pytest.fixture(scope="session")
+def test_stack() -> Iterator[LocalStack]:
+    """The session's stack object: fault tests stop and start its components."""
+    base = load_settings(
+        environ={k: v for k, v in os.environ.items() if k.startswith(("POSTGRES_", "KAFKA_"))}
+    )
+    stack = LocalStack(
+        Path(os.environ.get("TXMON_TEST_STATE_DIR", cache_dir() / "test-stack")),
+        existing_kafka=base.kafka.bootstrap_servers if _configured("KAFKA_BOOTSTRAP_SERVERS") else None,
+        existing_postgres=base.postgres if _configured("POSTGRES_HOST") else None,
+        **TEST_PORTS,
+    )
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def stack_env(test_stack: LocalStack) -> StackEnv:
+    return test_stack.env()
+
+
+def _admin_connect(env: StackEnv, dbname: str) -> psycopg2.extensions.connection:
+    pg = env.postgres_settings()
+    conn = psycopg2.connect(
+        host=pg.host,
+        port=pg.port,
+        dbname=dbname,
+        user=pg.migration_user or pg.user,
+        password=pg.migration_password if pg.migration_user else pg.password,
+    )
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def fresh_db(stack_env: StackEnv) -> Iterator[PostgresSettings]:
+    """A new, migrated database for one test; dropped afterwards."""
+    name = f"txmon_test_{uuid.uuid4().hex[:10]}"
+    admin = _admin_connect(stack_env, stack_env.postgres_db)
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    pg = dataclasses.replace(stack_env.postgres_settings(), db=name)
+    database.migrate(pg)
+    try:
+        yield pg
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture
+def topic_factory(stack_env: StackEnv) -> Iterator[Callable[..., str]]:
+    """Creates uniquely named topics (deleted at teardown)."""
+    from utils.kafka_cleanup import admin_client, delete_topics
+
+    admin = admin_client(stack_env.kafka_bootstrap_servers)
+    made: list[str] = []
+
+    def make(prefix: str = "t", partitions: int = 6) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        if made:
+            delete_topics(admin, made)
+        admin.close()
+
+
+@pytest.fixture
+def settings_factory(
+    stack_env: StackEnv, fresh_db: PostgresSettings, topic_factory: Callable[..., str]
+) -> Callable[..., Settings]:
+    """Settings for one pipeline under test: its own topic, DLQ, group and database."""
+
+    def make(partitions: int = 6, **consumer_overrides: object) -> Settings:
+        topic = topic_factory("tx", partitions)
+        kafka = KafkaSettings(
+            bootstrap_servers=stack_env.kafka_bootstrap_servers,
+            topic=topic,
+            dlq_topic=topic_factory("dlq", 1),
+            consumer_group=f"g-{topic}",
+            topic_partitions=partitions,
+        )
+        base = Settings()
+        consumer = dataclasses.replace(
+            base.consumer, session_timeout_ms=6000, poll_timeout_ms=200, **consumer_overrides
+        )
+        return dataclasses.replace(base, kafka=kafka, postgres=fresh_db, consumer=consumer)
+
+    return make
+
+
+@pytest.fixture
+def pipeline_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()

@@ -1,0 +1,213 @@
+"""Producer -> real Kafka -> consumer -> real PostgreSQL, end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from tests.support import ConsumerProcess, consume, generated, produce, query, scalar, wait_until
+from utils.config import Settings
+
+# Which alert each simulated scenario is designed to raise.
+SCENARIO_ALERT = {
+    "card_testing": "card_testing",
+    "amount_spike": "amount_spike",
+    "impossible_travel": "impossible_travel",
+    "rapid_repeat": "duplicate",
+    "unusual_hour_high_value": "unusual_hour_high_value",
+    "high_amount": "high_amount",
+}
+
+
+def test_seeded_stream_is_stored_exactly_once_with_its_alerts(pipeline_settings: Settings) -> None:
+    s = pipeline_settings
+    n = 6000
+    produce(s, n, seed=11)
+    summary = consume(s)
+    expected = generated(s, n, seed=11)
+
+    assert summary.stored == n and summary.rejected == 0
+    rows = query(s.postgres, "SELECT transaction_id FROM transactions")
+    assert sorted(r[0] for r in rows) == sorted(t["transaction_id"] for t in expected)
+
+    labelled = {t["transaction_id"]: t["simulated_scenario"] for t in expected if t["simulated_scenario"]}
+    alerted = query(s.postgres, "SELECT transaction_id, alert_type FROM alerts")
+    by_scenario = {
+        scenario: {tid for tid, a in alerted if labelled.get(tid) == scenario and a == alert}
+        for scenario, alert in SCENARIO_ALERT.items()
+    }
+    present = set(labelled.values())
+    missing = [sc for sc in present if not by_scenario[sc]]
+    assert not missing, f"scenarios that raised none of their alerts: {missing}"
+    # Every stored alert explains itself with numbers.
+    for msg, details in query(s.postgres, "SELECT alert_message, details FROM alerts"):
+        assert re.search(r"\d", msg) and details, msg
+    # Kafka coordinates are stored and unique per message.
+    assert scalar(s.postgres, "SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM transactions") == n
+
+
+def test_replaying_the_topic_adds_nothing(pipeline_settings: Settings) -> None:
+    s = pipeline_settings
+    produce(s, 3000, seed=5)
+    first = consume(s)
+    alerts_before = scalar(s.postgres, "SELECT count(*) FROM alerts")
+    # A new group reads the same topic from the start: every message is a replay.
+    again = dataclasses.replace(
+        s, kafka=dataclasses.replace(s.kafka, consumer_group=s.kafka.consumer_group + "-r")
+    )
+    second = consume(again)
+    assert first.stored == 3000
+    assert second.stored == 0 and second.already_stored == 3000
+    assert scalar(s.postgres, "SELECT count(*) FROM transactions") == 3000
+    assert scalar(s.postgres, "SELECT count(*) FROM alerts") == alerts_before
+
+
+def _send_raw(s: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
+    for key, value in messages:
+        producer.send(s.kafka.topic, key=key, value=value, partition=0)
+    producer.flush()
+    producer.close()
+
+
+def test_bad_messages_go_to_the_dlq_and_the_table_with_reasons(pipeline_settings: Settings) -> None:
+    s = pipeline_settings
+    good = generated(s, 3, seed=3)
+    bad_amount = {**good[1], "transaction_id": "neg-1", "amount": -5}
+    missing = {k: v for k, v in good[2].items() if k != "currency"} | {"transaction_id": "miss-1"}
+    messages: list[tuple[bytes | None, bytes]] = [
+        (b"k1", b'{"transaction_id": "trunc'),
+        (b"k2", orjson.dumps(bad_amount)),
+        (b"k3", orjson.dumps(missing)),
+        (b"k4", b"\xff\xfe not utf-8"),
+        (b"ok", orjson.dumps(good[0])),
+    ]
+    _send_raw(s, messages)
+    summary = consume(s)
+    assert summary.stored == 1 and summary.rejected == 4
+
+    rows = query(
+        s.postgres,
+        "SELECT kafka_offset, reason, raw_payload FROM rejected_transactions ORDER BY kafka_offset",
+    )
+    assert [(o, bytes(raw)) for o, _, raw in rows] == [(i, messages[i][1]) for i in range(4)]
+    reasons = [r for _, r, _ in rows]
+    assert reasons[1] == "amount_not_positive" and reasons[2] == "missing_field"
+    assert reasons[0] == "invalid_json" and reasons[3] in ("invalid_utf8", "invalid_json")
+
+    dlq = KafkaConsumer(
+        s.kafka.dlq_topic,
+        bootstrap_servers=s.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    dead = list(dlq)
+    dlq.close()
+    assert [m.value for m in dead] == [m[1] for m in messages[:4]]
+    headers = dict(dead[1].headers)
+    assert headers["dlq.reason"] == b"amount_not_positive"
+    assert headers["dlq.source.offset"] == b"1" and headers["dlq.source.partition"] == b"0"
+
+
+def test_rules_see_history_from_before_a_restart(pipeline_settings: Settings) -> None:
+    """Two tiny charges, a restart, two more: card testing only fires if state was rebuilt."""
+    s = pipeline_settings
+    base = generated(s, 1, seed=9)[0]
+    t0 = time.time() - 600
+
+    def tiny(i: int) -> tuple[bytes, bytes]:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t0 + 30 * i))
+        txn = {
+            **base,
+            "transaction_id": f"tiny-{i}",
+            "amount": 1.0 + i / 10,
+            "channel": "online",
+            "timestamp": ts,
+            "simulated_scenario": None,
+            "merchant": f"shop-{i}",
+        }
+        return base["account_id"].encode(), orjson.dumps(txn)
+
+    _send_raw(s, [tiny(0), tiny(1)])
+    assert consume(s).stored == 2
+    _send_raw(s, [tiny(2), tiny(3)])
+    assert consume(s).stored == 2
+    fired = query(s.postgres, "SELECT transaction_id, details FROM alerts WHERE alert_type = 'card_testing'")
+    assert [tid for tid, _ in fired] == ["tiny-3"]
+    assert fired[0][1]["count"] == s.rules.card_testing_count
+
+
+def test_killed_consumer_restarts_without_gap_or_duplicate(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    s = settings_factory(max_poll_records=500)
+    n = 20_000
+    produce(s, n, seed=21)
+    for kill_at in (3000, 9000):
+        proc = ConsumerProcess(s, tmp_path / "consumer.log")
+        wait_until(
+            lambda at=kill_at: scalar(s.postgres, "SELECT count(*) FROM transactions") >= at,
+            timeout=120,
+            what=f"{kill_at} rows",
+        )
+        proc.kill()  # SIGKILL: no chance to finish the batch or commit
+    final = ConsumerProcess(s, tmp_path / "consumer.log", "--max-idle-seconds", "3")
+    assert final.wait(180) == 0, final.output()[-3000:]
+    assert scalar(s.postgres, "SELECT count(*) FROM transactions") == n
+    ids = {r[0] for r in query(s.postgres, "SELECT transaction_id FROM transactions")}
+    assert ids == {t["transaction_id"] for t in generated(s, n, seed=21)}
+    # No offset was skipped in any partition.
+    gaps = query(
+        s.postgres,
+        "SELECT kafka_partition, count(*), max(kafka_offset) - min(kafka_offset) + 1 FROM transactions "
+        "GROUP BY kafka_partition",
+    )
+    assert all(count == span for _, count, span in gaps), gaps
+
+
+def test_two_consumers_share_the_partitions(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    s = settings_factory(max_poll_records=500)
+    a = ConsumerProcess(s, tmp_path / "a.log", "--max-idle-seconds", "6")
+    b = ConsumerProcess(s, tmp_path / "b.log", "--max-idle-seconds", "6")
+    time.sleep(4)  # both join before data arrives, so the group splits the partitions
+    produce(s, 10_000, seed=33)
+    assert a.wait(120) == 0 and b.wait(120) == 0
+    assert scalar(s.postgres, "SELECT count(*) FROM transactions") == 10_000
+
+    def stored_by(out: str) -> int:
+        m = re.search(r"consumer summary: consumed=\d+ stored=(\d+)", out)
+        assert m, out[-2000:]
+        return int(m.group(1))
+
+    counts = [stored_by(a.output()), stored_by(b.output())]
+    assert sum(counts) == 10_000 and min(counts) > 0, counts
+
+
+def test_sigterm_finishes_the_batch_and_exits_zero(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    s = settings_factory(max_poll_records=200)
+    produce(s, 8000, seed=44)
+    proc = ConsumerProcess(s, tmp_path / "c.log")
+    wait_until(
+        lambda: scalar(s.postgres, "SELECT count(*) FROM transactions") > 0, timeout=60, what="first rows"
+    )
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    out = proc.output()
+    assert "consumer summary" in out
+    stored = scalar(s.postgres, "SELECT count(*) FROM transactions")
+    # Committed offsets cover exactly the stored rows: a restart picks up from there.
+    after = consume(s)
+    assert stored + after.stored == 8000 and after.already_stored == 0, (stored, after)
+    assert json.dumps(after.as_dict())

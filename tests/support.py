@@ -1,0 +1,116 @@
+"""Helpers the integration, fault and DAG tests share: produce a seeded stream, run the real
+consumer in-process or as the real entry point in a child process, and read the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from consumer.transaction_processor import ProcessorSummary, TransactionProcessor
+from producer.generator import AccountPool, TransactionGenerator
+from producer.transaction_producer import ProducerSummary, run_producer
+from utils.config import PostgresSettings, Settings, settings_to_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def produce(settings: Settings, count: int, seed: int, **kw: Any) -> ProducerSummary:
+    summary = run_producer(settings, count=count, seed=seed, clock="simulated", progress_seconds=60, **kw)
+    assert summary.acked == count and summary.failed == 0, summary
+    return summary
+
+
+def generated(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
+    """Exactly what `produce(settings, count, seed)` sends (the generator is deterministic)."""
+    ps = settings.producer
+    gen = TransactionGenerator(seed, AccountPool.create(ps.accounts, seed), ps.fraud_rate, "simulated")
+    return gen.next_batch(count)
+
+
+def consume(settings: Settings, max_idle_s: float = 3.0) -> ProcessorSummary:
+    """Run the real processor in this process until the topic has been idle for `max_idle_s`."""
+    import dataclasses
+
+    s = dataclasses.replace(
+        settings, consumer=dataclasses.replace(settings.consumer, max_idle_seconds=max_idle_s)
+    )
+    return TransactionProcessor(s).run()
+
+
+def consume_in_thread(settings: Settings) -> tuple[TransactionProcessor, threading.Thread]:
+    processor = TransactionProcessor(settings)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    return processor, thread
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {**os.environ, **settings_to_env(settings), **extra}
+    env["TXMON_ENV_FILE"] = os.devnull  # a developer's .env must not leak into the test
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class ConsumerProcess:
+    """`python consumer/transaction_processor.py` as users run it, in a child process."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str, **extra_env: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "consumer" / "transaction_processor.py"), *args],
+            env=child_env(settings, **extra_env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.wait()
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def query(
+    pg: PostgresSettings, statement: str, params: Iterable[Any] | dict[str, Any] = ()
+) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(pg.dsn(migration=True))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def scalar(pg: PostgresSettings, statement: str, params: Iterable[Any] | dict[str, Any] = ()) -> Any:
+    return query(pg, statement, params)[0][0]
+
+
+def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -22,7 +22,10 @@ from utils import database
 from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings
 from utils.local_stack import LocalStack, StackEnv, cache_dir
 
-TEST_PORTS = {"zk_port": 32181, "kafka_port": 39092, "pg_port": 35432}
+# Parallel test sessions on one machine (several developers, a benchmark) each set their own
+# TXMON_TEST_PORT_OFFSET so their stacks neither collide nor stop each other.
+_OFFSET = int(os.environ.get("TXMON_TEST_PORT_OFFSET", "0"))
+TEST_PORTS = {"zk_port": 32181 + _OFFSET, "kafka_port": 39092 + _OFFSET, "pg_port": 35432 + _OFFSET}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -46,7 +49,7 @@ def test_stack() -> Iterator[LocalStack]:
         environ={k: v for k, v in os.environ.items() if k.startswith(("POSTGRES_", "KAFKA_"))}
     )
     stack = LocalStack(
-        Path(os.environ.get("TXMON_TEST_STATE_DIR", cache_dir() / "test-stack")),
+        Path(os.environ.get("TXMON_TEST_STATE_DIR", cache_dir() / f"test-stack-{_OFFSET}")),
         existing_kafka=base.kafka.bootstrap_servers if _configured("KAFKA_BOOTSTRAP_SERVERS") else None,
         existing_postgres=base.postgres if _configured("POSTGRES_HOST") else None,
         **TEST_PORTS,

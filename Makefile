@@ -1,0 +1,60 @@
+# Developer entry points. `make` (or `make help`) lists the targets.
+# Targets document themselves: a `## ` comment after the target's colon line is its help text.
+#
+#   eval "$(make -s stack-up)"    # start/reuse Kafka + PostgreSQL, export their addresses
+#
+# `make -s stack-up` prints only `export` lines on stdout; everything else goes to stderr.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PYTHON      ?= python3.11
+REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
+# Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
+VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
+# Only what exists: mypy errors on a folder without Python files.
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py dags/*.py tests/*.py))))
+
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(VENV_STAMP) ## create .venv (uv if available) and install requirements-dev.txt
+
+# Output to stderr: `make -s stack-up` depends on this and must keep stdout for the export lines.
+$(VENV_STAMP): $(REQUIREMENTS)
+	@{ \
+	  set -e; \
+	  if command -v uv >/dev/null 2>&1; then \
+	    [ -x $(PY) ] || uv venv --python 3.11 $(VENV); \
+	    uv pip install --python $(PY) -r requirements-dev.txt; \
+	  else \
+	    [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
+	    $(PY) -m pip install -q -r requirements-dev.txt; \
+	  fi; \
+	} 1>&2
+	@touch $@
+
+stack-up: venv ## start ZooKeeper+Kafka+PostgreSQL natively (or reuse what answers); prints export lines
+	@$(PY) -m utils.local_stack up
+
+stack-down: ## stop what stack-up started (data is kept)
+	@$(PY) -m utils.local_stack down
+
+stack-status: ## show which stack components run, where, and their logs
+	@$(PY) -m utils.local_stack status
+
+topics: venv ## create the pipeline's topic and dead-letter topic (idempotent)
+	@$(PY) -m utils.kafka_cleanup create-topics
+
+lint: venv ## ruff check + ruff format --check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: venv ## mypy over the packages
+	$(PY) -m mypy $(MYPY_PATHS)
+
+# --- lead: demo/test/bench/airflow targets below ---

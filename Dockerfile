@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# The producer and consumer image (also runs the one-shot jobs: topic creation, migrations).
+# Lean on purpose: only requirements-pipeline.txt, not Airflow or the native-stack tools.
+#
+#   docker build -t txmon-pipeline .
+#   docker run --rm txmon-pipeline python producer/transaction_producer.py --help
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+FROM ${PYTHON_IMAGE}
+
+# PYTHONUNBUFFERED: log lines reach `docker logs` as they are written, not when a buffer fills
+# (or never, if the container is killed). PYTHONPATH: the entry points are run as scripts
+# (`python consumer/transaction_processor.py`), so the repo root must be importable for `utils`.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/app \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies before code: editing the code does not reinstall them. Every pinned package
+# ships manylinux wheels for CPython 3.11, so no compiler is needed in the slim image.
+COPY requirements-pipeline.txt ./
+RUN pip install -r requirements-pipeline.txt
+
+RUN groupadd --system --gid 10001 txmon \
+    && useradd --system --uid 10001 --gid txmon --no-create-home --shell /usr/sbin/nologin txmon
+
+# Same layout as the repository, so the commands are the ones used natively.
+COPY utils/ ./utils/
+COPY consumer/ ./consumer/
+COPY producer/ ./producer/
+
+USER txmon
+# docker-compose.yml sets the command of every service; this default is the consumer.
+CMD ["python", "consumer/transaction_processor.py"]

@@ -17,7 +17,7 @@ VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
 MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py dags/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo test test-fast bench airflow check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,4 +57,19 @@ lint: venv ## ruff check + ruff format --check
 typecheck: venv ## mypy over the packages
 	$(PY) -m mypy $(MYPY_PATHS)
 
-# --- lead: demo/test/bench/airflow targets below ---
+demo: venv ## run the pipeline end to end on the local stack and print a summary (COUNT=20000)
+	@$(PY) -m utils.demo --count $(or $(COUNT),20000)
+
+test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv ## unit tests only (no services)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+check: lint typecheck test ## what CI runs: lint, types, every test
+
+bench: venv ## throughput/latency benchmark with baselines (BENCH_ARGS=--quick for ~4 min)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+airflow: venv ## Airflow natively (standalone, UI on :8080) with the DAGs loaded
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/airflow_standalone.sh

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -71,11 +72,13 @@ class ProcessorSummary:
     batches: int = 0
     db_retries: int = 0
     elapsed_s: float = 0.0
+    active_s: float = 0.0  # first message polled -> last batch committed (excludes idle waiting)
     clean_exit: bool = True
 
     @property
     def rate(self) -> float:
-        return self.stored / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Transactions stored per second of active time."""
+        return self.stored / self.active_s if self.active_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -176,6 +179,7 @@ class TransactionProcessor:
         last_message = started
         last_progress = started
         joined = False
+        first_batch_at: float | None = None
         cs = self.settings.consumer
         try:
             while not self.stop_event.is_set():
@@ -191,10 +195,13 @@ class TransactionProcessor:
                         break
                     continue
                 last_message = now
+                if first_batch_at is None:
+                    first_batch_at = now
                 batch = self.prepare(records)
                 if not self.persist(batch):
                     break  # stopping while the database is down: offsets stay uncommitted
                 self.finish(batch)
+                self.summary.active_s = time.monotonic() - first_batch_at
                 if now - last_progress >= 5.0:
                     last_progress = now
                     self._log_progress(now - started)
@@ -418,7 +425,8 @@ def format_summary(s: ProcessorSummary) -> str:
     return (
         f"consumer summary: consumed={s.consumed} stored={s.stored} already_stored={s.already_stored} "
         f"rejected={s.rejected} alerts={sum(s.alerts.values())} ({alerts}) rejected_by_reason=({reasons}) "
-        f"batches={s.batches} db_retries={s.db_retries} elapsed={s.elapsed_s:.1f}s rate={s.rate:.0f}/s"
+        f"batches={s.batches} db_retries={s.db_retries} elapsed={s.elapsed_s:.1f}s active={s.active_s:.1f}s "
+        f"rate={s.rate:.0f}/s"
     )
 
 
@@ -512,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     print(format_summary(summary), flush=True)
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
     return 0
 
 

@@ -455,6 +455,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         help="exit after this many seconds without messages, 0 = run until stopped "
         f"[env: CONSUMER_MAX_IDLE_SECONDS] (default {cs.max_idle_seconds:g})",
     )
+    p.add_argument("--summary-json", type=Path, default=None, help="also write the exit summary as JSON here")
     p.add_argument(
         "--max-poll-records",
         type=int,

@@ -206,7 +206,7 @@ def run_producer(
     stop = stop_event or threading.Event()
 
     generator = TransactionGenerator(
-        seed, AccountPool.create(ps.accounts, seed), ps.fraud_rate, clock=clock, start=start
+        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, clock=clock, start=start
     )
     _warn_if_velocity_noise(rate, ps.accounts, clock)
     producer = _make_kafka_producer(settings.kafka, bootstrap_timeout_s)
@@ -374,6 +374,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=ps.rate, help=_env_help(ProducerSettings, "rate", ps.rate))
     p.add_argument("--seed", type=int, default=ps.seed, help=_env_help(ProducerSettings, "seed", ps.seed))
     p.add_argument(
+        "--account-seed",
+        type=int,
+        default=ps.account_seed,
+        help=_env_help(ProducerSettings, "account_seed", ps.account_seed, "seed of the account pool"),
+    )
+    p.add_argument(
         "--accounts",
         type=int,
         default=ps.accounts,
@@ -437,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.rate,
             seed=args.seed,
             accounts=args.accounts,
+            account_seed=args.account_seed,
             fraud_rate=args.fraud_rate,
         ),
     )

@@ -32,7 +32,9 @@ def produce(settings: Settings, count: int, seed: int, **kw: Any) -> ProducerSum
 def generated(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
     """Exactly what `produce(settings, count, seed)` sends (the generator is deterministic)."""
     ps = settings.producer
-    gen = TransactionGenerator(seed, AccountPool.create(ps.accounts, seed), ps.fraud_rate, "simulated")
+    gen = TransactionGenerator(
+        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated"
+    )
     return gen.next_batch(count)
 
 

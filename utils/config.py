@@ -131,6 +131,9 @@ class ProducerSettings:
     rate: float = env("PRODUCER_RATE", 0.0, "messages per second (0: as fast as possible)")
     seed: int | None = env("PRODUCER_SEED", None, "same seed, same stream (empty: random)")
     accounts: int = env("PRODUCER_ACCOUNTS", 1000)
+    account_seed: int = env(
+        "PRODUCER_ACCOUNT_SEED", 0, "seed of the account pool: fixed, so accounts keep their homes across runs"
+    )
     fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
 
 

@@ -24,7 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 
 from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator
 from producer.transaction_producer import BrokerUnavailable, ProducerSummary, run_producer
-from utils.config import Settings, load_settings
+from utils.config import ProducerSettings, Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
 
 
 def expected_stream(seed: int, n: int, clock: str = "simulated") -> list[dict[str, Any]]:
-    pool = AccountPool.create(ACCOUNTS, seed)
+    pool = AccountPool.create(ACCOUNTS, ProducerSettings().account_seed)
     return TransactionGenerator(seed, pool, FRAUD_RATE, clock=clock, start=DEFAULT_START).next_batch(n)  # type: ignore[arg-type]
 
 

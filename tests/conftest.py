@@ -79,6 +79,18 @@ def _admin_connect(env: StackEnv, dbname: str) -> psycopg2.extensions.connection
     return conn
 
 
+@pytest.fixture(autouse=True)
+def _no_stray_consumers() -> Iterator[None]:
+    """A failed test must not leave its child consumers running (and holding its database)."""
+    from tests.support import ConsumerProcess
+
+    yield
+    while ConsumerProcess.running:
+        proc = ConsumerProcess.running.pop()
+        if proc.proc.poll() is None:
+            proc.kill()
+
+
 @pytest.fixture
 def fresh_db(stack_env: StackEnv) -> Iterator[PostgresSettings]:
     """A new, migrated database for one test; dropped afterwards."""

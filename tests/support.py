@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg2
 
@@ -65,6 +65,8 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 class ConsumerProcess:
     """`python consumer/transaction_processor.py` as users run it, in a child process."""
 
+    running: ClassVar[list[ConsumerProcess]] = []  # killed by conftest after each test
+
     def __init__(self, settings: Settings, log_path: Path, *args: str, **extra_env: str) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
@@ -75,6 +77,7 @@ class ConsumerProcess:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+        ConsumerProcess.running.append(self)
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)

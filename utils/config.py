@@ -131,7 +131,9 @@ class ProducerSettings:
     seed: int | None = env("PRODUCER_SEED", None, "same seed, same stream (empty: random)")
     accounts: int = env("PRODUCER_ACCOUNTS", 1000)
     account_seed: int = env(
-        "PRODUCER_ACCOUNT_SEED", 0, "seed of the account pool: fixed, so accounts keep their homes across runs"
+        "PRODUCER_ACCOUNT_SEED",
+        0,
+        "seed of the account pool: fixed, so accounts keep their homes across runs",
     )
     fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
 

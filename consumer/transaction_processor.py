@@ -128,6 +128,7 @@ class TransactionProcessor:
         # One writer thread: batch k is written while batch k+1 is polled and evaluated.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-writer")
         self._inflight: tuple[Batch, Future[database.BatchResult]] | None = None
+        self._last_done: float | None = None  # when the last batch was stored and committed
         self.pending_rebuild: set[int] = set()  # assigned partitions whose state is not loaded yet
 
     # ------------------------------------------------------------------ lifecycle
@@ -228,13 +229,12 @@ class TransactionProcessor:
                 if not self._complete_inflight():
                     break  # stopping while the database is down: offsets stay uncommitted
                 self._inflight = (batch, self._writer.submit(self._write_once, batch))
-                self.summary.active_s = time.monotonic() - first_batch_at
                 if now - last_progress >= 5.0:
                     last_progress = now
                     self._log_progress(now - started)
             self._complete_inflight()
-            if first_batch_at is not None:
-                self.summary.active_s = time.monotonic() - first_batch_at
+            if first_batch_at is not None and self._last_done is not None:
+                self.summary.active_s = self._last_done - first_batch_at
         finally:
             self.summary.elapsed_s = time.monotonic() - started
             self.close()
@@ -257,6 +257,7 @@ class TransactionProcessor:
             result = stored
         self._account(batch, result)
         self.finish(batch)
+        self._last_done = time.monotonic()
         return True
 
     def close(self) -> None:

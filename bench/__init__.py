@@ -1,0 +1,1 @@
+"""Reproducible throughput and latency benchmark of the pipeline: `python -m bench.run --quick`."""

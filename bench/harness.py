@@ -1,0 +1,528 @@
+"""The benchmark's edge: the stack, fresh databases and topics, child processes, RSS sampling and
+the database queries the figures come from. bench/run.py wires these into measurements."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+from utils import database
+from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings, settings_to_env
+from utils.local_stack import KAFKA_POM, LocalStack, StackEnv, cache_dir, pom_kafka_version
+
+log = logging.getLogger("bench")
+
+REPO = Path(__file__).resolve().parents[1]
+CONSUMER_SCRIPT = REPO / "consumer" / "transaction_processor.py"
+NAIVE_SCRIPT = REPO / "bench" / "naive_consumer.py"
+FLOOR_SCRIPT = REPO / "bench" / "latency_floor.py"
+BENCH_PORTS = {"zk_port": 42181, "kafka_port": 49092, "pg_port": 45432}
+
+
+# ------------------------------------------------------------------------------------ stack
+
+
+@dataclasses.dataclass(slots=True)
+class Services:
+    env: StackEnv
+    stack: LocalStack
+    started: list[str]  # components this run started (stopped again at the end)
+    kafka_mode: str  # "local" or "external"
+    postgres_mode: str
+
+
+def _configured(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
+
+
+def open_services(state_dir: Path | None, ports: dict[str, int] | None = None) -> Services:
+    """The bench's own LocalStack, or the configured Kafka / PostgreSQL where they are set and answer.
+
+    Only the process environment counts (not `.env`): a developer's `.env` pointing at the dev
+    stack must not send a benchmark's million rows there by accident.
+    """
+    ports = {**BENCH_PORTS, **(ports or {})}
+    base = load_settings(
+        environ={k: v for k, v in os.environ.items() if k.startswith(("POSTGRES_", "KAFKA_"))}
+    )
+    stack = LocalStack(
+        state_dir or cache_dir() / "bench-stack",
+        existing_kafka=base.kafka.bootstrap_servers if _configured("KAFKA_BOOTSTRAP_SERVERS") else None,
+        existing_postgres=base.postgres if _configured("POSTGRES_HOST") else None,
+        zk_port=ports["zk_port"],
+        kafka_port=ports["kafka_port"],
+        pg_port=ports["pg_port"],
+    )
+    running_before = {n for n in ("zookeeper", "kafka", "postgres") if stack.pid(n) is not None}
+    env = stack.up()
+    running_after = {n for n in ("zookeeper", "kafka", "postgres") if stack.pid(n) is not None}
+    modes = {c.name: c.mode for c in stack.status()}
+    return Services(
+        env=env,
+        stack=stack,
+        started=sorted(running_after - running_before),
+        kafka_mode=modes.get("kafka", "local"),
+        postgres_mode=modes.get("postgres", "local"),
+    )
+
+
+def close_services(services: Services, keep: bool) -> None:
+    if services.started and not keep:
+        log.info("stopping the bench stack (%s)", ", ".join(services.started))
+        services.stack.down()
+    elif services.started:
+        log.info("leaving the bench stack running (--keep-stack); stop it with the same state dir")
+
+
+# ------------------------------------------------------------------------------------ machine
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info(services: Services) -> dict[str, Any]:
+    """What a result needs to be compared with another: hardware, versions, the code measured."""
+    import hashlib
+
+    import kafka
+
+    code_dirs = ("consumer", "utils", "producer")
+    diff = _git("diff", "HEAD", "--", *code_dirs)
+    for name in _git("ls-files", "--others", "--exclude-standard", "--", *code_dirs).splitlines():
+        with contextlib.suppress(OSError):
+            diff += f"\n{name}\n" + (REPO / name).read_text(errors="replace")
+    pg_version = ""
+    with contextlib.suppress(psycopg2.Error):
+        conn = psycopg2.connect(services.env.postgres_settings().dsn(migration=True))
+        try:
+            pg_version = _server_version(conn)
+        finally:
+            conn.close()
+    kafka_version = ""
+    if services.kafka_mode == "local":
+        with contextlib.suppress(Exception):
+            kafka_version = pom_kafka_version(KAFKA_POM.read_text())
+    else:
+        kafka_version = "external"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "loadavg_start": round(os.getloadavg()[0], 2),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "kafka_python": kafka.__version__,
+        "crc32c": _has_module("crc32c"),
+        "kafka": kafka_version,
+        "postgres": pg_version,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(diff),
+        # Tells two uncommitted variants of the pipeline apart (tracked changes + untracked files).
+        "pipeline_diff_sha": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None,
+        "stack": {"kafka": services.kafka_mode, "postgres": services.postgres_mode},
+    }
+
+
+def _server_version(conn: psycopg2.extensions.connection) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        return str(cur.fetchone()[0])
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# ------------------------------------------------------------------------------------ workspace
+
+
+class Workspace:
+    """Fresh databases and topics per measurement, named after the run; dropped afterwards."""
+
+    def __init__(self, env: StackEnv, run_id: str, *, keep: bool = False) -> None:
+        from utils.kafka_cleanup import admin_client
+
+        self.env = env
+        self.run_id = run_id
+        self.keep = keep
+        self.admin = admin_client(env.kafka_bootstrap_servers)
+        self._topics: list[str] = []
+        self._dbs: list[str] = []
+
+    def _admin_conn(self) -> psycopg2.extensions.connection:
+        pg = self.env.postgres_settings()
+        conn = psycopg2.connect(pg.dsn(migration=True))
+        conn.autocommit = True
+        return conn
+
+    def database(self, label: str) -> PostgresSettings:
+        name = f"bench_{self.run_id}_{label}".lower().replace("-", "_")[:63]
+        conn = self._admin_conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+        self._dbs.append(name)
+        pg = dataclasses.replace(self.env.postgres_settings(), db=name)
+        database.migrate(pg)
+        return pg
+
+    def drop_database(self, pg: PostgresSettings, *, timeout_s: float = 15.0) -> None:
+        """Drop a measurement's database. The owner role may not terminate the app role's sessions
+        (WITH (FORCE) needs that), so a consumer's backend that outlives its process by a moment
+        is waited for; a database still in use after `timeout_s` is left behind with a warning."""
+        if self.keep:
+            return
+        statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(pg.db))
+        deadline = time.monotonic() + timeout_s
+        conn = self._admin_conn()
+        try:
+            with conn.cursor() as cur:
+                while True:
+                    try:
+                        cur.execute(statement)
+                        break
+                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.InsufficientPrivilege) as exc:
+                        if time.monotonic() > deadline:
+                            log.warning("database %s left behind: %s", pg.db, str(exc).strip())
+                            return
+                        time.sleep(0.5)
+        finally:
+            conn.close()
+        with contextlib.suppress(ValueError):
+            self._dbs.remove(pg.db)
+
+    def topic(self, label: str, partitions: int) -> str:
+        name = f"bench-{self.run_id}-{label}-{uuid.uuid4().hex[:6]}"
+        self.admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+        self._topics.append(name)
+        return name
+
+    def delete_topics(self, names: Sequence[str]) -> None:
+        from utils.kafka_cleanup import delete_topics
+
+        names = [n for n in names if n in self._topics]
+        if names and not self.keep:
+            with contextlib.suppress(Exception):
+                delete_topics(self.admin, names)
+            self._topics = [t for t in self._topics if t not in names]
+
+    def settings(
+        self,
+        label: str,
+        *,
+        partitions: int = 6,
+        pg: PostgresSettings | None = None,
+        accounts: int | None = None,
+    ) -> Settings:
+        """Settings for one measurement: its own topic, DLQ, group and (unless given) database."""
+        topic = self.topic(label, partitions)
+        kafka = KafkaSettings(
+            bootstrap_servers=self.env.kafka_bootstrap_servers,
+            topic=topic,
+            dlq_topic=self.topic(f"{label}-dlq", 1),
+            consumer_group=f"g-{topic}",
+            topic_partitions=partitions,
+        )
+        base = Settings()
+        producer = (
+            base.producer if accounts is None else dataclasses.replace(base.producer, accounts=accounts)
+        )
+        return dataclasses.replace(
+            base,
+            kafka=kafka,
+            postgres=pg or self.database(label),
+            producer=producer,
+            log_level="INFO",
+            log_format="text",
+        )
+
+    def release(self, settings: Settings) -> None:
+        """Drop the measurement's database and topics (unless --keep)."""
+        self.drop_database(settings.postgres)
+        self.delete_topics([settings.kafka.topic, settings.kafka.dlq_topic])
+
+    def close(self) -> None:
+        if not self.keep:
+            self.delete_topics(list(self._topics))
+            for name in list(self._dbs):
+                with contextlib.suppress(psycopg2.Error):
+                    self.drop_database(dataclasses.replace(self.env.postgres_settings(), db=name))
+        self.admin.close()
+
+
+# ------------------------------------------------------------------------------------ processes
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = {**os.environ, **settings_to_env(settings)}
+    env["TXMON_ENV_FILE"] = os.devnull  # a developer's .env must not redirect the benchmark
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Child:
+    """A child process (the real consumer entry point, or a baseline script) with its log file."""
+
+    def __init__(self, argv: Sequence[str], settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            list(argv), env=child_env(settings), stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        self.pid = self.proc.pid
+
+    @classmethod
+    def consumer(cls, settings: Settings, log_path: Path, *args: str, profile: Path | None = None) -> Child:
+        """`python consumer/transaction_processor.py ARGS`; with `profile`, run under pyinstrument
+        (main thread only, wall time) and write its text report there."""
+        prefix = [sys.executable]
+        if profile is not None:
+            prefix += ["-m", "pyinstrument", "-r", "text", "--no-color", "-o", str(profile)]
+        return cls([*prefix, str(CONSUMER_SCRIPT), *args], settings, log_path)
+
+    @classmethod
+    def naive(cls, settings: Settings, log_path: Path, *args: str) -> Child:
+        return cls([sys.executable, str(NAIVE_SCRIPT), *args], settings, log_path)
+
+    @classmethod
+    def latency_floor(cls, settings: Settings, log_path: Path, *args: str) -> Child:
+        return cls([sys.executable, str(FLOOR_SCRIPT), *args], settings, log_path)
+
+    def wait_for_output(self, text: str, timeout: float) -> bool:
+        """True once `text` appears in the child's output; False on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.output()
+            time.sleep(0.1)
+        return False
+
+    def pause(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM: the consumer finishes its batch, prints its summary and exits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """Exit code; a child still running after `timeout` is stopped (then killed) and -1 returned."""
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d still running after %.0fs: stopping it", self.pid, timeout)
+            self.stop()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+            return -1
+        finally:
+            self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Sampler:
+    """Samples RSS and CPU time of some processes every `interval` seconds, on a thread."""
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.5) -> None:
+        self.interval = interval
+        self.samples: dict[int, list[tuple[float, int]]] = {pid: [] for pid in pids}  # (time, rss bytes)
+        self.cpu: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}  # (time, user+sys s)
+        self._procs = {pid: psutil.Process(pid) for pid in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while self._procs and not self._stop.is_set():
+            now = time.time()
+            for pid, proc in list(self._procs.items()):
+                try:
+                    with proc.oneshot():
+                        rss = proc.memory_info().rss
+                        cpu = proc.cpu_times()
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    del self._procs[pid]
+                    continue
+                if rss >= 8 * 2**20 or self.samples[pid]:  # skip the instant between fork and exec
+                    self.samples[pid].append((now, rss))
+                self.cpu[pid].append((now, cpu.user + cpu.system))
+            self._stop.wait(self.interval)
+
+    def cpu_total_s(self, pid: int) -> float:
+        series = self.cpu.get(pid) or [(0.0, 0.0)]
+        return series[-1][1]
+
+    def peak_mb(self) -> float | None:
+        values = [r for s in self.samples.values() for _, r in s]
+        return round(max(values) / 2**20, 1) if values else None
+
+
+# ------------------------------------------------------------------------------------ queries
+
+
+@contextlib.contextmanager
+def _cursor(pg: PostgresSettings) -> Iterator[psycopg2.extensions.cursor]:
+    conn = psycopg2.connect(pg.dsn(migration=True))
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.rollback()
+    finally:
+        conn.close()
+
+
+def stored_count(pg: PostgresSettings) -> int:
+    with _cursor(pg) as cur:
+        cur.execute("SELECT count(*) FROM transactions")
+        return int(cur.fetchone()[0])
+
+
+def stored_stats(pg: PostgresSettings) -> dict[str, Any]:
+    """Count, first/last processed_at (epoch s), and per database transaction (xmin) the end time
+    and row count: what the rates are computed from."""
+    with _cursor(pg) as cur:
+        cur.execute(
+            "SELECT count(*), extract(epoch FROM min(processed_at))::float8, "
+            "extract(epoch FROM max(processed_at))::float8 FROM transactions"
+        )
+        count, first, last = cur.fetchone()
+        cur.execute(
+            "SELECT extract(epoch FROM max(processed_at))::float8, count(*) FROM transactions "
+            "GROUP BY xmin::text ORDER BY 1"
+        )
+        groups = [(float(t), int(n)) for t, n in cur.fetchall()]
+        cur.execute("SELECT count(*) FROM alerts")
+        alerts = int(cur.fetchone()[0])
+        cur.execute("SELECT count(*) FROM rejected_transactions")
+        rejected = int(cur.fetchone()[0])
+    return {
+        "count": int(count),
+        "first": first,
+        "last": last,
+        "groups": groups,
+        "alerts": alerts,
+        "rejected": rejected,
+    }
+
+
+def latencies(pg: PostgresSettings) -> tuple[list[float], int]:
+    """Per-row processed_at - timestamp in seconds for unlabelled rows, and how many labelled rows
+    were left out (scenario rows are back-dated by design)."""
+    with _cursor(pg) as cur:
+        cur.execute(
+            'SELECT extract(epoch FROM processed_at - "timestamp")::float8 FROM transactions '
+            "WHERE simulated_scenario IS NULL"
+        )
+        values = [float(r[0]) for r in cur.fetchall()]
+        cur.execute("SELECT count(*) FROM transactions WHERE simulated_scenario IS NOT NULL")
+        excluded = int(cur.fetchone()[0])
+    return values, excluded
+
+
+def wait_for_rows(
+    pg: PostgresSettings,
+    expected: int,
+    timeout: float,
+    *,
+    children: Sequence[Child] = (),
+    interval: float = 0.5,
+) -> int:
+    """Poll the row count until `expected`, the timeout, or every child has exited. (A count(*)
+    costs the server a little: keep `interval` long while a measurement is running.)"""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = stored_count(pg)
+        if count >= expected:
+            return count
+        if children and all(c.proc.poll() is not None for c in children):
+            return stored_count(pg)
+        time.sleep(interval)
+    return count
+
+
+def wait_for_group(bootstrap_admin: Any, group: str, members: int, timeout: float) -> bool:
+    """True once `group` is Stable with `members` members that all hold partitions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            described = bootstrap_admin.describe_groups([group])
+        except Exception as exc:  # the coordinator may not exist yet
+            log.debug("describe_groups %s: %s", group, exc)
+            described = []
+        # kafka-python 3: {group_id: {"group_state": ..., "members": [...]}}; older: a list
+        groups = described.values() if isinstance(described, dict) else described
+        for g in groups:
+            state = _field(g, "group_state") or _field(g, "state")
+            assigned = [
+                m
+                for m in (_field(g, "members") or [])
+                if _field(_field(m, "member_assignment") or {}, "assigned_partitions")
+            ]
+            if state == "Stable" and len(assigned) >= members:
+                return True
+        time.sleep(0.25)
+    return False
+
+
+def _field(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)

@@ -1,0 +1,466 @@
+"""Pure helpers of the benchmark: percentiles, rates from stored batches, RSS trends, ratios,
+the result document and its text table. No I/O; unit-tested in tests/unit/test_bench.py."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from statistics import median
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# The sections every result document has (a section that failed holds {"error": ...}).
+SECTIONS = ("throughput", "latency", "memory", "scaling")
+# Top-level keys of the result document.
+DOCUMENT_KEYS = (
+    "schema",
+    "started_at",
+    "mode",
+    "elapsed_s",
+    "params",
+    "machine",
+    "sections",
+    "ratios",
+    "errors",
+    "warnings",
+)
+
+
+# ------------------------------------------------------------------------------------ numbers
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks (numpy's
+    default). `values` need not be sorted. NaN for an empty sequence."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within [0, 100], got {q}")
+    if not values:
+        return math.nan
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    frac = pos - lo
+    return data[lo] + (data[hi] - data[lo]) * frac
+
+
+def latency_summary(latencies_s: Sequence[float]) -> dict[str, Any]:
+    """p50/p95/p99/max/mean in milliseconds of per-row latencies given in seconds."""
+    if not latencies_s:
+        return {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
+    data = sorted(latencies_s)
+    return {
+        "count": len(data),
+        "p50_ms": round(percentile(data, 50) * 1000, 2),
+        "p95_ms": round(percentile(data, 95) * 1000, 2),
+        "p99_ms": round(percentile(data, 99) * 1000, 2),
+        "max_ms": round(data[-1] * 1000, 2),
+        "mean_ms": round(sum(data) / len(data) * 1000, 2),
+    }
+
+
+def span_rate(count: int, first: float, last: float) -> float | None:
+    """Rows per second between the first and the last stored row; None when undefined."""
+    if count < 2 or last <= first:
+        return None
+    return count / (last - first)
+
+
+def steady_window(
+    groups: Iterable[tuple[float, int]], lo: float = 0.1, hi: float = 0.9, *, widen: bool = True
+) -> tuple[float, float, int] | None:
+    """(start, end, rows) between the commits that completed `lo` and `hi` of all rows.
+
+    `groups` are (end time in seconds, rows) of each database transaction that stored rows (one
+    consumer batch; one row for the naive consumer). Cutting at commit boundaries makes the
+    window an exact count over an exact time; leaving out the first and last tenth leaves out
+    group joins, rebalances and the tail of unevenly loaded consumers. With too few groups for
+    that, the window widens to the first and last group (unless `widen` is false); with one
+    group there is no window.
+    """
+    ordered = sorted((t, n) for t, n in groups if n > 0)
+    if len(ordered) < 2:
+        return None
+    total = sum(n for _, n in ordered)
+    cumulative = []
+    running = 0
+    for _, n in ordered:
+        running += n
+        cumulative.append(running)
+    a = next(i for i, c in enumerate(cumulative) if c >= lo * total)
+    b = next(i for i, c in enumerate(cumulative) if c >= hi * total)
+    if b <= a:
+        if not widen:
+            return None
+        a, b = 0, len(ordered) - 1
+    if ordered[b][0] <= ordered[a][0]:
+        return None
+    return ordered[a][0], ordered[b][0], cumulative[b] - cumulative[a]
+
+
+def steady_rate(groups: Iterable[tuple[float, int]], lo: float = 0.1, hi: float = 0.9) -> float | None:
+    """Rows per second over `steady_window` (lo=0, hi=1: from the first commit to the last)."""
+    window = steady_window(groups, lo, hi)
+    if window is None:
+        return None
+    start, end, rows = window
+    return rows / (end - start)
+
+
+def rate_profile(groups: Sequence[tuple[float, int]], parts: int = 10) -> list[float | None]:
+    """The rate within each successive `parts`-th of the rows (commit-aligned): flat for a
+    consumer whose speed does not depend on how much it has already stored. None where a part
+    falls within one commit."""
+    out: list[float | None] = []
+    for i in range(parts):
+        window = steady_window(groups, i / parts, (i + 1) / parts, widen=False)
+        out.append(None if window is None else window[2] / (window[1] - window[0]))
+    return out
+
+
+def interpolate(series: Sequence[tuple[float, float]], t: float) -> float | None:
+    """The value of a sampled, time-ordered series at `t` (linear; clamped at both ends)."""
+    if not series:
+        return None
+    if t <= series[0][0]:
+        return series[0][1]
+    for (t0, v0), (t1, v1) in itertools.pairwise(series):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return series[-1][1]
+
+
+def cpu_us_per_row(
+    cpu_series: Iterable[Sequence[tuple[float, float]]], window: tuple[float, float, int] | None
+) -> float | None:
+    """CPU microseconds per stored row within `window`, summed over processes whose cumulative
+    CPU seconds were sampled as (time, cpu_s). Start-up (imports, group join) is left out; on
+    a busy shared box this moves less than a rate does."""
+    if window is None or window[2] <= 0:
+        return None
+    start, end, rows = window
+    used = 0.0
+    for series in cpu_series:
+        a, b = interpolate(series, start), interpolate(series, end)
+        if a is not None and b is not None:
+            used += b - a
+    return used / rows * 1e6
+
+
+def linear_slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope dy/dx; None with fewer than two distinct x."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def rss_summary(
+    samples: Sequence[tuple[float, float]],
+    window: tuple[float, float] | None = None,
+    *,
+    min_slope_s: float = 20.0,
+) -> dict[str, Any]:
+    """Start/peak/end RSS (MB) and the trend (MB per minute) of (time s, rss bytes) samples.
+
+    `window` restricts start/end/slope to the busy part (first to last stored row); the peak is
+    over every sample, since memory held before or after the busy part is held all the same.
+    The slope leaves out the first tenth of the window, where caches and buffers fill up.
+    """
+    if not samples:
+        return {"samples": 0, "start_mb": None, "peak_mb": None, "end_mb": None, "slope_mb_per_min": None}
+    mb = [(t, r / 2**20) for t, r in samples]
+    busy = mb
+    if window is not None:
+        inside = [(t, r) for t, r in mb if window[0] <= t <= window[1]]
+        busy = inside or mb
+    t0, t1 = busy[0][0], busy[-1][0]
+    warm = [(t, r) for t, r in busy if t >= t0 + 0.1 * (t1 - t0)]
+    # Over a few seconds a slope says nothing about a leak: only report it for longer runs.
+    slope = linear_slope([((t - t0) / 60.0, r) for t, r in warm]) if t1 - t0 >= min_slope_s else None
+    return {
+        "samples": len(mb),
+        "start_mb": round(busy[0][1], 1),
+        "peak_mb": round(max(r for _, r in mb), 1),
+        "end_mb": round(busy[-1][1], 1),
+        "slope_mb_per_min": None if slope is None else round(slope, 2),
+        "busy_seconds": round(t1 - t0, 1),
+    }
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    if math.isnan(numerator) or math.isnan(denominator):
+        return None
+    return numerator / denominator
+
+
+def median_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return median(present) if present else None
+
+
+# ------------------------------------------------------------------------------------ ratios
+
+# (name, numerator path, denominator path, what it tells). Paths point into the `figures` dict.
+RATIO_SPECS: tuple[tuple[str, str, str, str], ...] = (
+    ("consumer / naive", "consumer", "naive", "what batching + COPY buy over row-by-row commits"),
+    ("consumer / COPY ceiling", "consumer", "copy_ceiling", "share of the database stage's raw speed"),
+    ("consumer / Kafka read ceiling", "consumer", "kafka_ceiling", "share of the raw consume speed"),
+    (
+        "COPY ceiling / Kafka read ceiling",
+        "copy_ceiling",
+        "kafka_ceiling",
+        "< 1: the database is the slower stage",
+    ),
+    ("produce / consumer", "produce", "consumer", "> 1: a full-speed producer outruns one consumer"),
+    ("2 consumers / 1 consumer", "scale_c2", "scale_c1", "scaling out on 6 partitions"),
+    ("4 consumers / 1 consumer", "scale_c4", "scale_c1", "scaling out on 6 partitions"),
+    ("1 consumer: 1 / 6 partitions", "scale_p1", "scale_c1", "partition count alone, one consumer"),
+    ("1 consumer: 3 / 6 partitions", "scale_p3", "scale_c1", "partition count alone, one consumer"),
+)
+
+
+def ratio_table(figures: Mapping[str, float | None]) -> list[dict[str, Any]]:
+    """Every ratio of RATIO_SPECS over `figures` (rates by name); None where a figure is missing."""
+    rows = []
+    for name, num, den, meaning in RATIO_SPECS:
+        value = ratio(figures.get(num), figures.get(den))
+        rows.append(
+            {
+                "name": name,
+                "numerator": num,
+                "denominator": den,
+                "value": None if value is None else round(value, 3),
+                "meaning": meaning,
+            }
+        )
+    return rows
+
+
+def median_ratio_table(per_repeat: Sequence[Mapping[str, float | None]]) -> list[dict[str, Any]]:
+    """Ratios per repeat, then the median of each: a repeat slowed down as a whole by a noisy
+    neighbour still yields fair ratios, which a ratio of medians would not."""
+    tables = [ratio_table(f) for f in per_repeat] or [ratio_table({})]
+    out = []
+    for i, row in enumerate(tables[0]):
+        values = [t[i]["value"] for t in tables]
+        m = median_or_none(values)
+        out.append({**row, "value": None if m is None else round(m, 3), "values": values})
+    return out
+
+
+def bottleneck(stages: Mapping[str, float | None]) -> str | None:
+    """The name of the slowest stage among those measured."""
+    present = {k: v for k, v in stages.items() if v is not None and not math.isnan(v)}
+    return min(present, key=lambda k: present[k]) if present else None
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+_SUMMARY_FIELD = re.compile(r"\b(stored|elapsed|active|rate)=([0-9.]+)")
+
+
+def parse_consumer_summary(output: str) -> dict[str, float] | None:
+    """`stored`, `rate` (and `elapsed`, `active` when present) from the last `consumer summary:`
+    line: a cross-check only, the database is the source of truth. Unknown fields are ignored,
+    so the consumer may add or reorder fields."""
+    lines = [line for line in output.splitlines() if "consumer summary:" in line]
+    if not lines:
+        return None
+    line = lines[-1].split("consumer summary:", 1)[1]
+    found: dict[str, float] = {}
+    for key, value in _SUMMARY_FIELD.findall(line):
+        found.setdefault(key, int(value) if key == "stored" else float(value))
+    return found if "stored" in found else None
+
+
+# ------------------------------------------------------------------------------------ document
+
+WARNING_KEYS = ("warning", "summary_mismatch")
+
+
+def collect_warnings(node: Any, path: str = "") -> list[str]:
+    """Every `warning` / `summary_mismatch` in a nested result, prefixed with where it was found."""
+    found: list[str] = []
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in WARNING_KEYS and isinstance(value, str):
+                found.append(f"{path}: {value}")
+            else:
+                found.extend(collect_warnings(value, where))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(collect_warnings(value, f"{path}[{i}]"))
+    return found
+
+
+def build_document(
+    *,
+    started_at: str,
+    mode: str,
+    elapsed_s: float,
+    params: Mapping[str, Any],
+    machine: Mapping[str, Any],
+    sections: Mapping[str, Any],
+    ratios: Sequence[Mapping[str, Any]],
+    errors: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "started_at": started_at,
+        "mode": mode,
+        "elapsed_s": round(elapsed_s, 1),
+        "params": dict(params),
+        "machine": dict(machine),
+        "sections": {name: sections.get(name, {"skipped": True}) for name in SECTIONS},
+        "ratios": [dict(r) for r in ratios],
+        "errors": list(errors),
+        "warnings": list(warnings),
+    }
+    check_document(doc)
+    return doc
+
+
+def check_document(doc: Mapping[str, Any]) -> None:
+    """Raise ValueError when `doc` lacks what readers of results/*.json rely on."""
+    missing = [k for k in DOCUMENT_KEYS if k not in doc]
+    if missing:
+        raise ValueError(f"result document lacks {missing}")
+    if doc["schema"] != SCHEMA_VERSION:
+        raise ValueError(f"result schema {doc['schema']!r}, expected {SCHEMA_VERSION}")
+    absent = [s for s in SECTIONS if s not in doc["sections"]]
+    if absent:
+        raise ValueError(f"result document lacks sections {absent}")
+    for r in doc["ratios"]:
+        if not {"name", "value"} <= set(r):
+            raise ValueError(f"ratio row without name/value: {r}")
+    for key in ("nproc", "python", "git_commit"):
+        if key not in doc["machine"]:
+            raise ValueError(f"machine info lacks {key!r}")
+
+
+# ------------------------------------------------------------------------------------ table
+
+
+def fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _fmt_mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def format_table(doc: Mapping[str, Any]) -> str:
+    """The readable summary printed at the end of a run."""
+    m, s = doc["machine"], doc["sections"]
+    lines = [
+        f"txmon benchmark {doc['started_at']}  mode={doc['mode']}  nproc={m.get('nproc')}  "
+        f"load={m.get('loadavg_start')}  commit={str(m.get('git_commit'))[:10]}"
+        f"{' (dirty)' if m.get('git_dirty') else ''}  took {doc['elapsed_s']:.0f}s"
+        f"{'  PROFILED (pyinstrument): figures are low' if doc['params'].get('profile') else ''}",
+    ]
+
+    def row(label: str, unit: str, value: str, note: str = "") -> None:
+        lines.append(f"  {label:<34} {unit:<20} {value:>20}  {note}".rstrip())
+
+    tp = s.get("throughput", {})
+    lines.append(f"throughput (N={doc['params'].get('count')}, repeats={tp.get('repeats', '-')}, medians)")
+    if "error" in tp and "figures" not in tp:
+        row("error", "", "", tp["error"])
+    f = tp.get("figures", {})
+    row("produce, acks=all", "msgs/s", fmt_rate(f.get("produce")))
+    row(
+        "consumer (real entry point)",
+        "tx/s steady",
+        fmt_rate(f.get("consumer")),
+        f"span {fmt_rate(f.get('consumer_span'))}, own summary {fmt_rate(f.get('consumer_summary'))}",
+    )
+    row("consumer CPU", "us/row", fmt_rate(f.get("consumer_cpu_us_per_row")))
+    row(
+        "consumer, first -> last tenth",
+        "tx/s",
+        f"{fmt_rate(f.get('consumer_first_tenth'))} -> {fmt_rate(f.get('consumer_last_tenth'))}",
+    )
+    row("naive consumer (row + commit)", "tx/s", fmt_rate(f.get("naive")))
+    row("COPY ceiling (write_batch)", "rows/s", fmt_rate(f.get("copy_ceiling")))
+    row("Kafka read ceiling (decode)", "msgs/s", fmt_rate(f.get("kafka_ceiling")))
+    if tp.get("slowest_stage"):
+        row("slower consumer-side stage", "", tp["slowest_stage"])
+
+    lat = s.get("latency", {})
+    lines.append("latency (processed_at - timestamp, unlabelled rows)")
+    if "error" in lat and not lat.get("runs"):
+        row("error", "", "", lat["error"])
+    for run in lat.get("runs", []):
+        label = run.get("label") or "?"
+        summ = run.get("latency") or {}
+        value = f"{fmt_ms(summ.get('p50_ms'))} / {fmt_ms(summ.get('p95_ms'))} / {fmt_ms(summ.get('p99_ms'))}"
+        note = f"n={summ.get('count', 0):,}, offered at {fmt_rate(run.get('produce_rate'))}/s"
+        if run.get("error"):
+            note = run["error"]
+        row(label, "p50/p95/p99 ms", value, note)
+
+    mem = s.get("memory", {})
+    lines.append("consumer memory (RSS)")
+    for name, rss in mem.get("runs", {}).items():
+        value = (
+            f"{_fmt_mb(rss.get('start_mb'))} / {_fmt_mb(rss.get('peak_mb'))} / {_fmt_mb(rss.get('end_mb'))}"
+        )
+        slope = rss.get("slope_mb_per_min")
+        row(name, "start/peak/end MB", value, "" if slope is None else f"slope {slope:+.2f} MB/min")
+    long_run = (mem.get("long") or {}).get("consumer") or {}
+    if long_run:
+        tenths = long_run.get("rate_by_tenth") or [None]
+        row(
+            f"long run ({long_run.get('expected', 0):,})",
+            "tx/s steady",
+            fmt_rate(long_run.get("rate")),
+            f"first -> last tenth {fmt_rate(tenths[0])} -> {fmt_rate(tenths[-1])}",
+        )
+    if "error" in mem:
+        row("error", "", "", mem["error"])
+
+    sc = s.get("scaling", {})
+    lines.append(
+        f"scaling (N={doc['params'].get('scale_count')}, repeats={sc.get('repeats', '-')}, steady tx/s)"
+    )
+    if "error" in sc and not sc.get("runs"):
+        row("error", "", "", sc["error"])
+    for run in sc.get("summary", []):
+        label = f"{run['consumers']} consumer(s), {run['partitions']} partitions"
+        rates = [r for r in run.get("rates", []) if r is not None]
+        note = f"runs: {', '.join(fmt_rate(r) for r in rates)}" if len(rates) > 1 else ""
+        cpu = run.get("cpu_us_per_row")
+        note = f"{note}{'; ' if note else ''}{cpu:.0f} us CPU/row" if cpu is not None else note
+        row(label, "tx/s", fmt_rate(run.get("rate")), note)
+
+    lines.append("ratios (medians of per-repeat ratios: what holds on a noisy box)")
+    for r in doc["ratios"]:
+        row(r["name"], "", fmt_ratio(r["value"]))
+    for title in ("errors", "warnings"):
+        if doc.get(title):
+            lines.append(title)
+            lines.extend(f"  {e}" for e in doc[title])
+    return "\n".join(lines)

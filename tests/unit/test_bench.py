@@ -1,0 +1,292 @@
+"""The benchmark's pure helpers: percentiles, rates from commit groups, ratios, the JSON shape.
+No services and no timing assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import stats
+from bench.run import SCALING, build_parser, merge_repeats, resolve_params, scaling_figures
+
+# ------------------------------------------------------------------------------------ percentiles
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    data = [1.0, 2.0, 3.0, 4.0]
+    assert stats.percentile(data, 0) == 1.0
+    assert stats.percentile(data, 100) == 4.0
+    assert stats.percentile(data, 50) == pytest.approx(2.5)
+    assert stats.percentile(data, 25) == pytest.approx(1.75)  # numpy's default ("linear")
+
+
+def test_percentile_ignores_input_order_and_handles_edges() -> None:
+    assert stats.percentile([5.0, 1.0, 3.0], 50) == 3.0
+    assert stats.percentile([7.0], 99) == 7.0
+    assert math.isnan(stats.percentile([], 50))
+    with pytest.raises(ValueError):
+        stats.percentile([1.0], 101)
+
+
+def test_latency_summary_in_milliseconds() -> None:
+    values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    s = stats.latency_summary(values)
+    assert s["count"] == 100
+    assert s["p50_ms"] == pytest.approx(50.5)
+    assert s["p99_ms"] == pytest.approx(99.01)
+    assert s["max_ms"] == pytest.approx(100.0)
+    assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
+
+
+def test_latency_summary_of_nothing_is_explicit() -> None:
+    assert stats.latency_summary([]) == {
+        "count": 0,
+        "p50_ms": None,
+        "p95_ms": None,
+        "p99_ms": None,
+        "max_ms": None,
+        "mean_ms": None,
+    }
+
+
+# ------------------------------------------------------------------------------------ rates
+
+
+def test_steady_rate_cuts_at_commits_and_skips_the_edges() -> None:
+    # Ten batches of 1,000 rows, one per second, after a slow 5 s start (a group join).
+    groups = [(5.0, 1000)] + [(5.0 + i, 1000) for i in range(1, 10)]
+    assert stats.steady_rate(groups) == pytest.approx(1000.0)
+    # First to last commit: the first batch's rows happened before the window opened.
+    assert stats.steady_rate(groups, 0.0, 1.0) == pytest.approx(9000 / 9)
+
+
+def test_steady_rate_is_independent_of_group_order_and_empty_groups() -> None:
+    groups = [(3.0, 10), (1.0, 10), (2.0, 10), (4.0, 0)]
+    assert stats.steady_rate(groups, 0.0, 1.0) == pytest.approx(10.0)
+
+
+def test_steady_rate_needs_two_commits() -> None:
+    assert stats.steady_rate([]) is None
+    assert stats.steady_rate([(1.0, 5000)]) is None
+    assert stats.steady_rate([(1.0, 10), (1.0, 10)]) is None  # no time between them
+
+
+def test_steady_window_widens_when_too_few_groups() -> None:
+    # Two groups: 10 % and 90 % fall in the same group, so the window is first -> last.
+    assert stats.steady_window([(1.0, 100), (2.0, 100)]) == (1.0, 2.0, 100)
+
+
+def test_rate_profile_shows_a_slowdown_and_gaps() -> None:
+    # 10 commits of 100 rows: 1 s apart for the first half, 2 s apart afterwards.
+    ends = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0]
+    profile = stats.rate_profile([(t, 100) for t in ends], parts=5)
+    assert profile == [pytest.approx(100.0), pytest.approx(100.0), pytest.approx(200 / 3), 50.0, 50.0]
+    # One big commit holds several fifths: only the first part (up to it) has a rate.
+    assert stats.rate_profile([(1.0, 10), (2.0, 1000)], parts=5) == [1000.0, None, None, None, None]
+
+
+def test_span_rate() -> None:
+    assert stats.span_rate(100, 10.0, 12.0) == pytest.approx(50.0)
+    assert stats.span_rate(1, 10.0, 12.0) is None
+    assert stats.span_rate(100, 12.0, 12.0) is None
+
+
+def test_interpolate_and_cpu_per_row() -> None:
+    series = [(0.0, 0.0), (1.0, 1.0), (3.0, 2.0)]
+    assert stats.interpolate(series, 0.5) == pytest.approx(0.5)
+    assert stats.interpolate(series, 2.0) == pytest.approx(1.5)
+    assert stats.interpolate(series, -1.0) == 0.0
+    assert stats.interpolate(series, 9.0) == 2.0
+    assert stats.interpolate([], 1.0) is None
+    # Two processes, each 0.5 CPU-s over the window of 10,000 rows: 100 us per row.
+    a = [(0.0, 0.0), (2.0, 1.0)]
+    b = [(0.0, 5.0), (2.0, 6.0)]
+    assert stats.cpu_us_per_row([a, b], (0.5, 1.5, 10_000)) == pytest.approx(100.0)
+    assert stats.cpu_us_per_row([a], None) is None
+
+
+# ------------------------------------------------------------------------------------ memory
+
+
+def test_rss_summary_flat_and_growing() -> None:
+    mb = 2**20
+    flat = [(float(t), 100 * mb) for t in range(120)]
+    s = stats.rss_summary(flat)
+    assert (s["start_mb"], s["peak_mb"], s["end_mb"]) == (100.0, 100.0, 100.0)
+    assert s["slope_mb_per_min"] == pytest.approx(0.0)
+    growing = [(float(t), (100 + t / 6) * mb) for t in range(121)]  # +10 MB per minute
+    assert stats.rss_summary(growing)["slope_mb_per_min"] == pytest.approx(10.0)
+
+
+def test_rss_summary_window_and_short_runs() -> None:
+    mb = 2**20
+    samples = [(0.0, 50 * mb), (1.0, 200 * mb), (2.0, 80 * mb), (3.0, 90 * mb), (4.0, 60 * mb)]
+    s = stats.rss_summary(samples, (2.0, 3.0))
+    assert s["start_mb"] == 80.0 and s["end_mb"] == 90.0
+    assert s["peak_mb"] == 200.0  # the peak counts wherever it happened
+    assert s["slope_mb_per_min"] is None  # 1 s says nothing about a trend
+    assert stats.rss_summary([])["peak_mb"] is None
+
+
+def test_linear_slope() -> None:
+    assert stats.linear_slope([(0, 1), (1, 3), (2, 5)]) == pytest.approx(2.0)
+    assert stats.linear_slope([(1, 1)]) is None
+    assert stats.linear_slope([(1, 1), (1, 2)]) is None
+
+
+# ------------------------------------------------------------------------------------ ratios
+
+
+def test_ratio_table_names_and_values() -> None:
+    figures = {
+        "consumer": 20_000.0,
+        "naive": 2_000.0,
+        "copy_ceiling": 40_000.0,
+        "scale_c1": 10.0,
+        "scale_c2": 15.0,
+    }
+    table = {r["name"]: r["value"] for r in stats.ratio_table(figures)}
+    assert table["consumer / naive"] == pytest.approx(10.0)
+    assert table["consumer / COPY ceiling"] == pytest.approx(0.5)
+    assert table["2 consumers / 1 consumer"] == pytest.approx(1.5)
+    assert table["consumer / Kafka read ceiling"] is None  # not measured: no ratio, no crash
+    assert [r["name"] for r in stats.ratio_table({})] == [spec[0] for spec in stats.RATIO_SPECS]
+
+
+def test_ratio_guards() -> None:
+    assert stats.ratio(1.0, 0.0) is None
+    assert stats.ratio(None, 1.0) is None
+    assert stats.ratio(math.nan, 1.0) is None
+
+
+def test_median_ratio_table_takes_ratios_within_each_repeat() -> None:
+    # Repeat 2 ran on a busy box: everything halved. Its ratios are the same as repeat 1's.
+    repeats: list[dict[str, float | None]] = [
+        {"consumer": 20_000.0, "naive": 2_000.0},
+        {"consumer": 10_000.0, "naive": 1_000.0},
+        {"consumer": 30_000.0, "naive": None},
+    ]
+    row = next(r for r in stats.median_ratio_table(repeats) if r["name"] == "consumer / naive")
+    assert row["value"] == pytest.approx(10.0)
+    assert row["values"] == [10.0, 10.0, None]
+
+
+def test_bottleneck_and_median() -> None:
+    assert stats.bottleneck({"Kafka read": 60_000.0, "COPY": 30_000.0, "x": None}) == "COPY"
+    assert stats.bottleneck({}) is None
+    assert stats.median_or_none([3.0, None, 1.0, 2.0]) == 2.0
+    assert stats.median_or_none([None]) is None
+
+
+def test_scaling_figures_and_merge_repeats() -> None:
+    runs = [{"consumers": c, "partitions": p, "rate": float(c * 10 + p)} for c, p in SCALING]
+    f = scaling_figures(runs)
+    assert f["scale_c1"] == 16.0 and f["scale_c4"] == 46.0 and f["scale_p1"] == 11.0
+    merged = merge_repeats([{"a": 1.0}, {"a": 2.0}], [{"b": 3.0}])
+    assert merged == [{"a": 1.0, "b": 3.0}, {"a": 2.0}]
+    assert merge_repeats() == [{}]
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def test_parse_consumer_summary_tolerates_new_fields() -> None:
+    out = (
+        "2026-11-24 INFO consumer: progress consumed=5 stored=5 rate=3/s\n"
+        "consumer summary: consumed=100 stored=98 already_stored=2 rejected=0 alerts=3 (high_amount=3) "
+        "rejected_by_reason=(none) batches=4 db_retries=0 elapsed=9.5s active=4.9s rate=20000/s\n"
+    )
+    s = stats.parse_consumer_summary(out)
+    assert s == {"stored": 98, "elapsed": 9.5, "active": 4.9, "rate": 20000.0}
+    assert stats.parse_consumer_summary("consumer summary: stored=7 rate=1.5/s") == {"stored": 7, "rate": 1.5}
+    assert stats.parse_consumer_summary("crashed before the summary") is None
+
+
+# ------------------------------------------------------------------------------------ document
+
+
+def test_collect_warnings_finds_nested_ones_with_their_place() -> None:
+    sections = {
+        "throughput": {"runs": [{"consumer": {"warning": "stored 9 of 10", "rate": 1.0}}]},
+        "scaling": {"runs": [{"summary_mismatch": "summary says stored=3"}, {"rate": 2.0}]},
+    }
+    assert stats.collect_warnings(sections) == [
+        "throughput.runs[0].consumer: stored 9 of 10",
+        "scaling.runs[0]: summary says stored=3",
+    ]
+    assert stats.collect_warnings({}) == []
+
+
+def _doc(**overrides: object) -> dict:
+    kwargs = {
+        "started_at": "2026-11-24T21:00:00+00:00",
+        "mode": "quick",
+        "elapsed_s": 200.0,
+        "params": {"count": 100_000, "scale_count": 100_000},
+        "machine": {"nproc": 2, "python": "3.11.9", "git_commit": "abc", "git_dirty": False},
+        "sections": {
+            "throughput": {"repeats": 1, "figures": {"consumer": 20_000.0, "naive": 2_000.0}},
+            "latency": {
+                "runs": [
+                    {"label": "consumer @ 3,000/s", "latency": stats.latency_summary([0.01, 0.02])},
+                    {"label": "consumer @ full speed", "error": "RuntimeError('no join')"},
+                ]
+            },
+            "scaling": {
+                "repeats": 1,
+                "summary": [{"consumers": 1, "partitions": 6, "rate": 1.0, "rates": [1.0]}],
+            },
+        },
+        "ratios": stats.ratio_table({"consumer": 20_000.0, "naive": 2_000.0}),
+        "errors": [],
+        "warnings": ["throughput.runs[0].consumer: stored 9 of 10"],
+    }
+    kwargs.update(overrides)
+    return stats.build_document(**kwargs)  # type: ignore[arg-type]
+
+
+def test_document_shape_is_json_and_complete() -> None:
+    doc = _doc()
+    again = json.loads(json.dumps(doc))
+    assert list(again) == list(stats.DOCUMENT_KEYS)
+    assert set(again["sections"]) == set(stats.SECTIONS)
+    assert again["sections"]["memory"] == {"skipped": True}  # a section not run is marked, not missing
+    assert again["schema"] == stats.SCHEMA_VERSION
+    stats.check_document(again)
+
+
+def test_check_document_rejects_missing_parts() -> None:
+    doc = _doc()
+    del doc["machine"]["git_commit"]
+    with pytest.raises(ValueError, match="git_commit"):
+        stats.check_document(doc)
+    with pytest.raises(ValueError, match="lacks"):
+        stats.check_document({"schema": stats.SCHEMA_VERSION})
+
+
+def test_format_table_renders_every_section_and_missing_figures() -> None:
+    text = stats.format_table(_doc())
+    for needle in (
+        "throughput",
+        "consumer @ 3,000/s",
+        "no join",
+        "consumer memory",
+        "scaling",
+        "10.00x",
+        "20,000",
+    ):
+        assert needle in text
+    assert len(text.splitlines()) < 60
+
+
+def test_presets_fill_unset_flags_only() -> None:
+    args = build_parser().parse_args(["--quick", "--count", "1234"])
+    params = resolve_params(args)
+    assert params["mode"] == "quick" and params["count"] == 1234
+    assert params["scale_count"] > 0 and params["latency_seconds"] > 0
+    default = resolve_params(build_parser().parse_args([]))
+    assert default["mode"] == "default" and default["count"] > params["scale_count"] // 10
+    with pytest.raises(SystemExit):
+        resolve_params(build_parser().parse_args(["--sections", "nonsense"]))

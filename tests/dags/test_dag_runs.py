@@ -1,0 +1,258 @@
+"""Each DAG run end to end with `dag.test()` against the real PostgreSQL and Kafka of the test stack,
+after a seeded stream went through the real producer and consumer.
+
+Airflow's own metadata lives in a throw-away SQLite home (migrated once per module); the
+project's settings reach the tasks as environment variables, as they do in Compose.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+
+
+def _isolate_airflow() -> None:
+    """Point Airflow at a throw-away home before it is first imported (it reads its config on
+    import), so tests never touch a developer's ~/airflow. test_dag_integrity.py has the same
+    block; whichever module pytest imports first creates the home, the other reuses it."""
+    home = os.environ.get("TXMON_TEST_AIRFLOW_HOME")
+    if not home:
+        home = tempfile.mkdtemp(prefix="txmon-airflow-")
+        os.environ["TXMON_TEST_AIRFLOW_HOME"] = home
+        atexit.register(shutil.rmtree, home, True)
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != home:
+        raise RuntimeError(
+            "airflow was imported before the DAG tests isolated it; import it only in tests/dags"
+        )
+    os.environ.update(
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    )
+
+
+def _keep_logging() -> Callable[[], None]:
+    """Airflow configures logging when first imported (root level INFO, a stdout handler); the
+    returned function puts the previous setup back, so the rest of the session logs as before.
+    pytest's own capture handlers come and go per test phase and are left to pytest."""
+
+    def ours(handlers: list[logging.Handler]) -> list[logging.Handler]:
+        return [h for h in handlers if not type(h).__module__.startswith("_pytest")]
+
+    root = logging.getLogger()
+    saved_root = (root.level, ours(root.handlers))
+    saved = {
+        name: (lg.level, lg.handlers[:], lg.propagate, lg.disabled)
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+
+    def restore() -> None:
+        root.setLevel(saved_root[0])
+        root.handlers[:] = [h for h in root.handlers if h not in ours(root.handlers)] + saved_root[1]
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger):
+                level, handlers, propagate, disabled = saved.get(name, (logging.NOTSET, [], True, False))
+                lg.setLevel(level)
+                lg.handlers[:] = handlers
+                lg.propagate, lg.disabled = propagate, disabled
+
+    return restore
+
+
+_isolate_airflow()
+
+import pytest  # noqa: E402
+
+from producer.generator import DEFAULT_START  # noqa: E402
+from producer.transaction_producer import run_producer  # noqa: E402
+from tests.support import consume, produce, query  # noqa: E402
+from utils.config import Settings, settings_to_env  # noqa: E402
+from utils.local_stack import LocalStack  # noqa: E402
+
+SEEDED_DAY = DEFAULT_START.date()  # the simulated clock's stream falls on 2026-01-01 (UTC)
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> Iterator[Any]:
+    restore = _keep_logging()
+    from airflow.dag_processing.dagbag import DagBag
+
+    # Airflow's metadata schema, once for the module (~6 s on SQLite).
+    migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    yield bag
+    restore()
+
+
+@pytest.fixture
+def task_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Give the tasks a project configuration through the environment, as Compose does."""
+
+    def apply(settings: Settings, **extra: str) -> None:
+        for key, value in {**settings_to_env(settings), **extra}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("TXMON_ENV_FILE", os.devnull)  # a developer's .env must not leak in
+
+    return apply
+
+
+def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    from airflow import settings as airflow_settings
+    from airflow.models.taskinstance import TaskInstance
+
+    assert airflow_settings.Session is not None, "airflow did not configure its ORM"
+    session = airflow_settings.Session()
+    try:
+        rows = session.query(TaskInstance.task_id, TaskInstance.state).filter_by(dag_id=dag_id, run_id=run_id)
+        return {task_id: str(state) for task_id, state in rows}
+    finally:
+        session.close()
+
+
+def test_reporting_then_cleanup(
+    dagbag: Any, pipeline_settings: Settings, task_env: Callable[..., None], tmp_path: Path
+) -> None:
+    s = dataclasses.replace(pipeline_settings, data_dir=str(tmp_path / "airflow-data"))
+    produce(s, 3000, seed=23, start=DEFAULT_START)
+    assert consume(s).stored == 3000
+    task_env(s)
+
+    # The run whose data interval is 2026-01-01 (a manual run during 2 January covers 1 January).
+    run = dagbag.dags["transaction_reporting"].test(logical_date=datetime(2026, 1, 2, 6, tzinfo=UTC))
+    assert str(run.state) == "success", _task_states("transaction_reporting", run.run_id)
+    report = Path(s.data_dir) / "reports" / SEEDED_DAY.isoformat()
+    assert sorted(p.name for p in report.iterdir()) == [
+        "alerts.csv",
+        "figures.json",
+        "report.html",
+        "summary.csv",
+    ]
+    assert (report / "report.html").read_text().count("data:image/png;base64,") == 3
+
+    by_type = query(
+        s.postgres,
+        """SELECT transaction_type, count(*), sum(amount) FROM transactions
+           WHERE ("timestamp" AT TIME ZONE 'UTC')::date = %s GROUP BY 1""",
+        (SEEDED_DAY,),
+    )
+    summary = query(
+        s.postgres,
+        "SELECT key, txn_count, amount_sum FROM daily_summary WHERE day = %s AND dimension = 'transaction_type'",
+        (SEEDED_DAY,),
+    )
+    assert sorted(summary) == sorted(by_type)
+    alerts = query(
+        s.postgres,
+        """SELECT a.alert_type, count(*) FROM alerts a JOIN transactions t USING (transaction_id)
+           WHERE (t."timestamp" AT TIME ZONE 'UTC')::date = %s GROUP BY 1""",
+        (SEEDED_DAY,),
+    )
+    quality = dict(
+        query(s.postgres, "SELECT alert_type, alerts FROM rule_quality WHERE day = %s", (SEEDED_DAY,))
+    )
+    assert {k: v for k, v in quality.items() if v} == dict(alerts)
+    assert json.loads((report / "figures.json").read_text())["day"] == "2026-01-01"
+
+    # Cleanup: with RETENTION_DAYS=90 the whole 2026-01 stream and its report are expired; what is
+    # recent stays, and so do the daily aggregates.
+    recent = Path(s.data_dir) / "metrics" / datetime.now(UTC).date().isoformat()
+    recent.mkdir(parents=True)
+    task_env(dataclasses.replace(s, retention_days=90))
+    run = dagbag.dags["data_cleanup"].test()
+    assert str(run.state) == "success", _task_states("data_cleanup", run.run_id)
+    assert query(s.postgres, "SELECT count(*) FROM transactions")[0][0] == 0
+    assert query(s.postgres, "SELECT count(*) FROM alerts")[0][0] == 0
+    assert not report.exists() and recent.exists()
+    assert query(s.postgres, "SELECT count(*) FROM daily_summary WHERE day = %s", (SEEDED_DAY,))[0][0] > 0
+
+
+def test_monitoring_is_green_when_healthy_and_red_on_lag(
+    dagbag: Any,
+    pipeline_settings: Settings,
+    test_stack: LocalStack,
+    task_env: Callable[..., None],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    s = dataclasses.replace(pipeline_settings, data_dir=str(tmp_path / "airflow-data"))
+    # The wall clock, so that the end-to-end delay is real.
+    summary = run_producer(s, count=1000, seed=31, clock="wall", progress_seconds=60)
+    assert summary.acked == 1000
+    assert consume(s).stored == 1000
+    zookeeper = (
+        {"ZOOKEEPER_HOST": "127.0.0.1", "ZOOKEEPER_PORT": str(test_stack.ports["zookeeper"])}
+        if test_stack.is_local("zookeeper")
+        else {}
+    )
+    task_env(s, MONITOR_MAX_LAG="50", MONITOR_MAX_DELAY_P95_SECONDS="120", **zookeeper)
+    dag = dagbag.dags["system_monitoring"]
+
+    healthy = dag.test()
+    states = _task_states("system_monitoring", healthy.run_id)
+    assert str(healthy.state) == "success", states
+    metrics = {
+        (m, json.dumps(labels, sort_keys=True)): v
+        for m, labels, v in query(s.postgres, "SELECT metric, labels, value FROM pipeline_metrics")
+    }
+    names = {m for m, _ in metrics}
+    assert {
+        "kafka_consumer_lag_total",
+        "e2e_delay_p95_seconds",
+        "dlq_rate",
+        "postgres_database_bytes",
+    } <= names
+    if zookeeper:
+        assert "zookeeper_latency_avg_ms" in names
+    lag_key = (
+        "kafka_consumer_lag_total",
+        json.dumps({"group": s.kafka.consumer_group, "topic": s.kafka.topic}),
+    )
+    assert metrics[lag_key] == 0
+    stored = query(
+        s.postgres,
+        "SELECT count(*) FROM transactions WHERE processed_at >= now() - interval '15 minutes'",
+    )[0][0]
+    assert metrics[("rows_stored", json.dumps({"window_minutes": "15"}))] == stored == 1000
+    files = list((Path(s.data_dir) / "metrics").glob("*/*Z.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["metrics"]
+
+    # 200 more messages and no consumer: lag 200 > 50 turns the run red, at the thresholds task.
+    run_producer(s, count=200, seed=32, clock="wall", progress_seconds=60)
+    capfd.readouterr()
+    lagging = dag.test()
+    log = "".join(capfd.readouterr())
+    states = _task_states("system_monitoring", lagging.run_id)
+    assert str(lagging.state) == "failed", states
+    assert states["thresholds"] == "failed"
+    lag_labels = f"group={s.kafka.consumer_group}, topic={s.kafka.topic}"
+    assert f"kafka_consumer_lag_total{{{lag_labels}}} = 200 is above the limit 50 (MONITOR_MAX_LAG)" in log
+    assert {states[t] for t in ("kafka_health", "postgres_health", "pipeline_metrics")} == {"success"}
+    lag = query(
+        s.postgres,
+        "SELECT value FROM pipeline_metrics WHERE metric = 'kafka_consumer_lag_total' ORDER BY measured_at DESC LIMIT 1",
+    )
+    assert lag == [(200.0,)]  # recorded before the verdict, so the red run still leaves its numbers
+    assert len(list((Path(s.data_dir) / "metrics").glob("*/*Z.json"))) == 2

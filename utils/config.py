@@ -139,6 +139,28 @@ class ProducerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """Limits that turn the monitoring DAG red, and what it looks at."""
+
+    max_lag: int = env("MONITOR_MAX_LAG", 10_000, "consumer-group lag on the topic, summed over partitions")
+    max_delay_p95_s: float = env("MONITOR_MAX_DELAY_P95_SECONDS", 300.0, "p95 of processed_at - timestamp")
+    max_dlq_rate: float = env("MONITOR_MAX_DLQ_RATE", 0.05, "rejected / (stored + rejected)")
+    max_disk_used_pct: float = env("MONITOR_MAX_DISK_USED_PCT", 90.0, "disk holding AIRFLOW_DATA_DIR")
+    window_minutes: float = env("MONITOR_WINDOW_MINUTES", 15.0, "window for throughput, delay and DLQ rate")
+    long_query_s: float = env("MONITOR_LONG_QUERY_SECONDS", 300.0, "queries older than this are reported")
+    zookeeper_host: str = env("ZOOKEEPER_HOST", "", "checked with ruok/srvr when set")
+    zookeeper_port: int = env("ZOOKEEPER_PORT", 2181)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and value < 0:
+                raise ConfigError(f"{f.metadata['env']}={value} must not be negative")
+        if self.window_minutes <= 0:
+            raise ConfigError(f"MONITOR_WINDOW_MINUTES must be greater than 0, got {self.window_minutes:g}")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -146,13 +168,14 @@ class Settings:
     validation: ValidationLimits = field(default_factory=ValidationLimits)
     rules: RuleThresholds = field(default_factory=RuleThresholds)
     producer: ProducerSettings = field(default_factory=ProducerSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     log_level: str = env("LOG_LEVEL", "INFO")
     log_format: str = env("LOG_FORMAT", "text", "text or json")
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
     retention_days: int = env("RETENTION_DAYS", 90, "rows older than this are deleted by cleanup")
 
 
-_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer")
+_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor")
 
 
 def env_fields() -> list[tuple[str, dataclasses.Field[Any]]]:
@@ -207,6 +230,8 @@ def load_settings(
         if name not in environ:
             continue
         hints = typing.get_type_hints(_group_type(group)) if group else typing.get_type_hints(Settings)
+        if environ[name].strip() == "" and hints[f.name] is not str:
+            continue  # `NAME=` in .env means "the default", as if it were not set
         converted = _convert(name, environ[name], hints[f.name])
         (values[group] if group else top)[f.name] = converted
     groups = {g: _group_type(g)(**values[g]) for g in _GROUPS}

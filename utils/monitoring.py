@@ -5,17 +5,7 @@ Each check returns metrics (name, value, labels) plus the problems it found; the
 metrics (table `pipeline_metrics` and a JSON file per run under `<AIRFLOW_DATA_DIR>/metrics/`)
 and raises `HealthCheckFailed` naming every problem, so the task goes red with the reason.
 
-Thresholds and options come from these variables, in the environment or `.env` (not yet in
-utils/config.py):
-
-    MONITOR_MAX_LAG                 10000  consumer-group lag on the pipeline topic, summed over partitions
-    MONITOR_MAX_DELAY_P95_SECONDS   300    p95 of processed_at - timestamp over the window
-    MONITOR_MAX_DLQ_RATE            0.05   rejected / (stored + rejected) over the window
-    MONITOR_MAX_DISK_USED_PCT       90     disk holding AIRFLOW_DATA_DIR, percent used
-    MONITOR_WINDOW_MINUTES          15     window for throughput, delay and DLQ rate
-    MONITOR_LONG_QUERY_SECONDS      300    a query (or open transaction) older than this is reported
-    ZOOKEEPER_HOST                  ''     set it to check ZooKeeper (`ruok`, `srvr`); empty: skipped
-    ZOOKEEPER_PORT                  2181
+Thresholds and options are `settings.monitor` (MONITOR_* and ZOOKEEPER_* in .env.example).
 """
 
 from __future__ import annotations
@@ -23,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,11 +23,10 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 import psycopg2.extras
-from dotenv import dotenv_values
 
-from utils.config import REPO_ROOT, Settings
+from utils.config import MonitorSettings, Settings, load_settings
 from utils.database import Database, purge_older_than
-from utils.errors import ConfigError, TxmonError
+from utils.errors import TxmonError
 from utils.kafka_cleanup import KafkaAdminError, admin_client, describe_topic, group_lag, list_topics
 from utils.local_stack import zk_command
 
@@ -52,35 +40,6 @@ class HealthCheckFailed(TxmonError):
 # --------------------------------------------------------------------------- configuration
 
 
-def project_environ() -> dict[str, str]:
-    """The process environment over `.env`, the same precedence `load_settings` uses, so a
-    threshold can live in `.env` next to the settings it belongs with."""
-    path = Path(os.environ.get("TXMON_ENV_FILE", REPO_ROOT / ".env"))
-    file_values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
-    return {**file_values, **os.environ}
-
-
-def _env_number(environ: Mapping[str, str], name: str, default: float, kind: type = float) -> Any:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return kind(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{name}={raw!r} is not a valid {kind.__name__}: fix it in the environment"
-        ) from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r} must not be negative")
-    return value
-
-
-def _positive(value: float, name: str) -> float:
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {value:g}")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Limits that turn the monitoring run red. Each names the variable that sets it."""
@@ -91,15 +50,13 @@ class Thresholds:
     max_disk_used_pct: float = 90.0
 
     @classmethod
+    def from_settings(cls, m: MonitorSettings) -> Thresholds:
+        return cls(m.max_lag, m.max_delay_p95_s, m.max_dlq_rate, m.max_disk_used_pct)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Thresholds:
-        env = project_environ() if environ is None else environ
-        d = cls()
-        return cls(
-            max_lag=_env_number(env, "MONITOR_MAX_LAG", d.max_lag, int),
-            max_delay_p95_s=_env_number(env, "MONITOR_MAX_DELAY_P95_SECONDS", d.max_delay_p95_s),
-            max_dlq_rate=_env_number(env, "MONITOR_MAX_DLQ_RATE", d.max_dlq_rate),
-            max_disk_used_pct=_env_number(env, "MONITOR_MAX_DISK_USED_PCT", d.max_disk_used_pct),
-        )
+        """From the settings object (environment over `.env`, or `environ` when given)."""
+        return cls.from_settings(load_settings(environ).monitor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,17 +68,13 @@ class MonitorOptions:
     kafka_timeout_s: float = 10.0
 
     @classmethod
+    def from_settings(cls, m: MonitorSettings) -> MonitorOptions:
+        return cls(m.window_minutes, m.long_query_s, m.zookeeper_host.strip(), m.zookeeper_port)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitorOptions:
-        env = project_environ() if environ is None else environ
-        d = cls()
-        return cls(
-            window_minutes=_positive(
-                _env_number(env, "MONITOR_WINDOW_MINUTES", d.window_minutes), "MONITOR_WINDOW_MINUTES"
-            ),
-            long_query_s=_env_number(env, "MONITOR_LONG_QUERY_SECONDS", d.long_query_s),
-            zookeeper_host=env.get("ZOOKEEPER_HOST", "").strip(),
-            zookeeper_port=_env_number(env, "ZOOKEEPER_PORT", d.zookeeper_port, int),
-        )
+        """From the settings object (environment over `.env`, or `environ` when given)."""
+        return cls.from_settings(load_settings(environ).monitor)
 
 
 # --------------------------------------------------------------------------- metrics

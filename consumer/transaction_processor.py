@@ -220,8 +220,12 @@ class TransactionProcessor:
                     if not self._complete_inflight():  # nothing new: don't keep a batch waiting
                         break
                     if cs.max_idle_seconds > 0 and joined and now - last_message >= cs.max_idle_seconds:
-                        log.info("no messages for %.0fs: exiting", now - last_message)
-                        break
+                        if self._caught_up():
+                            log.info(
+                                "no messages for %.0fs and nothing left to read: exiting", now - last_message
+                            )
+                            break
+                        last_message = now  # the broker is away or data is pending: not idle
                     continue
                 last_message = now
                 if first_batch_at is None:
@@ -465,6 +469,24 @@ class TransactionProcessor:
             log.debug("rejected %s/%d@%d: %s", r.topic, r.partition, r.offset, r.reason)
 
     # ------------------------------------------------------------------ helpers
+
+    def _caught_up(self) -> bool:
+        """True when every assigned partition is read to its end, as the broker confirms. A broker
+        that cannot be asked is no proof of an empty topic: silence during an outage is not idle."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        try:
+            ends = self.consumer.end_offsets(list(assigned), timeout_ms=5000)
+            behind = {tp: ends[tp] - self.consumer.position(tp, timeout_ms=5000) for tp in assigned}
+        except KafkaError as exc:
+            log.warning("idle, but cannot confirm the end of the topic (%s): waiting on", exc)
+            return False
+        lagging = {tp.partition: n for tp, n in behind.items() if n > 0}
+        if lagging:
+            log.info("idle, but partitions still have messages to read: %s", lagging)
+        return not lagging
 
     def _keep_group_membership(self, seconds: float) -> None:
         """Wait while still calling poll() (paused), so the group does not evict us during an outage."""

@@ -162,6 +162,18 @@ class AccountHistory:
             self.evict_before(cutoff)
         return True
 
+    def discard(self, transaction_id: str) -> bool:
+        """Forget one event (a message the database rejected after the rules saw it)."""
+        if transaction_id not in self._ids:
+            return False
+        for event in self.events:
+            if event.transaction_id == transaction_id:
+                self.events.remove(event)
+                self._ids.discard(transaction_id)
+                self._amount_cents -= round(event.amount * 100.0)
+                return True
+        return False  # pragma: no cover - _ids and events are kept in step
+
     def evict_before(self, cutoff: float) -> int:
         """Drop events older than `cutoff`; returns how many were dropped."""
         events = self.events

@@ -53,6 +53,8 @@ class Batch:
 
     txns: list[Transaction] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    alert_positions: list[tuple[int, int]] = field(default_factory=list)  # message that raised alerts[i]
+    added: set[tuple[int, int]] = field(default_factory=set)  # messages added to the account windows
     rejections: list[Rejection] = field(default_factory=list)
     raw: dict[tuple[int, int], tuple[bytes | None, bytes]] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset seen per partition
@@ -130,6 +132,10 @@ class TransactionProcessor:
         self._inflight: tuple[Batch, Future[database.BatchResult]] | None = None
         self._last_done: float | None = None  # when the last batch was stored and committed
         self.pending_rebuild: set[int] = set()
+        self._broker_errors = 0  # consecutive retriable Kafka errors from poll()
+        self._ever_assigned = False
+        self._unassigned_since: float | None = None
+        self._assignment_watchdog_s = max(30.0, 3 * settings.consumer.session_timeout_ms / 1000)
         self._uncommitted: dict[
             TopicPartition, OffsetAndMetadata
         ] = {}  # sent async, latest per partition  # assigned partitions whose state is not loaded yet
@@ -210,9 +216,10 @@ class TransactionProcessor:
         cs = self.settings.consumer
         try:
             while not self.stop_event.is_set():
-                records = self.consumer.poll(timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records)
+                records = self._poll()
                 now = time.monotonic()
                 self._touch_health()
+                self._watch_assignment(now)
                 if not joined and self.consumer.assignment():
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
@@ -263,7 +270,8 @@ class TransactionProcessor:
                 return False
             result = stored
         self._account(batch, result)
-        self.finish(batch)
+        if not self.finish(batch):
+            return False
         self._last_done = time.monotonic()
         return True
 
@@ -301,6 +309,7 @@ class TransactionProcessor:
         limits, thresholds = self.settings.validation, self.settings.rules
         states = self.states
         now = time.time()
+        batch_ids: dict[str, tuple[int, int]] = {}
         for tp, recs in records.items():
             topic, partition = tp.topic, tp.partition
             for rec in recs:
@@ -317,12 +326,33 @@ class TransactionProcessor:
                 if isinstance(item, Rejection):
                     batch.rejections.append(item)
                     continue
+                first = batch_ids.setdefault(item.transaction_id, (partition, rec.offset))
+                if first != (partition, rec.offset):
+                    # Caught before the rules see it: a reused id must not enter any account window.
+                    batch.rejections.append(
+                        Rejection(
+                            "duplicate_transaction_id",
+                            f"transaction_id {item.transaction_id!r} already used in this batch at "
+                            f"partition {first[0]} offset {first[1]}",
+                            rec.value or b"",
+                            topic,
+                            partition,
+                            rec.offset,
+                            item.transaction_id,
+                            rec.key,
+                        )
+                    )
+                    continue
                 history = states.history(partition, item.account_id)
                 if history.seen(item.transaction_id):
                     batch.replays += 1  # stored before a restart: its alerts are stored too
                 else:
-                    batch.alerts.extend(evaluate(item, history, thresholds))
+                    raised = evaluate(item, history, thresholds)
+                    if raised:
+                        batch.alerts.extend(raised)
+                        batch.alert_positions.extend([(partition, rec.offset)] * len(raised))
                     states.add(item)
+                    batch.added.add((partition, rec.offset))
                 batch.txns.append(item)
             if recs:
                 batch.offsets[tp] = recs[-1].offset
@@ -342,6 +372,7 @@ class TransactionProcessor:
                 batch.rejections,
                 raw_by_position=batch.raw,
                 topic=self.settings.kafka.topic,
+                alert_positions=batch.alert_positions,
             )
 
     def persist(self, batch: Batch, first_error: Exception | None = None) -> database.BatchResult | None:
@@ -374,7 +405,18 @@ class TransactionProcessor:
                 self._keep_group_membership(delay)
                 delay = min(delay * 2, self.settings.consumer.db_retry_max_backoff_s)
 
+    def _forget(self, batch: Batch, positions: set[tuple[int, int]]) -> None:
+        """Take messages the database refused out of the account windows the rules read."""
+        for t in batch.txns:
+            if (t.kafka_partition, t.kafka_offset) in positions and (
+                t.kafka_partition,
+                t.kafka_offset,
+            ) in batch.added:
+                self.states.history(t.kafka_partition, t.account_id).discard(t.transaction_id)
+
     def _account(self, batch: Batch, result: database.BatchResult) -> None:
+        if result.duplicates:
+            self._forget(batch, {(d.partition, d.offset) for d in result.duplicates})
         s = self.summary
         s.batches += 1
         s.consumed += batch.size
@@ -392,10 +434,14 @@ class TransactionProcessor:
             bad = database.find_unstorable(conn, batch.txns)
         if not bad:
             raise TxmonError(f"batch refused by the database and no single row explains it: {exc}") from exc
-        bad_ids = {id(t) for t, _ in bad}
-        batch.txns = [t for t in batch.txns if id(t) not in bad_ids]
-        dropped = {t.transaction_id for t, _ in bad}
-        batch.alerts = [a for a in batch.alerts if a.transaction_id not in dropped]
+        dropped = {(t.kafka_partition, t.kafka_offset) for t, _ in bad}
+        self._forget(batch, dropped)
+        batch.txns = [t for t in batch.txns if (t.kafka_partition, t.kafka_offset) not in dropped]
+        kept = [
+            (a, at) for a, at in zip(batch.alerts, batch.alert_positions, strict=True) if at not in dropped
+        ]
+        batch.alerts = [a for a, _ in kept]
+        batch.alert_positions = [at for _, at in kept]
         for t, error in bad:
             key, raw = batch.raw.get((t.kafka_partition, t.kafka_offset), (None, b""))
             batch.rejections.append(
@@ -411,22 +457,24 @@ class TransactionProcessor:
                 )
             )
 
-    def finish(self, batch: Batch) -> None:
-        """After the database commit: dead-letter the rejects, then commit the offsets."""
+    def finish(self, batch: Batch) -> bool:
+        """After the database commit: dead-letter the rejects, then commit the offsets.
+        Returns False when stopping before the dead letters were acknowledged."""
         assert self.consumer is not None and self.dlq is not None
-        if batch.rejections:
-            self._publish_dlq(batch.rejections)
+        if batch.rejections and not self._publish_dlq(batch.rejections):
+            return False
         assigned = self.consumer.assignment()
         offsets = {
             tp: OffsetAndMetadata(last + 1, None, -1) for tp, last in batch.offsets.items() if tp in assigned
         }
         if not offsets:
-            return
+            return True
         # Sent now, after the database commit, but not waited for: a lost or failed commit only
         # means a replay of rows that are already stored, and the loop skips a broker round trip
         # per batch (most of the latency at moderate rates). close() commits synchronously.
         self._uncommitted.update(offsets)
         self.consumer.commit_async(offsets, callback=self._on_commit)
+        return True
 
     def _on_commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
         if isinstance(response, Exception):
@@ -446,29 +494,89 @@ class TransactionProcessor:
             # A rebalance took the partitions away; the new owner replays them idempotently.
             log.warning("final offset commit failed (replayed idempotently on restart): %s", exc)
 
-    def _publish_dlq(self, rejections: list[Rejection]) -> None:
+    def _publish_dlq(self, rejections: list[Rejection]) -> bool:
+        """Dead-letter every rejection, retrying with backoff until the broker acknowledged all.
+        Returns False only when asked to stop first: the offsets then stay uncommitted and a
+        restart publishes again (the DLQ is at-least-once; the table already holds them once)."""
         assert self.dlq is not None
         topic = self.settings.kafka.dlq_topic
-        futures = []
-        for r in rejections:
-            headers = [
-                ("dlq.reason", r.reason.encode()),
-                ("dlq.detail", r.detail[:1000].encode("utf-8", "replace")),
-                ("dlq.source.topic", r.topic.encode()),
-                ("dlq.source.partition", str(r.partition).encode()),
-                ("dlq.source.offset", str(r.offset).encode()),
-            ]
-            futures.append(self.dlq.send(topic, value=r.raw, key=r.key, headers=headers))
-        self.dlq.flush(timeout=30)
-        failed = [f for f in futures if f.failed()]
-        if failed:
-            # The rejected_transactions table already holds them; without the DLQ copy we must not
-            # advance offsets, so stop and let a restart replay the batch.
-            raise TxmonError(f"{len(failed)} dead-letter messages not acknowledged: {failed[0].exception}")
-        for r in rejections:
-            log.debug("rejected %s/%d@%d: %s", r.topic, r.partition, r.offset, r.reason)
+        pending, delay = list(rejections), 0.5
+        while pending:
+            sent = []
+            for r in pending:
+                try:
+                    sent.append((r, self.dlq.send(topic, **_dlq_record(r))))
+                except KafkaError as exc:  # no metadata (broker away) or a record it refuses outright
+                    log.warning(
+                        "dead-letter send failed for %s/%d@%d: %s", r.topic, r.partition, r.offset, exc
+                    )
+                    sent.append((r, None))
+            try:
+                self.dlq.flush(timeout=30)
+            except KafkaError as exc:
+                log.warning("dead-letter flush: %s", exc)
+            pending = [r for r, f in sent if f is None or not f.succeeded()]
+            if not pending:
+                return True
+            if self.stop_event.is_set():
+                log.warning(
+                    "stopping with %d dead-letter messages unacknowledged; offsets not committed",
+                    len(pending),
+                )
+                return False
+            log.warning("%d dead-letter messages not acknowledged; retrying in %.1fs", len(pending), delay)
+            self.stop_event.wait(delay)
+            delay = min(delay * 2, self.settings.consumer.db_retry_max_backoff_s)
+        return True
 
     # ------------------------------------------------------------------ helpers
+
+    def _poll(self) -> dict[TopicPartition, list[Any]]:
+        """poll(), riding out broker outages: kafka-python raises its retriable errors (connection
+        refused, metadata unavailable) out of poll(); we back off and poll again, resuming from
+        our position, which the outage did not move."""
+        assert self.consumer is not None
+        cs = self.settings.consumer
+        try:
+            records: dict[TopicPartition, list[Any]] = self.consumer.poll(
+                timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records
+            )
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False):
+                raise
+            self._broker_errors += 1
+            if self._broker_errors == 1 or self._broker_errors % 10 == 0:
+                log.warning("Kafka unavailable (%s); retrying (%d so far)", exc, self._broker_errors)
+            self.stop_event.wait(min(1.0 * self._broker_errors, 5.0))
+            return {}
+        if self._broker_errors:
+            log.info("Kafka reachable again after %d failed polls", self._broker_errors)
+            self._broker_errors = 0
+        return records
+
+    def _watch_assignment(self, now: float) -> None:
+        """Work around a kafka-python 3.0 race: a new group member right after a broker start
+        sometimes never applies the assignment it received, and waits forever with no partitions
+        while still heartbeating. A member that has never owned a partition re-subscribes after
+        a while; the wait doubles each time, so a legitimately idle extra member (more consumers
+        than partitions) costs only a few rebalances."""
+        assert self.consumer is not None
+        if self.consumer.assignment():
+            self._ever_assigned, self._unassigned_since = True, None
+            return
+        if self._ever_assigned:
+            return
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        elif now - self._unassigned_since > self._assignment_watchdog_s:
+            log.warning(
+                "no partitions assigned after %.0fs; re-joining the group (kafka-python join race)",
+                now - self._unassigned_since,
+            )
+            self.consumer.unsubscribe()
+            self.consumer.subscribe([self.settings.kafka.topic], listener=_Rebalance(self))
+            self._unassigned_since = now
+            self._assignment_watchdog_s *= 2
 
     def _caught_up(self) -> bool:
         """True when every assigned partition is read to its end, as the broker confirms. A broker
@@ -496,7 +604,13 @@ class TransactionProcessor:
             while time.monotonic() < deadline and not self.stop_event.is_set():
                 # Re-pause every round: a rebalance meanwhile brings partitions that are not paused.
                 self.consumer.pause(*self.consumer.assignment())
-                stray = self.consumer.poll(timeout_ms=min(500, int(seconds * 1000)))
+                try:
+                    stray = self.consumer.poll(timeout_ms=min(500, int(seconds * 1000)))
+                except KafkaError as exc:
+                    if not getattr(exc, "retriable", False):
+                        raise
+                    self.stop_event.wait(0.5)
+                    continue
                 for tp, recs in stray.items():
                     # Not ours to handle now: rewind so they are polled again after the outage.
                     self.consumer.seek(tp, recs[0].offset)
@@ -521,6 +635,27 @@ class TransactionProcessor:
             sum(s.alerts.values()),
             s.stored / max(elapsed, 1e-9),
         )
+
+
+# A dead-letter copy must fit the broker's default message limit (~1 MB) with its headers; a
+# larger original is dead-lettered without its body (rejected_transactions keeps the bytes).
+DLQ_MAX_PAYLOAD = 900_000
+
+
+def _dlq_record(r: Rejection) -> dict[str, Any]:
+    headers = [
+        ("dlq.reason", r.reason.encode()),
+        ("dlq.detail", r.detail[:1000].encode("utf-8", "replace")),
+        ("dlq.source.topic", r.topic.encode()),
+        ("dlq.source.partition", str(r.partition).encode()),
+        ("dlq.source.offset", str(r.offset).encode()),
+    ]
+    value = r.raw
+    if len(value) > DLQ_MAX_PAYLOAD:
+        headers.append(("dlq.payload_omitted", str(len(value)).encode()))
+        value = b""
+    key = r.key if r.key is None or len(r.key) <= 10_000 else r.key[:10_000]
+    return {"value": value, "key": key, "headers": headers}
 
 
 def tune_gc() -> None:

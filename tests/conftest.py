@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,14 +99,34 @@ def fresh_db(stack_env: StackEnv) -> Iterator[PostgresSettings]:
     admin = _admin_connect(stack_env, stack_env.postgres_db)
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
     pg = dataclasses.replace(stack_env.postgres_settings(), db=name)
     database.migrate(pg)
     try:
         yield pg
     finally:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
+        _drop_database(stack_env, name)
+
+
+def _drop_database(env: StackEnv, name: str) -> None:
+    """A fresh connection (the server may have been restarted by the test), retried while the
+    app role's sessions are still closing (the owner may not terminate them)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            admin = _admin_connect(env, env.postgres_db)
+            try:
+                with admin.cursor() as cur:
+                    cur.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                    )
+                return
+            finally:
+                admin.close()
+        except psycopg2.Error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture
@@ -125,9 +146,14 @@ def topic_factory(stack_env: StackEnv) -> Iterator[Callable[..., str]]:
     try:
         yield make
     finally:
-        if made:
-            delete_topics(admin, made)
         admin.close()
+        if made:
+            # A fresh client: the test may have restarted the broker under the first one.
+            cleanup = admin_client(stack_env.kafka_bootstrap_servers)
+            try:
+                delete_topics(cleanup, made)
+            finally:
+                cleanup.close()
 
 
 @pytest.fixture

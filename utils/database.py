@@ -354,6 +354,7 @@ def write_batch(
     *,
     raw_by_position: dict[tuple[int, int], tuple[bytes | None, bytes]] | None = None,
     topic: str = "",
+    alert_positions: Sequence[tuple[int, int]] | None = None,
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
 
@@ -364,24 +365,32 @@ def write_batch(
     A transaction_id already stored from the *same* Kafka message is a replay (no-op); from a
     *different* message it is rejected as `duplicate_transaction_id` (its alerts are dropped).
     Alerts are written only for the transactions this batch actually inserted, so a replay can
-    never add a second alert. `raw_by_position` maps (partition, offset) to (key, value) bytes,
-    to keep the original message of such a duplicate.
+    never add a second alert. `alert_positions[i]` is the (partition, offset) of the message
+    that raised `alerts[i]`: a rejected duplicate's alerts must not attach to the stored row
+    that shares its id. `raw_by_position` maps (partition, offset) to (key, value) bytes, to
+    keep the original message of such a duplicate.
     """
     result = BatchResult(duplicates=[])
     with conn.cursor() as cur:
-        inserted_ids: set[str] = set()
+        inserted_at: set[tuple[int, int]] | None = None  # None: every transaction was inserted
         if txns:
             payload = copy_rows(txns)
             cur.execute("SAVEPOINT direct_copy")
             try:
                 cur.copy_expert(f"COPY transactions ({_TXN_COLS_SQL}) FROM STDIN", io.StringIO(payload))
                 cur.execute("RELEASE SAVEPOINT direct_copy")
-                inserted_ids = {t.transaction_id for t in txns}
+                result.inserted = len(txns)
             except psycopg2.errors.UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
-                inserted_ids = _insert_via_staging(cur, txns, payload, result, raw_by_position or {}, topic)
-            result.inserted = len(inserted_ids)
-        stored_alerts = [a for a in alerts if a.transaction_id in inserted_ids]
+                inserted_at = _insert_via_staging(cur, txns, payload, result, raw_by_position or {}, topic)
+                result.inserted = len(inserted_at)
+        if inserted_at is None:
+            stored_alerts = list(alerts)
+        elif alert_positions is not None:
+            stored_alerts = [a for a, at in zip(alerts, alert_positions, strict=True) if at in inserted_at]
+        else:
+            ids = {t.transaction_id for t in txns if (t.kafka_partition, t.kafka_offset) in inserted_at}
+            stored_alerts = [a for a in alerts if a.transaction_id in ids]
         result.alerts_by_type.update(a.alert_type for a in stored_alerts)
         if stored_alerts:
             psycopg2.extras.execute_values(
@@ -415,8 +424,9 @@ def _insert_via_staging(
     result: BatchResult,
     raw_by_position: dict[tuple[int, int], tuple[bytes | None, bytes]],
     topic: str,
-) -> set[str]:
-    """The idempotent path: only rows whose transaction_id is new are inserted. Returns their ids."""
+) -> set[tuple[int, int]]:
+    """The idempotent path: only rows whose transaction_id is new are inserted. Returns the
+    (partition, offset) of the rows inserted."""
     _ensure_staging(cur)
     cur.copy_expert(f"COPY txn_stage ({_TXN_COLS_SQL}) FROM STDIN", io.StringIO(payload))
     cur.execute(
@@ -430,7 +440,7 @@ def _insert_via_staging(
     missing = [t for t in txns if (t.kafka_partition, t.kafka_offset) not in inserted_at]
     if missing:
         _classify_not_inserted(cur, missing, result, raw_by_position, topic)
-    return {t.transaction_id for t in txns if (t.kafka_partition, t.kafka_offset) in inserted_at}
+    return inserted_at
 
 
 def _classify_not_inserted(

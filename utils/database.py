@@ -9,6 +9,7 @@ idempotent batch writes, and the queries the consumer needs to rebuild its state
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import logging
@@ -280,25 +281,8 @@ def migration_status(pg: PostgresSettings) -> tuple[list[str], list[str]]:
 
 # --------------------------------------------------------------------------- batch writes
 
-TXN_COLUMNS = (
-    "transaction_id",
-    "account_id",
-    "transaction_type",
-    "amount",
-    "currency",
-    "timestamp",
-    "channel",
-    "country",
-    "merchant",
-    "merchant_category",
-    "city",
-    "latitude",
-    "longitude",
-    "simulated_scenario",
-    "schema_version",
-    "kafka_partition",
-    "kafka_offset",
-)
+# The dataclass's field order; copy_rows() writes the same order (a unit test holds them together).
+TXN_COLUMNS = tuple(f.name for f in dataclasses.fields(Transaction))
 _TXN_COLS_SQL = ", ".join(f'"{c}"' for c in TXN_COLUMNS)
 
 # COPY's text format: backslash, tab, newline and carriage return must be escaped.

@@ -7,15 +7,11 @@ project's settings reach the tasks as environment variables, as they do in Compo
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
-import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,61 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 
 
-def _isolate_airflow() -> None:
-    """Point Airflow at a throw-away home before it is first imported (it reads its config on
-    import), so tests never touch a developer's ~/airflow. test_dag_integrity.py has the same
-    block; whichever module pytest imports first creates the home, the other reuses it."""
-    home = os.environ.get("TXMON_TEST_AIRFLOW_HOME")
-    if not home:
-        home = tempfile.mkdtemp(prefix="txmon-airflow-")
-        os.environ["TXMON_TEST_AIRFLOW_HOME"] = home
-        atexit.register(shutil.rmtree, home, True)
-    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != home:
-        raise RuntimeError(
-            "airflow was imported before the DAG tests isolated it; import it only in tests/dags"
-        )
-    os.environ.update(
-        AIRFLOW_HOME=home,
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    )
-
-
-def _keep_logging() -> Callable[[], None]:
-    """Airflow configures logging when first imported (root level INFO, a stdout handler); the
-    returned function puts the previous setup back, so the rest of the session logs as before.
-    pytest's own capture handlers come and go per test phase and are left to pytest."""
-
-    def ours(handlers: list[logging.Handler]) -> list[logging.Handler]:
-        return [h for h in handlers if not type(h).__module__.startswith("_pytest")]
-
-    root = logging.getLogger()
-    saved_root = (root.level, ours(root.handlers))
-    saved = {
-        name: (lg.level, lg.handlers[:], lg.propagate, lg.disabled)
-        for name, lg in logging.Logger.manager.loggerDict.items()
-        if isinstance(lg, logging.Logger)
-    }
-
-    def restore() -> None:
-        root.setLevel(saved_root[0])
-        root.handlers[:] = [h for h in root.handlers if h not in ours(root.handlers)] + saved_root[1]
-        for name, lg in list(logging.Logger.manager.loggerDict.items()):
-            if isinstance(lg, logging.Logger):
-                level, handlers, propagate, disabled = saved.get(name, (logging.NOTSET, [], True, False))
-                lg.setLevel(level)
-                lg.handlers[:] = handlers
-                lg.propagate, lg.disabled = propagate, disabled
-
-    return restore
-
-
-_isolate_airflow()
-
 import pytest  # noqa: E402
 
 from producer.generator import DEFAULT_START  # noqa: E402
 from producer.transaction_producer import run_producer  # noqa: E402
+from tests.dags.isolation import keep_logging  # noqa: E402
 from tests.support import consume, produce, query  # noqa: E402
 from utils.config import Settings, settings_to_env  # noqa: E402
 from utils.local_stack import LocalStack  # noqa: E402
@@ -89,7 +35,7 @@ SEEDED_DAY = DEFAULT_START.date()  # the simulated clock's stream falls on 2026-
 
 @pytest.fixture(scope="module")
 def dagbag() -> Iterator[Any]:
-    restore = _keep_logging()
+    restore = keep_logging()
     from airflow.dag_processing.dagbag import DagBag
 
     # Airflow's metadata schema, once for the module (~6 s on SQLite).

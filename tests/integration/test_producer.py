@@ -25,6 +25,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator
 from producer.transaction_producer import BrokerUnavailable, ProducerSummary, run_producer
 from utils.config import ProducerSettings, Settings, load_settings
+from utils.local_stack import StackEnv
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +35,9 @@ FRAUD_RATE = 0.05
 
 
 @pytest.fixture(scope="module")
-def bootstrap() -> str:
-    # Local stand-in for the shared fixture the lead will add: the broker must already be running.
-    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    host, _, port = servers.split(",")[0].rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as exc:
-        pytest.fail(f"no Kafka broker at {servers} ({exc}); start it with `make stack-up`")
-    return servers
+def bootstrap(stack_env: StackEnv) -> str:
+    """The session's broker (tests/conftest.py starts it, or uses a configured one)."""
+    return stack_env.kafka_bootstrap_servers
 
 
 @pytest.fixture

@@ -19,10 +19,9 @@ check itself (database unreachable) is retried once. Logic in `utils/monitoring.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from airflow.sdk import dag, task
 
@@ -30,10 +29,6 @@ from airflow.sdk import dag, task
 # Importing this tiny module at parse time turns a wrong path into an import error on the DAG
 # list, instead of a DAG that parses and then fails in every task.
 import utils.errors  # noqa: F401
-
-if TYPE_CHECKING:
-    from utils.config import Settings
-    from utils.database import Database
 
 CLEANUP_DOC = """
 ### Data cleanup (daily)
@@ -43,20 +38,6 @@ Deletes what is older than `RETENTION_DAYS`: transactions with their alerts, rej
 aggregates (`daily_summary`, `rule_quality`, `reconciliation`) are kept. Deletes run in bounded
 batches, so the consumer keeps writing meanwhile. Logic in `utils/monitoring.py::cleanup`.
 """
-
-
-@contextmanager
-def _database() -> Iterator[tuple[Settings, Database]]:
-    # Imported inside the task: parsing the DAG file must stay cheap and free of side effects.
-    from utils.config import load_settings
-    from utils.database import Database
-
-    settings = load_settings()
-    db = Database(settings.postgres, maxconn=2)
-    try:
-        yield settings, db
-    finally:
-        db.close()
 
 
 T = TypeVar("T")
@@ -110,9 +91,10 @@ def system_monitoring() -> None:
     @task
     def postgres_health() -> dict[str, Any]:
         from utils import monitoring
+        from utils.database import configured_database
 
         def check() -> dict[str, Any]:
-            with _database() as (_, db):
+            with configured_database() as (_, db):
                 result = monitoring.check_postgres(db)
             monitoring.raise_for_problems(result.problems)
             return result.to_dict()
@@ -122,8 +104,9 @@ def system_monitoring() -> None:
     @task
     def pipeline_metrics() -> dict[str, Any]:
         from utils import monitoring
+        from utils.database import configured_database
 
-        with _database() as (settings, db):
+        with configured_database() as (settings, db):
             metrics = monitoring.collect_metrics(db, settings)
         return monitoring.CheckResult("pipeline", metrics=metrics).to_dict()
 
@@ -132,10 +115,11 @@ def system_monitoring() -> None:
         kafka: dict[str, Any], postgres: dict[str, Any], pipeline: dict[str, Any]
     ) -> dict[str, Any]:
         from utils import monitoring
+        from utils.database import configured_database
         from utils.reporting import ensure_schema
 
         metrics, problems = monitoring.results_to_metrics([kafka, postgres, pipeline])
-        with _database() as (settings, db):
+        with configured_database() as (settings, db):
             ensure_schema(db)  # pipeline_metrics comes with migration 002: say so if it is missing
             path = monitoring.record_metrics(db, metrics, data_dir=settings.data_dir)
         crossed = monitoring.evaluate_thresholds(metrics, monitoring.Thresholds.from_env())
@@ -167,8 +151,9 @@ def data_cleanup() -> None:
     @task
     def retention() -> dict[str, int]:
         from utils import monitoring
+        from utils.database import configured_database
 
-        with _database() as (settings, db):
+        with configured_database() as (settings, db):
             return monitoring.cleanup(db, settings)
 
     retention()

@@ -22,10 +22,8 @@ environment / `.env` like the rest of the pipeline (POSTGRES_*, KAFKA_TOPIC, AIR
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
@@ -33,24 +31,6 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_conte
 # Importing this tiny module at parse time turns a wrong path into an import error on the DAG
 # list, instead of a DAG that parses and then fails in every task.
 import utils.errors  # noqa: F401
-
-if TYPE_CHECKING:
-    from utils.config import Settings
-    from utils.database import Database
-
-
-@contextmanager
-def _database() -> Iterator[tuple[Settings, Database]]:
-    # Imported inside the task: parsing the DAG file must stay cheap and free of side effects.
-    from utils.config import load_settings
-    from utils.database import Database
-
-    settings = load_settings()
-    db = Database(settings.postgres, maxconn=2)
-    try:
-        yield settings, db
-    finally:
-        db.close()
 
 
 def _day() -> date:
@@ -96,9 +76,10 @@ def transaction_reporting() -> None:
     @task
     def summary() -> dict[str, Any]:
         from utils import reporting
+        from utils.database import configured_database
 
         day = _day()
-        with _database() as (_, db):
+        with configured_database() as (_, db):
             reporting.ensure_schema(db)
             rows = reporting.build_daily_summary(db, day)
         total = next((r.txn_count for r in rows if r.dimension == "total"), 0)
@@ -107,9 +88,10 @@ def transaction_reporting() -> None:
     @task
     def alert_analysis() -> dict[str, Any]:
         from utils import reporting
+        from utils.database import configured_database
 
         day = _day()
-        with _database() as (_, db):
+        with configured_database() as (_, db):
             analysis = reporting.analyse_alerts(db, day)
         return {
             "day": day.isoformat(),
@@ -120,9 +102,10 @@ def transaction_reporting() -> None:
     @task
     def reconciliation() -> dict[str, Any]:
         from utils import reporting
+        from utils.database import configured_database
 
         day = _day()
-        with _database() as (settings, db):
+        with configured_database() as (settings, db):
             result = reporting.reconcile(db, day, topic=settings.kafka.topic)
         return {
             "day": day.isoformat(),
@@ -134,9 +117,10 @@ def transaction_reporting() -> None:
     @task
     def report() -> str:
         from utils import reporting
+        from utils.database import configured_database
 
         day = _day()
-        with _database() as (settings, db):
+        with configured_database() as (settings, db):
             figures = reporting.gather_figures(db, day)
         return str(reporting.write_report(day, figures, settings.data_dir))
 

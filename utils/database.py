@@ -588,6 +588,18 @@ def purge_older_than(db: Database, days: int, *, batch_size: int = 10_000) -> di
     return deleted
 
 
+@contextmanager
+def configured_database(maxconn: int = 2) -> Iterator[tuple[Settings, Database]]:
+    """Settings from the environment and a small pool, closed afterwards: what one Airflow task
+    or CLI command needs (the consumer keeps its own pool for its lifetime)."""
+    settings = load_settings()
+    db = Database(settings.postgres, maxconn=maxconn)
+    try:
+        yield settings, db
+    finally:
+        db.close()
+
+
 def wait_for_database(pg: PostgresSettings, *, timeout_s: float = 60.0, migration: bool = False) -> None:
     """Block until the server accepts connections; raise DatabaseUnavailable after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

@@ -74,6 +74,17 @@ def connect(pg: PostgresSettings, *, migration: bool = False) -> psycopg2.extens
         ) from exc
 
 
+class _Pool(psycopg2.pool.ThreadedConnectionPool):
+    """psycopg2's pool closes every connection given back beyond `minconn`, and minconn must be 0
+    so the pool can be created while the server is down: every batch would pay for a new backend
+    and its authentication (~30 ms, measured; more than writing 500 rows). Created empty, it
+    keeps up to `maxconn` idle connections once they exist."""
+
+    def __init__(self, maxconn: int, dsn: str) -> None:
+        super().__init__(0, maxconn, dsn)
+        self.minconn = maxconn
+
+
 class Database:
     """One pool per process. `with db.connection() as conn:` commits, or rolls back on error,
     and always gives the connection back; a connection that broke is discarded, not reused."""
@@ -88,8 +99,7 @@ class Database:
         with self._lock:
             if self._pool is None:
                 try:
-                    # minconn=0: the pool must be creatable while the server is down; it fills lazily.
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(0, self._maxconn, _dsn(self.settings))
+                    self._pool = _Pool(self._maxconn, _dsn(self.settings))
                 except psycopg2.OperationalError as exc:  # pragma: no cover - minconn=0 never connects
                     raise DatabaseUnavailable(str(exc)) from exc
             return self._pool

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,15 +54,45 @@ class Batch:
     txns: list[Transaction] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     alert_positions: list[tuple[int, int]] = field(default_factory=list)  # message that raised alerts[i]
-    added: set[tuple[int, int]] = field(default_factory=set)  # messages added to the account windows
+    replayed: set[tuple[int, int]] = field(default_factory=set)  # stored before: not added to the windows
     rejections: list[Rejection] = field(default_factory=list)
-    raw: dict[tuple[int, int], tuple[bytes | None, bytes]] = field(default_factory=dict)
+    raw: Mapping[tuple[int, int], tuple[bytes | None, bytes]] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset seen per partition
     replays: int = 0  # messages whose transaction the rebuilt state already holds
 
     @property
     def size(self) -> int:
         return len(self.txns) + len(self.rejections)
+
+
+class RawByPosition(Mapping[tuple[int, int], tuple[bytes | None, bytes]]):
+    """(partition, offset) -> (key, value) of one poll's records, indexed on first use: only a
+    duplicate or a row the database refuses needs its original bytes back, so the common batch
+    never pays for the index."""
+
+    __slots__ = ("_index", "_records")
+
+    def __init__(self, records: dict[TopicPartition, list[Any]]) -> None:
+        self._records = records
+        self._index: dict[tuple[int, int], tuple[bytes | None, bytes]] | None = None
+
+    def _built(self) -> dict[tuple[int, int], tuple[bytes | None, bytes]]:
+        if self._index is None:
+            self._index = {
+                (tp.partition, rec.offset): (rec.key, rec.value)
+                for tp, recs in self._records.items()
+                for rec in recs
+            }
+        return self._index
+
+    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes]:
+        return self._built()[position]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
 
 
 @dataclass(slots=True)
@@ -305,15 +335,14 @@ class TransactionProcessor:
 
     def prepare(self, records: dict[TopicPartition, list[Any]]) -> Batch:
         """Validate and evaluate a poll's records. Pure but for the in-memory account state."""
-        batch = Batch()
+        batch = Batch(raw=RawByPosition(records))
         limits, thresholds = self.settings.validation, self.settings.rules
         states = self.states
         now = time.time()
-        batch_ids: dict[str, tuple[int, int]] = {}
+        batch_ids: dict[str, Transaction] = {}  # first message of each id in this batch
         for tp, recs in records.items():
             topic, partition = tp.topic, tp.partition
             for rec in recs:
-                batch.raw[(partition, rec.offset)] = (rec.key, rec.value)
                 item = validate(
                     rec.value,
                     topic=topic,
@@ -326,14 +355,14 @@ class TransactionProcessor:
                 if isinstance(item, Rejection):
                     batch.rejections.append(item)
                     continue
-                first = batch_ids.setdefault(item.transaction_id, (partition, rec.offset))
-                if first != (partition, rec.offset):
+                first = batch_ids.setdefault(item.transaction_id, item)
+                if first is not item:
                     # Caught before the rules see it: a reused id must not enter any account window.
                     batch.rejections.append(
                         Rejection(
                             "duplicate_transaction_id",
                             f"transaction_id {item.transaction_id!r} already used in this batch at "
-                            f"partition {first[0]} offset {first[1]}",
+                            f"partition {first.kafka_partition} offset {first.kafka_offset}",
                             rec.value or b"",
                             topic,
                             partition,
@@ -346,13 +375,13 @@ class TransactionProcessor:
                 history = states.history(partition, item.account_id)
                 if history.seen(item.transaction_id):
                     batch.replays += 1  # stored before a restart: its alerts are stored too
+                    batch.replayed.add((partition, rec.offset))
                 else:
                     raised = evaluate(item, history, thresholds)
                     if raised:
                         batch.alerts.extend(raised)
                         batch.alert_positions.extend([(partition, rec.offset)] * len(raised))
                     states.add(item)
-                    batch.added.add((partition, rec.offset))
                 batch.txns.append(item)
             if recs:
                 batch.offsets[tp] = recs[-1].offset
@@ -408,10 +437,8 @@ class TransactionProcessor:
     def _forget(self, batch: Batch, positions: set[tuple[int, int]]) -> None:
         """Take messages the database refused out of the account windows the rules read."""
         for t in batch.txns:
-            if (t.kafka_partition, t.kafka_offset) in positions and (
-                t.kafka_partition,
-                t.kafka_offset,
-            ) in batch.added:
+            at = (t.kafka_partition, t.kafka_offset)
+            if at in positions and at not in batch.replayed:
                 self.states.history(t.kafka_partition, t.account_id).discard(t.transaction_id)
 
     def _account(self, batch: Batch, result: database.BatchResult) -> None:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -53,7 +54,9 @@ def test_stack() -> Iterator[LocalStack]:
         Path(os.environ.get("TXMON_TEST_STATE_DIR", cache_dir() / f"test-stack-{_OFFSET}")),
         existing_kafka=base.kafka.bootstrap_servers if _configured("KAFKA_BOOTSTRAP_SERVERS") else None,
         existing_postgres=base.postgres if _configured("POSTGRES_HOST") else None,
-        **TEST_PORTS,
+        zk_port=TEST_PORTS["zk_port"],
+        kafka_port=TEST_PORTS["kafka_port"],
+        pg_port=TEST_PORTS["pg_port"],
     )
     stack.up()
     try:
@@ -162,7 +165,7 @@ def settings_factory(
 ) -> Callable[..., Settings]:
     """Settings for one pipeline under test: its own topic, DLQ, group and database."""
 
-    def make(partitions: int = 6, **consumer_overrides: object) -> Settings:
+    def make(partitions: int = 6, **consumer_overrides: Any) -> Settings:
         topic = topic_factory("tx", partitions)
         kafka = KafkaSettings(
             bootstrap_servers=stack_env.kafka_bootstrap_servers,

@@ -52,3 +52,17 @@ def test_nulls_and_copy_escapes() -> None:
     assert got["merchant"] == "a\\tb\\\\c\\nd\\re"
     assert got["city"] == got["latitude"] == got["longitude"] == "\\N"
     assert row.count("\n") == 1
+
+
+def test_each_escape_path_alone() -> None:
+    # Printable but with a backslash; not printable but nothing to escape; plain.
+    row = copy_rows([_txn(merchant="C:\\shop", merchant_category="no\u00a0break", city="")])
+    got = dict(zip(TXN_COLUMNS, row.rstrip("\n").split("\t"), strict=True))
+    assert (got["merchant"], got["merchant_category"], got["city"]) == ("C:\\\\shop", "no\u00a0break", "")
+
+
+def test_one_line_per_row_and_nothing_for_no_rows() -> None:
+    assert copy_rows([]) == ""
+    payload = copy_rows([_txn(kafka_offset=i) for i in range(3)])
+    assert payload.endswith("\n") and payload.count("\n") == 3
+    assert [line.rsplit("\t", 1)[1] for line in payload.splitlines()] == ["0", "1", "2"]

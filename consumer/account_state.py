@@ -46,7 +46,7 @@ class Event:
         # events instead of keeping one copy per message (~100 bytes per event).
         merchant = txn.merchant
         return cls(
-            txn.timestamp.timestamp(),
+            txn.epoch,
             txn.amount,
             None if merchant is None else _intern(merchant),
             _intern(txn.country),

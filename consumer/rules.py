@@ -65,7 +65,7 @@ def velocity(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Al
     # Cheap exit before touching the clock: too few events in all of history to exceed the limit.
     if len(history.events) + 1 <= t.velocity_count:
         return None
-    now = txn.timestamp.timestamp()
+    now = txn.epoch
     window = t.velocity_window_s
     count = 1 + history.count_between(now - window, now)
     if count <= t.velocity_count:
@@ -84,7 +84,7 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     small = t.card_testing_max_amount
     if txn.amount > small or len(history.events) + 1 < t.card_testing_count:
         return None
-    now = txn.timestamp.timestamp()
+    now = txn.epoch
     start = now - t.card_testing_window_s
     count = 1
     for event in history.newest_first():
@@ -141,7 +141,7 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
     lat, lon = txn.latitude, txn.longitude
     if lat is None or lon is None:
         return None
-    now = txn.timestamp.timestamp()
+    now = txn.epoch
     previous = history.last_located(now)
     if previous is None or previous.latitude is None or previous.longitude is None:
         return None
@@ -184,7 +184,7 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
     merchant = txn.merchant
     if merchant is None or not history.events:
         return None
-    now = txn.timestamp.timestamp()
+    now = txn.epoch
     start = now - t.duplicate_window_s
     end = now + t.duplicate_window_s
     amount, tid = txn.amount, txn.transaction_id
@@ -222,7 +222,7 @@ def unusual_hour_high_value(txn: Transaction, history: AccountHistory, t: RuleTh
     amount = txn.amount
     if amount < t.unusual_hour_min_amount:
         return None
-    hour = local_hour(txn.timestamp.timestamp(), txn.longitude)
+    hour = local_hour(txn.epoch, txn.longitude)
     start, end = t.unusual_hour_start, t.unusual_hour_end
     # [start, end) on the fractional hour is the same as floor(hour) in [start, end) for whole
     # hours; start > end means the window wraps midnight (e.g. 22 to 4).

@@ -292,7 +292,7 @@ def migration_status(pg: PostgresSettings) -> tuple[list[str], list[str]]:
 # --------------------------------------------------------------------------- batch writes
 
 # The dataclass's field order; copy_rows() writes the same order (a unit test holds them together).
-TXN_COLUMNS = tuple(f.name for f in dataclasses.fields(Transaction))
+TXN_COLUMNS = tuple(f.name for f in dataclasses.fields(Transaction) if f.init)
 _TXN_COLS_SQL = ", ".join(f'"{c}"' for c in TXN_COLUMNS)
 
 # COPY's text format: backslash, tab, newline and carriage return must be escaped.

@@ -457,4 +457,11 @@ def test_transaction_field_order_guard_matches_models() -> None:
     # validation builds Transaction positionally for speed; this is the tripwire it relies on.
     import consumer.validation as module
 
-    assert tuple(f.name for f in dataclasses.fields(Transaction)) == module._FIELD_ORDER
+    assert tuple(f.name for f in dataclasses.fields(Transaction) if f.init) == module._FIELD_ORDER
+
+
+def test_epoch_follows_the_timestamp_it_was_built_from() -> None:
+    txn = accepted(message(timestamp="2026-03-01T12:00:00+02:00"))
+    assert txn.epoch == txn.timestamp.timestamp() == datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp()
+    moved = dataclasses.replace(txn, timestamp=datetime(2026, 3, 2, tzinfo=UTC))
+    assert moved.epoch == datetime(2026, 3, 2, tzinfo=UTC).timestamp()

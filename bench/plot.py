@@ -34,8 +34,15 @@ def write_chart(doc: dict[str, Any], path: Path) -> None:
     f = s.get("throughput", {}).get("figures", {})
     _bars(
         axes[0][0],
-        ["produce", "consumer", "naive", "COPY ceiling", "Kafka read ceiling"],
-        [f.get("produce"), f.get("consumer"), f.get("naive"), f.get("copy_ceiling"), f.get("kafka_ceiling")],
+        ["produce", "consumer", "naive", "COPY ceiling", "staging COPY", "Kafka read ceiling"],
+        [
+            f.get("produce"),
+            f.get("consumer"),
+            f.get("naive"),
+            f.get("copy_ceiling"),
+            f.get("staging_ceiling"),
+            f.get("kafka_ceiling"),
+        ],
         f"throughput, N={doc['params'].get('count'):,}",
         "rows or messages / s",
     )

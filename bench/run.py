@@ -208,6 +208,10 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-copy"))
         out["copy_ceiling"] = ceilings.copy_ceiling(copy_settings, txns)
         ws.drop_database(copy_settings.postgres)
+        log.info("[throughput %d] staging COPY ceiling (write_batch's idempotent fallback)", r)
+        copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-stage"))
+        out["staging_ceiling"] = ceilings.copy_ceiling(copy_settings, txns, direct=False)
+        ws.drop_database(copy_settings.postgres)
     finally:
         ws.delete_topics([settings.kafka.topic, settings.kafka.dlq_topic])
     out["figures"] = {
@@ -220,6 +224,7 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         "consumer_last_tenth": (out.get("consumer", {}).get("rate_by_tenth") or [None])[-1],
         "naive": out.get("naive", {}).get("rate"),
         "copy_ceiling": out.get("copy_ceiling", {}).get("rate"),
+        "staging_ceiling": out.get("staging_ceiling", {}).get("rate"),
         "kafka_ceiling": out.get("kafka_ceiling", {}).get("rate"),
     }
     return out

@@ -215,6 +215,12 @@ def median_or_none(values: Iterable[float | None]) -> float | None:
 RATIO_SPECS: tuple[tuple[str, str, str, str], ...] = (
     ("consumer / naive", "consumer", "naive", "what batching + COPY buy over row-by-row commits"),
     ("consumer / COPY ceiling", "consumer", "copy_ceiling", "share of the database stage's raw speed"),
+    (
+        "consumer / staging COPY ceiling",
+        "consumer",
+        "staging_ceiling",
+        "share of the idempotent staging-table COPY (the issue's reference)",
+    ),
     ("consumer / Kafka read ceiling", "consumer", "kafka_ceiling", "share of the raw consume speed"),
     (
         "COPY ceiling / Kafka read ceiling",
@@ -405,6 +411,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
     )
     row("naive consumer (row + commit)", "tx/s", fmt_rate(f.get("naive")))
     row("COPY ceiling (write_batch)", "rows/s", fmt_rate(f.get("copy_ceiling")))
+    row("staging COPY ceiling (ON CONFLICT)", "rows/s", fmt_rate(f.get("staging_ceiling")))
     row("Kafka read ceiling (decode)", "msgs/s", fmt_rate(f.get("kafka_ceiling")))
     if tp.get("slowest_stage"):
         row("slower consumer-side stage", "", tp["slowest_stage"])

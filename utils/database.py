@@ -377,6 +377,7 @@ def write_batch(
     raw_by_position: Mapping[tuple[int, int], tuple[bytes | None, bytes]] | None = None,
     topic: str = "",
     alert_positions: Sequence[tuple[int, int]] | None = None,
+    direct: bool = True,
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
 
@@ -390,20 +391,24 @@ def write_batch(
     never add a second alert. `alert_positions[i]` is the (partition, offset) of the message
     that raised `alerts[i]`: a rejected duplicate's alerts must not attach to the stored row
     that shares its id. `raw_by_position` maps (partition, offset) to (key, value) bytes, to
-    keep the original message of such a duplicate.
+    keep the original message of such a duplicate. `direct=False` skips the fast path (the
+    benchmark's staging-table ceiling, and tests of that path).
     """
     result = BatchResult(duplicates=[])
     with conn.cursor() as cur:
         inserted_at: set[tuple[int, int]] | None = None  # None: every transaction was inserted
         if txns:
             payload = copy_rows(txns)
-            cur.execute("SAVEPOINT direct_copy")
-            try:
-                _copy_in(cur, "transactions", payload)
-                cur.execute("RELEASE SAVEPOINT direct_copy")
-                result.inserted = len(txns)
-            except psycopg2.errors.UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
+            if direct:
+                cur.execute("SAVEPOINT direct_copy")
+                try:
+                    _copy_in(cur, "transactions", payload)
+                    cur.execute("RELEASE SAVEPOINT direct_copy")
+                    result.inserted = len(txns)
+                except psycopg2.errors.UniqueViolation:
+                    cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
+                    direct = False
+            if not direct:
                 inserted_at = _insert_via_staging(cur, txns, payload, result, raw_by_position or {}, topic)
                 result.inserted = len(inserted_at)
         if inserted_at is None:

@@ -64,12 +64,13 @@ def test_a_broken_connection_is_discarded_and_the_next_call_reconnects(db: Datab
     assert _backend_pid(db) != doomed
 
 
-def test_write_batch_twice_stores_each_row_once(db: Database) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-copy", "staging-table"])
+def test_write_batch_twice_stores_each_row_once(db: Database, direct: bool) -> None:
     txns = _txns(200)
     with db.connection() as conn:
-        first = write_batch(conn, txns, [], [], topic="t")
+        first = write_batch(conn, txns, [], [], topic="t", direct=direct)
     with db.connection() as conn:
-        again = write_batch(conn, txns, [], [], topic="t")
+        again = write_batch(conn, txns, [], [], topic="t", direct=direct)
     assert (first.inserted, first.already_stored) == (200, 0)
     assert (again.inserted, again.already_stored, again.duplicates) == (0, 200, [])
     with db.connection() as conn, conn.cursor() as cur:

@@ -144,12 +144,14 @@ def test_ratio_table_names_and_values() -> None:
         "consumer": 20_000.0,
         "naive": 2_000.0,
         "copy_ceiling": 40_000.0,
+        "staging_ceiling": 25_000.0,
         "scale_c1": 10.0,
         "scale_c2": 15.0,
     }
     table = {r["name"]: r["value"] for r in stats.ratio_table(figures)}
     assert table["consumer / naive"] == pytest.approx(10.0)
     assert table["consumer / COPY ceiling"] == pytest.approx(0.5)
+    assert table["consumer / staging COPY ceiling"] == pytest.approx(0.8)
     assert table["2 consumers / 1 consumer"] == pytest.approx(1.5)
     assert table["consumer / Kafka read ceiling"] is None  # not measured: no ratio, no crash
     assert [r["name"] for r in stats.ratio_table({})] == [spec[0] for spec in stats.RATIO_SPECS]

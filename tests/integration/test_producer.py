@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.partitioner.default import murmur2
 
 from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator
 from producer.transaction_producer import BrokerUnavailable, ProducerSummary, run_producer
@@ -120,6 +121,8 @@ def test_round_trip_equals_the_generator_output(bootstrap: str, topic_factory: C
     for t in expected:
         want_order[t["account_id"]].append(t["transaction_id"])
     assert got_order == want_order
+    # Each key where the Java client's murmur2 partitioner puts it (topic_factory: 3 partitions).
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % 3 for r in records)
     labelled = sum(v["simulated_scenario"] is not None for v in values)
     assert sum(summary.scenario_counts.values()) == labelled > 0
 

@@ -169,11 +169,13 @@ def rss_summary(
     *,
     min_slope_s: float = 20.0,
 ) -> dict[str, Any]:
-    """Start/peak/end RSS (MB) and the trend (MB per minute) of (time s, rss bytes) samples.
+    """Start/peak/end RSS (MB) and whether it still grows in the second half of the busy part.
 
     `window` restricts start/end/slope to the busy part (first to last stored row); the peak is
     over every sample, since memory held before or after the busy part is held all the same.
-    The slope leaves out the first tenth of the window, where caches and buffers fill up.
+    The allocator climbs to a plateau while the account windows and buffers fill, so a line
+    through the whole run reads warm-up as a leak: the slope and `second_half_mb` (end minus the
+    RSS halfway through) look at the second half only, where a leak would still show.
     """
     if not samples:
         return {"samples": 0, "start_mb": None, "peak_mb": None, "end_mb": None, "slope_mb_per_min": None}
@@ -183,14 +185,18 @@ def rss_summary(
         inside = [(t, r) for t, r in mb if window[0] <= t <= window[1]]
         busy = inside or mb
     t0, t1 = busy[0][0], busy[-1][0]
-    warm = [(t, r) for t, r in busy if t >= t0 + 0.1 * (t1 - t0)]
-    # Over a few seconds a slope says nothing about a leak: only report it for longer runs.
-    slope = linear_slope([((t - t0) / 60.0, r) for t, r in warm]) if t1 - t0 >= min_slope_s else None
+    half = t0 + 0.5 * (t1 - t0)
+    second = [(t, r) for t, r in busy if t >= half]
+    # Over a few seconds a slope says nothing about a leak: only report it for longer halves.
+    long_enough = t1 - half >= min_slope_s
+    slope = linear_slope([((t - half) / 60.0, r) for t, r in second]) if long_enough else None
     return {
         "samples": len(mb),
         "start_mb": round(busy[0][1], 1),
         "peak_mb": round(max(r for _, r in mb), 1),
+        "half_mb": round(second[0][1], 1) if second else None,
         "end_mb": round(busy[-1][1], 1),
+        "second_half_mb": round(busy[-1][1] - second[0][1], 1) if long_enough and second else None,
         "slope_mb_per_min": None if slope is None else round(slope, 2),
         "busy_seconds": round(t1 - t0, 1),
     }
@@ -435,8 +441,9 @@ def format_table(doc: Mapping[str, Any]) -> str:
         value = (
             f"{_fmt_mb(rss.get('start_mb'))} / {_fmt_mb(rss.get('peak_mb'))} / {_fmt_mb(rss.get('end_mb'))}"
         )
-        slope = rss.get("slope_mb_per_min")
-        row(name, "start/peak/end MB", value, "" if slope is None else f"slope {slope:+.2f} MB/min")
+        slope, later = rss.get("slope_mb_per_min"), rss.get("second_half_mb")
+        trend = "" if slope is None else f"second half {later:+.1f} MB, slope {slope:+.2f} MB/min"
+        row(name, "start/peak/end MB", value, trend)
     long_run = (mem.get("long") or {}).get("consumer") or {}
     if long_run:
         tenths = long_run.get("rate_by_tenth") or [None]

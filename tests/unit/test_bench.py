@@ -116,8 +116,20 @@ def test_rss_summary_flat_and_growing() -> None:
     s = stats.rss_summary(flat)
     assert (s["start_mb"], s["peak_mb"], s["end_mb"]) == (100.0, 100.0, 100.0)
     assert s["slope_mb_per_min"] == pytest.approx(0.0)
+    assert s["second_half_mb"] == 0.0
     growing = [(float(t), (100 + t / 6) * mb) for t in range(121)]  # +10 MB per minute
-    assert stats.rss_summary(growing)["slope_mb_per_min"] == pytest.approx(10.0)
+    g = stats.rss_summary(growing)
+    assert g["slope_mb_per_min"] == pytest.approx(10.0)
+    assert g["second_half_mb"] == pytest.approx(10.0)
+
+
+def test_rss_summary_warm_up_to_a_plateau_is_not_growth() -> None:
+    mb = 2**20
+    # Climbs for 30 s while state and buffers fill, then holds: what a bounded consumer does.
+    plateau = [(float(t), (100 + 4 * min(t, 30)) * mb) for t in range(120)]
+    s = stats.rss_summary(plateau)
+    assert s["slope_mb_per_min"] == pytest.approx(0.0) and s["second_half_mb"] == 0.0
+    assert (s["start_mb"], s["half_mb"], s["end_mb"]) == (100.0, 220.0, 220.0)
 
 
 def test_rss_summary_window_and_short_runs() -> None:

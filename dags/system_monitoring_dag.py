@@ -9,7 +9,7 @@
 * **pipeline_metrics**: throughput, end-to-end delay p50/p95 and DLQ rate over the last
   `MONITOR_WINDOW_MINUTES`, disk use of `AIRFLOW_DATA_DIR`.
 * **thresholds**: records every metric (table `pipeline_metrics` and
-  `<AIRFLOW_DATA_DIR>/metrics/<day>/<time>Z.json`) and fails, naming metric, value and limit,
+  `<AIRFLOW_DATA_DIR>/metrics/<day>/<HHMMSS.ffffff>Z.json`) and fails, naming metric, value and limit,
   when one crosses `MONITOR_MAX_LAG`, `MONITOR_MAX_DELAY_P95_SECONDS`, `MONITOR_MAX_DLQ_RATE`
   or `MONITOR_MAX_DISK_USED_PCT`.
 

@@ -10,7 +10,9 @@ environment or `.env`) already answer is used instead of starting anything; a Ka
 needs no ZooKeeper from us. `--isolated` ignores them and starts everything on this stack's ports.
 
 Kafka's jars come from `stack/kafka/pom.xml` (the one place its version is pinned), resolved once
-with Maven into `${TXMON_CACHE_DIR:-~/.cache/txmon}/kafka-<version>/lib`. PostgreSQL's binaries
+with Maven into `${TXMON_CACHE_DIR:-~/.cache/txmon}/kafka-<version>/lib`; where that cannot work
+(no mvn, Maven Central unreachable) the broker is tansu instead, with a warning (utils/tansu.py;
+TXMON_KAFKA_IMPL=auto|apache|tansu). PostgreSQL's binaries
 come from the `pgserver` wheel (PostgreSQL 16) or a system install. Every process is started
 detached, with a pidfile in the state dir, so `up` returns and a later `down` can stop it.
 
@@ -47,6 +49,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python utils/local_stack.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils import tansu
 from utils.config import REPO_ROOT, PostgresSettings, load_settings
 from utils.errors import StackError, TxmonError
 
@@ -429,6 +432,12 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 # Kafka's jars: resolved once per pom into the cache
 # --------------------------------------------------------------------------------------------
 
+
+class MavenUnavailable(StackError):
+    """Kafka's jars cannot be had from Maven Central here (no mvn, no network): the case the
+    tansu fallback broker exists for."""
+
+
 _NETWORK_ERRORS = re.compile(
     r"Could not transfer|Could not resolve|UnknownHost|Connection refused|Network is unreachable|"
     r"Connect to .* failed|timed out|Temporary failure in name resolution|offline mode|"
@@ -483,10 +492,9 @@ def _resolve_jars(
 ) -> None:
     mvn = shutil.which("mvn")
     if not mvn:
-        raise StackError(
+        raise MavenUnavailable(
             "mvn not found: the local stack resolves Apache Kafka's jars from Maven Central once. "
-            "Install Maven (apt-get install maven), or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 libs/ folder. "
-            "(The tansu broker fallback from TECH-NOTES is not implemented.)"
+            "Install Maven (apt-get install maven), or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 libs/ folder."
         )
     _find_java(os.environ)  # mvn needs it too; name the fix before Maven fails obscurely
     base.mkdir(parents=True, exist_ok=True)
@@ -504,7 +512,7 @@ def _resolve_jars(
         )
     except subprocess.TimeoutExpired:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise StackError(
+        raise MavenUnavailable(
             f"mvn did not finish in {timeout_s:.0f} s resolving Kafka {version}: is Maven Central reachable "
             "(proxy/mirror in ~/.m2/settings.xml)? Or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 libs/ folder."
         ) from None
@@ -513,11 +521,10 @@ def _resolve_jars(
         shutil.rmtree(tmp, ignore_errors=True)
         tail = "\n".join("    " + line for line in output.splitlines()[-20:])
         if _NETWORK_ERRORS.search(output):
-            raise StackError(
+            raise MavenUnavailable(
                 f"Maven could not download Apache Kafka {version} from Maven Central. Fix the network "
                 "or the proxy/mirror in ~/.m2/settings.xml, or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 "
-                "distribution's libs/ folder. (The tansu broker fallback from TECH-NOTES is not "
-                f"implemented.) mvn said:\n{tail}"
+                f"distribution's libs/ folder. mvn said:\n{tail}"
             )
         raise StackError(f"mvn failed resolving {pom} (exit {result.returncode}):\n{tail}")
     if lib.exists():
@@ -769,8 +776,12 @@ class LocalStack:
             pid = int(self._pidfile(name).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        # The config path in the command line guards against a reused PID.
-        return pid if _pid_alive(pid, str(self._config_path(name))) else None
+        # Something of ours in the command line guards against a reused PID: the config path of
+        # a JVM, the listener of tansu (which has no config file).
+        marker = str(self._config_path(name))
+        if name == "kafka" and self.kafka_impl() == "tansu":
+            marker = f"tcp://{HOST}:{self.ports['kafka']}"
+        return pid if _pid_alive(pid, marker) else None
 
     def _postmaster_pid(self) -> int | None:
         try:
@@ -877,8 +888,11 @@ class LocalStack:
             if name == "zookeeper":
                 self._start_zookeeper()
             elif name == "kafka":
-                self._start_zookeeper()
-                self._start_kafka()
+                if self.kafka_impl() == "tansu":
+                    self._start_tansu()
+                else:
+                    self._start_zookeeper()
+                    self._start_kafka()
             else:
                 self._start_postgres()
 
@@ -1243,12 +1257,7 @@ class LocalStack:
         For each of Kafka and PostgreSQL: this stack's own running process wins; else a configured
         address that answers is used as is (a Kafka there needs no ZooKeeper from us); else ours starts.
         """
-        impl = self.environ.get("TXMON_KAFKA_IMPL", "").strip().lower()
-        if impl not in ("", "apache"):
-            raise StackError(
-                f"TXMON_KAFKA_IMPL={impl!r}: only Apache Kafka is implemented (the tansu fallback from "
-                "TECH-NOTES is not); unset it"
-            )
+        wanted = tansu.kafka_impl(self.environ)
         with self._locked():
             started = time.monotonic()
             state = self._read_state()
@@ -1264,16 +1273,58 @@ class LocalStack:
                     )
                 else:
                     state[name] = "local"
-            state["zookeeper"] = "local" if state["kafka"] == "local" else "unused"
+            if state["kafka"] == "local":
+                state["kafka_impl"] = self._choose_kafka_impl(wanted, state.get("kafka_impl"))
+                # tansu needs no ZooKeeper; neither does a configured Kafka.
+                state["zookeeper"] = "local" if state["kafka_impl"] == "apache" else "unused"
+            else:
+                state["zookeeper"] = "unused"
             state["ports"] = self.ports
             self._write_state(state)
             if state["postgres"] == "local":
                 self._start_postgres()  # first: quick, so a port clash shows before the JVMs start
-            if state["kafka"] == "local":
+            if state["kafka"] == "local" and state["kafka_impl"] == "tansu":
+                self._start_tansu()
+            elif state["kafka"] == "local":
                 self._start_zookeeper()
                 self._start_kafka()
             log.info("stack ready in %.1f s (state in %s)", time.monotonic() - started, self.state_dir)
             return self.env()
+
+    def kafka_impl(self) -> str:
+        """apache or tansu: the broker this stack runs (as decided by the last `up()`)."""
+        return str(self._read_state().get("kafka_impl", "apache"))
+
+    def _choose_kafka_impl(self, wanted: str, running: str | None) -> str:
+        """apache or tansu for this stack's broker: what runs already, else what TXMON_KAFKA_IMPL
+        asks; `auto` is Apache Kafka unless its jars cannot be had (then tansu, with a warning)."""
+        if self.pid("kafka") is not None and running in ("apache", "tansu"):
+            return running
+        if wanted != "auto":
+            return wanted
+        try:
+            kafka_lib_dir(environ=self.environ)
+        except MavenUnavailable as exc:
+            log.warning(
+                "%s\nFalling back to the tansu broker (memory only, known quirks: see utils/tansu.py); "
+                "TXMON_KAFKA_IMPL=apache makes this an error instead",
+                exc,
+            )
+            return "tansu"
+        return "apache"
+
+    def _start_tansu(self) -> None:
+        if self.pid("kafka") is not None:
+            self._wait_ready("kafka", self._kafka_ready, lambda: self.pid("kafka") is not None, 0)
+            return
+        self._check_port_free("kafka")
+        exe = tansu.binary(cache_dir(self.environ), self.environ)
+        (self.state_dir / "kafka").mkdir(parents=True, exist_ok=True)
+        log.warning(
+            "starting tansu (Kafka-compatible, memory only) on %s, not Apache Kafka", self.kafka_bootstrap
+        )
+        proc, offset = self._spawn("kafka", tansu.broker_argv(exe, HOST, self.ports["kafka"]))
+        self._wait_ready("kafka", self._kafka_ready, lambda: proc.poll() is None, offset)
 
     def _configured(self, name: str) -> str:
         if name == "kafka":
@@ -1416,6 +1467,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Ports: TXMON_STACK_ZK_PORT, TXMON_STACK_KAFKA_PORT, TXMON_STACK_PG_PORT "
             "(default 2181, 9092, 5432). "
+            "Broker: TXMON_KAFKA_IMPL=auto|apache|tansu (auto: Apache Kafka, tansu only without Maven). "
             'Cache: TXMON_CACHE_DIR (default ~/.cache/txmon). Usage: eval "$(python -m utils.local_stack up)"'
         ),
     )
@@ -1486,7 +1538,8 @@ def main(argv: list[str] | None = None) -> int:
             all_up = True
             for st in stack.status():
                 if st.mode == "unused":
-                    print(f"{st.name:<10} unused (Kafka is external)")
+                    why = "the broker is tansu" if stack.kafka_impl() == "tansu" else "Kafka is external"
+                    print(f"{st.name:<10} unused ({why})")
                     continue
                 all_up &= st.up
                 where = f"{st.address}" + (f" pid {st.pid}" if st.pid else "")

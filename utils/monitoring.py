@@ -424,7 +424,9 @@ def record_metrics(
     db: Database, metrics: Iterable[Metric], *, data_dir: str | Path, measured_at: datetime | None = None
 ) -> Path:
     """Store one measurement into `pipeline_metrics` (a rerun with the same `measured_at`
-    replaces it) and as `<data_dir>/metrics/<day>/<HHMMSS>Z.json`; returns the file."""
+    replaces it) and as `<data_dir>/metrics/<day>/<HHMMSS.ffffff>Z.json`; returns the file.
+    Microseconds in the name: two runs within one second (a manual trigger next to the
+    scheduled one) are two measurements, and neither file may overwrite the other."""
     measured_at = (measured_at or datetime.now(UTC)).astimezone(UTC)
     rows = _dedupe(metrics)
     with db.connection() as conn, conn.cursor() as cur:
@@ -437,7 +439,7 @@ def record_metrics(
             )
     out_dir = metrics_dir(data_dir, measured_at.date())
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{measured_at:%H%M%S}Z.json"
+    path = out_dir / f"{measured_at:%H%M%S.%f}Z.json"
     payload = {"measured_at": measured_at.isoformat(), "metrics": [m.to_dict() for m in rows]}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))

@@ -219,9 +219,22 @@ class AccountStates:
             history = accounts[account_id] = AccountHistory(self.max_events, self.history_seconds)
         return history
 
+    def active(self, partition: int, account_id: str) -> AccountHistory:
+        """The history of an account with a message in hand: like `history`, and also moved to
+        the recently-active end that `evict` never walks, so the consumer looks it up once per
+        message and then calls `AccountHistory.add(Event.of(txn))` itself."""
+        accounts = self._partitions.get(partition)
+        if accounts is None:
+            accounts = self._partitions[partition] = {}
+        history = accounts.pop(account_id, None)
+        if history is None:
+            history = AccountHistory(self.max_events, self.history_seconds)
+        accounts[account_id] = history
+        return history
+
     def add(self, txn: Transaction) -> bool:
         """Record a validated transaction after the rules ran; False if it was already held."""
-        return self._add(txn.kafka_partition, txn.account_id, Event.of(txn))
+        return self.active(txn.kafka_partition, txn.account_id).add(Event.of(txn))
 
     def load(self, partition: int, rows: Iterable[Transaction | HistoryRow | tuple[Any, ...]]) -> int:
         """Rebuild (or top up) a partition from stored rows ordered by timestamp.
@@ -286,12 +299,4 @@ class AccountStates:
         return sum(len(h.events) for accounts in self._partitions.values() for h in accounts.values())
 
     def _add(self, partition: int, account_id: str, event: Event) -> bool:
-        accounts = self._partitions.get(partition)
-        if accounts is None:
-            accounts = self._partitions[partition] = {}
-        # pop + reinsert moves the account to the recently-active end that `evict` never walks.
-        history = accounts.pop(account_id, None)
-        if history is None:
-            history = AccountHistory(self.max_events, self.history_seconds)
-        accounts[account_id] = history
-        return history.add(event)
+        return self.active(partition, account_id).add(event)

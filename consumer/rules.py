@@ -258,10 +258,13 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
+_RULE_FUNCTIONS = tuple(rule for _name, rule in RULES)  # runs per message: no unpacking there
+
+
 def evaluate(txn: Transaction, history: AccountHistory, thresholds: RuleThresholds) -> list[Alert]:
     """Every alert `txn` raises against its account's history (which must not contain it yet)."""
     alerts = []
-    for _name, rule in RULES:
+    for rule in _RULE_FUNCTIONS:
         alert = rule(txn, history, thresholds)
         if alert is not None:
             alerts.append(alert)

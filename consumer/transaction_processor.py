@@ -36,7 +36,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumer.account_state import AccountStates
+from consumer.account_state import AccountStates, Event
 from consumer.rules import evaluate
 from consumer.validation import validate
 from utils import database
@@ -372,7 +372,7 @@ class TransactionProcessor:
                         )
                     )
                     continue
-                history = states.history(partition, item.account_id)
+                history = states.active(partition, item.account_id)
                 if history.seen(item.transaction_id):
                     batch.replays += 1  # stored before a restart: its alerts are stored too
                     batch.replayed.add((partition, rec.offset))
@@ -381,7 +381,7 @@ class TransactionProcessor:
                     if raised:
                         batch.alerts.extend(raised)
                         batch.alert_positions.extend([(partition, rec.offset)] * len(raised))
-                    states.add(item)
+                    history.add(Event.of(item))
                 batch.txns.append(item)
             if recs:
                 batch.offsets[tp] = recs[-1].offset

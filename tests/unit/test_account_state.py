@@ -233,3 +233,17 @@ def test_memory_stays_bounded_over_many_accounts_and_transactions() -> None:
     active_last_hour = 3_600  # at most one new account per message-second
     assert states.account_count() <= active_last_hour + 1_000
     assert states.event_count() <= 5 * states.account_count()
+
+
+def test_active_is_the_same_history_moved_to_the_recent_end() -> None:
+    states = AccountStates(10, history_seconds=3_600)
+    states.add(txn(T0, "old"))
+    states.add(txn(T0, "new"))
+    history = states.active(0, "old")  # a message for "old" arrives: it is active again
+    assert history is states.history(0, "old") and len(history) == 1
+    assert states.active(0, "fresh") is states.history(0, "fresh")  # created on first sight
+    history.add(Event.of(txn(T0 + 3_000, "old")))
+    # "new" is now the least recently active: eviction removes it and stops at "old", which
+    # still holds an event inside the window (so "fresh", behind it, is not looked at).
+    assert states.evict(T0 + 3_601) == 1
+    assert states.account_count() == 2 and len(states.history(0, "old")) == 1

@@ -6,7 +6,9 @@ One seeded topic is produced once; then A (`git archive BASE`, unpacked in a tem
 (this checkout) each consume it in turn with a fresh group and a fresh database, ABAB..., so
 both see the same box at nearly the same moment. Reports each side's steady tx/s and CPU µs per
 row, and the median of the per-round ratios B/A: what a change bought, on a noisy machine.
-Uses the bench's stack (see bench/run.py) and its ports.
+Uses the bench's stack (see bench/run.py) and its ports; both sides get the working tree's
+settings (as environment variables), so compare code, not defaults. Consumer logs go to
+bench/results/ab<id>-logs/.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             base = ws.settings("src")
             log.info("producing %d transactions once", args.count)
             _produce(base, args.count, args.seed)
-            logs = Path(tmp) / "logs"
+            logs = harness.REPO / "bench" / "results" / f"{run_id}-logs"  # kept: a failed round is read there
             for r in range(args.rounds):
                 for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
                     settings = dataclasses.replace(

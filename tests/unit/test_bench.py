@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -304,3 +306,15 @@ def test_presets_fill_unset_flags_only() -> None:
     assert default["mode"] == "default" and default["count"] > params["scale_count"] // 10
     with pytest.raises(SystemExit):
         resolve_params(build_parser().parse_args(["--sections", "nonsense"]))
+
+
+def test_ab_unpacks_the_base_revision_as_plain_files(tmp_path: Path) -> None:
+    from bench import ab
+
+    tree = ab.unpack("HEAD", tmp_path)
+    script = "consumer/transaction_processor.py"
+    committed = subprocess.run(
+        ["git", "show", f"HEAD:{script}"], cwd=ab.harness.REPO, capture_output=True, check=True
+    ).stdout
+    assert (tree / script).read_bytes() == committed
+    assert not (tree / ".git").exists()

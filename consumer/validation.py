@@ -159,7 +159,8 @@ def _transaction(
     if currency not in CURRENCIES:
         raise _Invalid("unknown_currency", f"currency={_show(currency)}: not an accepted ISO 4217 code")
 
-    timestamp = _timestamp(get("timestamp"))
+    sent_time = get("timestamp")
+    timestamp = _timestamp(sent_time)
     channel = _member("channel", get("channel"), _CHANNELS)
 
     country = get("country")
@@ -208,7 +209,7 @@ def _transaction(
         partition,
         offset,
     )
-    _check_event_time(txn.epoch, get("timestamp"), limits, now)  # epoch: derived once, by Transaction
+    _check_event_time(txn.epoch, sent_time, limits, now)  # epoch: derived once, by Transaction
     return txn
 
 

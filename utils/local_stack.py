@@ -888,11 +888,7 @@ class LocalStack:
             if name == "zookeeper":
                 self._start_zookeeper()
             elif name == "kafka":
-                if self.kafka_impl() == "tansu":
-                    self._start_tansu()
-                else:
-                    self._start_zookeeper()
-                    self._start_kafka()
+                self._start_broker()
             else:
                 self._start_postgres()
 
@@ -1283,11 +1279,8 @@ class LocalStack:
             self._write_state(state)
             if state["postgres"] == "local":
                 self._start_postgres()  # first: quick, so a port clash shows before the JVMs start
-            if state["kafka"] == "local" and state["kafka_impl"] == "tansu":
-                self._start_tansu()
-            elif state["kafka"] == "local":
-                self._start_zookeeper()
-                self._start_kafka()
+            if state["kafka"] == "local":
+                self._start_broker()
             log.info("stack ready in %.1f s (state in %s)", time.monotonic() - started, self.state_dir)
             return self.env()
 
@@ -1312,6 +1305,14 @@ class LocalStack:
             )
             return "tansu"
         return "apache"
+
+    def _start_broker(self) -> None:
+        """This stack's broker, of the kind the last `up()` chose (and ZooKeeper if it needs one)."""
+        if self.kafka_impl() == "tansu":
+            self._start_tansu()
+        else:
+            self._start_zookeeper()
+            self._start_kafka()
 
     def _start_tansu(self) -> None:
         if self.pid("kafka") is not None:

@@ -49,6 +49,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python utils/local_stack.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reports.zookeeper import zk_command
 from utils import tansu
 from utils.config import REPO_ROOT, PostgresSettings, load_settings
 from utils.errors import StackError, TxmonError
@@ -319,20 +320,6 @@ def tcp_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def zk_command(port: int, command: str, *, host: str = HOST, timeout_s: float = 2.0) -> str:
-    """A ZooKeeper four-letter word (`ruok`, `srvr`, `dump`); '' if nothing answers."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(command.encode())
-            sock.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def topics_in_log_dir(log_dir: Path) -> set[str]:

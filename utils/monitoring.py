@@ -24,11 +24,11 @@ from typing import Any
 import kafka.errors as kafka_errors
 import psycopg2.extras
 
+from reports.zookeeper import zk_command
 from utils.config import MonitorSettings, Settings, load_settings
 from utils.database import Database, purge_older_than
 from utils.errors import TxmonError
 from utils.kafka_cleanup import KafkaAdminError, admin_client, describe_topic, group_lag, list_topics
-from utils.local_stack import zk_command
 
 log = logging.getLogger(__name__)
 

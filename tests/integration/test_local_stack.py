@@ -20,9 +20,10 @@ import psycopg2
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from reports.zookeeper import zk_command
 from utils import kafka_cleanup as kc
 from utils.config import KafkaSettings
-from utils.local_stack import COMPONENTS, LocalStack, StackEnv, export_lines, kafka_answers, zk_command
+from utils.local_stack import COMPONENTS, LocalStack, StackEnv, export_lines, kafka_answers
 from utils.local_stack import main as local_stack_main
 
 pytestmark = pytest.mark.integration

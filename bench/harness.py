@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from utils import database
+from utils import schema
 from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings, settings_to_env
 from utils.local_stack import KAFKA_POM, LocalStack, StackEnv, cache_dir, pom_kafka_version
 
@@ -198,7 +198,7 @@ class Workspace:
             conn.close()
         self._dbs.append(name)
         pg = dataclasses.replace(self.env.postgres_settings(), db=name)
-        database.migrate(pg)
+        schema.migrate(pg)
         return pg
 
     def drop_database(self, pg: PostgresSettings, *, timeout_s: float = 15.0) -> None:

@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from utils import database
+from utils import schema
 from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings
 from utils.local_stack import LocalStack, StackEnv, cache_dir
 
@@ -104,7 +104,7 @@ def fresh_db(stack_env: StackEnv) -> Iterator[PostgresSettings]:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     admin.close()
     pg = dataclasses.replace(stack_env.postgres_settings(), db=name)
-    database.migrate(pg)
+    schema.migrate(pg)
     try:
         yield pg
     finally:

@@ -28,7 +28,7 @@ from kafka import KafkaProducer
 
 from producer.generator import AccountPool, TransactionGenerator
 from producer.transaction_producer import run_producer
-from utils import database
+from utils import database, schema
 from utils.config import REPO_ROOT, Settings, load_settings, settings_to_env
 from utils.errors import TxmonError
 from utils.kafka_cleanup import admin_client, ensure_topics
@@ -91,7 +91,7 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         os.environ.update(env.as_environ())
         started_stack = "local stack"
     settings = load_settings()
-    database.migrate(settings.postgres)
+    schema.migrate(settings.postgres)
     admin = admin_client(settings.kafka.bootstrap_servers)
     try:
         ensure_topics(admin, settings)

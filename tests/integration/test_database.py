@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from consumer.storage import write_batch
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
 from utils.config import PostgresSettings, ValidationLimits
-from utils.database import Database, write_batch
+from utils.database import Database
 from utils.errors import DatabaseUnavailable
 from utils.models import Transaction
 

@@ -44,7 +44,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.account_state import AccountStates
+from consumer.account_state import AccountStates, Event
 from consumer.rules import evaluate
 from consumer.validation import validate
 from producer.generator import encode
@@ -238,9 +238,9 @@ def reference(s: Settings, records: list[Record]) -> Expected:
             continue
         # The fault streams carry no duplicate ids (test_hostile_input covers those).
         assert item.transaction_id not in exp.good, f"duplicate id in the stream: {item.transaction_id}"
-        history = states.history(r.partition, item.account_id)
+        history = states.active(r.partition, item.account_id)
         exp.alerts.update((a.transaction_id, a.alert_type) for a in evaluate(item, history, s.rules))
-        states.add(item)
+        history.add(Event.of(item))
         exp.good[item.transaction_id] = (r.partition, r.offset)
     return exp
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from producer.generator import DEFAULT_START
+from reports import queries
+from reports.files import write_report
+from reports.scoring import SCENARIO_FOR_RULE
 from tests.browser import artifact, chromium
 from tests.support import consume, produce, scalar
-from utils import reporting
 from utils.config import Settings
 from utils.database import Database
 
@@ -35,11 +37,11 @@ def _render_seeded_day(s: Settings, data_dir: Path) -> Path:
     assert consume(s).stored == 3000
     db = Database(s.postgres)
     try:
-        reporting.ensure_schema(db)
-        reporting.build_daily_summary(db, DAY)
-        reporting.analyse_alerts(db, DAY)
-        reporting.reconcile(db, DAY, topic=s.kafka.topic)
-        return reporting.write_report(DAY, reporting.gather_figures(db, DAY), data_dir) / "report.html"
+        queries.ensure_schema(db)
+        queries.build_daily_summary(db, DAY)
+        queries.analyse_alerts(db, DAY)
+        queries.reconcile(db, DAY, topic=s.kafka.topic)
+        return write_report(DAY, queries.gather_figures(db, DAY), data_dir) / "report.html"
     finally:
         db.close()
 
@@ -81,7 +83,7 @@ def test_the_report_of_a_seeded_day_as_a_person_sees_it(pipeline_settings: Setti
             assert tables.nth(i).is_visible()
         rules = page.locator("h2:text-is('Rules') + p + table")
         assert rules.locator("th").first.inner_text() == "rule"
-        assert rules.locator("tbody tr").count() >= len(reporting.SCENARIO_FOR_RULE)
+        assert rules.locator("tbody tr").count() >= len(SCENARIO_FOR_RULE)
 
         shot = artifact(f"report-{DAY}.png")
         page.screenshot(path=str(shot), full_page=True)

@@ -1,4 +1,5 @@
-"""The pure parts of utils/reporting.py: day resolution, gap detection, rule scoring, report files."""
+"""The pure parts of the report (reports/day.py, scoring.py, page.py, files.py): day resolution, gap
+detection, rule scoring, the page and the files."""
 
 from __future__ import annotations
 
@@ -12,22 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from utils.reporting import (
+from reports.day import day_bounds, report_day
+from reports.errors import ReportError
+from reports.figures import (
     AmountBucket,
     HourVolume,
     PartitionReconciliation,
-    ReportError,
     ReportFigures,
     RuleCounts,
     SummaryRow,
     TopEntry,
-    _reconcile_rows,
-    day_bounds,
-    find_gaps,
-    report_day,
-    score_rule,
-    write_report,
 )
+from reports.files import write_report
+from reports.scoring import find_gaps, reconcile_partitions, score_rule
 
 # --------------------------------------------------------------------------- the day
 
@@ -88,9 +86,9 @@ def test_find_gaps(offsets: list[int], previous: int | None, gaps: list[tuple[in
     assert find_gaps(offsets, previous) == gaps
 
 
-def test_reconcile_rows_splits_stored_and_rejected_per_partition() -> None:
+def test_reconcile_partitions_splits_stored_and_rejected_per_partition() -> None:
     rows = [(1, 7, True), (0, 0, True), (0, 1, False), (0, 3, True), (1, 5, True), (1, 6, False)]
-    result = _reconcile_rows(rows, {0: None, 1: 2})
+    result = reconcile_partitions(rows, {0: None, 1: 2})
     assert result == [
         PartitionReconciliation(0, 0, 3, None, 2, 1, [(2, 2)]),
         PartitionReconciliation(1, 5, 7, 2, 2, 1, [(3, 4)]),

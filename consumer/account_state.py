@@ -1,17 +1,22 @@
 """Bounded per-account history that the alert rules read; pure data, no I/O.
 
-Kafka keys messages by account_id, so each account lives in exactly one partition and this
-state is kept per partition: on revoke the consumer drops the partition's accounts, on assignment
-it rebuilds them from the transactions table (`AccountStates.load`). Memory stays bounded:
-each account keeps at most `max_events` events no older than `history_seconds` (before its
-newest event), and `evict` removes accounts that have gone quiet.
+An account's history is a function of the set of its events processed so far, and of nothing
+else: the last `max_events` of them in stream order, without those older than `max_age_s` before
+the account's newest event. Stream order is (event time, partition, offset), the order in which
+ties in event time are broken everywhere (live, in the database query that loads an account, and
+in the tests' model). Because it depends only on the set, the history built live one message at a
+time equals the one loaded from the stored rows (`AccountStates.load`), in whatever order they
+arrive: tests/unit/test_account_state.py proves it with Hypothesis.
 
-Events are kept in event-time order, oldest first, even when messages arrive slightly out of
-order, so the rules can scan newest-first and stop at the start of their window.
+That makes `AccountStates` a cache: any account may be dropped from memory at any time and loaded
+again from PostgreSQL before its next message is evaluated. The consumer drops the accounts of
+partitions it loses, every account after a fenced or rewound batch, and the least recently used
+ones beyond `max_accounts` (the memory bound).
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -28,8 +33,9 @@ _intern = sys.intern
 
 @dataclass(slots=True)
 class Event:
-    """What the rules need of one past transaction. Treat as immutable (not frozen: a frozen
-    dataclass's __init__ costs about twice as much, and one is built per message)."""
+    """What the rules need of one past transaction, and its place in the stream. Treat as
+    immutable (not frozen: a frozen dataclass's __init__ costs about twice as much, and one is
+    built per message)."""
 
     epoch: float
     amount: float
@@ -38,6 +44,8 @@ class Event:
     latitude: float | None
     longitude: float | None
     transaction_id: str
+    partition: int
+    offset: int
 
     @classmethod
     def of(cls, txn: Transaction) -> Event:
@@ -52,47 +60,51 @@ class Event:
             txn.latitude,
             txn.longitude,
             txn.transaction_id,
+            txn.kafka_partition,
+            txn.kafka_offset,
         )
 
 
 class HistoryRow(NamedTuple):
-    """One row of the state-rebuild query, in this column order:
+    """One row of the account-loading query (`consumer.storage.load_accounts`), in this order.
+    Plain tuples in the same order work too; `amount` and `epoch` may be Decimal (numeric)."""
 
-    SELECT transaction_id, account_id, amount, merchant, country, latitude, longitude,
-           extract(epoch FROM "timestamp") FROM transactions WHERE ... ORDER BY "timestamp"
-
-    Plain tuples in the same order work too; `amount` and `epoch` may be Decimal (numeric).
-    """
-
-    transaction_id: str
     account_id: str
+    transaction_id: str
     amount: float | Decimal
     merchant: str | None
     country: str
     latitude: float | None
     longitude: float | None
     epoch: float | Decimal
+    partition: int
+    offset: int
+
+
+def _after(a: Event, b: Event) -> bool:
+    """a comes after b in stream order: (epoch, partition, offset)."""
+    if a.epoch != b.epoch:
+        return a.epoch > b.epoch
+    return (a.partition, a.offset) > (b.partition, b.offset)
 
 
 class AccountHistory:
-    """Recent events of one account, oldest first, bounded by count and by age.
+    """Recent events of one account in stream order, oldest first, bounded by count and by age.
 
-    `events` is public for the rules to scan (read it, never mutate it); `seen` is O(1) through
-    a set of transaction ids that is evicted together with the events.
+    `events` is public for the rules to scan (read it, never mutate it). `partition` is where the
+    account's latest message came from (the consumer drops the account when it loses that
+    partition).
     """
 
-    __slots__ = ("_amount_cents", "_ids", "events", "max_age_s", "max_events")
+    __slots__ = ("events", "max_age_s", "max_events", "partition")
 
-    def __init__(self, max_events: int, max_age_s: float) -> None:
+    def __init__(self, max_events: int, max_age_s: float, partition: int = -1) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
         self.events: deque[Event] = deque()
-        self._ids: set[str] = set()
-        # Amounts have two decimals, so summing integer cents keeps the running mean exact
-        # however many events come and go (a float sum would drift).
-        self._amount_cents = 0
         self.max_events = max_events
         self.max_age_s = max_age_s
+        self.partition = partition
 
     def __len__(self) -> int:
         return len(self.events)
@@ -107,17 +119,9 @@ class AccountHistory:
     def newest_first(self) -> Iterator[Event]:
         return reversed(self.events)
 
-    def seen(self, transaction_id: str) -> bool:
-        return transaction_id in self._ids
-
     @property
     def newest_epoch(self) -> float | None:
         return self.events[-1].epoch if self.events else None
-
-    def mean_amount(self) -> float:
-        """Mean amount of all events held; 0.0 when empty."""
-        n = len(self.events)
-        return self._amount_cents / n / 100.0 if n else 0.0
 
     def count_between(self, start: float, end: float) -> int:
         """Events with start <= epoch <= end."""
@@ -130,6 +134,20 @@ class AccountHistory:
                 n += 1
         return n
 
+    def mean_between(self, start: float, end: float) -> tuple[int, float]:
+        """(count, mean amount) of the events with start <= epoch <= end; (0, 0.0) if none.
+        Summed in integer cents (amounts have two decimals), so the mean does not depend on the
+        order of the additions."""
+        n = cents = 0
+        for event in reversed(self.events):
+            epoch = event.epoch
+            if epoch < start:
+                break
+            if epoch <= end:
+                n += 1
+                cents += round(event.amount * 100.0)
+        return (n, cents / n / 100.0) if n else (0, 0.0)
+
     def last_located(self, before: float) -> Event | None:
         """The newest event with coordinates at or before `before`, if any."""
         for event in reversed(self.events):
@@ -138,108 +156,87 @@ class AccountHistory:
         return None
 
     def add(self, event: Event) -> bool:
-        """Insert in time order and enforce both bounds; False if the id is already held."""
-        ids = self._ids
-        if event.transaction_id in ids:
-            return False
+        """Insert in stream order and enforce both bounds; False if this very message (same
+        partition and offset) is already held, so adding a replayed message changes nothing."""
         events = self.events
-        epoch = event.epoch
-        if not events or events[-1].epoch <= epoch:
+        if not events or _after(event, events[-1]):
             events.append(event)
         else:
-            # Late arrival: walk back from the newest (almost always one or two steps).
-            i = len(events) - 1
-            while i > 0 and events[i - 1].epoch > epoch:
+            # Late arrival (or a replay): walk back from the newest, almost always a step or two.
+            i = len(events)
+            while i > 0 and _after(events[i - 1], event):
                 i -= 1
+            if i > 0:
+                held = events[i - 1]
+                if held.partition == event.partition and held.offset == event.offset:
+                    return False
             events.insert(i, event)
-        ids.add(event.transaction_id)
-        self._amount_cents += round(event.amount * 100.0)
         if len(events) > self.max_events:
-            self._drop_oldest()
+            events.popleft()
         cutoff = events[-1].epoch - self.max_age_s
-        if events[0].epoch < cutoff:
-            self.evict_before(cutoff)
+        while events[0].epoch < cutoff:
+            events.popleft()
         return True
-
-    def discard(self, transaction_id: str) -> bool:
-        """Forget one event (a message the database rejected after the rules saw it)."""
-        if transaction_id not in self._ids:
-            return False
-        for event in self.events:
-            if event.transaction_id == transaction_id:
-                self.events.remove(event)
-                self._ids.discard(transaction_id)
-                self._amount_cents -= round(event.amount * 100.0)
-                return True
-        return False  # pragma: no cover - _ids and events are kept in step
-
-    def evict_before(self, cutoff: float) -> int:
-        """Drop events older than `cutoff`; returns how many were dropped."""
-        events = self.events
-        dropped = 0
-        while events and events[0].epoch < cutoff:
-            self._drop_oldest()
-            dropped += 1
-        return dropped
-
-    def _drop_oldest(self) -> None:
-        event = self.events.popleft()
-        self._ids.discard(event.transaction_id)
-        self._amount_cents -= round(event.amount * 100.0)
 
 
 class AccountStates:
-    """partition -> account_id -> AccountHistory, for the partitions this consumer owns.
+    """account_id -> AccountHistory for the accounts held in memory, least recently used first.
 
-    Within a partition, accounts are kept in order of their last `add` (dict order, moved to the
-    end on each add), so `evict` only looks at the quiet end and costs O(what it removes).
+    `max_accounts` bounds memory (None: unbounded, for the tests' single-pass model). Dropping an
+    account is always safe: `missing` names the accounts to load before a batch is evaluated, and
+    `load` installs them from the stored rows exactly as live processing would have built them.
     """
 
-    __slots__ = ("_partitions", "history_seconds", "max_events")
+    __slots__ = ("_accounts", "history_seconds", "max_accounts", "max_events")
 
-    def __init__(self, max_events: int, history_seconds: float) -> None:
+    def __init__(self, max_events: int, history_seconds: float, max_accounts: int | None = None) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
+        if max_accounts is not None and max_accounts < 1:
+            raise ValueError(f"max_accounts must be at least 1, not {max_accounts}")
         self.max_events = max_events
         self.history_seconds = history_seconds
-        self._partitions: dict[int, dict[str, AccountHistory]] = {}
+        self.max_accounts = max_accounts
+        self._accounts: dict[str, AccountHistory] = {}
 
-    def history(self, partition: int, account_id: str) -> AccountHistory:
-        """The account's history, created empty if unknown (what the rules get for a new account)."""
-        accounts = self._partitions.get(partition)
-        if accounts is None:
-            accounts = self._partitions[partition] = {}
-        history = accounts.get(account_id)
-        if history is None:
-            history = accounts[account_id] = AccountHistory(self.max_events, self.history_seconds)
-        return history
+    def __len__(self) -> int:
+        return len(self._accounts)
 
-    def active(self, partition: int, account_id: str) -> AccountHistory:
-        """The history of an account with a message in hand: like `history`, and also moved to
-        the recently-active end that `evict` never walks, so the consumer looks it up once per
-        message and then calls `AccountHistory.add(Event.of(txn))` itself."""
-        accounts = self._partitions.get(partition)
-        if accounts is None:
-            accounts = self._partitions[partition] = {}
-        history = accounts.pop(account_id, None)
-        if history is None:
-            history = AccountHistory(self.max_events, self.history_seconds)
+    def __contains__(self, account_id: object) -> bool:
+        return account_id in self._accounts
+
+    def get(self, account_id: str) -> AccountHistory | None:
+        """The held history (None if not in memory), without touching its recency."""
+        return self._accounts.get(account_id)
+
+    def missing(self, account_ids: Iterable[str]) -> set[str]:
+        """Those of `account_ids` not in memory: load them before evaluating their messages."""
+        held = self._accounts
+        return {a for a in account_ids if a not in held}
+
+    def active(self, account_id: str, partition: int) -> AccountHistory:
+        """The history of an account with a message in hand, moved to the recently used end.
+        The account must be held (`missing` / `load` first): a KeyError here is a bug, never an
+        empty history made up for an account that may have one in the database."""
+        accounts = self._accounts
+        history = accounts.pop(account_id)
         accounts[account_id] = history
+        history.partition = partition
         return history
 
-    def load(self, partition: int, rows: Iterable[Transaction | HistoryRow | tuple[Any, ...]]) -> int:
-        """Rebuild (or top up) a partition from stored rows ordered by timestamp.
-
-        Rows are `Transaction`s or `HistoryRow`-ordered tuples. Ids already held are skipped,
-        so loading twice is harmless. Returns the number of events added.
-        """
-        added = 0
+    def load(self, account_ids: Iterable[str], rows: Iterable[HistoryRow | tuple[Any, ...]]) -> int:
+        """Install `account_ids` from their stored rows (any order; HistoryRow order of fields),
+        replacing what is held; an account without rows starts empty. Returns the events kept."""
+        fresh: dict[str, AccountHistory] = {}
+        for account_id in account_ids:
+            fresh[account_id] = AccountHistory(self.max_events, self.history_seconds)
+        by_account: dict[str, list[Event]] = {}
         for row in rows:
-            if isinstance(row, Transaction):
-                account_id, event = row.account_id, Event.of(row)
-            else:
-                tid, account_id, amount, merchant, country, lat, lon, epoch = cast(HistoryRow, row)
-                event = Event(
+            account_id, tid, amount, merchant, country, lat, lon, epoch, partition, offset = cast(
+                HistoryRow, row
+            )
+            by_account.setdefault(account_id, []).append(
+                Event(
                     float(epoch),
                     float(amount),
                     None if merchant is None else _intern(merchant),
@@ -247,33 +244,42 @@ class AccountStates:
                     None if lat is None else float(lat),
                     None if lon is None else float(lon),
                     tid,
+                    int(partition),
+                    int(offset),
                 )
-            added += self.active(partition, account_id).add(event)
-        return added
+            )
+        kept = 0
+        for account_id, events in by_account.items():
+            history = fresh.setdefault(account_id, AccountHistory(self.max_events, self.history_seconds))
+            events.sort(key=lambda e: (e.epoch, e.partition, e.offset))
+            for event in events:  # ascending: every add appends
+                history.add(event)
+            history.partition = events[-1].partition
+            kept += len(history)
+        for account_id, history in fresh.items():
+            self._accounts.pop(account_id, None)
+            self._accounts[account_id] = history
+        return kept
 
-    def drop_partitions(self, partitions: Iterable[int]) -> None:
-        """Forget revoked partitions: whoever owns them next rebuilds from the database."""
-        for partition in partitions:
-            self._partitions.pop(partition, None)
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget the accounts whose latest message came from `partitions`; returns how many."""
+        parts = set(partitions)
+        gone = [a for a, h in self._accounts.items() if h.partition in parts]
+        for account_id in gone:
+            del self._accounts[account_id]
+        return len(gone)
 
-    def evict(self, now_epoch: float) -> int:
-        """Drop events older than `history_seconds` before `now_epoch` and accounts left empty.
+    def clear(self) -> None:
+        self._accounts.clear()
 
-        Pass event time (e.g. the newest transaction timestamp processed), not the wall clock,
-        so that replaying old data does not evict everything. Each call looks only at the
-        least recently active accounts and stops at the first that is still active, so calling
-        it once per batch costs O(removed) amortised. Returns the number of accounts removed.
-        """
-        cutoff = now_epoch - self.history_seconds
-        removed = 0
-        for accounts in self._partitions.values():
-            empty: list[str] = []
-            for account_id, history in accounts.items():
-                history.evict_before(cutoff)
-                if history.events:
-                    break
-                empty.append(account_id)
-            for account_id in empty:
-                del accounts[account_id]
-            removed += len(empty)
-        return removed
+    def trim(self) -> int:
+        """Drop the least recently used accounts beyond `max_accounts`; returns how many."""
+        if self.max_accounts is None:
+            return 0
+        accounts = self._accounts
+        excess = len(accounts) - self.max_accounts
+        if excess <= 0:
+            return 0
+        for account_id in list(itertools.islice(accounts, excess)):
+            del accounts[account_id]
+        return excess

@@ -5,10 +5,13 @@ account's history, so `history` holds only other transactions. Call `evaluate` o
 transaction whose id the history has not `seen()`: a replayed one would be counted twice.
 Adding a rule is adding one function, one line in `RULES`, and its tests.
 
-Time windows end at the transaction's own timestamp; events later than it (late arrivals) are
-ignored except by `duplicate`, whose window is symmetric because a double charge is a double
-charge whichever copy arrives first. The simulator's `simulated_scenario` label is ground truth
-for measuring these rules, so no rule may read it (tests/unit/test_rules.py checks).
+Event time only: a rule sees exactly the account's earlier-processed events whose timestamps lie
+in [t - window, t], t being the transaction's own timestamp. Events later than t in event time
+(that arrived earlier) are never counted, so the alerts depend on the stream, not on arrival
+luck or on when the consumer happened to run. The history itself is bounded by count and by age
+relative to the account's newest event (consumer/account_state.py). The simulator's
+`simulated_scenario` label is ground truth for measuring these rules, so no rule may read it
+(tests/unit/test_rules.py checks).
 
 Amount thresholds apply to the amount as sent, in whatever currency it is in.
 """
@@ -113,11 +116,11 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
 
 def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     amount = txn.amount
-    n = len(history.events)
-    if amount < t.spike_min_amount or n < t.spike_min_history:
+    if amount < t.spike_min_amount or len(history.events) < t.spike_min_history:
         return None
-    mean = history.mean_amount()
-    if mean <= 0.0 or amount < t.spike_multiplier * mean:
+    now = txn.epoch
+    n, mean = history.mean_between(now - t.spike_window_s, now)
+    if n < t.spike_min_history or mean <= 0.0 or amount < t.spike_multiplier * mean:
         return None
     ratio = amount / mean
     return Alert(
@@ -126,12 +129,13 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         "amount_spike",
         "medium",
         f"amount_spike: {amount:.2f} is {ratio:.1f}x the mean {mean:.2f} of {n} transactions "
-        f"(limit {t.spike_multiplier:g}x)",
+        f"in the {t.spike_window_s:g}s before it (limit {t.spike_multiplier:g}x)",
         {
             "amount": amount,
             "mean": round(mean, 2),
             "ratio": round(ratio, 2),
             "history": n,
+            "window_s": t.spike_window_s,
             "multiplier": t.spike_multiplier,
         },
     )
@@ -186,7 +190,6 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
         return None
     now = txn.epoch
     start = now - t.duplicate_window_s
-    end = now + t.duplicate_window_s
     amount, tid = txn.amount, txn.transaction_id
     for event in history.newest_first():
         epoch = event.epoch
@@ -195,11 +198,11 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
         # Amounts from "12.30" and 12.3 parse to the same float, so == is exact here.
         if (
             event.amount == amount
-            and epoch <= end
+            and epoch <= now
             and event.merchant == merchant
             and event.transaction_id != tid
         ):
-            apart = abs(now - epoch)
+            apart = now - epoch
             return Alert(
                 txn.transaction_id,
                 txn.account_id,

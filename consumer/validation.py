@@ -8,7 +8,14 @@ is documented in utils/models.py; every check below maps to exactly one `reason`
     missing_field, wrong_type, unsupported_schema_version, invalid_id, invalid_enum,
     amount_not_positive, amount_too_large, amount_precision, unknown_currency,
     invalid_country, invalid_timestamp, timestamp_in_future, timestamp_too_old,
-    field_too_long, control_characters, invalid_coordinates, internal_error
+    field_too_long, control_characters, invalid_coordinates, key_mismatch, internal_error
+
+Time checks are relative to the Kafka record's timestamp (CreateTime, set by the producer, or
+LogAppendTime, set by the broker), never to the consumer's clock: both are stored in the log, so
+replaying a message minutes or months later judges it exactly as the first time. A record without
+a timestamp (pre-0.10 message format) skips the two time checks: nothing stable to judge against.
+`key_mismatch`: the Kafka key must be the account_id (UTF-8), because the key chose the partition,
+and one partition is what orders an account's transactions and decides which consumer owns them.
 
 Text is accepted verbatim, SQL metacharacters included: it reaches PostgreSQL only through
 parameterised COPY, so rejecting `'; DROP TABLE` would lose data without adding safety. What
@@ -34,7 +41,7 @@ import orjson
 from utils.config import ValidationLimits
 from utils.models import CHANNELS, CURRENCIES, SCHEMA_VERSION, TRANSACTION_TYPES, Rejection, Transaction
 
-__all__ = ["REASONS", "validate"]
+__all__ = ["REASONS", "record_time", "validate"]
 
 REASONS = (
     "empty_message",
@@ -58,6 +65,7 @@ REASONS = (
     "field_too_long",
     "control_characters",
     "invalid_coordinates",
+    "key_mismatch",
     "internal_error",
 )
 
@@ -103,12 +111,13 @@ def validate(
     offset: int,
     key: bytes | None,
     limits: ValidationLimits,
-    now: float,
+    record_time: float | None,
 ) -> Transaction | Rejection:
     """Check one message against the wire format; never raises.
 
-    `now` is the current time in epoch seconds (a parameter so that tests and replays are
-    deterministic). The returned `Transaction` carries its Kafka partition and offset.
+    `record_time` is the Kafka record's timestamp in epoch seconds (None: the record has none),
+    what "in the future" and "too old" are measured against. The returned `Transaction` carries
+    its Kafka topic, partition and offset.
     """
     doc: Any = None
     try:
@@ -124,7 +133,7 @@ def validate(
             raise _decode_error(raw, exc) from None
         if type(doc) is not dict:
             raise _Invalid("not_an_object", f"top-level JSON value is {type(doc).__name__}, not an object")
-        return _transaction(doc, partition, offset, limits, now)
+        return _transaction(doc, topic, partition, offset, key, limits, record_time)
     except Exception as exc:  # the loop must survive anything, including bugs here
         if isinstance(exc, _Invalid):
             reason, detail = exc.reason, exc.detail
@@ -136,7 +145,13 @@ def validate(
 
 
 def _transaction(
-    doc: dict[str, Any], partition: int, offset: int, limits: ValidationLimits, now: float
+    doc: dict[str, Any],
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    limits: ValidationLimits,
+    record_time: float | None,
 ) -> Transaction:
     get = doc.get
 
@@ -150,6 +165,13 @@ def _transaction(
 
     transaction_id = _identifier("transaction_id", get("transaction_id"))
     account_id = _identifier("account_id", get("account_id"))
+    # The id is ASCII (checked just above), so its UTF-8 form is one cheap encode away.
+    if key is None or key != account_id.encode():
+        raise _Invalid(
+            "key_mismatch",
+            f"message key {_show(key)} is not the account_id {account_id!r}: the producer must key "
+            "each message by its account_id",
+        )
     transaction_type = _member("transaction_type", get("transaction_type"), _TRANSACTION_TYPES)
     amount = _amount(get("amount"), limits.max_amount)
 
@@ -206,10 +228,12 @@ def _transaction(
         longitude,
         scenario,
         version,
+        topic,
         partition,
         offset,
     )
-    _check_event_time(txn.epoch, sent_time, limits, now)  # epoch: derived once, by Transaction
+    if record_time is not None:
+        _check_event_time(txn.epoch, sent_time, limits, record_time)  # epoch: derived once
     return txn
 
 
@@ -229,11 +253,20 @@ _FIELD_ORDER = (
     "longitude",
     "simulated_scenario",
     "schema_version",
+    "kafka_topic",
     "kafka_partition",
     "kafka_offset",
 )
 if tuple(f.name for f in dataclasses.fields(Transaction) if f.init) != _FIELD_ORDER:
     raise ImportError("utils.models.Transaction fields changed: update consumer.validation._transaction")
+
+
+def record_time(timestamp_ms: int | None, timestamp_type: int | None) -> float | None:
+    """A Kafka record's timestamp in epoch seconds: CreateTime (type 0) or LogAppendTime (type 1),
+    both stored in the log and so the same on every replay; None when the record has none."""
+    if timestamp_ms is None or timestamp_ms < 0 or timestamp_type not in (0, 1):
+        return None
+    return timestamp_ms / 1000.0
 
 
 def _identifier(name: str, value: Any) -> str:
@@ -280,7 +313,7 @@ def _amount(value: Any, max_amount: float) -> float:
 
 
 def _timestamp(value: Any) -> datetime:
-    """An aware datetime in UTC; how far it is from now is `_check_event_time`'s business."""
+    """An aware datetime in UTC; whether it is too far from the record's time is `_check_event_time`'s."""
     if type(value) is not str:
         raise _missing_or_wrong("timestamp", value, "an ISO-8601 string")
     if len(value) > _MAX_TIMESTAMP_CHARS:
@@ -300,18 +333,18 @@ def _timestamp(value: Any) -> datetime:
     return moment
 
 
-def _check_event_time(epoch: float, value: Any, limits: ValidationLimits, now: float) -> None:
-    if epoch - now > limits.max_future_skew_s:
+def _check_event_time(epoch: float, value: Any, limits: ValidationLimits, record_time: float) -> None:
+    if epoch - record_time > limits.max_future_skew_s:
         raise _Invalid(
             "timestamp_in_future",
-            f"timestamp={_show(value)}: {epoch - now:.0f}s ahead of now "
-            f"(limit {limits.max_future_skew_s:g}s)",
+            f"timestamp={_show(value)}: {epoch - record_time:.0f}s ahead of the Kafka record's "
+            f"timestamp (limit {limits.max_future_skew_s:g}s)",
         )
-    if now - epoch > limits.max_age_days * 86400.0:
+    if record_time - epoch > limits.max_age_days * 86400.0:
         raise _Invalid(
             "timestamp_too_old",
-            f"timestamp={_show(value)}: {(now - epoch) / 86400.0:.1f} days old "
-            f"(limit {limits.max_age_days:g} days)",
+            f"timestamp={_show(value)}: {(record_time - epoch) / 86400.0:.1f} days before the Kafka "
+            f"record's timestamp (limit {limits.max_age_days:g} days)",
         )
 
 

@@ -87,10 +87,20 @@ class ConsumerSettings:
     )
     session_timeout_ms: int = env("CONSUMER_SESSION_TIMEOUT_MS", 10000)
     db_retry_max_backoff_s: float = env("CONSUMER_DB_RETRY_MAX_BACKOFF_SECONDS", 10.0)
+    idle_in_transaction_timeout_ms: int = env(
+        "CONSUMER_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        20000,
+        "the server ends a consumer session idle inside a transaction this long (a frozen process's locks)",
+    )
     state_history_hours: float = env(
-        "STATE_HISTORY_HOURS", 24.0, "how far back per-account state is rebuilt on assignment"
+        "STATE_HISTORY_HOURS", 24.0, "per-account history: events this recent, before the account's newest"
     )
     state_max_events_per_account: int = env("STATE_MAX_EVENTS_PER_ACCOUNT", 50)
+    state_max_accounts: int = env(
+        "STATE_MAX_ACCOUNTS",
+        20_000,
+        "accounts held in memory; the least recently used are reloaded when needed",
+    )
     health_file: str = env(
         "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
     )
@@ -116,6 +126,9 @@ class RuleThresholds:
     spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 6.0)
     spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
     spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
+    spike_window_s: float = env(
+        "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "the mean is over the account's transactions in this window"
+    )
     travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)
     travel_min_km: float = env("ALERT_TRAVEL_MIN_KM", 500.0)
     duplicate_window_s: float = env("ALERT_DUPLICATE_WINDOW_SECONDS", 300.0)

@@ -1,6 +1,8 @@
 """Plain data shared by producer, consumer, database and reports. No I/O here.
 
-Wire format (JSON object, UTF-8, one per Kafka message, key = account_id):
+Wire format (JSON object, UTF-8, one per Kafka message, key = account_id: the key chooses the
+partition, and the partition is what orders an account's transactions and decides which consumer
+owns them, so the consumer rejects a message whose key differs as `key_mismatch`):
 
     schema_version     int   1
     transaction_id     str   1-64 chars of [A-Za-z0-9._:-] (the producer sends UUID4 strings)
@@ -111,6 +113,9 @@ class Transaction:
     longitude: float | None = None
     simulated_scenario: str | None = None
     schema_version: int = SCHEMA_VERSION
+    # Where it came from: (topic, partition, offset) identifies the message, so replays, the state
+    # load and reconciliation never mix two topics that share a database.
+    kafka_topic: str = ""
     kafka_partition: int = -1
     kafka_offset: int = -1
     # `timestamp` in epoch seconds, derived once: the rules and the account windows read it for

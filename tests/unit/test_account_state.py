@@ -1,22 +1,30 @@
-"""consumer.account_state: bounds, eviction, seen(), load and drop."""
+"""consumer.account_state: bounds in stream order, the cache, and live == loaded (Hypothesis)."""
 
 from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.account_state import AccountHistory, AccountStates, Event, HistoryRow
+from consumer.rules import evaluate
+from utils.config import RuleThresholds
 from utils.models import Transaction
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC).timestamp()
-_ids = itertools.count()
+_offsets = itertools.count()
 
 
-def event(epoch: float, amount: float = 10.0, tid: str | None = None, where: bool = True) -> Event:
+def event(
+    epoch: float, amount: float = 10.0, tid: str | None = None, where: bool = True, partition: int = 0
+) -> Event:
+    offset = next(_offsets)
     return Event(
         epoch,
         amount,
@@ -24,22 +32,27 @@ def event(epoch: float, amount: float = 10.0, tid: str | None = None, where: boo
         "US",
         40.0 if where else None,
         -74.0 if where else None,
-        tid or f"e{next(_ids)}",
+        tid or f"e{offset}",
+        partition,
+        offset,
     )
 
 
-def txn(epoch: float, account: str = "ACC-1", partition: int = 0, tid: str | None = None) -> Transaction:
+def txn(epoch: float, account: str = "ACC-1", partition: int = 0, amount: float = 12.34) -> Transaction:
+    offset = next(_offsets)
     return Transaction(
-        transaction_id=tid or f"t{next(_ids)}",
+        transaction_id=f"t{offset}",
         account_id=account,
         transaction_type="purchase",
-        amount=12.34,
+        amount=amount,
         currency="EUR",
         timestamp=datetime.fromtimestamp(epoch, UTC),
         channel="online",
         country="DE",
         merchant="Shop",
+        kafka_topic="tx",
         kafka_partition=partition,
+        kafka_offset=offset,
     )
 
 
@@ -47,69 +60,57 @@ def epochs(h: AccountHistory) -> list[float]:
     return [e.epoch for e in h]
 
 
-def add(states: AccountStates, t: Transaction) -> bool:
-    """What the consumer does with a message once the rules have seen it."""
-    return states.active(t.kafka_partition, t.account_id).add(Event.of(t))
-
-
-def partitions(states: AccountStates) -> list[int]:
-    return sorted(p for p, accounts in states._partitions.items() if accounts)
-
-
-def account_count(states: AccountStates, partition: int | None = None) -> int:
-    held = states._partitions
-    return sum(len(held.get(p, ())) for p in ([partition] if partition is not None else list(held)))
-
-
-def event_count(states: AccountStates) -> int:
-    return sum(len(h) for accounts in states._partitions.values() for h in accounts.values())
-
-
 # -- AccountHistory
 
 
-def test_count_bound_drops_oldest_and_forgets_its_id() -> None:
+def test_count_bound_drops_the_oldest() -> None:
     h = AccountHistory(max_events=3, max_age_s=86_400)
     for i in range(5):
-        assert h.add(event(T0 + i, tid=f"id{i}"))
+        assert h.add(event(T0 + i))
     assert epochs(h) == [T0 + 2, T0 + 3, T0 + 4]
-    assert not h.seen("id0") and not h.seen("id1")
-    assert h.seen("id2") and h.seen("id4")
 
 
-def test_age_bound_is_relative_to_newest_event() -> None:
+def test_age_bound_is_relative_to_the_accounts_newest_event() -> None:
     h = AccountHistory(max_events=50, max_age_s=100)
     for offset in (0, 50, 100):
         h.add(event(T0 + offset))
     assert epochs(h) == [T0, T0 + 50, T0 + 100]  # exactly max_age old is kept
     h.add(event(T0 + 160))
     assert epochs(h) == [T0 + 100, T0 + 160]
+    h.add(event(T0 + 10))  # a late arrival older than the window is not kept
+    assert epochs(h) == [T0 + 100, T0 + 160]
 
 
-def test_seen_and_idempotent_add() -> None:
+def test_the_same_message_twice_changes_nothing() -> None:
     h = AccountHistory(10, 86_400)
-    assert h.add(event(T0, tid="x"))
-    assert h.seen("x") and not h.seen("y")
-    assert not h.add(event(T0 + 1, tid="x"))
+    e = event(T0)
+    assert h.add(e)
+    assert not h.add(
+        Event(e.epoch, e.amount, e.merchant, e.country, 1.0, 2.0, "other", e.partition, e.offset)
+    )
     assert len(h) == 1
 
 
-def test_late_events_are_inserted_in_time_order() -> None:
+def test_late_events_are_inserted_in_stream_order_ties_by_partition_and_offset() -> None:
     h = AccountHistory(10, 86_400)
     for offset in (0, 30, 10, 40, 20, 5):
         h.add(event(T0 + offset))
     assert epochs(h) == sorted(epochs(h))
-    assert [e.epoch for e in h.newest_first()] == sorted(epochs(h), reverse=True)
     assert h.newest_epoch == T0 + 40
+    tie = AccountHistory(10, 86_400)
+    a, b, c = event(T0, partition=1), event(T0, partition=0), event(T0, partition=1)
+    for e in (c, a, b):
+        tie.add(e)
+    assert [(e.partition, e.offset) for e in tie] == [(0, b.offset), (1, a.offset), (1, c.offset)]
 
 
-def test_mean_stays_exact_through_evictions() -> None:
-    h = AccountHistory(max_events=3, max_age_s=86_400)
-    for i, amount in enumerate([0.1, 0.2, 0.3, 1_000_000.0, 0.7, 0.01]):
+def test_mean_between_sums_cents_within_the_window_only() -> None:
+    h = AccountHistory(max_events=10, max_age_s=86_400)
+    for i, amount in enumerate([0.1, 0.2, 0.3, 1_000_000.0]):
         h.add(event(T0 + i, amount))
-    assert h.mean_amount() == pytest.approx((0.7 + 0.01 + 1_000_000.0) / 3, abs=1e-9)
-    empty = AccountHistory(3, 60)
-    assert empty.mean_amount() == 0.0
+    assert h.mean_between(T0 + 1, T0 + 2) == (2, pytest.approx(0.25))
+    assert h.mean_between(T0, T0 + 3) == (4, pytest.approx((0.6 + 1_000_000.0) / 4))
+    assert h.mean_between(T0 + 10, T0 + 20) == (0, 0.0)
 
 
 def test_count_between_is_inclusive() -> None:
@@ -134,12 +135,14 @@ def test_last_located_skips_events_without_coordinates_and_later_ones() -> None:
 def test_event_of_transaction() -> None:
     t = txn(T0)
     e = Event.of(t)
-    assert (e.epoch, e.amount, e.merchant, e.country, e.transaction_id) == (
+    assert (e.epoch, e.amount, e.merchant, e.country, e.transaction_id, e.partition, e.offset) == (
         T0,
         12.34,
         "Shop",
         "DE",
         t.transaction_id,
+        0,
+        t.kafka_offset,
     )
     assert (e.latitude, e.longitude) == (None, None)
 
@@ -149,111 +152,212 @@ def test_bounds_must_be_positive() -> None:
         AccountHistory(0, 60)
     with pytest.raises(ValueError, match="max_events"):
         AccountStates(0, 60)
+    with pytest.raises(ValueError, match="max_accounts"):
+        AccountStates(5, 60, max_accounts=0)
 
 
-# -- AccountStates
+# -- AccountStates: a cache by account
 
 
-def test_history_is_per_partition_and_account() -> None:
-    states = AccountStates(max_events=10, history_seconds=3_600)
-    assert len(states.history(0, "ACC-1")) == 0
-    assert add(states, txn(T0, "ACC-1", partition=0))
-    assert add(states, txn(T0, "ACC-1", partition=1))
-    assert add(states, txn(T0 + 1, "ACC-2", partition=1))
-    assert len(states.history(0, "ACC-1")) == 1
-    assert len(states.history(1, "ACC-1")) == 1
-    assert partitions(states) == [0, 1]
-    assert account_count(states) == 3 and account_count(states, 1) == 2
-    assert event_count(states) == 3
-
-
-def test_add_is_idempotent_per_transaction_id() -> None:
+def test_an_account_must_be_loaded_before_it_is_used() -> None:
     states = AccountStates(10, 3_600)
-    t = txn(T0)
-    assert add(states, t)
-    assert not add(states, t)
-    assert states.history(0, "ACC-1").seen(t.transaction_id)
-    assert event_count(states) == 1
+    assert states.missing(["A", "B"]) == {"A", "B"}
+    with pytest.raises(KeyError):
+        states.active("A", 0)  # never an empty history made up for an account that may have one
+    states.load(["A", "B"], [])
+    assert states.missing(["A", "B", "C"]) == {"C"}
+    assert len(states.active("A", 0)) == 0
 
 
-def test_load_from_database_rows_and_transactions() -> None:
+def test_load_from_database_rows() -> None:
     states = AccountStates(10, 86_400)
     rows = [
         HistoryRow(
-            "r1", "ACC-1", Decimal("10.50"), "Shop", "US", 40.0, -74.0, Decimal(T0) + Decimal("0.123456")
+            "ACC-1",
+            "r1",
+            Decimal("10.50"),
+            "Shop",
+            "US",
+            40.0,
+            -74.0,
+            Decimal(T0) + Decimal("0.123456"),
+            4,
+            7,
         ),
-        ("r2", "ACC-1", 20.0, None, "US", None, None, T0 + 60),
-        ("r3", "ACC-2", Decimal("1.00"), "Cafe", "FR", Decimal("48.85"), Decimal("2.35"), T0),
+        ("ACC-2", "r3", Decimal("1.00"), "Cafe", "FR", Decimal("48.85"), Decimal("2.35"), T0, 4, 9),
+        ("ACC-1", "r2", 20.0, None, "US", None, None, T0 + 60, 4, 8),
     ]
-    assert states.load(4, [*rows, txn(T0 + 120, "ACC-2", partition=99)]) == 4
-    h1 = states.history(4, "ACC-1")
-    assert [e.transaction_id for e in h1] == ["r1", "r2"]
-    assert h1.events[0].amount == 10.5 and type(h1.events[0].epoch) is float
-    h2 = states.history(4, "ACC-2")
-    assert len(h2) == 2 and h2.events[0].latitude == 48.85
-    assert partitions(states) == [4]  # loaded into the partition asked for, whatever the row says
-    assert states.load(4, rows) == 0  # loading again adds nothing
+    assert states.load(["ACC-1", "ACC-2", "ACC-3"], rows) == 3
+    h1 = states.get("ACC-1")
+    assert h1 is not None and [e.transaction_id for e in h1] == ["r1", "r2"]
+    assert h1.events[0].amount == 10.5 and type(h1.events[0].epoch) is float and h1.partition == 4
+    h2 = states.get("ACC-2")
+    assert h2 is not None and h2.events[0].latitude == 48.85
+    assert len(states) == 3 and len(states.get("ACC-3") or ()) == 0
 
 
-def test_drop_partitions_forgets_their_accounts() -> None:
+def test_drop_partitions_forgets_the_accounts_last_seen_there() -> None:
     states = AccountStates(10, 3_600)
-    for p in (0, 1, 2):
-        add(states, txn(T0, partition=p))
-    states.drop_partitions([0, 2, 7])
-    assert partitions(states) == [1]
-    assert len(states.history(0, "ACC-1")) == 0  # a fresh, empty history after revoke
+    states.load(["A", "B", "C"], [])
+    for account, partition in (("A", 0), ("B", 1), ("C", 2), ("A", 1)):
+        states.active(account, partition).add(Event.of(txn(T0, account, partition)))
+    assert states.drop_partitions([1, 7]) == 2  # A moved to partition 1 with its latest message
+    assert states.missing(["A", "B", "C"]) == {"A", "B"}
 
 
-def test_evict_drops_old_events_and_quiet_accounts() -> None:
-    states = AccountStates(10, history_seconds=3_600)
-    add(states, txn(T0, "quiet"))
-    add(states, txn(T0 + 100, "busy"))
-    add(states, txn(T0 + 4_000, "busy"))
-    states.history(0, "never-added")  # created by a look-up, never filled
-    assert states.evict(T0 + 3_000) == 0  # "quiet" is still inside the window
-    assert states.evict(T0 + 3_601) == 1
-    assert account_count(states) == 2
-    assert states.evict(T0 + 10_000) == 2
-    assert account_count(states) == 0
-
-
-def test_evict_sees_an_account_as_active_after_its_latest_add() -> None:
-    # "first" is created first but active last: evict must remove "second", not stop at "first".
-    states = AccountStates(10, history_seconds=3_600)
-    add(states, txn(T0, "first"))
-    add(states, txn(T0 + 10, "second"))
-    add(states, txn(T0 + 3_000, "first"))
-    assert states.evict(T0 + 3_700) == 1
-    assert len(states.history(0, "first")) == 1  # its T0 event aged out, the account stays
-    assert account_count(states) == 1
+def test_trim_drops_the_least_recently_used_accounts() -> None:
+    states = AccountStates(10, 3_600, max_accounts=2)
+    states.load(["old", "mid"], [])
+    states.active("old", 0)  # "old" used again: "mid" is now the least recently used
+    states.load(["new"], [])
+    assert states.trim() == 1
+    assert states.missing(["old", "mid", "new"]) == {"mid"}
+    assert AccountStates(10, 60).trim() == 0  # unbounded
 
 
 def test_memory_stays_bounded_over_many_accounts_and_transactions() -> None:
-    # 200k transactions over 20k accounts across ~55 simulated hours, with a 1 h history and
-    # an evict per 1,000 messages: only accounts active within about the last hour survive.
     rnd = random.Random(7)
-    states = AccountStates(max_events=5, history_seconds=3_600)
+    states = AccountStates(max_events=5, history_seconds=3_600, max_accounts=1_000)
     epoch = T0
-    for i in range(200_000):
+    for i in range(100_000):
         epoch += 1.0
-        add(states, txn(epoch, f"A{rnd.randrange(20_000)}", partition=i % 3))
-        if i % 1_000 == 0:
-            states.evict(epoch)
-    states.evict(epoch)
-    active_last_hour = 3_600  # at most one new account per message-second
-    assert account_count(states) <= active_last_hour + 1_000
-    assert event_count(states) <= 5 * account_count(states)
+        t = txn(epoch, f"A{rnd.randrange(20_000)}", partition=i % 3)
+        states.load(states.missing([t.account_id]), [])
+        states.active(t.account_id, t.kafka_partition).add(Event.of(t))
+        if i % 500 == 0:
+            states.trim()
+    states.trim()
+    assert len(states) == 1_000
+    assert sum(len(states.get(a) or ()) for a in list(states._accounts)) <= 5 * 1_000
 
 
-def test_active_is_the_same_history_moved_to_the_recent_end() -> None:
-    states = AccountStates(10, history_seconds=3_600)
-    add(states, txn(T0, "old"))
-    add(states, txn(T0, "new"))
-    history = states.active(0, "old")  # a message for "old" arrives: it is active again
-    assert history is states.history(0, "old") and len(history) == 1
-    assert states.active(0, "fresh") is states.history(0, "fresh")  # created on first sight
-    history.add(Event.of(txn(T0 + 3_000, "old")))
-    # "new" is now the least recently active: eviction removes it and stops at "old", which
-    # still holds an event inside the window (so "fresh", behind it, is not looked at).
-    assert states.evict(T0 + 3_601) == 1
-    assert account_count(states) == 2 and len(states.history(0, "old")) == 1
+# -- Live == loaded: the property that makes the state a cache
+
+
+@dataclass(frozen=True)
+class Msg:
+    account: str
+    epoch: float
+    amount: float
+    partition: int
+    offset: int
+
+
+def expected_history(msgs: list[Msg], k: int, h: float) -> list[tuple[int, int]]:
+    """The definition: the last k of the account's events in stream order, without those older
+    than h before its newest. Returned as (partition, offset) in stream order."""
+    ordered = sorted(msgs, key=lambda m: (m.epoch, m.partition, m.offset))[-k:]
+    if not ordered:
+        return []
+    cutoff = ordered[-1].epoch - h
+    return [(m.partition, m.offset) for m in ordered if m.epoch >= cutoff]
+
+
+def stored_rows(msgs: list[Msg], k: int) -> list[HistoryRow]:
+    """What consumer.storage.load_accounts returns: the newest k per account in stream order."""
+    newest = sorted(msgs, key=lambda m: (m.epoch, m.partition, m.offset), reverse=True)[:k]
+    return [
+        HistoryRow(
+            m.account,
+            f"{m.partition}-{m.offset}",
+            m.amount,
+            "Shop",
+            "US",
+            None,
+            None,
+            m.epoch,
+            m.partition,
+            m.offset,
+        )
+        for m in newest
+    ]
+
+
+def as_txn(m: Msg) -> Transaction:
+    return Transaction(
+        transaction_id=f"{m.partition}-{m.offset}",
+        account_id=m.account,
+        transaction_type="purchase",
+        amount=m.amount,
+        currency="EUR",
+        timestamp=datetime.fromtimestamp(m.epoch, UTC),
+        channel="online",
+        country="DE",
+        merchant="Shop",
+        kafka_topic="tx",
+        kafka_partition=m.partition,
+        kafka_offset=m.offset,
+    )
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[Msg]:
+    """Messages of a few accounts over two partitions, with ties and late arrivals in event
+    time (whole seconds from a small range, so equal timestamps are common)."""
+    n = draw(st.integers(1, 60))
+    offsets = [0, 0]
+    out = []
+    for _ in range(n):
+        partition = draw(st.integers(0, 1))
+        out.append(
+            Msg(
+                draw(st.sampled_from(["A", "B", "C"])),
+                T0 + draw(st.integers(0, 40)) * 30.0,
+                draw(st.sampled_from([1.0, 5.0, 20.0, 450.0, 900.0])),
+                partition,
+                offsets[partition],
+            )
+        )
+        offsets[partition] += 1
+    return out
+
+
+@given(
+    msgs=streams(),
+    k=st.integers(1, 6),
+    h=st.sampled_from([60.0, 300.0, 900.0, 1e9]),
+    drops=st.lists(st.integers(0, 59), max_size=10),
+    max_accounts=st.sampled_from([1, 2, None]),
+)
+@settings(max_examples=400, deadline=None)
+def test_live_history_equals_the_one_loaded_from_stored_rows(
+    msgs: list[Msg], k: int, h: float, drops: list[int], max_accounts: int | None
+) -> None:
+    """Process a stream live, dropping accounts from memory at random points (a trim, a lost
+    partition, a rewind) and loading them again from what is stored: every account's history
+    equals the definition, and every rule fires exactly as in one uninterrupted pass."""
+    thresholds = RuleThresholds(
+        velocity_count=2, velocity_window_s=120.0, card_testing_max_amount=5.0, card_testing_count=2,
+        spike_min_history=2, spike_min_amount=300.0, spike_window_s=600.0, duplicate_window_s=300.0,
+    )  # fmt: skip
+    live = AccountStates(k, h, max_accounts)
+    once = AccountStates(k, h)  # never drops anything
+    stored: list[Msg] = []
+    drop_at = set(drops)
+    for i, m in enumerate(msgs):
+        if i in drop_at and i % 2:
+            live.clear()  # a rewind or a fence
+        elif i in drop_at:
+            live.drop_partitions([m.partition])  # the partition went elsewhere and came back
+        for states, rows_of in ((live, stored), (once, [])):
+            missing = states.missing([m.account])
+            states.load(
+                missing, [r for a in missing for r in stored_rows([s for s in rows_of if s.account == a], k)]
+            )
+        t = as_txn(m)
+        got = evaluate(t, live.active(m.account, m.partition), thresholds)
+        want = evaluate(t, once.active(m.account, m.partition), thresholds)
+        assert got == want, f"message {i}"
+        live.active(m.account, m.partition).add(Event.of(t))
+        once.active(m.account, m.partition).add(Event.of(t))
+        stored.append(m)
+        live.trim()
+        mine = [s for s in stored if s.account == m.account]
+        history = live.get(m.account)
+        assert history is not None
+        assert [(e.partition, e.offset) for e in history] == expected_history(mine, k, h)
+        reloaded = AccountStates(k, h)
+        reloaded.load([m.account], stored_rows(mine, k))
+        assert [(e.partition, e.offset) for e in reloaded.get(m.account) or ()] == expected_history(
+            mine, k, h
+        )

@@ -26,6 +26,7 @@ def _txn(**kw: object) -> Transaction:
         -75.25,
         "card_testing",
         1,
+        "transactions",
         3,
         42,
     )
@@ -42,7 +43,12 @@ def test_each_value_lands_in_its_column() -> None:
     )
     assert (got["latitude"], got["longitude"]) == ("40.5", "-75.25")
     assert got["simulated_scenario"] == "card_testing"
-    assert (got["schema_version"], got["kafka_partition"], got["kafka_offset"]) == ("1", "3", "42")
+    assert (got["schema_version"], got["kafka_topic"], got["kafka_partition"], got["kafka_offset"]) == (
+        "1",
+        "transactions",
+        "3",
+        "42",
+    )
 
 
 def test_nulls_and_copy_escapes() -> None:

@@ -49,6 +49,7 @@ def txn(
         longitude=lon,
         simulated_scenario=scenario,
         kafka_partition=0,
+        kafka_offset=next(_ids),
     )
 
 
@@ -153,8 +154,17 @@ def test_card_testing_window() -> None:
 def test_amount_spike_fires_at_the_multiplier() -> None:
     past = [txn(NOON - 3_600 * i, 50.0) for i in range(5, 0, -1)]
     alert = only(rules.amount_spike(txn(NOON, 300.0), history(*past), T), "amount_spike")
-    assert "300.00 is 6.0x the mean 50.00 of 5 transactions (limit 6x)" in alert.message
-    assert alert.details == {"amount": 300.0, "mean": 50.0, "ratio": 6.0, "history": 5, "multiplier": 6.0}
+    assert (
+        "300.00 is 6.0x the mean 50.00 of 5 transactions in the 86400s before it (limit 6x)" in alert.message
+    )
+    assert alert.details == {
+        "amount": 300.0,
+        "mean": 50.0,
+        "ratio": 6.0,
+        "history": 5,
+        "window_s": 86_400.0,
+        "multiplier": 6.0,
+    }
 
 
 def test_amount_spike_quiet_below_multiplier_min_amount_or_min_history() -> None:
@@ -164,6 +174,19 @@ def test_amount_spike_quiet_below_multiplier_min_amount_or_min_history() -> None
     five_at_10 = [txn(NOON - 3_600 * i, 10.0) for i in range(5, 0, -1)]
     assert rules.amount_spike(txn(NOON, 299.99), history(*five_at_10), T) is None  # under spike_min_amount
     assert rules.amount_spike(txn(NOON, 1_000.0), history(*five_at_10[:4]), T) is None  # 4 < min history
+
+
+def test_amount_spike_averages_only_its_event_time_window() -> None:
+    """The mean is over [t - window, t] of event time: neither older events nor events later in
+    event time (a late arrival must be judged as it would have been on time)."""
+    later_small = [txn(NOON + 600 * i, 100.0) for i in range(1, 6)]  # arrived first, happened after
+    assert rules.amount_spike(txn(NOON, 700.0), history(*later_small), T) is None
+    older = [txn(NOON - 86_400 - 60 * i, 100.0) for i in range(1, 6)]  # more than a day before
+    assert rules.amount_spike(txn(NOON, 700.0), history(*older), T) is None
+    within = [txn(NOON - 600 * i, 100.0) for i in range(1, 6)]
+    assert rules.amount_spike(txn(NOON, 700.0), history(*within, *later_small), T) is not None
+    short = replace(T, spike_window_s=1_800.0)  # only 3 of them are in the last half hour
+    assert rules.amount_spike(txn(NOON, 700.0), history(*within), short) is None
 
 
 # -- impossible_travel
@@ -230,7 +253,7 @@ def test_duplicate_fires_on_same_amount_and_merchant() -> None:
     [
         (dict(epoch=NOON - 300), "Shop A", True),  # window boundary, inclusive
         (dict(epoch=NOON - 301), "Shop A", False),
-        (dict(epoch=NOON + 120), "Shop A", True),  # the earlier copy arrived second
+        (dict(epoch=NOON + 120), "Shop A", False),  # later in event time: never seen from NOON
         (dict(epoch=NOON - 10, amount=42.51), "Shop A", False),
         (dict(epoch=NOON - 10, merchant="Shop B"), "Shop A", False),
         (dict(epoch=NOON - 10, merchant=None), None, False),  # deposits and transfers have no merchant

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.validation import REASONS, validate
+from consumer.validation import REASONS, record_time, validate
 from utils.config import ValidationLimits
 from utils.models import Rejection, Transaction
 
@@ -60,7 +60,7 @@ def message(**changes: Any) -> bytes:
 
 def run(raw: bytes | None, limits: ValidationLimits = LIMITS) -> Transaction | Rejection:
     return validate(
-        raw, topic="transactions", partition=3, offset=42, key=b"ACC-000123", limits=limits, now=NOW
+        raw, topic="transactions", partition=3, offset=42, key=b"ACC-000123", limits=limits, record_time=NOW
     )
 
 
@@ -263,8 +263,49 @@ def test_deeply_nested_value_is_wrong_type_not_internal_error() -> None:
     assert len(rejection.detail) < 300
 
 
+def _at_record_time(raw: bytes, record_time: float | None, key: bytes | None = b"ACC-000123") -> str:
+    result = validate(raw, topic="t", partition=0, offset=7, key=key, limits=LIMITS, record_time=record_time)
+    return result.reason if isinstance(result, Rejection) else "stored"
+
+
+def test_time_is_judged_against_the_kafka_record_not_the_clock() -> None:
+    """Six minutes ahead of the record's timestamp is rejected whenever it is read: a replay a
+    day later judges it the same (the consumer's clock is not an input at all)."""
+    event = NOW_DT + timedelta(minutes=6)
+    raw = message(timestamp=_iso(event))
+    assert _at_record_time(raw, NOW) == "timestamp_in_future"
+    assert _at_record_time(raw, (NOW_DT + timedelta(minutes=1)).timestamp()) == "stored"  # a later record
+    old = message(timestamp=_iso(NOW_DT - timedelta(days=3651)))
+    assert _at_record_time(old, NOW) == "timestamp_too_old"
+    assert _at_record_time(old, None) == "stored"  # no record timestamp: nothing stable to judge by
+    assert _at_record_time(raw, None) == "stored"
+
+
+@pytest.mark.parametrize(
+    ("timestamp_ms", "timestamp_type", "expected"),
+    [
+        (1_764_000_000_123, 0, 1_764_000_000.123),  # CreateTime
+        (1_764_000_000_123, 1, 1_764_000_000.123),  # LogAppendTime
+        (-1, 0, None),  # v0 message format: no timestamp
+        (None, None, None),
+        (1_764_000_000_123, None, None),
+    ],
+)
+def test_record_time(timestamp_ms: int | None, timestamp_type: int | None, expected: float | None) -> None:
+    assert record_time(timestamp_ms, timestamp_type) == expected
+
+
+@pytest.mark.parametrize(
+    "key", [b"ACC-000124", b"acc-000123", b"", None, b"ACC-000123 ", "ACC-000123".encode("utf-16")]
+)
+def test_key_must_be_the_account_id(key: bytes | None) -> None:
+    rejection = validate(message(), topic="t", partition=0, offset=0, key=key, limits=LIMITS, record_time=NOW)
+    assert isinstance(rejection, Rejection) and rejection.reason == "key_mismatch"
+    assert "account_id 'ACC-000123'" in rejection.detail and rejection.key == key
+
+
 def test_unexpected_exception_becomes_internal_error() -> None:
-    result = validate(b"{}", topic="t", partition=0, offset=0, key=None, limits=None, now=NOW)  # type: ignore[arg-type]
+    result = validate(b"{}", topic="t", partition=0, offset=0, key=None, limits=None, record_time=NOW)  # type: ignore[arg-type]
     assert isinstance(result, Rejection)
     assert result.reason == "internal_error"
     assert "AttributeError" in result.detail
@@ -291,6 +332,7 @@ def test_good_message_becomes_transaction() -> None:
         longitude=-122.4194,
         simulated_scenario=None,
         schema_version=1,
+        kafka_topic="transactions",
         kafka_partition=3,
         kafka_offset=42,
     )
@@ -379,7 +421,7 @@ def test_message_exactly_at_size_limit_is_parsed() -> None:
 
 
 def test_every_reason_is_documented() -> None:
-    exercised = {reason for _, _, reason in BAD} | {"internal_error"}
+    exercised = {reason for _, _, reason in BAD} | {"internal_error", "key_mismatch"}
     assert exercised <= set(REASONS)
     assert set(REASONS) - exercised == set()
 

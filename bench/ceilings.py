@@ -88,7 +88,7 @@ def parse_rows(settings: Settings, records: list[tuple[int, int, bytes | None, b
             offset=offset,
             key=key,
             limits=settings.validation,
-            now=now,
+            record_time=now,
         )
         if isinstance(item, Transaction):
             out.append(item)
@@ -107,9 +107,7 @@ def copy_ceiling(settings: Settings, txns: list[Transaction], *, direct: bool = 
         started = time.perf_counter()
         for i in range(0, len(txns), size):
             with db.connection() as conn:
-                result = storage.write_batch(
-                    conn, txns[i : i + size], [], [], topic=settings.kafka.topic, direct=direct
-                )
+                result = storage.write_batch(conn, txns[i : i + size], [], [], direct=direct)
             inserted += result.inserted
         seconds = time.perf_counter() - started
     finally:

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer
 from consumer.storage import TXN_COLUMNS
 from utils.config import load_settings
 
-_MESSAGE_FIELDS = [c for c in TXN_COLUMNS if c not in ("kafka_partition", "kafka_offset")]
+_MESSAGE_FIELDS = [c for c in TXN_COLUMNS if c not in ("kafka_topic", "kafka_partition", "kafka_offset")]
 _COLUMNS_SQL = ", ".join(f'"{c}"' for c in TXN_COLUMNS)
 _INSERT = f"INSERT INTO transactions ({_COLUMNS_SQL}) VALUES ({', '.join(['%s'] * len(TXN_COLUMNS))})"
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         msg = json.loads(rec.value)
                         row = [msg.get(c) for c in _MESSAGE_FIELDS]
                         row[TXN_COLUMNS.index("timestamp")] = datetime.fromisoformat(msg["timestamp"])
-                        cur.execute(_INSERT, (*row, tp.partition, rec.offset))
+                        cur.execute(_INSERT, (*row, tp.topic, tp.partition, rec.offset))
                         conn.commit()
                         stored += 1
                 first = first or time.monotonic()

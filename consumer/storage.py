@@ -1,6 +1,7 @@
-"""The consumer's SQL: one polled batch written idempotently in the caller's transaction (COPY,
-with an idempotent staging path for replays and duplicate ids), the rows the database refuses,
-and the query that rebuilds the account windows on partition assignment.
+"""The consumer's SQL for transactions: one polled batch written idempotently in the caller's
+transaction (COPY, with an idempotent staging path for replays), the rows the database refuses,
+the query that loads accounts into memory, and where each partition's stored rows end.
+Offsets live in consumer/offsets.py.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from utils.database import CONNECTION_ERRORS
+from utils.database import is_outage
+from utils.errors import TxmonError
 from utils.models import Alert, Rejection, Transaction
 
 # The dataclass's field order; copy_rows() writes the same order (a unit test holds them together).
@@ -62,6 +64,7 @@ def copy_rows(txns: Sequence[Transaction]) -> str:
                 null if t.longitude is None else repr(t.longitude),
                 esc(t.simulated_scenario),
                 str(t.schema_version),
+                esc(t.kafka_topic),
                 str(t.kafka_partition),
                 str(t.kafka_offset),
             )
@@ -75,11 +78,20 @@ def copy_rows(txns: Sequence[Transaction]) -> str:
 @dataclass(slots=True)
 class BatchResult:
     inserted: int = 0  # new transactions stored by this batch
-    already_stored: int = 0  # the same Kafka message was stored before (a replay after a crash)
-    duplicates: list[Rejection] | None = None  # same transaction_id, different message: rejected
+    already_stored: int = 0  # the same Kafka message was stored before (a replay)
     alerts_inserted: int = 0
     rejected_inserted: int = 0
     alerts_by_type: Counter[str] = field(default_factory=Counter)  # of the alerts actually stored
+
+
+class StoredElsewhere(TxmonError):
+    """Some transaction ids of the batch are already stored from other Kafka messages (an id
+    reused across batches or partitions). The rules already saw those messages, so the caller
+    rolls the transaction back and prepares the batch again knowing where each id is stored."""
+
+    def __init__(self, stored_at: dict[str, tuple[str, int, int]]) -> None:
+        super().__init__(f"{len(stored_at)} transaction ids already stored from other messages")
+        self.stored_at = stored_at  # transaction_id -> (topic, partition, offset) of the stored row
 
 
 def _copy_in(cur: psycopg2.extensions.cursor, table: str, payload: str) -> None:
@@ -104,27 +116,24 @@ def write_batch(
     alerts: Sequence[Alert],
     rejections: Sequence[Rejection],
     *,
-    raw_by_position: Mapping[tuple[int, int], tuple[bytes | None, bytes]] | None = None,
-    topic: str = "",
     alert_positions: Sequence[tuple[int, int]] = (),
     direct: bool = True,
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
 
     Fast path: COPY straight into `transactions` inside a savepoint; in steady state no row exists
-    yet, and this is the cheapest write PostgreSQL offers. If any transaction_id is already there
-    (a replay after a crash, a duplicate id), the savepoint is rolled back and the batch goes
-    through COPY into a temp table and `INSERT ... ON CONFLICT DO NOTHING` instead.
-    A transaction_id already stored from the *same* Kafka message is a replay (no-op); from a
-    *different* message it is rejected as `duplicate_transaction_id` (its alerts are dropped).
+    yet, and this is the cheapest write PostgreSQL offers. If any transaction_id is already there,
+    the savepoint is rolled back and the batch goes through COPY into a temp table and
+    `INSERT ... ON CONFLICT DO NOTHING` instead. A transaction_id already stored from the *same*
+    Kafka message (topic, partition, offset) is a replay and a no-op; from a *different* message
+    it raises `StoredElsewhere` (the caller rolls back). The transactions of one batch carry
+    distinct ids: the consumer rejects an id reused within a batch before the rules see it.
     Alerts are written only for the transactions this batch actually inserted, so a replay can
-    never add a second alert. `alert_positions[i]` is the (partition, offset) of the message
-    that raised `alerts[i]`: a rejected duplicate's alerts must not attach to the stored row
-    that shares its id. `raw_by_position` maps (partition, offset) to (key, value) bytes, to
-    keep the original message of such a duplicate. `direct=False` skips the fast path (the
-    benchmark's staging-table ceiling, and tests of that path).
+    never add a second alert; `alert_positions[i]` is the (partition, offset) of the message that
+    raised `alerts[i]`. `direct=False` skips the fast path (the benchmark's staging-table
+    ceiling, and tests of that path).
     """
-    result = BatchResult(duplicates=[])
+    result = BatchResult()
     with conn.cursor() as cur:
         inserted_at: set[tuple[int, int]] | None = None  # None: every transaction was inserted
         if txns:
@@ -139,7 +148,7 @@ def write_batch(
                     cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
                     direct = False
             if not direct:
-                inserted_at = _insert_via_staging(cur, txns, payload, result, raw_by_position or {}, topic)
+                inserted_at = _insert_via_staging(cur, txns, payload, result)
                 result.inserted = len(inserted_at)
         if inserted_at is None:
             stored_alerts = list(alerts)
@@ -165,22 +174,18 @@ def write_batch(
                 page_size=1000,
             )
             result.alerts_inserted = cur.rowcount
-        all_rejections = [*rejections, *(result.duplicates or [])]
-        if all_rejections:
-            result.rejected_inserted = insert_rejections(cur, all_rejections)
+        if rejections:
+            result.rejected_inserted = insert_rejections(cur, rejections)
     return result
 
 
 def _insert_via_staging(
-    cur: psycopg2.extensions.cursor,
-    txns: Sequence[Transaction],
-    payload: str,
-    result: BatchResult,
-    raw_by_position: Mapping[tuple[int, int], tuple[bytes | None, bytes]],
-    topic: str,
+    cur: psycopg2.extensions.cursor, txns: Sequence[Transaction], payload: str, result: BatchResult
 ) -> set[tuple[int, int]]:
     """The idempotent path: only rows whose transaction_id is new are inserted. Returns the
-    (partition, offset) of the rows inserted."""
+    (partition, offset) of the rows inserted; raises StoredElsewhere for ids stored elsewhere.
+    A row whose (topic, partition, offset) is taken by another id still raises UniqueViolation:
+    that is a recreated topic, never "already stored"."""
     _ensure_staging(cur)
     _copy_in(cur, "txn_stage", payload)
     cur.execute(
@@ -189,46 +194,24 @@ def _insert_via_staging(
         "ON CONFLICT (transaction_id) DO NOTHING RETURNING kafka_partition, kafka_offset"
     )
     inserted_at = {(r[0], r[1]) for r in cur.fetchall()}
-    # By Kafka coordinates, not by id: a second message reusing an id within this very batch
-    # must be rejected too, not silently merged with the first.
     missing = [t for t in txns if (t.kafka_partition, t.kafka_offset) not in inserted_at]
     if missing:
-        _classify_not_inserted(cur, missing, result, raw_by_position, topic)
-    return inserted_at
-
-
-def _classify_not_inserted(
-    cur: psycopg2.extensions.cursor,
-    missing: Sequence[Transaction],
-    result: BatchResult,
-    raw_by_position: Mapping[tuple[int, int], tuple[bytes | None, bytes]],
-    topic: str,
-) -> None:
-    cur.execute(
-        "SELECT transaction_id, kafka_partition, kafka_offset FROM transactions WHERE transaction_id = ANY(%s)",
-        ([t.transaction_id for t in missing],),
-    )
-    stored = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
-    assert result.duplicates is not None
-    for t in missing:
-        where = stored.get(t.transaction_id)
-        if where == (t.kafka_partition, t.kafka_offset):
-            result.already_stored += 1
-            continue
-        key, raw = raw_by_position.get((t.kafka_partition, t.kafka_offset), (None, b""))
-        result.duplicates.append(
-            Rejection(
-                reason="duplicate_transaction_id",
-                detail=f"transaction_id {t.transaction_id!r} already stored from partition "
-                f"{where[0] if where else '?'} offset {where[1] if where else '?'}",
-                raw=raw,
-                topic=topic,
-                partition=t.kafka_partition,
-                offset=t.kafka_offset,
-                transaction_id=t.transaction_id,
-                key=key,
-            )
+        cur.execute(
+            "SELECT transaction_id, kafka_topic, kafka_partition, kafka_offset FROM transactions "
+            "WHERE transaction_id = ANY(%s)",
+            ([t.transaction_id for t in missing],),
         )
+        stored = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+        elsewhere = {}
+        for t in missing:
+            where = stored.get(t.transaction_id)
+            if where == (t.kafka_topic, t.kafka_partition, t.kafka_offset):
+                result.already_stored += 1
+            elif where is not None:
+                elsewhere[t.transaction_id] = where
+        if elsewhere:
+            raise StoredElsewhere(elsewhere)
+    return inserted_at
 
 
 def find_unstorable(
@@ -250,9 +233,9 @@ def find_unstorable(
                     f"INSERT INTO transactions ({_TXN_COLS_SQL}) SELECT {_TXN_COLS_SQL} FROM txn_stage "
                     "ON CONFLICT (transaction_id) DO NOTHING"
                 )
-            except CONNECTION_ERRORS:
-                raise
             except psycopg2.Error as exc:
+                if is_outage(exc):
+                    raise
                 bad.append((t, f"{type(exc).__name__}: {str(exc).strip()}"[:500]))
             cur.execute("ROLLBACK TO SAVEPOINT probe")
     conn.rollback()
@@ -284,43 +267,52 @@ def insert_rejections(cur: psycopg2.extensions.cursor, rejections: Iterable[Reje
     return cur.rowcount
 
 
-def load_recent_history(
-    conn: psycopg2.extensions.connection,
-    partitions: Sequence[int],
-    *,
-    history_seconds: float,
-    max_per_account: int,
-) -> dict[int, list[tuple[Any, ...]]]:
-    """Recent transactions of the accounts in `partitions`, oldest first, per partition.
+def load_accounts(
+    conn: psycopg2.extensions.connection, topic: str, account_ids: Sequence[str], max_per_account: int
+) -> list[tuple[Any, ...]]:
+    """The newest `max_per_account` stored transactions of each account from `topic`, in
+    `consumer.account_state.HistoryRow` order, ascending per account in stream order.
 
-    The window is anchored at each partition's newest stored event time rather than at now(),
-    so replaying an old stream rebuilds the same state it had when it was first processed.
-    Rows: (transaction_id, account_id, amount, merchant, country, latitude, longitude, epoch).
+    One query whatever the number of accounts, and bounded: per account an index scan of
+    (account_id, "timestamp") that stops after `max_per_account` rows. The age bound (relative
+    to the account's newest event) is applied by `AccountStates.load`, exactly as live.
     """
-    if not partitions:
-        return {}
+    if not account_ids:
+        return []
     with conn.cursor() as cur:
         cur.execute(
             """
-            WITH newest AS (
-                SELECT kafka_partition, max("timestamp") AS ts
-                FROM transactions WHERE kafka_partition = ANY(%(parts)s) GROUP BY kafka_partition
-            ), recent AS (
-                SELECT t.kafka_partition, t.transaction_id, t.account_id, t.amount::float8, t.merchant,
-                       t.country::text, t.latitude, t.longitude, extract(epoch FROM t."timestamp")::float8 AS epoch,
-                       row_number() OVER (PARTITION BY t.account_id ORDER BY t."timestamp" DESC,
-                                          t.kafka_offset DESC) AS rn
-                FROM transactions t JOIN newest n USING (kafka_partition)
-                WHERE t."timestamp" >= n.ts - make_interval(secs => %(secs)s)
-            )
-            SELECT kafka_partition, transaction_id, account_id, amount, merchant, country, latitude,
-                   longitude, epoch
-            FROM recent WHERE rn <= %(k)s
-            ORDER BY kafka_partition, epoch, transaction_id
+            SELECT a.account_id, t.transaction_id, t.amount::float8, t.merchant, t.country::text,
+                   t.latitude, t.longitude, extract(epoch FROM t."timestamp")::float8 AS epoch,
+                   t.kafka_partition, t.kafka_offset
+            FROM unnest(%(accounts)s::text[]) AS a(account_id)
+            CROSS JOIN LATERAL (
+                SELECT * FROM transactions t
+                WHERE t.account_id = a.account_id AND t.kafka_topic = %(topic)s
+                ORDER BY t."timestamp" DESC, t.kafka_partition DESC, t.kafka_offset DESC
+                LIMIT %(k)s
+            ) t
+            ORDER BY 1, epoch, t.kafka_partition, t.kafka_offset
             """,
-            {"parts": list(partitions), "secs": history_seconds, "k": max_per_account},
+            {"accounts": list(account_ids), "topic": topic, "k": max_per_account},
         )
-        out: dict[int, list[tuple[Any, ...]]] = {p: [] for p in partitions}
-        for row in cur:
-            out[row[0]].append(row[1:])
-    return out
+        return cur.fetchall()
+
+
+def stored_ends(
+    conn: psycopg2.extensions.connection, topic: str, partitions: Sequence[int]
+) -> dict[int, int]:
+    """Per partition, one past the highest offset stored or rejected (0: nothing yet): where a
+    partition without a stored consumer offset must start, so that nothing is replayed."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT p, greatest(
+                (SELECT max(kafka_offset) FROM transactions WHERE kafka_topic = %(topic)s AND kafka_partition = p),
+                (SELECT max(kafka_offset) FROM rejected_transactions
+                 WHERE kafka_topic = %(topic)s AND kafka_partition = p))
+            FROM unnest(%(parts)s::int[]) AS p
+            """,
+            {"topic": topic, "parts": list(partitions)},
+        )
+        return {int(p): (-1 if m is None else int(m)) + 1 for p, m in cur.fetchall()}

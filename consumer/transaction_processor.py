@@ -1,16 +1,29 @@
-"""The consumer: poll -> validate -> rules -> persist (one DB transaction) -> commit offsets.
+"""The consumer: poll -> validate -> rules -> persist (one DB transaction, offsets included).
 
     python consumer/transaction_processor.py [--max-idle-seconds S] [--group G] ...
 
-Run several with the same group and Kafka shares the topic's partitions among them. Offsets are
-committed only after the batch's database transaction has committed, and every write is
-idempotent, so a crash anywhere replays at most one batch and stores nothing twice.
+Run several with the same group and Kafka shares the topic's partitions among them (cooperative
+incremental rebalancing: a rebalance moves only the partitions that change owner). Exactly once
+by construction:
+
+* Each batch is one PostgreSQL transaction holding its transactions, alerts, rejections and the
+  advance of each partition's offset in `consumer_offsets`, conditional on the offset the batch
+  started from (consumer/offsets.py). A member that lost a partition while frozen or cut off
+  finds the offset moved and rolls its batch back: it is fenced, it writes nothing stale.
+* A gained partition is read from its stored offset (consumer/group.py); Kafka's committed
+  offsets only mirror it, for lag tools.
+* Account state is a cache (consumer/account_state.py): accounts are loaded from the database by
+  account_id right before a batch needs them, so a rebalance rebuilds nothing, and a restart, a
+  fence or a rewind just empties the cache.
+* The dead-letter topic is published from `rejected_transactions` by a background thread
+  (consumer/dlq.py), so a refusing DLQ never holds the pipeline up.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import gc
 import json
 import logging
@@ -20,7 +33,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,70 +43,35 @@ from typing import Any
 if __package__ in (None, ""):  # `python consumer/transaction_processor.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psycopg2
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
-from consumer import storage
-from consumer.account_state import AccountStates, Event
-from consumer.rules import evaluate
-from consumer.validation import validate
+from consumer import offsets, storage
+from consumer.account_state import AccountStates
+from consumer.batch import Batch, Facts, KafkaRecord, evaluate_batch, validate_records
+from consumer.dlq import DlqPublisher
+from consumer.group import GroupMember
+from consumer.retry import Attempts, DbRetry
 from utils import database, schema
 from utils.config import Settings, load_settings
+from utils.database import ErrorKind, classify
 from utils.errors import DatabaseUnavailable, TxmonError
-from utils.models import Alert, Rejection, Transaction
 
 log = logging.getLogger("consumer")
 
 
-@dataclass(slots=True)
-class Batch:
-    """One poll's worth of messages, validated and evaluated, ready to store."""
+class Fenced(TxmonError):
+    """The batch's offsets moved under it: another member owns these partitions now."""
 
-    txns: list[Transaction] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    alert_positions: list[tuple[int, int]] = field(default_factory=list)  # message that raised alerts[i]
-    replayed: set[tuple[int, int]] = field(default_factory=set)  # stored before: not added to the windows
-    rejections: list[Rejection] = field(default_factory=list)
-    raw: Mapping[tuple[int, int], tuple[bytes | None, bytes]] = field(default_factory=dict)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset seen per partition
-    replays: int = 0  # messages whose transaction the rebuilt state already holds
-
-    @property
-    def size(self) -> int:
-        return len(self.txns) + len(self.rejections)
+    def __init__(self, partitions: set[int]) -> None:
+        super().__init__(f"partitions {sorted(partitions)} were taken over by another member")
+        self.partitions = partitions
 
 
-class RawByPosition(Mapping[tuple[int, int], tuple[bytes | None, bytes]]):
-    """(partition, offset) -> (key, value) of one poll's records, indexed on first use: only a
-    duplicate or a row the database refuses needs its original bytes back, so the common batch
-    never pays for the index."""
-
-    __slots__ = ("_index", "_records")
-
-    def __init__(self, records: dict[TopicPartition, list[Any]]) -> None:
-        self._records = records
-        self._index: dict[tuple[int, int], tuple[bytes | None, bytes]] | None = None
-
-    def _built(self) -> dict[tuple[int, int], tuple[bytes | None, bytes]]:
-        if self._index is None:
-            self._index = {
-                (tp.partition, rec.offset): (rec.key, rec.value)
-                for tp, recs in self._records.items()
-                for rec in recs
-            }
-        return self._index
-
-    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes]:
-        return self._built()[position]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self._built())
-
-    def __len__(self) -> int:
-        return len(self._built())
+class Outcome(enum.Enum):
+    DONE = "done"  # the batch is stored (or there was none)
+    REWOUND = "rewound"  # rolled back; every partition was sought back to its stored offset
+    STOPPED = "stopped"  # asked to stop while the database was away: nothing stored
 
 
 @dataclass(slots=True)
@@ -106,6 +84,10 @@ class ProcessorSummary:
     rejected_reasons: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     db_retries: int = 0
+    fenced: int = 0  # batches rolled back because another member owned a partition by then
+    rewinds: int = 0  # times the consumer went back to the stored offsets and emptied its cache
+    accounts_loaded: int = 0
+    dlq_published: int = 0
     elapsed_s: float = 0.0
     active_s: float = 0.0  # first message polled -> last batch committed (excludes idle waiting)
     clean_exit: bool = True
@@ -123,142 +105,73 @@ class ProcessorSummary:
         return d
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    """Bookkeeping only: kafka-python 3 calls these on its IO thread, where blocking calls
-    (commits, database queries) are not allowed. The main loop does the work after poll()."""
-
-    def __init__(self, processor: TransactionProcessor) -> None:
-        self.processor = processor
-
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # A batch still in flight is one atomic DB transaction: the next owner's state rebuild
-        # sees all of it or none of it, and replays it idempotently either way.
-        parts = [tp.partition for tp in revoked]
-        self.processor.states.drop_partitions(parts)
-        self.processor.pending_rebuild.difference_update(parts)
-        log.info("partitions revoked: %s", sorted(parts))
-
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        parts = sorted(tp.partition for tp in assigned)
-        self.processor.pending_rebuild.update(parts)
-        log.info("partitions assigned: %s", parts)
-
-
 class TransactionProcessor:
     def __init__(self, settings: Settings, *, stop_event: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop_event = stop_event or threading.Event()
         cs = settings.consumer
+        self.topic, self.group = settings.kafka.topic, settings.kafka.consumer_group
         self.states = AccountStates(
-            max_events=cs.state_max_events_per_account,
-            history_seconds=cs.state_history_hours * 3600.0,
+            cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts
         )
-        self.db = database.Database(settings.postgres, maxconn=2)
+        # Writer thread, main thread (account loads, offsets) and the DLQ publisher. A frozen
+        # process's open transaction is ended by the server, which frees the offset rows it
+        # locked for whoever owns the partitions now.
+        self.db = database.Database(
+            settings.postgres,
+            maxconn=3,
+            session={"idle_in_transaction_session_timeout": cs.idle_in_transaction_timeout_ms},
+        )
+        self.retry = DbRetry(self.db, self.stop_event, self._keep_membership, cs.db_retry_max_backoff_s)
         self.summary = ProcessorSummary()
-        self.consumer: KafkaConsumer | None = None
-        self.dlq: KafkaProducer | None = None
-        self._last_evict = 0.0
+        self.facts = Facts()
+        self.member: GroupMember | None = None
+        self.dlq: DlqPublisher | None = None
         # One writer thread: batch k is written while batch k+1 is polled and evaluated.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-writer")
         self._inflight: tuple[Batch, Future[storage.BatchResult]] | None = None
-        self._last_done: float | None = None  # when the last batch was stored and committed
-        self.pending_rebuild: set[int] = set()
-        self._broker_errors = 0  # consecutive retriable Kafka errors from poll()
-        self._ever_assigned = False
-        self._unassigned_since: float | None = None
-        self._assignment_watchdog_s = max(30.0, 3 * settings.consumer.session_timeout_ms / 1000)
-        self._uncommitted: dict[
-            TopicPartition, OffsetAndMetadata
-        ] = {}  # sent async, latest per partition  # assigned partitions whose state is not loaded yet
+        self._last_done: float | None = None  # when the last batch was stored
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _connect_kafka(self) -> None:
-        k, cs = self.settings.kafka, self.settings.consumer
-        common: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers.split(",")}
-        self.consumer = KafkaConsumer(
-            group_id=k.consumer_group,
-            enable_auto_commit=False,  # offsets follow the database commit, never precede it
-            auto_offset_reset="earliest",  # a new group starts from the first message: nothing skipped
-            max_poll_records=cs.max_poll_records,
-            session_timeout_ms=cs.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, cs.session_timeout_ms // 3),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
-            client_id=f"txmon-consumer-{os.getpid()}",
-            **common,
-        )
-        self.consumer.subscribe([k.topic], listener=_Rebalance(self))
-        self.dlq = KafkaProducer(acks="all", linger_ms=5, client_id=f"txmon-dlq-{os.getpid()}", **common)
-
-    def rebuild_pending_state(self) -> bool:
-        """Load each newly assigned account window from PostgreSQL before any of its records is
-        evaluated, so a restart or rebalance does not blind the rules. Retries while the
-        database is away; returns False only when asked to stop first."""
-        cs = self.settings.consumer
-        delay = 0.5
-        while self.pending_rebuild:
-            parts = sorted(self.pending_rebuild)
-            started = time.monotonic()
-            try:
-                with self.db.connection() as conn:
-                    rows = storage.load_recent_history(
-                        conn,
-                        parts,
-                        history_seconds=cs.state_history_hours * 3600.0,
-                        max_per_account=cs.state_max_events_per_account,
-                    )
-            except DatabaseUnavailable as exc:
-                if self.stop_event.is_set():
-                    return False
-                log.warning("cannot rebuild state yet (%s); retrying in %.1fs", exc, delay)
-                self._keep_group_membership(delay)  # a rebalance meanwhile may change the set
-                delay = min(delay * 2, cs.db_retry_max_backoff_s)
-                continue
-            loaded = 0
-            for partition in parts:
-                if partition in self.pending_rebuild:
-                    self.states.load(partition, rows.get(partition, ()))
-                    self.pending_rebuild.discard(partition)
-                    loaded += len(rows.get(partition, ()))
-            log.info(
-                "state rebuilt for partitions %s: %d events in %.2fs",
-                parts,
-                loaded,
-                time.monotonic() - started,
-            )
-        return True
-
     def run(self) -> ProcessorSummary:
-        """Poll and prepare batch k while batch k-1 is written by the writer thread.
-
-        At most one batch is in flight, and its offsets are committed only after its database
-        transaction committed, so the ordering guarantee is the same as a sequential loop; the
-        database's time (spent in the server process, on the other core) just overlaps ours.
-        """
+        """Poll and prepare batch k while batch k-1 is written by the writer thread. At most one
+        batch is in flight, so the order of commits is the order of the stream."""
         self._migrate_with_retry()
-        self._connect_kafka()
-        assert self.consumer is not None
+        member = self.member = GroupMember(self.settings, self.stop_event)
+        producer = KafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
+            acks="all",
+            linger_ms=5,
+            max_block_ms=10_000,
+            client_id=f"txmon-dlq-{os.getpid()}",
+        )
+        self.dlq = DlqPublisher(
+            self.db, producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
+        )
+        self.dlq.start()
         started = time.monotonic()
-        last_message = started
-        last_progress = started
+        last_message = last_progress = started
         joined = False
         first_batch_at: float | None = None
         cs = self.settings.consumer
         try:
             while not self.stop_event.is_set():
-                records = self._poll()
+                polled = member.poll()
                 now = time.monotonic()
                 self._touch_health()
-                self._watch_assignment(now)
-                if not joined and self.consumer.assignment():
+                member.watch_assignment(now)
+                if not self._apply_rebalance():
+                    break
+                if not joined and member.owned:
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
+                records = member.accept(polled)
                 if not records:
-                    if not self._complete_inflight():  # nothing new: don't keep a batch waiting
+                    if self._complete_inflight() is Outcome.STOPPED:  # don't keep a batch waiting
                         break
                     if cs.max_idle_seconds > 0 and joined and now - last_message >= cs.max_idle_seconds:
-                        if self._caught_up():
+                        if member.caught_up():
                             log.info(
                                 "no messages for %.0fs and nothing left to read: exiting", now - last_message
                             )
@@ -266,13 +179,19 @@ class TransactionProcessor:
                         last_message = now  # the broker is away or data is pending: not idle
                     continue
                 last_message = now
-                if first_batch_at is None:
-                    first_batch_at = now
-                if self.pending_rebuild and not self.rebuild_pending_state():
+                first_batch_at = first_batch_at or now
+                rebalances = member.rebalances
+                batch = self._prepare(records)
+                if batch is None:
+                    continue
+                outcome = self._complete_inflight()
+                if outcome is Outcome.STOPPED:
                     break
-                batch = self.prepare(records)
-                if not self._complete_inflight():
-                    break  # stopping while the database is down: offsets stay uncommitted
+                if outcome is Outcome.REWOUND:
+                    continue  # `batch` followed the rolled-back one: read again
+                if member.rebalances != rebalances:
+                    self._rewind("partitions moved while the previous batch was stored")
+                    continue
                 self._inflight = (batch, self._writer.submit(self._write_once, batch))
                 if now - last_progress >= 5.0:
                     last_progress = now
@@ -285,40 +204,20 @@ class TransactionProcessor:
             self.close()
         return self.summary
 
-    def _complete_inflight(self) -> bool:
-        """Wait for the batch in flight, then dead-letter its rejects and commit its offsets.
-        Returns False when it could not be stored and we are stopping: its offsets then stay
-        uncommitted, so whoever owns the partitions next replays it."""
-        if self._inflight is None:
-            return True
-        batch, future = self._inflight
-        self._inflight = None
-        try:
-            result = future.result()
-        except (DatabaseUnavailable, psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            stored = self.persist(batch, first_error=exc)
-            if stored is None:
-                return False
-            result = stored
-        self._account(batch, result)
-        if not self.finish(batch):
-            return False
-        self._last_done = time.monotonic()
-        return True
-
     def close(self) -> None:
         if self.dlq is not None:
+            self.dlq.close()
+            self.summary.dlq_published = self.dlq.published
             try:
-                self.dlq.flush(timeout=10)
-                self.dlq.close(timeout=10)
+                self.dlq.producer.close(timeout=10)
             except KafkaError as exc:
                 log.warning("closing the DLQ producer: %s", exc)
             self.dlq = None
-        if self.consumer is not None:
-            self._commit_sync()
-            self.consumer.close(autocommit=False)
-            self.consumer = None
+        if self.member is not None:
+            self.member.close()
+            self.member = None
         self._writer.shutdown(wait=True)
+        self.summary.db_retries = self.retry.retries
         self.db.close()
 
     def _migrate_with_retry(self) -> None:
@@ -330,323 +229,174 @@ class TransactionProcessor:
                 return
             except DatabaseUnavailable as exc:
                 log.warning("%s; retrying", exc)
-                self._sleep_backoff(2.0)
+                self.stop_event.wait(2.0)
+
+    def _keep_membership(self, seconds: float) -> None:
+        if self.member is None:
+            self.stop_event.wait(seconds)
+        else:
+            self.member.keep_membership(seconds)
+
+    # ------------------------------------------------------------------ partitions
+
+    def _apply_rebalance(self) -> bool:
+        """Drops first (after the batch in flight is stored or fenced), then setups. False when
+        asked to stop while the database was away."""
+        assert self.member is not None
+        if self.member.to_drop:
+            if self._complete_inflight() is Outcome.STOPPED:
+                return False
+            drops = self.member.take_drops()
+            dropped = self.states.drop_partitions(tp.partition for tp in drops)
+            log.info(
+                "dropped %d accounts of partitions %s from memory",
+                dropped,
+                sorted(tp.partition for tp in drops),
+            )
+        set_up = self.member.set_up_pending(self.retry.call)
+        if self.dlq is not None:
+            self.dlq.set_partitions(tp.partition for tp in self.member.owned)
+        return set_up or not self.stop_event.is_set()
+
+    def _rewind(self, why: str) -> None:
+        """Back to the stored offsets with an empty cache: what was prepared is read again."""
+        assert self._inflight is None and self.member is not None
+        self.states.clear()
+        self.member.rewind()
+        self.summary.rewinds += 1
+        log.info("rewound to the stored offsets (%s)", why)
 
     # ------------------------------------------------------------------ one batch
 
-    def prepare(self, records: dict[TopicPartition, list[Any]]) -> Batch:
-        """Validate and evaluate a poll's records. Pure but for the in-memory account state."""
-        batch = Batch(raw=RawByPosition(records))
-        limits, thresholds = self.settings.validation, self.settings.rules
-        states = self.states
-        now = time.time()
-        batch_ids: dict[str, Transaction] = {}  # first message of each id in this batch
-        for tp, recs in records.items():
-            topic, partition = tp.topic, tp.partition
-            for rec in recs:
-                item = validate(
-                    rec.value,
-                    topic=topic,
-                    partition=partition,
-                    offset=rec.offset,
-                    key=rec.key,
-                    limits=limits,
-                    now=now,
-                )
-                if isinstance(item, Rejection):
-                    batch.rejections.append(item)
-                    continue
-                first = batch_ids.setdefault(item.transaction_id, item)
-                if first is not item:
-                    # Caught before the rules see it: a reused id must not enter any account window.
-                    batch.rejections.append(
-                        Rejection(
-                            "duplicate_transaction_id",
-                            f"transaction_id {item.transaction_id!r} already used in this batch at "
-                            f"partition {first.kafka_partition} offset {first.kafka_offset}",
-                            rec.value or b"",
-                            topic,
-                            partition,
-                            rec.offset,
-                            item.transaction_id,
-                            rec.key,
-                        )
-                    )
-                    continue
-                history = states.active(partition, item.account_id)
-                if history.seen(item.transaction_id):
-                    batch.replays += 1  # stored before a restart: its alerts are stored too
-                    batch.replayed.add((partition, rec.offset))
-                else:
-                    raised = evaluate(item, history, thresholds)
-                    if raised:
-                        batch.alerts.extend(raised)
-                        batch.alert_positions.extend([(partition, rec.offset)] * len(raised))
-                    history.add(Event.of(item))
-                batch.txns.append(item)
-            if recs:
-                batch.offsets[tp] = recs[-1].offset
-        if batch.txns and now - self._last_evict > 10.0:
-            # Evict by event time, not wall time: a replayed or simulated stream from the past
-            # must keep the windows its own timestamps need.
-            self._last_evict = now
-            states.evict(max(t.epoch for t in batch.txns))
+    def _prepare(self, records: dict[TopicPartition, list[KafkaRecord]]) -> Batch | None:
+        """Validate, load the accounts not in memory, evaluate. None: the records were dropped
+        (a rewind, a rebalance while loading, or a stop) and are read again."""
+        assert self.member is not None
+        rebalances = self.member.rebalances
+        batch = validate_records(records, self.settings.validation, self.facts)
+        missing = self.states.missing(batch.accounts()) if batch.txns else set()
+        if missing:
+            # The batch in flight may hold these accounts' latest events: store it first.
+            if self._complete_inflight() is not Outcome.DONE:
+                return None
+            k = self.settings.consumer.state_max_events_per_account
+            accounts = sorted(missing)
+            rows = self.retry.call(
+                lambda conn: storage.load_accounts(conn, self.topic, accounts, k),
+                f"loading {len(accounts)} accounts",
+            )
+            if rows is None:
+                return None
+            if self.member.rebalances != rebalances:
+                self._rewind("partitions moved while accounts were loaded")
+                return None
+            self.states.load(accounts, rows)
+            self.summary.accounts_loaded += len(accounts)
+        evaluate_batch(batch, self.states, self.settings.rules)
+        self.states.trim()
+        owned = self.member.owned
+        for tp, (_first, last) in batch.spans.items():
+            st = owned[tp]
+            batch.moves[tp] = (st.expected, last + 1)
+            st.expected = last + 1
         return batch
 
     def _write_once(self, batch: Batch) -> storage.BatchResult:
         with self.db.connection() as conn:
+            with conn.cursor() as cur:
+                moves = {tp.partition: move for tp, move in batch.moves.items()}
+                fenced = offsets.advance(cur, self.group, self.topic, moves)
+            if fenced:
+                raise Fenced(fenced)
             return storage.write_batch(
-                conn,
-                batch.txns,
-                batch.alerts,
-                batch.rejections,
-                raw_by_position=batch.raw,
-                topic=self.settings.kafka.topic,
-                alert_positions=batch.alert_positions,
+                conn, batch.txns, batch.alerts, batch.rejections, alert_positions=batch.alert_positions
             )
 
-    def persist(self, batch: Batch, first_error: Exception | None = None) -> storage.BatchResult | None:
-        """Store the batch in one database transaction, retrying with backoff while the database
-        is away. Returns None only when asked to stop before the batch could be stored."""
-        delay = 0.5
-        error = first_error
+    def _complete_inflight(self) -> Outcome:
+        """Wait for the batch in flight and account for it, retrying it as its errors call for."""
+        if self._inflight is None:
+            return Outcome.DONE
+        batch, future = self._inflight
+        self._inflight = None
+        try:
+            result = future.result()
+        except Exception as exc:
+            outcome = self._persist(batch, exc)
+            if not isinstance(outcome, storage.BatchResult):
+                return outcome
+            result = outcome
+        self._stored(batch, result)
+        return Outcome.DONE
+
+    def _persist(self, batch: Batch, error: Exception) -> storage.BatchResult | Outcome:
+        """A failed batch: rolled back and read again (fenced, an id stored elsewhere, refused
+        rows), or retried as the class of its error calls for (consumer/retry.py)."""
+        assert self.member is not None
+        attempts = Attempts()
         while True:
-            try:
-                if error is not None:
-                    raise error
-                return self._write_once(batch)
-            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-                error = None
-                self._reject_unstorable(batch, exc)
-            except DatabaseUnavailable as exc:
-                error = None
-                self.summary.db_retries += 1
-                if self.stop_event.is_set():
-                    log.warning(
-                        "stopping with %d messages unsaved (database down); they will be "
-                        "reprocessed on restart",
-                        batch.size,
-                    )
-                    self.summary.clean_exit = False
-                    return None
+            if isinstance(error, Fenced):
+                self.summary.fenced += 1
                 log.warning(
-                    "database unavailable, batch of %d held (retry in %.1fs): %s", batch.size, delay, exc
+                    "batch of %d messages fenced and rolled back: %s (this member was frozen or cut "
+                    "off); reading their stored offsets again",
+                    batch.size,
+                    error,
                 )
-                self._keep_group_membership(delay)
-                delay = min(delay * 2, self.settings.consumer.db_retry_max_backoff_s)
+                for p in error.partitions:
+                    self.member.set_up_again(TopicPartition(self.topic, p))
+                self._rewind("fenced")
+                return Outcome.REWOUND
+            if isinstance(error, storage.StoredElsewhere):
+                self.facts.learn_stored(error.stored_at)
+                self._rewind(f"{len(error.stored_at)} ids were already stored from other messages")
+                return Outcome.REWOUND
+            if classify(error) is ErrorKind.DATA:
+                return self._reject_unstorable(batch, error)
+            if not self.retry.again(error, attempts, f"storing a batch of {batch.size}"):
+                self.summary.clean_exit = False
+                log.warning("stopping with %d messages unsaved; their offsets did not move", batch.size)
+                return Outcome.STOPPED
+            try:
+                return self._write_once(batch)
+            except Exception as exc:
+                error = exc
 
-    def _forget(self, batch: Batch, positions: set[tuple[int, int]]) -> None:
-        """Take messages the database refused out of the account windows the rules read."""
-        for t in batch.txns:
-            at = (t.kafka_partition, t.kafka_offset)
-            if at in positions and at not in batch.replayed:
-                self.states.history(t.kafka_partition, t.account_id).discard(t.transaction_id)
+    def _reject_unstorable(self, batch: Batch, error: Exception) -> Outcome:
+        """A row validation let through was refused by a constraint: learn which, and read the
+        batch again so that they become rejections before the rules see them."""
+        bad = self.retry.call(
+            lambda conn: storage.find_unstorable(conn, batch.txns), "isolating refused rows"
+        )
+        if bad is None:
+            return Outcome.STOPPED
+        if not bad:
+            raise TxmonError(f"batch refused by the database and no single row explains it: {error}")
+        log.error(
+            "batch refused by the database (%s); %d rows will be rejected", str(error).strip(), len(bad)
+        )
+        self.facts.learn_unstorable(
+            {(t.kafka_topic, t.kafka_partition, t.kafka_offset): why for t, why in bad}
+        )
+        self._rewind("rows refused by the database")
+        return Outcome.REWOUND
 
-    def _account(self, batch: Batch, result: storage.BatchResult) -> None:
-        if result.duplicates:
-            self._forget(batch, {(d.partition, d.offset) for d in result.duplicates})
+    def _stored(self, batch: Batch, result: storage.BatchResult) -> None:
+        """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
+        assert self.member is not None
+        self.member.stored(batch.moves)
+        if batch.rejections and self.dlq is not None:
+            self.dlq.wake()
         s = self.summary
         s.batches += 1
         s.consumed += batch.size
         s.stored += result.inserted
         s.already_stored += result.already_stored
-        batch.rejections.extend(result.duplicates or [])
         s.rejected += len(batch.rejections)
         s.alerts.update(result.alerts_by_type)
         s.rejected_reasons.update(r.reason for r in batch.rejections)
-
-    def _reject_unstorable(self, batch: Batch, exc: Exception) -> None:
-        """A row validation let through was refused by a constraint: reject just those rows."""
-        log.error("batch refused by the database (%s); isolating the offending rows", str(exc).strip())
-        with self.db.connection() as conn:
-            bad = storage.find_unstorable(conn, batch.txns)
-        if not bad:
-            raise TxmonError(f"batch refused by the database and no single row explains it: {exc}") from exc
-        dropped = {(t.kafka_partition, t.kafka_offset) for t, _ in bad}
-        self._forget(batch, dropped)
-        batch.txns = [t for t in batch.txns if (t.kafka_partition, t.kafka_offset) not in dropped]
-        kept = [
-            (a, at) for a, at in zip(batch.alerts, batch.alert_positions, strict=True) if at not in dropped
-        ]
-        batch.alerts = [a for a, _ in kept]
-        batch.alert_positions = [at for _, at in kept]
-        for t, error in bad:
-            key, raw = batch.raw.get((t.kafka_partition, t.kafka_offset), (None, b""))
-            batch.rejections.append(
-                Rejection(
-                    "database_rejected",
-                    error,
-                    raw,
-                    self.settings.kafka.topic,
-                    t.kafka_partition,
-                    t.kafka_offset,
-                    t.transaction_id,
-                    key,
-                )
-            )
-
-    def finish(self, batch: Batch) -> bool:
-        """After the database commit: dead-letter the rejects, then commit the offsets.
-        Returns False when stopping before the dead letters were acknowledged."""
-        assert self.consumer is not None and self.dlq is not None
-        if batch.rejections and not self._publish_dlq(batch.rejections):
-            return False
-        assigned = self.consumer.assignment()
-        offsets = {
-            tp: OffsetAndMetadata(last + 1, None, -1) for tp, last in batch.offsets.items() if tp in assigned
-        }
-        if not offsets:
-            return True
-        # Sent now, after the database commit, but not waited for: a lost or failed commit only
-        # means a replay of rows that are already stored, and the loop skips a broker round trip
-        # per batch (most of the latency at moderate rates). close() commits synchronously.
-        self._uncommitted.update(offsets)
-        self.consumer.commit_async(offsets, callback=self._on_commit)
-        return True
-
-    def _on_commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
-        if isinstance(response, Exception):
-            log.warning("offset commit failed (those messages will be replayed idempotently): %s", response)
-
-    def _commit_sync(self) -> None:
-        """The final commit at shutdown: the latest stored offsets of partitions we still own."""
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        offsets = {tp: om for tp, om in self._uncommitted.items() if tp in assigned}
-        self._uncommitted.clear()
-        if not offsets:
-            return
-        try:
-            self.consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partitions away; the new owner replays them idempotently.
-            log.warning("final offset commit failed (replayed idempotently on restart): %s", exc)
-
-    def _publish_dlq(self, rejections: list[Rejection]) -> bool:
-        """Dead-letter every rejection, retrying with backoff until the broker acknowledged all.
-        Returns False only when asked to stop first: the offsets then stay uncommitted and a
-        restart publishes again (the DLQ is at-least-once; the table already holds them once)."""
-        assert self.dlq is not None
-        topic = self.settings.kafka.dlq_topic
-        pending, delay = list(rejections), 0.5
-        while pending:
-            sent = []
-            for r in pending:
-                try:
-                    sent.append((r, self.dlq.send(topic, **_dlq_record(r))))
-                except KafkaError as exc:  # no metadata (broker away) or a record it refuses outright
-                    log.warning(
-                        "dead-letter send failed for %s/%d@%d: %s", r.topic, r.partition, r.offset, exc
-                    )
-                    sent.append((r, None))
-            try:
-                self.dlq.flush(timeout=30)
-            except KafkaError as exc:
-                log.warning("dead-letter flush: %s", exc)
-            pending = [r for r, f in sent if f is None or not f.succeeded()]
-            if not pending:
-                return True
-            if self.stop_event.is_set():
-                log.warning(
-                    "stopping with %d dead-letter messages unacknowledged; offsets not committed",
-                    len(pending),
-                )
-                return False
-            log.warning("%d dead-letter messages not acknowledged; retrying in %.1fs", len(pending), delay)
-            self.stop_event.wait(delay)
-            delay = min(delay * 2, self.settings.consumer.db_retry_max_backoff_s)
-        return True
+        self._last_done = time.monotonic()
 
     # ------------------------------------------------------------------ helpers
-
-    def _poll(self) -> dict[TopicPartition, list[Any]]:
-        """poll(), riding out broker outages: kafka-python raises its retriable errors (connection
-        refused, metadata unavailable) out of poll(); we back off and poll again, resuming from
-        our position, which the outage did not move."""
-        assert self.consumer is not None
-        cs = self.settings.consumer
-        try:
-            records: dict[TopicPartition, list[Any]] = self.consumer.poll(
-                timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records
-            )
-        except KafkaError as exc:
-            if not getattr(exc, "retriable", False):
-                raise
-            self._broker_errors += 1
-            if self._broker_errors == 1 or self._broker_errors % 10 == 0:
-                log.warning("Kafka unavailable (%s); retrying (%d so far)", exc, self._broker_errors)
-            self.stop_event.wait(min(1.0 * self._broker_errors, 5.0))
-            return {}
-        if self._broker_errors:
-            log.info("Kafka reachable again after %d failed polls", self._broker_errors)
-            self._broker_errors = 0
-        return records
-
-    def _watch_assignment(self, now: float) -> None:
-        """Work around a kafka-python 3.0 race: a new group member right after a broker start
-        sometimes never applies the assignment it received, and waits forever with no partitions
-        while still heartbeating. A member that has never owned a partition re-subscribes after
-        a while; the wait doubles each time, so a legitimately idle extra member (more consumers
-        than partitions) costs only a few rebalances."""
-        assert self.consumer is not None
-        if self.consumer.assignment():
-            self._ever_assigned, self._unassigned_since = True, None
-            return
-        if self._ever_assigned:
-            return
-        if self._unassigned_since is None:
-            self._unassigned_since = now
-        elif now - self._unassigned_since > self._assignment_watchdog_s:
-            log.warning(
-                "no partitions assigned after %.0fs; re-joining the group (kafka-python join race)",
-                now - self._unassigned_since,
-            )
-            self.consumer.unsubscribe()
-            self.consumer.subscribe([self.settings.kafka.topic], listener=_Rebalance(self))
-            self._unassigned_since = now
-            self._assignment_watchdog_s *= 2
-
-    def _caught_up(self) -> bool:
-        """True when every assigned partition is read to its end, as the broker confirms. A broker
-        that cannot be asked is no proof of an empty topic: silence during an outage is not idle."""
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        if not assigned:
-            return False
-        try:
-            ends = self.consumer.end_offsets(list(assigned), timeout_ms=5000)
-            behind = {tp: ends[tp] - self.consumer.position(tp, timeout_ms=5000) for tp in assigned}
-        except KafkaError as exc:
-            log.warning("idle, but cannot confirm the end of the topic (%s): waiting on", exc)
-            return False
-        lagging = {tp.partition: n for tp, n in behind.items() if n > 0}
-        if lagging:
-            log.info("idle, but partitions still have messages to read: %s", lagging)
-        return not lagging
-
-    def _keep_group_membership(self, seconds: float) -> None:
-        """Wait while still calling poll() (paused), so the group does not evict us during an outage."""
-        assert self.consumer is not None
-        deadline = time.monotonic() + seconds
-        try:
-            while time.monotonic() < deadline and not self.stop_event.is_set():
-                # Re-pause every round: a rebalance meanwhile brings partitions that are not paused.
-                self.consumer.pause(*self.consumer.assignment())
-                try:
-                    stray = self.consumer.poll(timeout_ms=min(500, int(seconds * 1000)))
-                except KafkaError as exc:
-                    if not getattr(exc, "retriable", False):
-                        raise
-                    self.stop_event.wait(0.5)
-                    continue
-                for tp, recs in stray.items():
-                    # Not ours to handle now: rewind so they are polled again after the outage.
-                    self.consumer.seek(tp, recs[0].offset)
-        finally:
-            self.consumer.resume(*self.consumer.assignment())
-
-    def _sleep_backoff(self, seconds: float) -> None:
-        self.stop_event.wait(seconds)
 
     def _touch_health(self) -> None:
         path = self.settings.consumer.health_file
@@ -665,27 +415,6 @@ class TransactionProcessor:
         )
 
 
-# A dead-letter copy must fit the broker's default message limit (~1 MB) with its headers; a
-# larger original is dead-lettered without its body (rejected_transactions keeps the bytes).
-DLQ_MAX_PAYLOAD = 900_000
-
-
-def _dlq_record(r: Rejection) -> dict[str, Any]:
-    headers = [
-        ("dlq.reason", r.reason.encode()),
-        ("dlq.detail", r.detail[:1000].encode("utf-8", "replace")),
-        ("dlq.source.topic", r.topic.encode()),
-        ("dlq.source.partition", str(r.partition).encode()),
-        ("dlq.source.offset", str(r.offset).encode()),
-    ]
-    value = r.raw
-    if len(value) > DLQ_MAX_PAYLOAD:
-        headers.append(("dlq.payload_omitted", str(len(value)).encode()))
-        value = b""
-    key = r.key if r.key is None or len(r.key) <= 10_000 else r.key[:10_000]
-    return {"value": value, "key": key, "headers": headers}
-
-
 def tune_gc() -> None:
     """Every batch allocates tens of thousands of short-lived objects while the account state
     holds long-lived ones; with the default thresholds the collector re-scans that state
@@ -702,8 +431,9 @@ def format_summary(s: ProcessorSummary) -> str:
     return (
         f"consumer summary: consumed={s.consumed} stored={s.stored} already_stored={s.already_stored} "
         f"rejected={s.rejected} alerts={sum(s.alerts.values())} ({alerts}) rejected_by_reason=({reasons}) "
-        f"batches={s.batches} db_retries={s.db_retries} elapsed={s.elapsed_s:.1f}s active={s.active_s:.1f}s "
-        f"rate={s.rate:.0f}/s"
+        f"batches={s.batches} db_retries={s.db_retries} fenced={s.fenced} rewinds={s.rewinds} "
+        f"accounts_loaded={s.accounts_loaded} dlq_published={s.dlq_published} elapsed={s.elapsed_s:.1f}s "
+        f"active={s.active_s:.1f}s rate={s.rate:.0f}/s"
     )
 
 

@@ -108,6 +108,17 @@ def query(
         conn.close()
 
 
+def execute(pg: PostgresSettings, statement: str, params: Iterable[Any] | dict[str, Any] = ()) -> int:
+    """Run one statement as the owner role and commit it; returns the row count."""
+    conn = psycopg2.connect(pg.dsn(migration=True))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return int(cur.rowcount)
+    finally:
+        conn.close()
+
+
 def scalar(pg: PostgresSettings, statement: str, params: Iterable[Any] | dict[str, Any] = ()) -> Any:
     return query(pg, statement, params)[0][0]
 

@@ -11,11 +11,12 @@ queries in `consumer/storage.py`.
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,21 +33,61 @@ from utils.errors import DatabaseUnavailable, MigrationError
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the server is not there (right now)": retry, don't crash.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg2.OperationalError,
-    psycopg2.InterfaceError,
-    psycopg2.errors.AdminShutdown,
-    psycopg2.errors.CannotConnectNow,
-)
+
+class ErrorKind(enum.Enum):
+    """What a database error means for whoever retries, decided by SQLSTATE, never by message text."""
+
+    OUTAGE = "outage"  # no server, lost connection, admin/crash shutdown: hold the work, back off
+    CONFLICT = "conflict"  # serialization failure or deadlock: the transaction may simply run again
+    TIMEOUT = "timeout"  # statement_timeout or lock_timeout cancelled it: the server is up
+    DATA = "data"  # a row the schema refuses (classes 22 and 23)
+    OTHER = "other"  # a bug or a privilege problem: retrying will not help
 
 
-def _dsn(pg: PostgresSettings, *, migration: bool = False, dbname: str | None = None) -> str:
+_OUTAGE_CODES = frozenset({"57P01", "57P02", "57P03"})  # admin_shutdown, crash_shutdown, cannot_connect_now
+_CONFLICT_CODES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_TIMEOUT_CODES = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """psycopg2 files a cancelled query (57014) under OperationalError like a dead server, so the
+    class hierarchy alone cannot tell an outage from a timeout: the SQLSTATE can. An error
+    without one is raised by libpq itself (refused, reset, closed): an outage."""
+    if isinstance(exc, DatabaseUnavailable):
+        return ErrorKind.OUTAGE
+    if not isinstance(exc, psycopg2.Error):
+        return ErrorKind.OTHER
+    code = exc.pgcode or ""
+    if code in _CONFLICT_CODES:
+        return ErrorKind.CONFLICT
+    if code in _TIMEOUT_CODES:
+        return ErrorKind.TIMEOUT
+    if code in _OUTAGE_CODES or code.startswith("08"):
+        return ErrorKind.OUTAGE
+    if not code and isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return ErrorKind.OUTAGE
+    if code.startswith(("22", "23")):
+        return ErrorKind.DATA
+    return ErrorKind.OTHER
+
+
+def is_outage(exc: BaseException) -> bool:
+    return classify(exc) is ErrorKind.OUTAGE
+
+
+def _dsn(
+    pg: PostgresSettings,
+    *,
+    migration: bool = False,
+    dbname: str | None = None,
+    session: Mapping[str, object] | None = None,
+) -> str:
     dsn = pg.dsn(migration=migration)
     if dbname is not None:
         dsn = psycopg2.extensions.make_dsn(dsn, dbname=dbname)
     # statement_timeout bounds every query, so a stuck statement can never stall the consumer forever.
-    return psycopg2.extensions.make_dsn(dsn, options=f"-c statement_timeout={pg.statement_timeout_ms}")
+    settings = {"statement_timeout": pg.statement_timeout_ms, **(session or {})}
+    return psycopg2.extensions.make_dsn(dsn, options=" ".join(f"-c {k}={v}" for k, v in settings.items()))
 
 
 def connect(pg: PostgresSettings, *, migration: bool = False) -> psycopg2.extensions.connection:
@@ -76,8 +117,12 @@ class Database:
     """One pool per process. `with db.connection() as conn:` commits, or rolls back on error,
     and always gives the connection back; a connection that broke is discarded, not reused."""
 
-    def __init__(self, pg: PostgresSettings, *, maxconn: int | None = None) -> None:
+    def __init__(
+        self, pg: PostgresSettings, *, maxconn: int | None = None, session: Mapping[str, object] | None = None
+    ) -> None:
+        """`session`: server settings for every connection of the pool (`-c name=value`)."""
         self.settings = pg
+        self._session = dict(session or {})
         self._maxconn = maxconn or pg.pool_max
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._lock = threading.Lock()
@@ -86,7 +131,7 @@ class Database:
         with self._lock:
             if self._pool is None:
                 try:
-                    self._pool = _Pool(self._maxconn, _dsn(self.settings))
+                    self._pool = _Pool(self._maxconn, _dsn(self.settings, session=self._session))
                 except psycopg2.OperationalError as exc:  # pragma: no cover - minconn=0 never connects
                     raise DatabaseUnavailable(str(exc)) from exc
             return self._pool
@@ -106,13 +151,15 @@ class Database:
             yield conn
             conn.commit()
         except BaseException as exc:
-            broken = isinstance(exc, CONNECTION_ERRORS) or conn.closed != 0
+            outage = is_outage(exc)
+            broken = outage or conn.closed != 0
             if not broken:
                 try:
                     conn.rollback()
-                except CONNECTION_ERRORS:
+                except psycopg2.Error as again:
                     broken = True
-            if isinstance(exc, CONNECTION_ERRORS):
+                    outage = outage or is_outage(again)
+            if outage and not isinstance(exc, DatabaseUnavailable):
                 raise DatabaseUnavailable(f"lost the PostgreSQL connection: {str(exc).strip()}") from exc
             raise
         finally:

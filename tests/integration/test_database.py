@@ -7,13 +7,17 @@ import dataclasses
 import time
 from collections.abc import Iterator
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
-from consumer.storage import write_batch
+from consumer import offsets
+from consumer.account_state import AccountStates
+from consumer.storage import StoredElsewhere, load_accounts, stored_ends, write_batch
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
 from utils.config import PostgresSettings, ValidationLimits
-from utils.database import Database
+from utils.database import Database, ErrorKind, classify
 from utils.errors import DatabaseUnavailable
 from utils.models import Transaction
 
@@ -45,7 +49,7 @@ def _txns(n: int, *, seed: int = 3, first_offset: int = 0) -> list[Transaction]:
             offset=first_offset + i,
             key=key,
             limits=ValidationLimits(),
-            now=time.time(),
+            record_time=time.time(),
         )
         assert isinstance(item, Transaction), item
         out.append(item)
@@ -69,25 +73,124 @@ def test_a_broken_connection_is_discarded_and_the_next_call_reconnects(db: Datab
 def test_write_batch_twice_stores_each_row_once(db: Database, direct: bool) -> None:
     txns = _txns(200)
     with db.connection() as conn:
-        first = write_batch(conn, txns, [], [], topic="t", direct=direct)
+        first = write_batch(conn, txns, [], [], direct=direct)
     with db.connection() as conn:
-        again = write_batch(conn, txns, [], [], topic="t", direct=direct)
+        again = write_batch(conn, txns, [], [], direct=direct)
     assert (first.inserted, first.already_stored) == (200, 0)
-    assert (again.inserted, again.already_stored, again.duplicates) == (0, 200, [])
+    assert (again.inserted, again.already_stored) == (0, 200)
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*), count(DISTINCT transaction_id) FROM transactions")
         assert cur.fetchone() == (200, 200)
 
 
-def test_a_reused_id_from_another_message_is_rejected_not_merged(db: Database) -> None:
+def test_a_reused_id_from_another_message_rolls_the_batch_back(db: Database) -> None:
+    """The rules already saw such a message, so nothing of the batch may be stored: the
+    consumer learns where each id is stored and prepares the batch again."""
     txns = _txns(10)
     with db.connection() as conn:
-        write_batch(conn, txns, [], [], topic="t")
+        write_batch(conn, txns, [], [])
     # The same ids arriving again from other offsets: different messages, not a replay.
     moved = [dataclasses.replace(t, kafka_offset=t.kafka_offset + 100) for t in txns[:3]]
+    with pytest.raises(StoredElsewhere) as caught, db.connection() as conn:
+        write_batch(conn, [*moved, *_txns(5, seed=4, first_offset=500)], [], [])
+    assert caught.value.stored_at == {t.transaction_id: ("t", 0, t.kafka_offset) for t in txns[:3]}
+    assert _count(db, "SELECT count(*) FROM transactions") == 10
+
+
+def test_a_recreated_topic_on_stored_positions_fails_loudly(db: Database) -> None:
+    """Another id at a stored (topic, partition, offset) is never "already stored"."""
+    txns = _txns(3)
     with db.connection() as conn:
-        result = write_batch(conn, [*moved, *_txns(5, seed=4, first_offset=500)], [], [], topic="t")
-    assert result.inserted == 5 and result.already_stored == 0
-    assert result.duplicates is not None
-    assert sorted(r.offset for r in result.duplicates) == [100, 101, 102]
-    assert {r.reason for r in result.duplicates} == {"duplicate_transaction_id"}
+        write_batch(conn, txns, [], [])
+    other = [dataclasses.replace(t, transaction_id=f"new-{i}") for i, t in enumerate(_txns(3, seed=9))]
+    with (
+        pytest.raises(psycopg2.errors.UniqueViolation, match="transactions_position_idx"),
+        db.connection() as conn,
+    ):
+        write_batch(conn, other, [], [])
+
+
+def _count(db: Database, statement: str) -> int:
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(statement)
+        row = cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_offsets_advance_only_from_where_the_batch_started(db: Database) -> None:
+    with db.connection() as conn:
+        offsets.create(conn, "g", "t", {0: 0, 1: 5}, None)
+        offsets.create(conn, "g", "t", {0: 99}, None)  # a row made meanwhile is kept
+        assert offsets.read(conn, "g", "t", [0, 1, 2]) == {
+            0: offsets.Stored(0, None),
+            1: offsets.Stored(5, None),
+        }
+    with db.connection() as conn, conn.cursor() as cur:
+        assert offsets.advance(cur, "g", "t", {0: (0, 10), 1: (5, 8)}) == set()
+    with db.connection() as conn, conn.cursor() as cur:
+        # A zombie that started both partitions from before: fenced on both, nothing moves.
+        assert offsets.advance(cur, "g", "t", {0: (0, 20), 1: (5, 9)}) == {0, 1}
+    with db.connection() as conn:
+        assert offsets.read(conn, "g", "t", [0, 1]) == {
+            0: offsets.Stored(10, None),
+            1: offsets.Stored(8, None),
+        }
+
+
+def test_load_accounts_returns_the_newest_per_account_in_stream_order(db: Database) -> None:
+    txns = _txns(400)
+    with db.connection() as conn:
+        write_batch(conn, txns, [], [])
+        # The same account under another topic must not leak in.
+        write_batch(
+            conn,
+            [
+                dataclasses.replace(t, kafka_topic="other", transaction_id=f"o{t.transaction_id}")
+                for t in txns[:50]
+            ],
+            [],
+            [],
+        )
+    accounts = sorted({t.account_id for t in txns})[:5]
+    with db.connection() as conn:
+        rows = load_accounts(conn, "t", [*accounts, "nobody"], 4)
+    states = AccountStates(4, 10 * 86_400.0)
+    states.load([*accounts, "nobody"], rows)
+    for account in accounts:
+        mine = sorted(
+            (t for t in txns if t.account_id == account),
+            key=lambda t: (t.epoch, t.kafka_partition, t.kafka_offset),
+        )
+        history = states.get(account)
+        assert history is not None
+        assert [e.transaction_id for e in history] == [t.transaction_id for t in mine[-4:]]
+        assert [e.epoch for e in history] == [t.epoch for t in mine[-4:]]  # the same floats as live
+    assert len(states.get("nobody") or ()) == 0
+    with db.connection() as conn:
+        assert stored_ends(conn, "t", [0, 1]) == {0: 400, 1: 0}
+
+
+def test_errors_are_classified_by_sqlstate(db: Database) -> None:
+    with (
+        pytest.raises(psycopg2.errors.QueryCanceled) as timeout,
+        db.connection() as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SET LOCAL statement_timeout = 50")
+        cur.execute("SELECT pg_sleep(1)")
+    assert classify(timeout.value) is ErrorKind.TIMEOUT  # an OperationalError, and yet not an outage
+    with (
+        pytest.raises(psycopg2.errors.SerializationFailure) as conflict,
+        db.connection() as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure'; END $$")
+    assert classify(conflict.value) is ErrorKind.CONFLICT
+    with pytest.raises(psycopg2.errors.CheckViolation) as data, db.connection() as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO consumer_offsets VALUES ('g', 't', 0, -1)")
+    assert classify(data.value) is ErrorKind.DATA
+    with pytest.raises(DatabaseUnavailable) as outage, db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert classify(outage.value) is ErrorKind.OUTAGE
+    assert _backend_pid(db) > 0  # the pool still works after each of them

@@ -10,14 +10,15 @@ mid-stream, and then checks the end state against the topic itself:
   in the dead-letter topic (at least once, with the same bytes);
 * every expected alert exists exactly once, and no other.
 
-The expected alerts come from the pure core run in this process over what Kafka holds, in
-partition order: `validate` + `evaluate` against an `AccountStates` (see `reference`). That costs
-about a second, where a second, clean consumer run into another database would cost a full
-pass through the broker and PostgreSQL per test, and it is at least as robust: rules only read
-their account's history, an account lives in one partition, and partition order is what every
-consumer sees however often it is killed or rebalanced. The state limits (24 h, 50 events) are
-the consumer's own settings; the stream spans ~14 h of event time, so time eviction never fires.
-test_pipeline.py already checks a clean run's alerts against the scenario labels.
+The expected rows and alerts come from tests/model.py: the consumer's pure core run once over
+what Kafka holds, in partition order, every account in memory from its first message on. That
+costs about a second, and it is what a clean run stores: rules only read their account's
+history, an account lives in one partition, and partition order is what every consumer sees
+however often it is killed or rebalanced. The state limits are tight on purpose (`EVICTING`):
+a 2 h / 8-event history per account over a stream spanning ~14 h of event time, and room for
+only 300 of the 1,000 accounts in memory, so time and count eviction fire all the time and the
+consumer keeps loading accounts back from PostgreSQL; the model applies the same per-account
+bounds, and `check_end_state` asserts that they change the alerts (eviction is really active).
 
 Consumers run as the real entry point in child processes. Faults land mid-stream because the
 stream is sent at a bounded rate while the consumers run (a consumer cannot overtake it), and
@@ -27,6 +28,7 @@ each fault waits for a stored-row count below the total. Batches are small (max_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import re
 import signal
@@ -36,23 +38,20 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from consumer.account_state import AccountStates, Event
-from consumer.rules import evaluate
-from consumer.validation import validate
 from producer.generator import encode
+from tests.model import Expected, Record, expected, read_topic
 from tests.support import REPO, ConsumerProcess, child_env, consume, generated, query, scalar, wait_until
 from utils.config import PostgresSettings, Settings
 from utils.kafka_cleanup import admin_client, group_lag
 from utils.local_stack import LocalStack
-from utils.models import Rejection
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +59,12 @@ N = 20_000  # good transactions per scenario
 BAD_RATE = 0.01  # one bad message per ~100 good ones
 MAX_POLL = 500  # small batches, so faults land between and inside them
 OUTAGE_S = 12.0  # how long PostgreSQL / the broker stay down
+# Per-account history of 2 h / 8 events, 300 accounts in memory (of 1,000): eviction is active.
+EVICTING: dict[str, Any] = {
+    "state_history_hours": 2.0,
+    "state_max_events_per_account": 8,
+    "state_max_accounts": 300,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,80 +176,6 @@ def send(s: Settings, msgs: list[Msg], rate: float = 0.0) -> RawSender:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-def read_topic(s: Settings, topic: str, timeout: float = 120.0) -> list[Record]:
-    """Every record of `topic`, ordered by (partition, offset)."""
-    c = KafkaConsumer(
-        bootstrap_servers=s.kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
-        client_id="txmon-test-reader",
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not (parts := c.partitions_for_topic(topic)):
-            assert time.monotonic() < deadline, f"no metadata for {topic}"
-            time.sleep(0.2)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        end = c.end_offsets(tps)
-        out: list[Record] = []
-        while any(c.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"reading {topic} took over {timeout:.0f}s"
-            for tp, recs in c.poll(timeout_ms=500).items():
-                out.extend(
-                    Record(tp.partition, r.offset, r.key, r.value, tuple(r.headers or ())) for r in recs
-                )
-    finally:
-        c.close()
-    return sorted(out, key=lambda r: (r.partition, r.offset))
-
-
-@dataclass(slots=True)
-class Expected:
-    good: dict[str, tuple[int, int]] = field(default_factory=dict)  # transaction_id -> (partition, offset)
-    bad: dict[tuple[int, int], bytes] = field(default_factory=dict)  # (partition, offset) -> raw bytes
-    alerts: set[tuple[str, str]] = field(default_factory=set)  # (transaction_id, alert_type)
-
-
-def reference(s: Settings, records: list[Record]) -> Expected:
-    """What a clean, fault-free run stores for these records: the consumer's pure core, in order."""
-    cs = s.consumer
-    states = AccountStates(cs.state_max_events_per_account, cs.state_history_hours * 3600.0)
-    now = time.time()
-    exp = Expected()
-    for r in records:
-        item = validate(
-            r.value,
-            topic=s.kafka.topic,
-            partition=r.partition,
-            offset=r.offset,
-            key=r.key,
-            limits=s.validation,
-            now=now,
-        )
-        if isinstance(item, Rejection):
-            exp.bad[(r.partition, r.offset)] = r.value or b""
-            continue
-        # The fault streams carry no duplicate ids (test_hostile_input covers those).
-        assert item.transaction_id not in exp.good, f"duplicate id in the stream: {item.transaction_id}"
-        history = states.active(r.partition, item.account_id)
-        exp.alerts.update((a.transaction_id, a.alert_type) for a in evaluate(item, history, s.rules))
-        history.add(Event.of(item))
-        exp.good[item.transaction_id] = (r.partition, r.offset)
-    return exp
-
-
 def processed(s: Settings) -> int:
     """Messages the pipeline has accounted for: stored plus rejected."""
     return int(
@@ -272,7 +203,8 @@ def _sample(items: Any, k: int = 5) -> list[Any]:
 
 def check_end_state(s: Settings, records: list[Record], expected_ids: set[str] | None = None) -> Expected:
     """The database and the DLQ hold exactly what a clean run of `records` produces."""
-    exp = reference(s, records)
+    exp = expected(s, records)
+    assert len(exp.good) == len(set(exp.good)), "the fault streams carry no duplicate ids"
     if expected_ids is not None:
         assert set(exp.good) == expected_ids, "the topic's valid messages are not the generated stream"
 
@@ -314,6 +246,12 @@ def check_end_state(s: Settings, records: list[Record], expected_ids: set[str] |
     )
     changed = [k for k, values in dead.items() if values != {exp.bad[k]}]
     assert not changed, f"DLQ copies differ from the original bytes at {_sample(changed)}"
+
+    unbounded = dataclasses.replace(
+        s,
+        consumer=dataclasses.replace(s.consumer, state_history_hours=1e6, state_max_events_per_account=10**6),
+    )
+    assert expected(unbounded, records).alerts != exp.alerts, "the state limits never changed an alert"
 
     alert_rows = query(s.postgres, "SELECT transaction_id, alert_type FROM alerts")
     alerts = set(alert_rows)
@@ -474,7 +412,7 @@ def test_sigkill_at_random_points_then_restart(
     """SIGKILL four times (seeded random points, one exactly between two halves of every fraud
     scenario's window); each restart rebuilds state from the database and replays at most a batch."""
     seed = 101
-    s = settings_factory(max_poll_records=MAX_POLL)
+    s = settings_factory(max_poll_records=MAX_POLL, **EVICTING)
     good, msgs = seeded_stream(s, N, seed)
     phase1, phase2, _ = split_inside_scenarios(good, msgs, seed)
     rng = random.Random(seed)
@@ -537,7 +475,7 @@ def test_sigterm_mid_batch_commits_exactly_what_is_stored(
     settings_factory: Callable[..., Settings], tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
     seed = 202
-    s = settings_factory(max_poll_records=MAX_POLL)
+    s = settings_factory(max_poll_records=MAX_POLL, **EVICTING)
     good, msgs = seeded_stream(s, N, seed)
     coords = send(s, msgs).finish()  # a full backlog: the consumer is always inside a batch
     fleet = Consumers(s, tmp_path, children)
@@ -582,7 +520,7 @@ def test_postgres_down_mid_stream_consumer_backs_off_and_resumes(
 ) -> None:
     require_local(test_stack, "postgres")
     seed = 303
-    s = settings_factory(max_poll_records=MAX_POLL)
+    s = settings_factory(max_poll_records=MAX_POLL, **EVICTING)
     good, msgs = seeded_stream(s, N, seed)
     fleet = Consumers(s, tmp_path, children)
     sender = send(s, msgs, rate=2000)
@@ -616,7 +554,7 @@ def test_rebalance_three_consumers_one_joins_one_leaves(
     settings_factory: Callable[..., Settings], tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
     seed = 404
-    s = settings_factory(partitions=6, max_poll_records=MAX_POLL)
+    s = settings_factory(partitions=6, max_poll_records=MAX_POLL, **EVICTING)
     good, msgs = seeded_stream(s, N, seed)
     fleet = Consumers(s, tmp_path, children)
     for name in ("a", "b", "c"):
@@ -656,7 +594,7 @@ def test_broker_down_mid_stream_producer_and_consumers_recover(
     it never counts as acked what Kafka does not hold. The consumers stay up and resume."""
     require_local(test_stack, "kafka")
     seed = 505
-    s = settings_factory(max_poll_records=MAX_POLL)
+    s = settings_factory(max_poll_records=MAX_POLL, **EVICTING)
     good = generated(s, N, seed)
     rng = random.Random(seed)
     bad = [bad_message(rng, t, f"bad-{seed}-{i}") for i, t in enumerate(rng.sample(good, N // 100))]

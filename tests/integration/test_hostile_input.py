@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.transaction_processor import DLQ_MAX_PAYLOAD
+from consumer.dlq import DLQ_MAX_PAYLOAD
 from consumer.validation import REASONS, validate
 from tests.support import ConsumerProcess, query, scalar
 from utils.config import PostgresSettings, Settings
@@ -76,12 +76,32 @@ BASE_TS = datetime.fromtimestamp(time.time() - 3600, UTC).isoformat()
 KB900 = 900 * 1024
 
 
+def key_of(value: bytes | None) -> bytes:
+    """The key a well-behaved producer would send: the message's account_id (b"hostile" when
+    there is none to read)."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return b"hostile"
+    account = doc.get("account_id") if type(doc) is dict else None
+    return account.encode("utf-8", "surrogatepass") if type(account) is str else b"hostile"
+
+
 @dataclass(frozen=True, slots=True)
 class Hostile:
     name: str
     value: bytes | None
-    key: bytes | None = b"hostile"
+    key: bytes | None = None  # None: key_of(value); NO_KEY: sent without a key
     expect: str | None = None  # "stored", a rejection reason, or None (as validate() predicts)
+
+    def __post_init__(self) -> None:
+        key = self.key
+        object.__setattr__(
+            self, "key", None if key is NO_KEY else (key_of(self.value) if key is None else key)
+        )
+
+
+NO_KEY = b"\x00no key\x00"  # a marker, never sent
 
 
 def base(tid: str, **changes: Any) -> dict[str, Any]:
@@ -119,9 +139,7 @@ def _json_token(tid: str, field: str, token: bytes) -> bytes:
 def build_corpus() -> list[Hostile]:
     c: list[Hostile] = []
 
-    def add(
-        name: str, value: bytes | None, expect: str | None = None, key: bytes | None = b"hostile"
-    ) -> None:
+    def add(name: str, value: bytes | None, expect: str | None = None, key: bytes | None = None) -> None:
         c.append(Hostile(name, value, key, expect))
 
     n = iter(range(10_000))
@@ -284,10 +302,12 @@ def build_corpus() -> list[Hostile]:
             doc = base(t, **{field: attack}) if field != "transaction_id" else base(attack)
             add(f"injection {i} in {field}", _dumps(doc), "stored" if field in FREE_TEXT else None)
     for attack in INJECTIONS:
-        add(f"injection key {attack!r}", _dumps(base(tid())), "stored", key=attack.encode())
+        # The key must be the account_id, so an injected key is rejected, and stored verbatim.
+        add(f"injection key {attack!r}", _dumps(base(tid())), "key_mismatch", key=attack.encode())
         add(f"injection key on a rejected message {attack!r}", b"{", "invalid_json", key=attack.encode())
     add("invalid UTF-8 key", b"{", "invalid_json", key=b"\xff\xfe\x00")
-    add("no key", _dumps(base(tid())), "stored", key=None)
+    add("no key", _dumps(base(tid())), "key_mismatch", key=NO_KEY)
+    add("key of another account", _dumps(base(tid())), "key_mismatch", key=b"acct-h-0000")
     # Duplicate ids: the first is kept, later messages with the id are rejected
     add("duplicate id: first", _dumps(base("h-dup-1", amount=10.0)), "stored")
     add("duplicate id: same content", _dumps(base("h-dup-1", amount=10.0)), "duplicate_transaction_id")
@@ -414,7 +434,10 @@ def hypothesis_messages(n: int = HYPOTHESIS_MESSAGES) -> list[Hostile]:
     @given(hostile_message())
     def collect(recipe: tuple[str, Any]) -> None:
         i = len(drawn)
-        drawn.append(Hostile(f"hypothesis #{i} {recipe[0]}", render(recipe, i), f"hk-{i}".encode()))
+        value = render(recipe, i)
+        # Mostly the account_id (so the other checks are reached), sometimes another key.
+        key = key_of(value) if i % 10 else f"hk-{i}".encode()
+        drawn.append(Hostile(f"hypothesis #{i} {recipe[0]}", value, key))
 
     collect()
     return drawn
@@ -471,7 +494,13 @@ def predicted(s: Settings, msgs: list[Hostile], offsets: list[int]) -> list[str]
     out = []
     for m, o in zip(msgs, offsets, strict=True):
         item = validate(
-            m.value, topic=s.kafka.topic, partition=0, offset=o, key=m.key, limits=s.validation, now=now
+            m.value,
+            topic=s.kafka.topic,
+            partition=0,
+            offset=o,
+            key=m.key,
+            limits=s.validation,
+            record_time=now,
         )
         if isinstance(item, Rejection):
             out.append(item.reason)
@@ -665,7 +694,7 @@ def test_message_near_the_size_limit_is_rejected_without_stalling(
     s = settings_factory(partitions=1)
     # The broker takes record batches up to message.max.bytes (1048588 by default); a batch
     # adds ~80 bytes to this value. The DLQ copy adds its headers (~150 bytes) on top.
-    big = Hostile("just under the broker limit", b"x" * 1_048_500, b"k")
+    big = Hostile("just under the broker limit", b"x" * 1_048_500, b"k")  # too large before the key matters
     after = Hostile("valid after it", _dumps(base("h-after-big")))
     producer = KafkaProducer(
         bootstrap_servers=s.kafka.bootstrap_servers, acks="all", max_request_size=2_000_000

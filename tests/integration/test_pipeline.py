@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from tests.support import ConsumerProcess, consume, generated, produce, query, scalar, wait_until
+from tests.support import ConsumerProcess, consume, execute, generated, produce, query, scalar, wait_until
 from utils.config import Settings
 
 # Which alert each simulated scenario is designed to raise.
@@ -59,13 +59,22 @@ def test_replaying_the_topic_adds_nothing(pipeline_settings: Settings) -> None:
     produce(s, 3000, seed=5)
     first = consume(s)
     alerts_before = scalar(s.postgres, "SELECT count(*) FROM alerts")
-    # A new group reads the same topic from the start: every message is a replay.
+    # A new group on the same database starts where the stored rows end: nothing to redo.
     again = dataclasses.replace(
         s, kafka=dataclasses.replace(s.kafka, consumer_group=s.kafka.consumer_group + "-r")
     )
     second = consume(again)
     assert first.stored == 3000
-    assert second.stored == 0 and second.already_stored == 3000
+    assert second.consumed == 0 and second.already_stored == 0, second.as_dict()
+    # An operator rewinds the group to the beginning: every message is a replay.
+    rewound = execute(
+        s.postgres,
+        "UPDATE consumer_offsets SET next_offset = 0 WHERE consumer_group = %s",
+        (s.kafka.consumer_group,),
+    )
+    assert rewound == s.kafka.topic_partitions
+    third = consume(s)
+    assert third.stored == 0 and third.already_stored == 3000, third.as_dict()
     assert scalar(s.postgres, "SELECT count(*) FROM transactions") == 3000
     assert scalar(s.postgres, "SELECT count(*) FROM alerts") == alerts_before
 
@@ -85,10 +94,10 @@ def test_bad_messages_go_to_the_dlq_and_the_table_with_reasons(pipeline_settings
     missing = {k: v for k, v in good[2].items() if k != "currency"} | {"transaction_id": "miss-1"}
     messages: list[tuple[bytes | None, bytes]] = [
         (b"k1", b'{"transaction_id": "trunc'),
-        (b"k2", orjson.dumps(bad_amount)),
-        (b"k3", orjson.dumps(missing)),
+        (good[1]["account_id"].encode(), orjson.dumps(bad_amount)),
+        (good[2]["account_id"].encode(), orjson.dumps(missing)),
         (b"k4", b"\xff\xfe not utf-8"),
-        (b"ok", orjson.dumps(good[0])),
+        (good[0]["account_id"].encode(), orjson.dumps(good[0])),
     ]
     _send_raw(s, messages)
     summary = consume(s)

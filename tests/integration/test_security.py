@@ -117,8 +117,8 @@ def test_app_role_reads_and_writes_rows(app_conn: psycopg2.extensions.connection
     with app_conn.cursor() as cur:
         cur.execute(
             "INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency, "
-            '"timestamp", channel, country, schema_version, kafka_partition, kafka_offset) '
-            "VALUES ('sec-1', 'acct', 'purchase', 1.50, 'EUR', now(), 'pos', 'DE', 1, 0, 0)"
+            '"timestamp", channel, country, schema_version, kafka_topic, kafka_partition, kafka_offset) '
+            "VALUES ('sec-1', 'acct', 'purchase', 1.50, 'EUR', now(), 'pos', 'DE', 1, 't', 0, 0)"
         )
         cur.execute("SELECT amount FROM transactions WHERE transaction_id = 'sec-1'")
         assert float(cur.fetchone()[0]) == 1.5

@@ -498,8 +498,12 @@ def wait_for_rows(
     return count
 
 
-def wait_for_group(bootstrap_admin: Any, group: str, members: int, timeout: float) -> bool:
-    """True once `group` is Stable with `members` members that all hold partitions."""
+def wait_for_group(
+    bootstrap_admin: Any, group: str, members: int, timeout: float, partitions: int | None = None
+) -> bool:
+    """True once `group` is Stable with `members` members that all hold partitions, and (given
+    `partitions`) every partition assigned: under the cooperative protocol a group is Stable
+    between its two rounds too, with the moving partitions held by nobody."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -516,10 +520,24 @@ def wait_for_group(bootstrap_admin: Any, group: str, members: int, timeout: floa
                 for m in (_field(g, "members") or [])
                 if _field(_field(m, "member_assignment") or {}, "assigned_partitions")
             ]
-            if state == "Stable" and len(assigned) >= members:
+            held = sum(
+                _partition_count(entry)
+                for m in assigned
+                for entry in _field(_field(m, "member_assignment") or {}, "assigned_partitions") or ()
+            )
+            if state == "Stable" and len(assigned) >= members and (partitions is None or held >= partitions):
                 return True
         time.sleep(0.25)
     return False
+
+
+def _partition_count(entry: Any) -> int:
+    """Partitions in one (topic, partitions) entry of a member's assignment, in whichever shape
+    kafka-python returns it (dict, struct or pair)."""
+    parts = _field(entry, "partitions")
+    if parts is None and isinstance(entry, list | tuple) and len(entry) == 2:
+        parts = entry[1]
+    return len(parts or ())
 
 
 def _field(obj: Any, name: str) -> Any:

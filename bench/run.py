@@ -438,7 +438,9 @@ def scaling_once(ctx: Context, consumers: int, partitions: int) -> dict[str, Any
         ]
         with Sampler([c.pid for c in children], 0.25) as sampler:
             group = settings.kafka.consumer_group
-            if not harness.wait_for_group(ws.admin, group, min(consumers, partitions), timeout=120):
+            if not harness.wait_for_group(
+                ws.admin, group, min(consumers, partitions), timeout=120, partitions=partitions
+            ):
                 raise RuntimeError(f"{consumers} consumers did not form a stable group within 120 s")
             for c in children:
                 c.pause()

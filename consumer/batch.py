@@ -91,13 +91,17 @@ class Batch:
     spans: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # first, last offset read
     # Per partition (offset stored before this batch, offset after it): set by the consumer.
     moves: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    _accounts: set[str] | None = None
 
     @property
     def size(self) -> int:
         return len(self.txns) + len(self.rejections)
 
     def accounts(self) -> set[str]:
-        return {t.account_id for t in self.txns}
+        """The accounts of the batch's transactions, worked out once they are settled."""
+        if self._accounts is None:
+            self._accounts = {t.account_id for t in self.txns}
+        return self._accounts
 
 
 @dataclass(slots=True)

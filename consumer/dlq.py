@@ -13,10 +13,11 @@ table is exactly-once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import KafkaProducer
@@ -75,14 +76,16 @@ class DlqPublisher(threading.Thread):
     def __init__(
         self,
         db: Database,
-        producer: KafkaProducer,
+        make_producer: Callable[[], KafkaProducer],
         *,
         source_topic: str,
         dlq_topic: str,
         max_backoff_s: float = 60.0,
     ) -> None:
+        """`make_producer()` makes the producer, in this thread, when there is something to send."""
         super().__init__(name="txmon-dlq", daemon=True)
-        self.db, self.producer = db, producer
+        self.db, self._make_producer = db, make_producer
+        self._producer: KafkaProducer | None = None
         self.source_topic, self.dlq_topic = source_topic, dlq_topic
         self.max_backoff_s = max_backoff_s
         self.published = 0
@@ -124,6 +127,15 @@ class DlqPublisher(threading.Thread):
         self._wake.set()
         if self.is_alive():
             self.join(timeout_s + 35.0)  # a flush in progress may take its full 30 s
+        self._drop_producer(timeout_s)
+
+    def _drop_producer(self, timeout_s: float) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=timeout_s)
+            except KafkaError as exc:
+                log.info("closing the dead-letter producer: %s", exc)
+            self._producer = None
 
     def publish_pending(self) -> bool:
         """One round over the owned partitions; True when nothing is left to publish."""
@@ -144,19 +156,26 @@ class DlqPublisher(threading.Thread):
         rows = self._pending(partition)
         if not rows:
             return True
+        if self._producer is None:
+            self._producer = self._make_producer()
+        producer = self._producer
         sent = []
         first_error: BaseException | None = None
         for r in rows:
             try:
-                sent.append((r, self.producer.send(self.dlq_topic, **dlq_record(r))))
+                sent.append((r, producer.send(self.dlq_topic, **dlq_record(r))))
             except KafkaError as exc:  # refused before sending (no metadata, too large for the client)
                 first_error = exc
                 break
-        self.producer.flush(timeout=30)
+        with contextlib.suppress(KafkaError):  # it raises while it splits a refused batch
+            producer.flush(timeout=30)
+        deadline = time.monotonic() + 30
         last = None
         for r, future in sent:
-            if not future.succeeded():
-                first_error = first_error or future.exception
+            try:  # the broker's answer to each record, in order: the first refusal stops it
+                future.get(timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaError as exc:
+                first_error = exc
                 break
             last = r.offset
         if last is not None:

@@ -80,7 +80,9 @@ class GroupMember:
             partition_assignment_strategy=(CooperativeStickyAssignor,),
             max_poll_records=cs.max_poll_records,
             session_timeout_ms=cs.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, cs.session_timeout_ms // 3),
+            # Members join a rebalance when a heartbeat tells them of it: a short interval keeps
+            # each cooperative round (and the fetching it holds up) to a few seconds.
+            heartbeat_interval_ms=min(3000, max(1000, cs.session_timeout_ms // 3)),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             client_id=f"txmon-consumer-{os.getpid()}",
@@ -151,32 +153,51 @@ class GroupMember:
         try:
             log_start = self.consumer.beginning_offsets(tps, timeout_ms=10_000)
             log_end = self.consumer.end_offsets(tps, timeout_ms=10_000)
-            kafka_committed = {tp.partition: self.consumer.committed(tp, timeout_ms=10_000) for tp in tps}
         except KafkaError as exc:
             log.warning("cannot set up partitions %s yet (%s); retrying", parts, exc)
             self.stop_event.wait(1.0)
             return False
         topic_id = self.topic_id()
-        first = {tp.partition: log_start[tp] for tp in tps}
-
-        def read(conn: psycopg2.extensions.connection) -> dict[int, offsets.Stored]:
-            stored = offsets.read(conn, self.group, self.topic, parts)
-            new = [p for p in parts if p not in stored]
-            if new:
-                # No row yet: Kafka's committed offset (a consumer from before offsets lived
-                # here), else the log start; never before what is already stored.
-                ends = storage.stored_ends(conn, self.topic, new)
-                starts = {
-                    p: max(first[p] if kafka_committed[p] is None else kafka_committed[p], ends[p])
-                    for p in new
-                }
-                offsets.create(conn, self.group, self.topic, starts, topic_id)
-                stored = offsets.read(conn, self.group, self.topic, parts)
-            return stored
-
-        stored: dict[int, offsets.Stored] | None = db_call(read, f"reading the stored offsets of {parts}")
+        stored: dict[int, offsets.Stored] | None = db_call(
+            lambda conn: offsets.read(conn, self.group, self.topic, parts),
+            f"reading the stored offsets of {parts}",
+        )
         if stored is None:
             return False
+        new = [tp for tp in tps if tp.partition not in stored]
+        if new:
+            # No row yet: start after what is already stored, else at Kafka's committed offset (a
+            # consumer from before offsets lived here), else at the log start. The group
+            # coordinator answers nothing while a rebalance is pending: ask briefly, retry later.
+            ends = db_call(
+                lambda conn: storage.stored_ends(conn, self.topic, [tp.partition for tp in new]),
+                "finding where the stored rows end",
+            )
+            if ends is None:
+                return False
+            starts = {}
+            for tp in new:
+                start = ends[tp.partition]
+                if start == 0:
+                    try:
+                        committed = self.consumer.committed(tp, timeout_ms=2_000)
+                    except KafkaError as exc:
+                        log.info(
+                            "partition %d: no committed offset from Kafka yet (%s); retrying",
+                            tp.partition,
+                            exc,
+                        )
+                        return False
+                    start = log_start[tp] if committed is None else committed
+                starts[tp.partition] = start
+
+            def create(conn: psycopg2.extensions.connection) -> dict[int, offsets.Stored]:
+                offsets.create(conn, self.group, self.topic, starts, topic_id)
+                return offsets.read(conn, self.group, self.topic, parts)
+
+            stored = db_call(create, f"recording the start offsets of {sorted(starts)}")
+            if stored is None:
+                return False
         for tp in tps:
             where = f"{tp.topic}/{tp.partition}"
             plan = offsets.plan_start(stored[tp.partition], log_start[tp], log_end[tp], topic_id, where)
@@ -237,10 +258,13 @@ class GroupMember:
             self.to_setup.add(tp)
 
     def rewind(self) -> None:
-        """Every owned partition back to its stored offset."""
+        """Every owned partition back to its stored offset (those lost meanwhile are dropped
+        by the main loop next)."""
+        assigned = self.consumer.assignment()
         for tp, st in self.owned.items():
             st.expected = st.position = st.committed
-            self.consumer.seek(tp, st.committed)
+            if tp in assigned:
+                self.consumer.seek(tp, st.committed)
 
     def stored(self, moves: Mapping[TopicPartition, tuple[int, int]]) -> None:
         """A batch with these (start, end) offset moves committed: record and mirror them."""

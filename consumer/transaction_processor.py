@@ -139,15 +139,8 @@ class TransactionProcessor:
         batch is in flight, so the order of commits is the order of the stream."""
         self._migrate_with_retry()
         member = self.member = GroupMember(self.settings, self.stop_event)
-        producer = KafkaProducer(
-            bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
-            acks="all",
-            linger_ms=5,
-            max_block_ms=10_000,
-            client_id=f"txmon-dlq-{os.getpid()}",
-        )
         self.dlq = DlqPublisher(
-            self.db, producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
+            self.db, self._dlq_producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
         )
         self.dlq.start()
         started = time.monotonic()
@@ -204,14 +197,22 @@ class TransactionProcessor:
             self.close()
         return self.summary
 
+    def _dlq_producer(self) -> KafkaProducer:
+        # Not idempotent: the dead-letter topic is at-least-once anyway, and an idempotent
+        # producer turns a refused batch into a fatal state for every later send.
+        return KafkaProducer(
+            bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=5,
+            max_block_ms=10_000,
+            client_id=f"txmon-dlq-{os.getpid()}",
+        )
+
     def close(self) -> None:
         if self.dlq is not None:
             self.dlq.close()
             self.summary.dlq_published = self.dlq.published
-            try:
-                self.dlq.producer.close(timeout=10)
-            except KafkaError as exc:
-                log.warning("closing the DLQ producer: %s", exc)
             self.dlq = None
         if self.member is not None:
             self.member.close()
@@ -276,8 +277,13 @@ class TransactionProcessor:
         batch = validate_records(records, self.settings.validation, self.facts)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
-            # The batch in flight may hold these accounts' latest events: store it first.
-            if self._complete_inflight() is not Outcome.DONE:
+            # An account of the batch in flight has events that are not stored yet: store it
+            # first. Any other account's events are all stored, so it loads while it is written.
+            if (
+                self._inflight is not None
+                and not missing.isdisjoint(self._inflight[0].accounts())
+                and self._complete_inflight() is not Outcome.DONE
+            ):
                 return None
             k = self.settings.consumer.state_max_events_per_account
             accounts = sorted(missing)
@@ -288,7 +294,8 @@ class TransactionProcessor:
             if rows is None:
                 return None
             if self.member.rebalances != rebalances:
-                self._rewind("partitions moved while accounts were loaded")
+                if self._complete_inflight() is Outcome.DONE:
+                    self._rewind("partitions moved while accounts were loaded")
                 return None
             self.states.load(accounts, rows)
             self.summary.accounts_loaded += len(accounts)

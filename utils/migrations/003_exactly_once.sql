@@ -14,9 +14,14 @@ ALTER TABLE transactions ALTER COLUMN kafka_topic DROP DEFAULT;
 -- positions fails loudly here instead of passing as "already stored".
 CREATE UNIQUE INDEX transactions_position_idx ON transactions (kafka_topic, kafka_partition, kafka_offset);
 
--- The per-partition state rebuild is gone (accounts are loaded by account_id, through
--- transactions_account_ts_idx); its index only cost inserts.
+-- The per-partition state rebuild is gone: accounts are loaded by account_id and topic, newest
+-- first, LIMIT k per account (consumer/storage.py load_accounts), which this index answers with
+-- one short backward range scan per account whatever the table's size. It replaces
+-- (account_id, "timestamp"), which still serves "an account's recent history" for one topic,
+-- and (kafka_partition, "timestamp"), which only cost inserts.
 DROP INDEX transactions_partition_ts_idx;
+DROP INDEX transactions_account_ts_idx;
+CREATE INDEX transactions_account_topic_ts_idx ON transactions (account_id, kafka_topic, "timestamp");
 
 -- Where each consumer group resumes: the next offset to read, advanced by every batch in its own
 -- transaction and only from the value the batch started at (a member that lost the partition

@@ -8,8 +8,10 @@ stopped at the end. A service that cannot start fails the tests; nothing is skip
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,6 +113,29 @@ def fresh_db(stack_env: StackEnv) -> Iterator[PostgresSettings]:
         _drop_database(stack_env, name)
 
 
+@pytest.fixture
+def db_factory(stack_env: StackEnv) -> Iterator[Callable[[], PostgresSettings]]:
+    """More new, migrated databases for one test (two runs to compare); dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> PostgresSettings:
+        name = f"txmon_test_{uuid.uuid4().hex[:10]}"
+        admin = _admin_connect(stack_env, stack_env.postgres_db)
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.close()
+        made.append(name)
+        pg = dataclasses.replace(stack_env.postgres_settings(), db=name)
+        schema.migrate(pg)
+        return pg
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            _drop_database(stack_env, name)
+
+
 def _drop_database(env: StackEnv, name: str) -> None:
     """A fresh connection (the server may have been restarted by the test), retried while the
     app role's sessions are still closing (the owner may not terminate them)."""
@@ -186,3 +211,32 @@ def settings_factory(
 @pytest.fixture
 def pipeline_settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings_factory()
+
+
+@pytest.fixture
+def children(fresh_db: PostgresSettings) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts; any still running at the end are killed (by their PID),
+    and their database sessions are gone before the test database is dropped."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    killed = False
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(30)
+            killed = True
+    if killed:  # a killed client's server process lingers a moment; the owner cannot end it
+        from tests.support import scalar, wait_until
+
+        with contextlib.suppress(Exception):
+            wait_until(
+                lambda: (
+                    scalar(
+                        fresh_db,
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()",
+                    )
+                    == 0
+                ),
+                timeout=15,
+            )

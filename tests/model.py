@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -42,12 +43,15 @@ class Expected:
     alerts: set[tuple[str, str]] = field(default_factory=set)  # (transaction_id, alert_type)
 
 
-def expected(s: Settings, *phases: Iterable[Record]) -> Expected:
+def expected(s: Settings, *phases: Iterable[Record], stored: Iterable[tuple[Any, ...]] = ()) -> Expected:
     """What a clean run stores for the records of `phases`, processed one phase after the other
     (the messages of a later phase were produced after the earlier ones were all consumed, e.g.
-    after partitions were added; usually there is one)."""
+    after partitions were added; usually there is one). `stored`: rows already in the database
+    before the run (HistoryRow order), the accounts' history at the start."""
     cs = s.consumer
     states = AccountStates(cs.state_max_events_per_account, cs.state_history_hours * 3600.0)
+    rows = list(stored)
+    states.load({r[0] for r in rows}, rows)
     exp = Expected()
     for group in phases:
         by_tp: dict[TopicPartition, list[Record]] = defaultdict(list)

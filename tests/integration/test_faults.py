@@ -28,28 +28,36 @@ each fault waits for a stored-row count below the total. Batches are small (max_
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 
-from producer.generator import encode
-from tests.model import Expected, Record, expected, read_topic
-from tests.support import REPO, ConsumerProcess, child_env, consume, generated, query, scalar, wait_until
-from utils.config import PostgresSettings, Settings
+from tests.fleet import (
+    Consumers,
+    Msg,
+    bad_message,
+    check_end_state,
+    injected_coords,
+    processed,
+    require_local,
+    seeded_stream,
+    send,
+    summary_field,
+    tail,
+    wait_processed,
+)
+from tests.model import read_topic
+from tests.support import REPO, child_env, consume, generated, query, scalar, wait_until
+from utils.config import Settings
 from utils.kafka_cleanup import admin_client, group_lag
 from utils.local_stack import LocalStack
 
@@ -65,285 +73,6 @@ EVICTING: dict[str, Any] = {
     "state_max_events_per_account": 8,
     "state_max_accounts": 300,
 }
-
-
-# --------------------------------------------------------------------------------------------
-# The stream: generated transactions with bad messages interleaved
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Msg:
-    key: bytes | None
-    value: bytes
-    bad: bool
-    account: str  # the account whose partition it goes to (bad ones borrow a neighbour's key)
-
-
-def bad_message(rng: random.Random, template: dict[str, Any], bad_id: str) -> Msg:
-    """One invalid message built from a valid transaction, so it looks like real traffic."""
-    key, value = encode(template)
-    base = {**template, "transaction_id": bad_id}
-    kind = rng.randrange(10)
-    if kind == 0:  # truncated JSON: every proper prefix of an object is invalid
-        raw = value[: rng.randrange(1, len(value) - 1)]
-    elif kind == 1:  # invalid UTF-8 inside a string
-        raw = orjson.dumps(base)[:-1] + b',"note":"caf\xe9 \xff\xfe"}'
-    elif kind == 2:
-        raw = orjson.dumps({**base, "amount": -round(rng.uniform(0.01, 500.0), 2)})
-    elif kind == 3:
-        raw = orjson.dumps({k: v for k, v in base.items() if k != "currency"})
-    elif kind == 4:
-        raw = orjson.dumps({**base, "amount": "12,50"})
-    elif kind == 5:  # NaN as a JSON token (not valid JSON)
-        raw = orjson.dumps({**base, "amount": 1}).replace(b'"amount":1', b'"amount":NaN')
-    elif kind == 6:
-        raw = b"[" + orjson.dumps(base) + b"]"
-    elif kind == 7:
-        raw = orjson.dumps({**base, "currency": "XXX"})
-    elif kind == 8:
-        raw = orjson.dumps({**base, "timestamp": "2999-01-01T00:00:00+00:00"})
-    else:
-        raw = b""
-    return Msg(key, raw, True, template["account_id"])
-
-
-def seeded_stream(s: Settings, n: int, seed: int) -> tuple[list[dict[str, Any]], list[Msg]]:
-    """The generated stream (what `generated()` returns) with ~1% bad messages interleaved."""
-    good = generated(s, n, seed)
-    rng = random.Random(seed * 7919 + 1)
-    msgs: list[Msg] = []
-    for txn in good:
-        if rng.random() < BAD_RATE:
-            msgs.append(bad_message(rng, txn, f"bad-{seed}-{len(msgs)}"))
-        key, value = encode(txn)
-        msgs.append(Msg(key, value, False, txn["account_id"]))
-    return good, msgs
-
-
-class RawSender(threading.Thread):
-    """Sends messages in order through one idempotent producer, at most `rate` per second,
-    and records the (partition, offset) each one landed at."""
-
-    def __init__(self, s: Settings, msgs: list[Msg], rate: float = 0.0) -> None:
-        super().__init__(daemon=True)
-        self.s, self.msgs, self.rate = s, msgs, rate
-        self.coords: list[tuple[int, int]] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            producer = KafkaProducer(
-                bootstrap_servers=self.s.kafka.bootstrap_servers,
-                acks="all",
-                linger_ms=5,
-                max_request_size=1_000_000,
-                client_id="txmon-test-raw-sender",
-            )
-            futures = []
-            started = time.monotonic()
-            for i, m in enumerate(self.msgs):
-                futures.append(producer.send(self.s.kafka.topic, key=m.key, value=m.value))
-                if self.rate and i % 50 == 49:
-                    ahead = started + (i + 1) / self.rate - time.monotonic()
-                    if ahead > 0:
-                        time.sleep(ahead)
-            producer.flush(timeout=120)
-            for f in futures:
-                md = f.get(timeout=60)
-                self.coords.append((md.partition, md.offset))
-            producer.close(timeout=10)
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-    def finish(self, timeout: float = 180.0) -> list[tuple[int, int]]:
-        self.join(timeout)
-        assert not self.is_alive(), "the raw sender did not finish"
-        if self.error is not None:
-            raise AssertionError(f"sending the stream failed: {self.error!r}") from self.error
-        assert len(self.coords) == len(self.msgs)
-        return self.coords
-
-
-def send(s: Settings, msgs: list[Msg], rate: float = 0.0) -> RawSender:
-    sender = RawSender(s, msgs, rate)
-    sender.start()
-    return sender
-
-
-# --------------------------------------------------------------------------------------------
-# Reading back: the topic, the dead-letter topic, the database
-# --------------------------------------------------------------------------------------------
-
-
-def processed(s: Settings) -> int:
-    """Messages the pipeline has accounted for: stored plus rejected."""
-    return int(
-        scalar(
-            s.postgres,
-            "SELECT (SELECT count(*) FROM transactions) + (SELECT count(*) FROM rejected_transactions)",
-        )
-    )
-
-
-def wait_processed(s: Settings, at_least: int, timeout: float = 120.0) -> int:
-    seen = [0]
-
-    def reached() -> bool:
-        seen[0] = processed(s)
-        return seen[0] >= at_least
-
-    wait_until(reached, timeout=timeout, interval=0.1, what=f"{at_least} messages processed (at {seen[0]})")
-    return seen[0]
-
-
-def _sample(items: Any, k: int = 5) -> list[Any]:
-    return sorted(items, key=str)[:k]
-
-
-def check_end_state(s: Settings, records: list[Record], expected_ids: set[str] | None = None) -> Expected:
-    """The database and the DLQ hold exactly what a clean run of `records` produces."""
-    exp = expected(s, records)
-    assert len(exp.good) == len(set(exp.good)), "the fault streams carry no duplicate ids"
-    if expected_ids is not None:
-        assert set(exp.good) == expected_ids, "the topic's valid messages are not the generated stream"
-
-    rows = query(s.postgres, "SELECT transaction_id, kafka_partition, kafka_offset FROM transactions")
-    stored = {tid: (p, o) for tid, p, o in rows}
-    assert len(stored) == len(rows)
-    lost, extra = exp.good.keys() - stored.keys(), stored.keys() - exp.good.keys()
-    assert not lost and not extra, (
-        f"{len(lost)} good messages lost (e.g. {_sample(lost)}), {len(extra)} unexpected rows "
-        f"(e.g. {_sample(extra)})"
-    )
-    moved = [tid for tid, where in exp.good.items() if stored[tid] != where]
-    assert not moved, f"{len(moved)} rows stored with other Kafka coordinates, e.g. {_sample(moved)}"
-
-    rej_rows = query(
-        s.postgres,
-        "SELECT kafka_partition, kafka_offset, raw_payload FROM rejected_transactions WHERE kafka_topic = %s",
-        (s.kafka.topic,),
-    )
-    assert scalar(s.postgres, "SELECT count(*) FROM rejected_transactions") == len(rej_rows)
-    rejected = {(p, o): bytes(raw) for p, o, raw in rej_rows}
-    missing, unexpected = exp.bad.keys() - rejected.keys(), rejected.keys() - exp.bad.keys()
-    assert not missing and not unexpected, (
-        f"bad messages not in rejected_transactions: {_sample(missing)}; "
-        f"rejected though valid: {_sample(unexpected)}"
-    )
-    altered = [k for k, raw in exp.bad.items() if rejected[k] != raw]
-    assert not altered, f"raw bytes changed in rejected_transactions at {_sample(altered)}"
-
-    dead: dict[tuple[int, int], set[bytes]] = defaultdict(set)
-    for r in read_topic(s, s.kafka.dlq_topic):
-        h = dict(r.headers)
-        assert h["dlq.source.topic"] == s.kafka.topic.encode()
-        dead[(int(h["dlq.source.partition"]), int(h["dlq.source.offset"]))].add(r.value or b"")
-    not_dead = exp.bad.keys() - dead.keys()
-    assert not not_dead, f"{len(not_dead)} bad messages missing from the DLQ, e.g. {_sample(not_dead)}"
-    assert dead.keys() <= exp.bad.keys(), (
-        f"valid messages in the DLQ: {_sample(dead.keys() - exp.bad.keys())}"
-    )
-    changed = [k for k, values in dead.items() if values != {exp.bad[k]}]
-    assert not changed, f"DLQ copies differ from the original bytes at {_sample(changed)}"
-
-    unbounded = dataclasses.replace(
-        s,
-        consumer=dataclasses.replace(s.consumer, state_history_hours=1e6, state_max_events_per_account=10**6),
-    )
-    assert expected(unbounded, records).alerts != exp.alerts, "the state limits never changed an alert"
-
-    alert_rows = query(s.postgres, "SELECT transaction_id, alert_type FROM alerts")
-    alerts = set(alert_rows)
-    assert len(alerts) == len(alert_rows), "an alert is stored twice"
-    missed, spurious = exp.alerts - alerts, alerts - exp.alerts
-    assert not missed and not spurious, (
-        f"{len(missed)} expected alerts missing (e.g. {_sample(missed)}), "
-        f"{len(spurious)} unexpected (e.g. {_sample(spurious)}); expected {len(exp.alerts)}"
-    )
-    return exp
-
-
-def injected_coords(msgs: list[Msg], coords: list[tuple[int, int]]) -> set[tuple[int, int]]:
-    return {c for m, c in zip(msgs, coords, strict=True) if m.bad}
-
-
-# --------------------------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def children(fresh_db: PostgresSettings) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Child processes a test starts; any still running at the end are killed (by their PID),
-    and their database sessions are gone before the test database is dropped."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    killed = False
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait(30)
-            killed = True
-    if killed:  # a killed client's server process lingers a moment; the owner cannot end it
-        with contextlib.suppress(Exception):
-            wait_until(
-                lambda: (
-                    scalar(
-                        fresh_db,
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid()",
-                    )
-                    == 0
-                ),
-                timeout=15,
-            )
-
-
-class Consumers:
-    """Named consumer processes (the real entry point), each with its own log file."""
-
-    def __init__(self, s: Settings, tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
-        self.s, self.tmp_path, self.children = s, tmp_path, children
-        self.procs: dict[str, ConsumerProcess] = {}
-
-    def start(self, name: str, *args: str) -> ConsumerProcess:
-        proc = ConsumerProcess(self.s, self.tmp_path / f"{name}.log", *args)
-        self.children.append(proc.proc)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return self.procs[name].output()
-
-    def stop(self, name: str, timeout: float = 90.0) -> int:
-        """SIGTERM, then the exit code (the process must exit within `timeout`)."""
-        proc = self.procs[name]
-        proc.signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{name} ignored SIGTERM for {timeout:.0f}s:\n{tail(proc.output())}"
-            ) from None
-
-
-def tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def summary_field(log: str, name: str) -> int:
-    m = re.findall(rf"consumer summary: .*?\b{name}=(\d+)", log)
-    assert m, f"no consumer summary in the log:\n{tail(log)}"
-    return int(m[-1])
-
-
-def require_local(stack: LocalStack, name: str) -> None:
-    if not stack.is_local(name):
-        pytest.fail(
-            f"this fault test stops and restarts {name}, but the session uses an external one "
-            "(KAFKA_BOOTSTRAP_SERVERS / POSTGRES_HOST answered): unset it so the test stack runs its own"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,7 +179,7 @@ def test_sigkill_at_random_points_then_restart(
     assert len(kills) == 4 and kills[-1] < len(msgs), f"a kill came after the stream was done: {kills}"
 
     records = read_topic(s, s.kafka.topic)
-    exp = check_end_state(s, records, {t["transaction_id"] for t in good})
+    exp = check_end_state(s, records, {t["transaction_id"] for t in good}, evicting=True)
     assert set(exp.bad) == injected_coords(phase1, coords1) | injected_coords(phase2, coords2)
     print(f"SIGKILL at processed={kills}; {len(exp.bad)} bad messages; {len(exp.alerts)} alerts")
 
@@ -508,16 +237,21 @@ def test_sigterm_mid_batch_commits_exactly_what_is_stored(
 
     after = consume(s, max_idle_s=3.0)  # the follow-up resumes at the commit: nothing already stored
     assert after.already_stored == 0 and rows_before + after.stored == N, after.as_dict()
-    exp = check_end_state(s, read_topic(s, s.kafka.topic), {t["transaction_id"] for t in good})
+    exp = check_end_state(s, read_topic(s, s.kafka.topic), {t["transaction_id"] for t in good}, evicting=True)
     assert set(exp.bad) == injected_coords(msgs, coords)
 
 
-def test_postgres_down_mid_stream_consumer_backs_off_and_resumes(
+def test_postgres_down_mid_stream_while_members_join(
     settings_factory: Callable[..., Settings],
     tmp_path: Path,
     children: list[subprocess.Popen[bytes]],
     test_stack: LocalStack,
 ) -> None:
+    """PostgreSQL stops mid-stream while c0 and c1 hold batches. c1 leaves during the outage, so
+    its partitions move to c0 while c0's own batch is held; c2 starts as the database comes back,
+    so partitions move away from c0 while it catches up with records it already polled (issue
+    10, causes 1 and 9). c0 keeps its membership, nothing is evaluated against a state missing
+    a held batch, and the end state is exactly the model's."""
     require_local(test_stack, "postgres")
     seed = 303
     s = settings_factory(max_poll_records=MAX_POLL, **EVICTING)
@@ -525,11 +259,15 @@ def test_postgres_down_mid_stream_consumer_backs_off_and_resumes(
     fleet = Consumers(s, tmp_path, children)
     sender = send(s, msgs, rate=2000)
     fleet.start("c0")
+    fleet.start("c1")
     at = wait_processed(s, len(msgs) // 4)
     stopped = time.monotonic()
     test_stack.stop_component("postgres")
     try:
+        assert fleet.stop("c1") == 0, tail(fleet.log("c1"))  # leaves with its batch unsaved
+        wait_until(lambda: fleet.log("c0").count("partitions assigned: [") >= 2, OUTAGE_S, what="c0 gaining")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
+        fleet.start("c2")  # joins once it can migrate, i.e. as the database comes back
         alive = fleet.procs["c0"].proc.poll() is None
     finally:
         test_stack.start_component("postgres")
@@ -538,15 +276,15 @@ def test_postgres_down_mid_stream_consumer_backs_off_and_resumes(
     coords = sender.finish()
     wait_processed(s, len(msgs))
     time.sleep(1.0)
-    assert fleet.stop("c0") == 0, tail(fleet.log("c0"))
+    for name in ("c0", "c2"):
+        assert fleet.stop(name) == 0, tail(fleet.log(name))
     out = fleet.log("c0")
     assert "database unavailable" in out, tail(out)
     assert summary_field(out, "db_retries") > 0
-    # Kept its group membership through the outage, or rejoined and got partitions back.
+    assert "partitions revoked" in out, f"no partition moved during the outage:\n{tail(out)}"
     assignments = re.findall(r"partitions assigned: \[([\d, ]*)\]", out)
-    assert assignments and assignments[-1].strip(), tail(out)
-    print(f"PostgreSQL down {outage:.1f}s from processed={at}; assignments={len(assignments)}")
-    exp = check_end_state(s, read_topic(s, s.kafka.topic), {t["transaction_id"] for t in good})
+    print(f"PostgreSQL down {outage:.1f}s from processed={at}; c0 assignments={len(assignments)}")
+    exp = check_end_state(s, read_topic(s, s.kafka.topic), {t["transaction_id"] for t in good}, evicting=True)
     assert set(exp.bad) == injected_coords(msgs, coords)
 
 
@@ -574,7 +312,7 @@ def test_rebalance_three_consumers_one_joins_one_leaves(
         assert re.search(r"partitions assigned: \[\d", out), f"{name} never got a partition:\n{tail(out)}"
     stored = [summary_field(fleet.log(n), "stored") for n in ("a", "b", "c", "d")]
     assert sum(stored) == N, stored
-    exp = check_end_state(s, read_topic(s, s.kafka.topic), {t["transaction_id"] for t in good})
+    exp = check_end_state(s, read_topic(s, s.kafka.topic), {t["transaction_id"] for t in good}, evicting=True)
     assert set(exp.bad) == injected_coords(msgs, coords)
 
 
@@ -637,7 +375,7 @@ def test_broker_down_mid_stream_producer_and_consumers_recover(
         assert fleet.stop(name) == 0, tail(fleet.log(name))
 
     generated_ids = {t["transaction_id"] for t in good}
-    exp = check_end_state(s, records)
+    exp = check_end_state(s, records, evicting=True)
     assert set(exp.bad) == set(coords)
     in_kafka = set(exp.good)
     assert in_kafka <= generated_ids

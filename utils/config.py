@@ -98,7 +98,7 @@ class ConsumerSettings:
     state_max_events_per_account: int = env("STATE_MAX_EVENTS_PER_ACCOUNT", 50)
     state_max_accounts: int = env(
         "STATE_MAX_ACCOUNTS",
-        20_000,
+        50_000,
         "accounts held in memory; the least recently used are reloaded when needed",
     )
     health_file: str = env(

@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 
 HEALTH_FILE_ENV = "CONSUMER_HEALTH_FILE"
-# Generous on purpose: a partition assignment rebuilds per-account state from the database
-# inside poll(), and a batch retried against a recovering database backs off between tries.
+# Generous on purpose: a batch retried against a recovering database backs off between tries,
+# and a statement timeout is retried a few times before the consumer gives up.
 DEFAULT_MAX_AGE_S = 120.0
 
 

@@ -1,9 +1,10 @@
 """Alert rules as values: plain functions in one registry, thresholds from settings.
 
 Each rule is `(txn, history, thresholds) -> Alert | None` and runs BEFORE `txn` joins its
-account's history, so `history` holds only other transactions. Call `evaluate` only for a
-transaction whose id the history has not `seen()`: a replayed one would be counted twice.
-Adding a rule is adding one function, one line in `RULES`, and its tests.
+account's history, so `history` holds only earlier transactions (a message replayed after an
+operator's rewind may meet its own stored copy there; its alerts are never stored, since only
+rows a batch inserts get alerts). Adding a rule is adding one function, one line in `RULES`,
+and its tests.
 
 Event time only: a rule sees exactly the account's earlier-processed events whose timestamps lie
 in [t - window, t], t being the transaction's own timestamp. Events later than t in event time

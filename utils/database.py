@@ -4,8 +4,9 @@ after the schema.
     python -m utils.database migrate      apply pending migrations (as POSTGRES_MIGRATION_USER)
     python -m utils.database status       applied and pending migrations
 
-The migration runner lives in `utils/schema.py`; the consumer's batch writes and state-rebuild
-queries in `consumer/storage.py`.
+The migration runner lives in `utils/schema.py`; the consumer's batch writes and account loads
+in `consumer/storage.py`, its offsets in `consumer/offsets.py`. `classify` tells what a database
+error means (outage, conflict, timeout, data) by its SQLSTATE.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def split_inside_scenarios(
     """Two phases that keep each account's order: phase 1 is a prefix of every account's
     messages, cut in the middle of its first multi-message fraud scenario (or just before an
     amount spike), elsewhere at random. A kill between the phases then splits every such
-    scenario's window: its alert only fires if the restarted consumer rebuilt the history."""
+    scenario's window: its alert only fires if the restarted consumer loaded the history back."""
     rng = random.Random(seed)
     by_account: dict[str, list[int]] = defaultdict(list)
     for i, t in enumerate(good):
@@ -139,7 +139,8 @@ def test_sigkill_at_random_points_then_restart(
     settings_factory: Callable[..., Settings], tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
     """SIGKILL four times (seeded random points, one exactly between two halves of every fraud
-    scenario's window); each restart rebuilds state from the database and replays at most a batch."""
+    scenario's window); each restart resumes at the stored offsets and loads the accounts it
+    meets from the database."""
     seed = 101
     s = settings_factory(max_poll_records=MAX_POLL, **EVICTING)
     good, msgs = seeded_stream(s, N, seed)

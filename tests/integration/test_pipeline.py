@@ -127,7 +127,7 @@ def test_bad_messages_go_to_the_dlq_and_the_table_with_reasons(pipeline_settings
 
 
 def test_rules_see_history_from_before_a_restart(pipeline_settings: Settings) -> None:
-    """Two tiny charges, a restart, two more: card testing only fires if state was rebuilt."""
+    """Two tiny charges, a restart, two more: card testing only fires if the history was loaded back."""
     s = pipeline_settings
     base = generated(s, 1, seed=9)[0]
     t0 = time.time() - 600

@@ -244,7 +244,7 @@ def analyse_alerts(db: Database, day: date, *, top_n: int = TOP_N) -> AlertAnaly
 
 _OFFSETS_SQL = """
 SELECT kafka_partition, kafka_offset, true FROM transactions
-WHERE processed_at >= %(start)s AND processed_at < %(end)s
+WHERE processed_at >= %(start)s AND processed_at < %(end)s AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)
 UNION ALL
 SELECT kafka_partition, kafka_offset, false FROM rejected_transactions
 WHERE rejected_at >= %(start)s AND rejected_at < %(end)s AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)
@@ -253,7 +253,8 @@ ORDER BY 1, 2
 
 _PREVIOUS_SQL = """
 SELECT p, greatest(
-    (SELECT max(kafka_offset) FROM transactions WHERE kafka_partition = p AND processed_at < %(start)s),
+    (SELECT max(kafka_offset) FROM transactions
+     WHERE kafka_partition = p AND processed_at < %(start)s AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)),
     (SELECT max(kafka_offset) FROM rejected_transactions
      WHERE kafka_partition = p AND rejected_at < %(start)s AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)))
 FROM unnest(%(parts)s::int[]) AS p
@@ -263,7 +264,7 @@ FROM unnest(%(parts)s::int[]) AS p
 def reconcile(db: Database, day: date, *, topic: str | None = None) -> list[PartitionReconciliation]:
     """Per partition: the offsets the consumer accounted for on `day` (stored + rejected, by its
     processing clock) and the ranges it skipped, including one across the previous midnight.
-    `topic` restricts rejected rows to the pipeline's topic. Replaces the day's rows."""
+    `topic` restricts the rows to the pipeline's topic. Replaces the day's rows."""
     start, end = day_bounds(day)
     params: dict[str, Any] = {"start": start, "end": end, "topic": topic}
     with _snapshot(db) as cur:

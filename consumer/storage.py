@@ -64,6 +64,7 @@ def copy_rows(txns: Sequence[Transaction]) -> str:
                 str(t.schema_version),
                 str(t.kafka_partition),
                 str(t.kafka_offset),
+                null if t.kafka_timestamp_ms is None else str(t.kafka_timestamp_ms),
             )
         )
         for t in txns

@@ -352,6 +352,7 @@ class TransactionProcessor:
                     key=rec.key,
                     limits=limits,
                     now=now,
+                    kafka_timestamp_ms=rec.timestamp,
                 )
                 if isinstance(item, Rejection):
                     batch.rejections.append(item)

@@ -104,11 +104,13 @@ def validate(
     key: bytes | None,
     limits: ValidationLimits,
     now: float,
+    kafka_timestamp_ms: int | None = None,
 ) -> Transaction | Rejection:
     """Check one message against the wire format; never raises.
 
     `now` is the current time in epoch seconds (a parameter so that tests and replays are
-    deterministic). The returned `Transaction` carries its Kafka partition and offset.
+    deterministic). The returned `Transaction` carries its Kafka partition, offset and record
+    timestamp (`kafka_timestamp_ms`, None or negative when the record has none).
     """
     doc: Any = None
     try:
@@ -124,7 +126,10 @@ def validate(
             raise _decode_error(raw, exc) from None
         if type(doc) is not dict:
             raise _Invalid("not_an_object", f"top-level JSON value is {type(doc).__name__}, not an object")
-        return _transaction(doc, partition, offset, limits, now)
+        txn = _transaction(doc, partition, offset, limits, now)
+        if kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
+            txn.kafka_timestamp_ms = kafka_timestamp_ms
+        return txn
     except Exception as exc:  # the loop must survive anything, including bugs here
         if isinstance(exc, _Invalid):
             reason, detail = exc.reason, exc.detail
@@ -231,6 +236,7 @@ _FIELD_ORDER = (
     "schema_version",
     "kafka_partition",
     "kafka_offset",
+    "kafka_timestamp_ms",  # set by validate() after construction, not passed positionally
 )
 if tuple(f.name for f in dataclasses.fields(Transaction) if f.init) != _FIELD_ORDER:
     raise ImportError("utils.models.Transaction fields changed: update consumer.validation._transaction")

@@ -113,6 +113,9 @@ class Transaction:
     schema_version: int = SCHEMA_VERSION
     kafka_partition: int = -1
     kafka_offset: int = -1
+    # The Kafka record's timestamp in ms since the epoch (CreateTime: when the producer sent it);
+    # the pipeline's delay is measured from it, not from the event's own `timestamp`.
+    kafka_timestamp_ms: int | None = None
     # `timestamp` in epoch seconds, derived once: the rules and the account windows read it for
     # nearly every message. Not a column, not an argument; treat a Transaction as immutable.
     epoch: float = field(init=False, repr=False, compare=False)

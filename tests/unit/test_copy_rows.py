@@ -43,6 +43,13 @@ def test_each_value_lands_in_its_column() -> None:
     assert (got["latitude"], got["longitude"]) == ("40.5", "-75.25")
     assert got["simulated_scenario"] == "card_testing"
     assert (got["schema_version"], got["kafka_partition"], got["kafka_offset"]) == ("1", "3", "42")
+    assert got["kafka_timestamp_ms"] == "\\N"  # no record timestamp given
+    assert (
+        dict(zip(TXN_COLUMNS, copy_rows([_txn(kafka_timestamp_ms=1764354000123)]).split("\t"), strict=False))[
+            "kafka_timestamp_ms"
+        ]
+        == "1764354000123\n"
+    )
 
 
 def test_nulls_and_copy_escapes() -> None:
@@ -65,4 +72,8 @@ def test_one_line_per_row_and_nothing_for_no_rows() -> None:
     assert copy_rows([]) == ""
     payload = copy_rows([_txn(kafka_offset=i) for i in range(3)])
     assert payload.endswith("\n") and payload.count("\n") == 3
-    assert [line.rsplit("\t", 1)[1] for line in payload.splitlines()] == ["0", "1", "2"]
+    assert [line.split("\t")[TXN_COLUMNS.index("kafka_offset")] for line in payload.splitlines()] == [
+        "0",
+        "1",
+        "2",
+    ]

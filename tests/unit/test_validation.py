@@ -296,6 +296,18 @@ def test_good_message_becomes_transaction() -> None:
     )
 
 
+def test_the_kafka_record_timestamp_rides_along_and_decides_nothing() -> None:
+    """The record's timestamp is stored for the delay metric; a missing one (-1 or None) is NULL."""
+    raw = message()
+    common = {"topic": "t", "partition": 3, "offset": 42, "key": None, "limits": LIMITS, "now": NOW}
+    with_ts = validate(raw, **common, kafka_timestamp_ms=1764018300123)  # type: ignore[arg-type]
+    assert isinstance(with_ts, Transaction) and with_ts.kafka_timestamp_ms == 1764018300123
+    for missing in (None, -1):
+        txn = validate(raw, **common, kafka_timestamp_ms=missing)  # type: ignore[arg-type]
+        assert isinstance(txn, Transaction) and txn.kafka_timestamp_ms is None
+    assert dataclasses.replace(with_ts, kafka_timestamp_ms=None) == accepted(raw)
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -100,7 +100,9 @@ class ConsumerSettings:
 class ValidationLimits:
     max_amount: float = env("VALIDATION_MAX_AMOUNT", 1_000_000.0, "larger amounts are rejected as absurd")
     max_future_skew_s: float = env("VALIDATION_MAX_FUTURE_SECONDS", 300.0)
-    max_age_days: float = env("VALIDATION_MAX_AGE_DAYS", 3650.0)
+    max_age_days: float = env(
+        "VALIDATION_MAX_AGE_DAYS", 3650.0, "older events are rejected; at most RETENTION_DAYS (see Settings)"
+    )
     max_text_length: int = env("VALIDATION_MAX_TEXT_LENGTH", 256)
     max_message_bytes: int = env("VALIDATION_MAX_MESSAGE_BYTES", 16384)
 
@@ -142,8 +144,11 @@ class ProducerSettings:
 class MonitorSettings:
     """Limits that turn the monitoring DAG red, and what it looks at."""
 
+    # A run turns red when a value is strictly above its limit: a value equal to the limit passes.
     max_lag: int = env("MONITOR_MAX_LAG", 10_000, "consumer-group lag on the topic, summed over partitions")
-    max_delay_p95_s: float = env("MONITOR_MAX_DELAY_P95_SECONDS", 300.0, "p95 of processed_at - timestamp")
+    max_delay_p95_s: float = env(
+        "MONITOR_MAX_DELAY_P95_SECONDS", 300.0, "p95 of stored time - Kafka record time (the producer's send)"
+    )
     max_dlq_rate: float = env("MONITOR_MAX_DLQ_RATE", 0.05, "rejected / (stored + rejected)")
     max_disk_used_pct: float = env("MONITOR_MAX_DISK_USED_PCT", 90.0, "disk holding AIRFLOW_DATA_DIR")
     window_minutes: float = env("MONITOR_WINDOW_MINUTES", 15.0, "window for throughput, delay and DLQ rate")
@@ -161,6 +166,28 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """When the daily report runs and what it flags."""
+
+    max_wait_minutes: float = env(
+        "REPORT_MAX_WAIT_MINUTES",
+        120.0,
+        "how long after a day's end the scheduled report waits for every partition to pass it",
+    )
+    noisy_alert_rate: float = env(
+        "REPORT_NOISY_ALERT_RATE",
+        0.05,
+        "a rule alerting on more than this share of a day's transactions is flagged",
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_wait_minutes < 0:
+            raise ConfigError(f"REPORT_MAX_WAIT_MINUTES={self.max_wait_minutes:g} must not be negative")
+        if not 0 < self.noisy_alert_rate <= 1:
+            raise ConfigError(f"REPORT_NOISY_ALERT_RATE={self.noisy_alert_rate:g} must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -169,13 +196,35 @@ class Settings:
     rules: RuleThresholds = field(default_factory=RuleThresholds)
     producer: ProducerSettings = field(default_factory=ProducerSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     log_level: str = env("LOG_LEVEL", "INFO")
     log_format: str = env("LOG_FORMAT", "text", "text or json")
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
-    retention_days: int = env("RETENTION_DAYS", 90, "rows older than this are deleted by cleanup")
+    retention_days: int = env(
+        "RETENTION_DAYS", 3650, "the cleanup DAG deletes what is older; at least VALIDATION_MAX_AGE_DAYS"
+    )
+
+    def __post_init__(self) -> None:
+        check_retention(self.retention_days, self.validation.max_age_days)
 
 
-_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor")
+def check_retention(retention_days: float, max_age_days: float) -> None:
+    """Retention must keep everything validation still accepts. Cleanup deletes a transaction
+    once its event time is older than RETENTION_DAYS; were that shorter than
+    VALIDATION_MAX_AGE_DAYS, a late or replayed copy of a deleted event would pass validation,
+    no longer be recognised as stored, and be stored a second time."""
+    if retention_days < 1:
+        raise ConfigError(f"RETENTION_DAYS={retention_days:g} must be at least 1")
+    if retention_days < max_age_days:
+        raise ConfigError(
+            f"RETENTION_DAYS={retention_days:g} is shorter than VALIDATION_MAX_AGE_DAYS={max_age_days:g}: "
+            "cleanup would delete events the consumer still accepts, and a late copy of one would be "
+            f"stored again. Set RETENTION_DAYS to at least {max_age_days:g}, or VALIDATION_MAX_AGE_DAYS "
+            f"to at most {retention_days:g}."
+        )
+
+
+_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor", "report")
 
 
 def env_fields() -> list[tuple[str, dataclasses.Field[Any]]]:

@@ -1,11 +1,12 @@
-"""The report's arithmetic, pure functions over plain data: rule precision and recall against
-the producer's scenario labels, and the offset gaps of reconciliation."""
+"""The report's arithmetic on rules, pure functions over plain data: precision and recall against
+the producer's scenario labels, and which rules alert so often they are noise. (Reconciliation's
+arithmetic is in `reports.offsets`.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-from reports.figures import PartitionReconciliation, RuleCounts, RuleQuality
+from reports.figures import RuleCounts, RuleQuality
 
 # The scenario label each rule is scored against. `rapid_repeat` is what the duplicate rule is
 # built to catch; velocity has no scenario of its own (normal traffic stays far below it, so
@@ -58,47 +59,8 @@ def score_rule(counts: RuleCounts, transactions: int, *, labels_present: bool) -
     )
 
 
-def find_gaps(offsets: Iterable[int], previous: int | None = None) -> list[tuple[int, int]]:
-    """Inclusive ranges of offsets missing from an ascending sequence (repeats allowed).
-
-    `previous` is the highest offset accounted for before the sequence (the day before), so a
-    gap across midnight is found too. Without it the sequence is taken to start where it starts:
-    a topic may legitimately begin above 0 (retention, a purge, a consumer attached later).
-    Our producer is idempotent but not transactional, so a partition's offsets are contiguous;
-    a transactional producer's commit markers would show up here as one-offset gaps.
-    """
-    gaps: list[tuple[int, int]] = []
-    last = previous
-    for offset in offsets:
-        if last is not None and offset > last + 1:
-            gaps.append((last + 1, offset - 1))
-        if last is None or offset > last:
-            last = offset
-    return gaps
-
-
-def reconcile_partitions(
-    rows: Iterable[tuple[int, int, bool]], previous: Mapping[int, int | None]
-) -> list[PartitionReconciliation]:
-    """Per partition, from (partition, offset, stored?) rows of one day and the highest offset
-    accounted for before it: the offset range, stored and rejected counts, and the gaps."""
-    out: list[PartitionReconciliation] = []
-    by_partition: dict[int, list[tuple[int, bool]]] = {}
-    for partition, offset, stored in rows:
-        by_partition.setdefault(partition, []).append((offset, stored))
-    for partition, items in sorted(by_partition.items()):
-        items.sort()
-        offsets = [o for o, _ in items]
-        n_stored = sum(1 for _, s in items if s)
-        out.append(
-            PartitionReconciliation(
-                partition=partition,
-                min_offset=offsets[0],
-                max_offset=offsets[-1],
-                previous_offset=previous.get(partition),
-                stored=n_stored,
-                rejected=len(items) - n_stored,
-                gaps=find_gaps(offsets, previous.get(partition)),
-            )
-        )
-    return out
+def noisy_rules(rules: Iterable[RuleQuality], threshold: float) -> set[str]:
+    """Rules whose alert rate is above `threshold` (REPORT_NOISY_ALERT_RATE): alerting on that
+    share of all transactions, a rule cannot be mostly right when fraud is a few percent of the
+    traffic at most, and its alerts bury the others."""
+    return {r.alert_type for r in rules if r.alert_rate is not None and r.alert_rate > threshold}

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from reports.completeness import Completeness
+from reports.offsets import PartitionReconciliation
+
 # The breakdowns of the summary, in the order the report shows them.
 SUMMARY_DIMENSIONS = (
     "total",
@@ -78,8 +81,9 @@ class TopEntry:
     name: str
     alerts: int
     transactions: int
-    amount_sum: Decimal
+    amount_sum: Decimal  # nominal: a sum in one currency only when `currencies` has one entry
     alert_types: tuple[str, ...]
+    currencies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,21 +94,6 @@ class AlertAnalysis:
     rules: list[RuleQuality]
     top_accounts: list[TopEntry]
     top_merchants: list[TopEntry]
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionReconciliation:
-    partition: int
-    min_offset: int
-    max_offset: int
-    previous_offset: int | None
-    stored: int
-    rejected: int
-    gaps: list[tuple[int, int]]
-
-    @property
-    def missing(self) -> int:
-        return sum(last - first + 1 for first, last in self.gaps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,4 +123,16 @@ class ReportFigures:
     reconciliation: list[PartitionReconciliation]
     hourly: list[HourVolume]
     amounts: list[AmountBucket]
+    completeness: Completeness | None = None
+    processed_on: list[tuple[date, int]] = field(
+        default_factory=list
+    )  # the day's transactions by processing day
+    noisy_alert_rate: float = 0.05  # REPORT_NOISY_ALERT_RATE: rules alerting more often are flagged
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def transactions(self) -> int:
+        return next((r.txn_count for r in self.summary if r.dimension == "total"), 0)
+
+    def total(self, dimension: str) -> int:
+        return sum(r.txn_count for r in self.summary if r.dimension == dimension)

@@ -36,7 +36,19 @@ def _json_default(value: Any) -> Any:
 
 def figures_to_json(figures: ReportFigures) -> str:
     data = dataclasses.asdict(figures)
-    data["reconciliation"] = [{**dataclasses.asdict(r), "missing": r.missing} for r in figures.reconciliation]
+    data["reconciliation"] = [
+        {
+            **dataclasses.asdict(p),
+            "stored": p.stored,
+            "rejected": p.rejected,
+            "missing": p.missing,
+            "restarts": p.restarts,
+            "runs": [{**dataclasses.asdict(r), "missing": r.missing} for r in p.runs],
+        }
+        for p in figures.reconciliation
+    ]
+    if figures.completeness is not None:
+        data["completeness"] = figures.completeness.to_dict()
     return json.dumps(data, default=_json_default, indent=2, sort_keys=True)
 
 

@@ -1,6 +1,7 @@
 """The day's queries: each report step reads the database, stores its result for one UTC day
 and returns it as plain data (`reports.figures`).
 
+Reconciliation's SQL is in `reports.reconciliation`, completeness in `reports.completeness`.
 Each step writes idempotently: a rerun deletes that day's rows and inserts them again in the
 same database transaction, so a reader sees either the old or the new figures, never a mix,
 and a day whose data shrank (retention) loses its stale keys. Which clock defines "the day"
@@ -11,16 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
+from reports.completeness import read_completeness
 from reports.day import day_bounds
 from reports.errors import ReportError
 from reports.figures import (
@@ -28,7 +27,6 @@ from reports.figures import (
     AlertAnalysis,
     AmountBucket,
     HourVolume,
-    PartitionReconciliation,
     ReportFigures,
     RuleCounts,
     RuleQuality,
@@ -36,20 +34,13 @@ from reports.figures import (
     TopEntry,
     dimension_order,
 )
-from reports.scoring import SCENARIO_FOR_RULE, reconcile_partitions, score_rule
+from reports.reconciliation import read_reconciliation
+from reports.scoring import SCENARIO_FOR_RULE, score_rule
 from utils.database import Database
 
 log = logging.getLogger(__name__)
 
 TOP_N = 10
-
-
-@contextmanager
-def _snapshot(db: Database) -> Iterator[psycopg2.extensions.cursor]:
-    """One transaction that reads a consistent snapshot while the consumer keeps writing."""
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        yield cur
 
 
 def ensure_schema(db: Database) -> None:
@@ -116,7 +107,7 @@ def build_daily_summary(db: Database, day: date) -> list[SummaryRow]:
     """Counts and sums by type, currency, country and channel; alerts by type and severity;
     rejections by reason. Replaces the day's rows in one transaction; returns them."""
     start, end = day_bounds(day)
-    with _snapshot(db) as cur:
+    with db.snapshot() as cur:
         # DELETE first: keys that no longer occur (data purged, a rule renamed) must not linger.
         # ON CONFLICT still matters: two concurrent reruns would otherwise collide on the key.
         cur.execute("DELETE FROM daily_summary WHERE day = %s", (day,))
@@ -166,7 +157,8 @@ def _top(
     stmt = sql.SQL(
         """
         SELECT {col}, count(*), count(DISTINCT t.transaction_id), coalesce(sum(t.amount), 0),
-               array_agg(DISTINCT a.alert_type ORDER BY a.alert_type)
+               array_agg(DISTINCT a.alert_type ORDER BY a.alert_type),
+               array_agg(DISTINCT t.currency::text ORDER BY t.currency::text)
         FROM alerts a JOIN transactions t USING (transaction_id)
         WHERE t."timestamp" >= %s AND t."timestamp" < %s AND {col} IS NOT NULL
         GROUP BY {col}
@@ -176,7 +168,8 @@ def _top(
     ).format(col=col)
     cur.execute(stmt, (start, end, n))
     return [
-        TopEntry(name, int(a), int(t), Decimal(s), tuple(types)) for name, a, t, s, types in cur.fetchall()
+        TopEntry(name, int(a), int(t), Decimal(s), tuple(types), tuple(cur_))
+        for name, a, t, s, types, cur_ in cur.fetchall()
     ]
 
 
@@ -226,7 +219,7 @@ def _read_analysis(cur: psycopg2.extensions.cursor, day: date, top_n: int) -> Al
 def analyse_alerts(db: Database, day: date, *, top_n: int = TOP_N) -> AlertAnalysis:
     """Alert rate and precision/recall per rule, top accounts and merchants by alerts.
     Replaces the day's `rule_quality` rows in one transaction."""
-    with _snapshot(db) as cur:
+    with db.snapshot() as cur:
         analysis = _read_analysis(cur, day, top_n)
         cur.execute("DELETE FROM rule_quality WHERE day = %s", (day,))
         columns = ", ".join(f'"{c}"' for c in RULE_QUALITY_COLUMNS)
@@ -240,75 +233,6 @@ def analyse_alerts(db: Database, day: date, *, top_n: int = TOP_N) -> AlertAnaly
     fired = sum(r.alerts for r in analysis.rules)
     log.info("alert analysis %s: %d alerts over %d rules", day, fired, len(analysis.rules))
     return analysis
-
-
-_OFFSETS_SQL = """
-SELECT kafka_partition, kafka_offset, true FROM transactions
-WHERE processed_at >= %(start)s AND processed_at < %(end)s
-UNION ALL
-SELECT kafka_partition, kafka_offset, false FROM rejected_transactions
-WHERE rejected_at >= %(start)s AND rejected_at < %(end)s AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)
-ORDER BY 1, 2
-"""
-
-_PREVIOUS_SQL = """
-SELECT p, greatest(
-    (SELECT max(kafka_offset) FROM transactions WHERE kafka_partition = p AND processed_at < %(start)s),
-    (SELECT max(kafka_offset) FROM rejected_transactions
-     WHERE kafka_partition = p AND rejected_at < %(start)s AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)))
-FROM unnest(%(parts)s::int[]) AS p
-"""
-
-
-def reconcile(db: Database, day: date, *, topic: str | None = None) -> list[PartitionReconciliation]:
-    """Per partition: the offsets the consumer accounted for on `day` (stored + rejected, by its
-    processing clock) and the ranges it skipped, including one across the previous midnight.
-    `topic` restricts rejected rows to the pipeline's topic. Replaces the day's rows."""
-    start, end = day_bounds(day)
-    params: dict[str, Any] = {"start": start, "end": end, "topic": topic}
-    with _snapshot(db) as cur:
-        cur.execute(_OFFSETS_SQL, params)
-        rows = [(int(p), int(o), bool(s)) for p, o, s in cur.fetchall()]
-        partitions = sorted({p for p, _, _ in rows})
-        cur.execute(_PREVIOUS_SQL, {**params, "parts": partitions})
-        previous = {int(p): (None if m is None else int(m)) for p, m in cur.fetchall()}
-        result = reconcile_partitions(rows, previous)
-        cur.execute("DELETE FROM reconciliation WHERE day = %s", (day,))
-        if result:
-            psycopg2.extras.execute_values(
-                cur,
-                "INSERT INTO reconciliation (day, kafka_partition, min_offset, max_offset, previous_offset, "
-                "stored, rejected, missing, gaps) VALUES %s ON CONFLICT (day, kafka_partition) DO UPDATE SET "
-                "min_offset = EXCLUDED.min_offset, max_offset = EXCLUDED.max_offset, "
-                "previous_offset = EXCLUDED.previous_offset, stored = EXCLUDED.stored, "
-                "rejected = EXCLUDED.rejected, missing = EXCLUDED.missing, gaps = EXCLUDED.gaps, "
-                "computed_at = now()",
-                [
-                    (
-                        day,
-                        r.partition,
-                        r.min_offset,
-                        r.max_offset,
-                        r.previous_offset,
-                        r.stored,
-                        r.rejected,
-                        r.missing,
-                        psycopg2.extras.Json([list(g) for g in r.gaps]),
-                    )
-                    for r in result
-                ],
-            )
-    missing = sum(r.missing for r in result)
-    if missing:
-        log.warning(
-            "reconciliation %s: %d offsets missing in partitions %s",
-            day,
-            missing,
-            [r.partition for r in result if r.gaps],
-        )
-    else:
-        log.info("reconciliation %s: %d partitions, no gaps", day, len(result))
-    return result
 
 
 _HOURLY_SQL = """
@@ -332,11 +256,23 @@ GROUP BY 1 ORDER BY 1
 """
 
 
-def gather_figures(db: Database, day: date, *, top_n: int = TOP_N) -> ReportFigures:
+# Which processing days the event day's transactions were stored on: reconciliation is per
+# processing day, so this says where to look for them (a simulated or replayed day was processed
+# on another one).
+_PROCESSED_ON_SQL = """
+SELECT (processed_at AT TIME ZONE 'UTC')::date, count(*)
+FROM transactions WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def gather_figures(
+    db: Database, day: date, *, top_n: int = TOP_N, noisy_alert_rate: float = 0.05
+) -> ReportFigures:
     """The report's content: the stored rows of the earlier steps plus hourly volume, the amount
-    distribution and the top lists, all from one snapshot."""
+    distribution, the top lists and how complete the day is, all from one snapshot."""
     start, end = day_bounds(day)
-    with _snapshot(db) as cur:
+    with db.snapshot() as cur:
         cur.execute(
             "SELECT dimension, key, txn_count, amount_sum, alert_count FROM daily_summary WHERE day = %s",
             (day,),
@@ -348,19 +284,26 @@ def gather_figures(db: Database, day: date, *, top_n: int = TOP_N) -> ReportFigu
         columns = ", ".join(f'"{c}"' for c in RULE_QUALITY_COLUMNS)
         cur.execute(f"SELECT {columns} FROM rule_quality WHERE day = %s ORDER BY alert_type", (day,))
         rules = [RuleQuality(*row) for row in cur.fetchall()]
-        cur.execute(
-            "SELECT kafka_partition, min_offset, max_offset, previous_offset, stored, rejected, gaps "
-            "FROM reconciliation WHERE day = %s ORDER BY kafka_partition",
-            (day,),
-        )
-        recon = [
-            PartitionReconciliation(p, lo, hi, prev, st, rj, [(int(a), int(b)) for a, b in gaps])
-            for p, lo, hi, prev, st, rj, gaps in cur.fetchall()
-        ]
+        recon = read_reconciliation(cur, day)
         cur.execute(_HOURLY_SQL, {"start": start, "end": end})
         hourly = [HourVolume(int(h), int(n), Decimal(s), int(a)) for h, n, s, a in cur.fetchall()]
         cur.execute(_AMOUNTS_SQL, {"start": start, "end": end})
         amounts = [AmountBucket(10 ** (b / 4), 10 ** ((b + 1) / 4), int(n)) for b, n in cur.fetchall()]
         top_accounts = _top(cur, "account_id", start, end, top_n)
         top_merchants = _top(cur, "merchant", start, end, top_n)
-    return ReportFigures(day, summary, rules, top_accounts, top_merchants, recon, hourly, amounts)
+        completeness = read_completeness(cur, day)
+        cur.execute(_PROCESSED_ON_SQL, {"start": start, "end": end})
+        processed_on = [(d, int(n)) for d, n in cur.fetchall()]
+    return ReportFigures(
+        day,
+        summary,
+        rules,
+        top_accounts,
+        top_merchants,
+        recon,
+        hourly,
+        amounts,
+        completeness=completeness,
+        processed_on=processed_on,
+        noisy_alert_rate=noisy_alert_rate,
+    )

@@ -157,6 +157,14 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         '-d "$POSTGRES_DB" -c "SELECT alert_type, severity, count(*) FROM alerts GROUP BY 1, 2"',
         "           make stack-down                # stop the local stack (data is kept)",
     ]
+    # The events end about now and began at `start`: the report of each day they fall on.
+    day, last = start.date(), datetime.now(UTC).date()
+    while day <= last:
+        lines.insert(
+            -1,
+            f"report     python -m reports --day {day}   # or trigger transaction_reporting with day {day}",
+        )
+        day += timedelta(days=1)
     print("\n".join(lines), flush=True)
     # Leftovers of an interrupted earlier run may be consumed too, hence ">=".
     ok = (

@@ -1,9 +1,9 @@
-"""The pure parts of the report (reports/day.py, scoring.py, page.py, files.py): day resolution, gap
-detection, rule scoring, the page and the files."""
+"""The pure parts of the report (reports/day.py, offsets.py, completeness.py, scoring.py, page.py,
+files.py): day resolution, gaps and restarts of offsets, completeness, rule scoring, the page and
+the files."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import dataclasses
 import json
@@ -14,20 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from reports.completeness import Completeness, Watermark, ready_to_report
 from reports.day import day_bounds, report_day
 from reports.errors import ReportError
-from reports.figures import (
-    AmountBucket,
-    HourVolume,
-    PartitionReconciliation,
-    ReportFigures,
-    RuleCounts,
-    SummaryRow,
-    TopEntry,
-)
+from reports.figures import AmountBucket, HourVolume, ReportFigures, RuleCounts, SummaryRow, TopEntry
 from reports.files import write_report
-from reports.page import cell, render_page
-from reports.scoring import find_gaps, reconcile_partitions, score_rule
+from reports.offsets import Offset, OffsetRun, PartitionReconciliation, find_gaps, reconcile
+from reports.page import amount_text, cell, completeness_text, render_page
+from reports.scoring import noisy_rules, score_rule
 
 # --------------------------------------------------------------------------- the day
 
@@ -88,14 +82,55 @@ def test_find_gaps(offsets: list[int], previous: int | None, gaps: list[tuple[in
     assert find_gaps(offsets, previous) == gaps
 
 
-def test_reconcile_partitions_splits_stored_and_rejected_per_partition() -> None:
-    rows = [(1, 7, True), (0, 0, True), (0, 1, False), (0, 3, True), (1, 5, True), (1, 6, False)]
-    result = reconcile_partitions(rows, {0: None, 1: 2})
-    assert result == [
-        PartitionReconciliation(0, 0, 3, None, 2, 1, [(2, 2)]),
-        PartitionReconciliation(1, 5, 7, 2, 2, 1, [(3, 4)]),
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def _offsets(partition: int, offsets: list[int], *, stored: bool = True, at: int = 0) -> list[Offset]:
+    """Offsets processed one second apart from T0 + `at` seconds."""
+    return [Offset("", partition, o, T0 + timedelta(seconds=at + i), stored) for i, o in enumerate(offsets)]
+
+
+def test_reconcile_splits_stored_and_rejected_per_partition() -> None:
+    items = [
+        *_offsets(0, [0, 3]),
+        *_offsets(0, [1], stored=False, at=5),
+        *_offsets(1, [5, 7]),
+        *_offsets(1, [6], stored=False, at=9),
     ]
-    assert [r.missing for r in result] == [1, 2]
+    result = reconcile(items, {("", 0): None, ("", 1): 2})
+    assert result == [
+        PartitionReconciliation("", 0, None, [OffsetRun(0, 3, 2, 1, [(2, 2)])]),
+        PartitionReconciliation("", 1, 2, [OffsetRun(5, 7, 2, 1, [(3, 4)])]),
+    ]
+    assert [(p.stored, p.rejected, p.missing, p.restarts) for p in result] == [(2, 1, 1, 0), (2, 1, 2, 0)]
+
+
+def test_a_topic_recreated_within_the_day_is_a_restart_not_a_merged_range() -> None:
+    # The old log ran 10,495..10,499 this morning; the recreated topic starts again at 0.
+    old = _offsets(0, list(range(10495, 10500)))
+    new = _offsets(0, [0, 1, 2, 3], at=3600)
+    rejected_new = _offsets(0, [4], stored=False, at=3700)
+    [p] = reconcile([*new, *rejected_new, *old], {("", 0): 10494})
+    assert p.runs == [
+        OffsetRun(10495, 10499, 5, 0, []),
+        OffsetRun(0, 4, 4, 1, [], restarted=True),
+    ]
+    assert (p.stored, p.rejected, p.missing, p.restarts) == (9, 1, 0, 1)
+
+
+def test_offsets_that_begin_again_below_the_day_before_are_a_restart() -> None:
+    [p] = reconcile(_offsets(0, [0, 1, 2]), {("", 0): 66804})
+    assert p.runs == [OffsetRun(0, 2, 3, 0, [], restarted=True)]  # no gap counted from 66,804
+    [same_log] = reconcile(_offsets(0, [66806, 66807]), {("", 0): 66804})
+    assert same_log.runs == [OffsetRun(66806, 66807, 2, 0, [(66805, 66805)])]
+
+
+def test_rejections_written_after_their_batch_are_no_restart() -> None:
+    # A batch stores 100..105 and then writes its rejection of 101 (a lower offset, later).
+    stored = _offsets(0, [100, 102, 103, 104, 105])
+    late_rejection = _offsets(0, [101], stored=False, at=10)
+    [p] = reconcile([*late_rejection, *stored], {("", 0): 99})
+    assert p.runs == [OffsetRun(100, 105, 5, 1, [])]
 
 
 # --------------------------------------------------------------------------- rule quality
@@ -170,9 +205,9 @@ def _figures(day: date) -> ReportFigures:
             SummaryRow("country", EVIL, 3, Decimal("1.00"), 0),
         ],
         rules=[quality],
-        top_accounts=[TopEntry(EVIL, 5, 4, Decimal("99.50"), ("card_testing", EVIL))],
-        top_merchants=[TopEntry("Café <b>", 2, 2, Decimal("3.00"), ("duplicate",))],
-        reconciliation=[PartitionReconciliation(0, 0, 99, None, 97, 1, [(10, 11)])],
+        top_accounts=[TopEntry(EVIL, 5, 4, Decimal("99.50"), ("card_testing", EVIL), ("EUR",))],
+        top_merchants=[TopEntry("Café <b>", 2, 2, Decimal("3.00"), ("duplicate",), ("EUR", "JPY"))],
+        reconciliation=[PartitionReconciliation("", 0, None, [OffsetRun(0, 99, 97, 1, [(10, 11)])])],
         hourly=[HourVolume(3, 60, Decimal("100.00"), 5), HourVolume(4, 40, Decimal("50.00"), 7)],
         amounts=[AmountBucket(1.0, 1.78, 30), AmountBucket(1.78, 3.16, 70)],
     )
@@ -209,17 +244,22 @@ def test_report_files_are_written_escaped_and_self_contained(tmp_path: Path) -> 
     parser = _Collector()
     parser.feed(page)
     parser.close()
-    # Only our own markup: the hostile strings are text, not tags.
+    # Only our own markup: the hostile strings are text, not tags (in the tables and in the
+    # per-rule chart, whose labels are rule names).
     assert "script" not in parser.tags and "b" not in parser.tags
     text = "".join(parser.text)
     assert EVIL in text and "Café <b>" in text
     assert "&lt;script&gt;" in page
-    # Three charts, each a real PNG embedded in the page (no external files).
-    assert len(parser.images) == 3
-    for src in parser.images:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "10-11" in text  # the reconciliation gap is shown
+    # Three charts, inline SVG (no external files), their labels kept as text.
+    assert parser.tags.count("svg") == 3 and not parser.images
+    for label in (
+        "hour of the day (UTC)",
+        "transactions",
+        "alerts",
+        "amount in the transaction's own currency",
+    ):
+        assert label in text, label
+    assert "10–11" in text  # the reconciliation gap is shown
 
     with (out / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -239,6 +279,7 @@ def test_report_files_are_written_escaped_and_self_contained(tmp_path: Path) -> 
     data = json.loads((out / "figures.json").read_text())
     assert data["day"] == "2026-03-10"
     assert data["reconciliation"][0]["missing"] == 2
+    assert data["reconciliation"][0]["runs"][0]["gaps"] == [[10, 11]]
     assert data["summary"][0]["amount_sum"] == pytest.approx(12345.67)
 
 
@@ -251,11 +292,13 @@ def test_rewriting_a_report_replaces_it(tmp_path: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 
-def test_an_empty_day_still_gives_a_report(tmp_path: Path) -> None:
+def test_an_empty_day_says_so_instead_of_drawing_empty_charts(tmp_path: Path) -> None:
     day = date(2026, 3, 11)
     empty = ReportFigures(day, [SummaryRow("total", "", 0, Decimal(0), 0)], [], [], [], [], [], [])
     page = (write_report(day, empty, tmp_path) / "report.html").read_text()
-    assert "nothing processed on this day" in page
+    assert "No transactions on this day." in page
+    assert "<img" not in page and 'id="rules"' not in page
+    assert "Nothing was processed on this day." in page
 
 
 def test_figures_for_another_day_are_refused(tmp_path: Path) -> None:
@@ -272,16 +315,141 @@ def test_cells_read_as_a_person_expects() -> None:
     assert cell("ACC00000042") == "ACC00000042"
 
 
+SVG = ("Transactions and alerts per hour", '<svg xmlns="http://www.w3.org/2000/svg"><text>7</text></svg>')
+
+
+def _text(page: str) -> str:
+    parser = _Collector()
+    parser.feed(page)
+    return " ".join(" ".join(parser.text).split())
+
+
 def test_the_page_flags_missing_offsets_and_counts_with_separators() -> None:
     day = date(2026, 3, 10)
     figures = _figures(day)
-    page = render_page(figures, {"Volume per hour": "iVBORw0KGgo="})
+    page = render_page(figures, {"per-hour": SVG})
+    text = _text(page)
+    assert "100 transactions, 10 alerts, 0 rejected messages" in text
+    assert '<p class="bad">2 offsets missing</p>' in page
+    assert "8 of 4" not in text and "3 of 4" in text  # accounts detected
+    assert '<figure class="chart" role="img" aria-label="Transactions and alerts per hour"><svg' in page
+    clean = dataclasses.replace(
+        figures, reconciliation=[PartitionReconciliation("", 0, None, [OffsetRun(0, 99, 99, 1, [])])]
+    )
+    assert "offsets missing" not in render_page(clean, {})
+
+
+def test_the_table_of_contents_links_every_section() -> None:
+    page = render_page(_figures(date(2026, 3, 10)), {"per-hour": SVG})
     parser = _Collector()
     parser.feed(page)
-    text = " ".join(" ".join(parser.text).split())
-    assert "100 transactions, 10 alerts, 2 offsets missing in reconciliation" in text
-    assert '<p class="bad">2 offsets missing</p>' in page
-    assert "12,345.67" in text and "8 of 4" not in text and "3 of 4" in text  # accounts detected
-    assert parser.images == ["data:image/png;base64,iVBORw0KGgo="]
-    clean = dataclasses.replace(figures, reconciliation=[PartitionReconciliation(0, 0, 99, None, 99, 1, [])])
-    assert 'class="bad"' not in render_page(clean, {})
+    assert "nav" in parser.tags
+    for section in (
+        "completeness",
+        "per-hour",
+        "summary",
+        "rules",
+        "top-accounts",
+        "top-merchants",
+        "reconciliation",
+    ):
+        assert f'<a href="#{section}">' in page and f'id="{section}"' in page
+
+
+def test_amounts_are_never_summed_over_currencies() -> None:
+    figures = dataclasses.replace(
+        _figures(date(2026, 3, 10)),
+        summary=[
+            SummaryRow("total", "", 100, Decimal("999999.00"), 12),
+            SummaryRow("transaction_type", "purchase", 100, Decimal("999999.00"), 12),
+            SummaryRow("currency", "EUR", 60, Decimal("1234.50"), 7),
+            SummaryRow("currency", "JPY", 40, Decimal("998764.50"), 5),
+        ],
+    )
+    text = _text(render_page(figures, {}))
+    assert "999,999.00" not in text  # the total and the per-type sums add yen to euros
+    assert "1,234.50 EUR" in text and "998,764.50 JPY" in text
+    assert "Amount: not converted (2 currencies): see the table by currency." in text
+    assert "not converted (2 currencies)" in text  # the merchant with EUR and JPY transactions
+    assert amount_text(Decimal("99.5"), ("EUR",)) == "99.50 EUR"
+
+
+def test_rules_with_absurd_alert_rates_are_flagged() -> None:
+    rules = [
+        score_rule(
+            _counts(alert_type="velocity", scenario=None, alerts=340, true_positives=0),
+            1000,
+            labels_present=True,
+        ),
+        score_rule(_counts(), 1000, labels_present=True),
+    ]
+    assert noisy_rules(rules, 0.05) == {"velocity"}  # 34% of transactions; card_testing 1%
+    figures = dataclasses.replace(_figures(date(2026, 3, 10)), rules=rules)
+    page = render_page(figures, {})
+    assert '<tr class="flagged">' in page and page.count('<span class="flag">flagged</span>') == 1
+    assert "Flagged: velocity alerted on more than 5.0% of the day's transactions." in _text(page)
+
+
+def _completeness(day: date, checked: datetime, *watermarks: datetime, late: int = 0) -> Completeness:
+    return Completeness(day, checked, [Watermark(i, w) for i, w in enumerate(watermarks)], late, None)
+
+
+def test_a_day_is_complete_once_every_partition_stored_past_its_end() -> None:
+    day, end = date(2026, 3, 10), datetime(2026, 3, 11, tzinfo=UTC)
+    behind = _completeness(
+        day, end + timedelta(minutes=5), end + timedelta(minutes=1), end - timedelta(hours=2)
+    )
+    assert not behind.complete and [w.partition for w in behind.behind] == [1]
+    wait = timedelta(minutes=120)
+    assert not ready_to_report(behind, now=end + timedelta(minutes=5), max_wait=wait, wait=True)
+    assert ready_to_report(behind, now=end + timedelta(minutes=121), max_wait=wait, wait=True)
+    assert ready_to_report(behind, now=end + timedelta(minutes=5), max_wait=wait, wait=False)  # manual
+    done = _completeness(day, end + timedelta(minutes=5), end + timedelta(minutes=1), end, late=12)
+    assert done.complete and ready_to_report(done, now=end, max_wait=wait, wait=True)
+
+    ok, text = completeness_text(done, 1000)
+    assert (
+        ok
+        and text.startswith("Complete:")
+        and "12 of its 1,000 transactions were stored after the day had ended" in text
+    )
+    ok, text = completeness_text(behind, 1000)
+    assert not ok and "1 of 2 partitions had not stored any event past this day's end" in text
+    assert "partition 1 up to 2026-03-10 22:00" in text
+    stopped = Completeness(
+        day,
+        end + timedelta(days=200),
+        [Watermark(0, end - timedelta(hours=22))],
+        40,
+        end + timedelta(days=199),
+    )
+    ok, text = completeness_text(stopped, 40)
+    assert not ok and "no partition had stored an event past this day's end" in text
+    assert "the latest stored event is from 2026-03-10 02:00" in text
+    assert "All 40 of its transactions were stored after the day had ended (by 2026-09-26)" in text
+    ok, text = completeness_text(_completeness(day, end - timedelta(hours=3), end - timedelta(hours=3)), 10)
+    assert not ok and text.startswith("The day is not over")
+
+
+def test_reconciliation_says_whether_it_agrees_with_the_rejection_table() -> None:
+    figures = dataclasses.replace(
+        _figures(date(2026, 3, 10)),
+        summary=[
+            SummaryRow("total", "", 100, Decimal(1), 0),
+            SummaryRow("rejection_reason", "invalid_json", 1, Decimal(0), 0),
+        ],
+    )
+    assert "The rejected messages are the 1 of the summary's rejection table" in _text(
+        render_page(figures, {})
+    )
+    off = dataclasses.replace(
+        figures, summary=[*figures.summary, SummaryRow("rejection_reason", "empty_message", 4, Decimal(0), 0)]
+    )
+    assert "The summary's rejection table counts 5" in _text(render_page(off, {}))
+    restarted = dataclasses.replace(
+        figures,
+        reconciliation=[PartitionReconciliation("", 0, 66804, [OffsetRun(0, 10, 10, 1, [], restarted=True)])],
+    )
+    text = _text(render_page(restarted, {}))
+    assert "offsets restarted: began at 0, below 66,804" in text
+    assert "Offsets restarted 1 time(s): a topic was recreated or its offsets were reset on this day." in text

@@ -16,6 +16,7 @@ Airflow loads it from its plugins folder (`AIRFLOW__CORE__PLUGINS_FOLDER`: this 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 from datetime import date
@@ -24,6 +25,7 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
+from fastapi import Request
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,11 @@ class RunNotes:
         if dag_run.dag_id != "transaction_reporting":
             return
         from reports.errors import ReportError
-        from reports.runs import waiting_note
+        from reports.runs import running_note
 
         try:
-            _set_note(dag_run, waiting_note(_reporting_day(dag_run)))
+            scheduled = str(dag_run.run_type) == "scheduled"
+            _set_note(dag_run, running_note(_reporting_day(dag_run), scheduled=scheduled))
         except ReportError as exc:
             _set_note(dag_run, f"**Report**: {exc}")
 
@@ -134,15 +137,31 @@ def _reports_root() -> Path:
     return Path(load_settings().data_dir) / "reports"
 
 
+def _headline(day_dir: Path) -> str:
+    """'60,000 transactions, complete' from the day's figures.json, or '' if unreadable."""
+    from reports.runs import day_state
+
+    try:
+        data = json.loads((day_dir / "figures.json").read_text())
+        total = next((r["txn_count"] for r in data["summary"] if r["dimension"] == "total"), 0)
+        c = data.get("completeness", {})
+        state = day_state(
+            transactions=total, complete=c.get("complete", True), day_over=c.get("day_over", True)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"{total:,} transactions, {state}" if total else state
+
+
 def _index_page(root: Path) -> str:
     days = (
-        sorted((p.name for p in root.iterdir() if p.is_dir() and _DAY.match(p.name)), reverse=True)
+        sorted((p for p in root.iterdir() if p.is_dir() and _DAY.match(p.name)), reverse=True)
         if root.is_dir()
         else []
     )
     items = "\n".join(
-        f'<li><a href="{d}/report.html">{d}</a> <small>(<a href="{d}/summary.csv">summary.csv</a>, '
-        f'<a href="{d}/alerts.csv">alerts.csv</a>, <a href="{d}/figures.json">figures.json</a>)</small></li>'
+        f'<li><a href="{d.name}/report.html">{d.name}</a> {html.escape(_headline(d))} <small>(<a href="{d.name}/summary.csv">summary.csv</a>, '
+        f'<a href="{d.name}/alerts.csv">alerts.csv</a>, <a href="{d.name}/figures.json">figures.json</a>)</small></li>'
         for d in days
     )
     body = (
@@ -161,7 +180,7 @@ def _index_page(root: Path) -> str:
     )
 
 
-async def _reader(request: Any) -> None:
+async def _reader(request: Request) -> None:
     """Signed in (the UI's cookie, or a bearer token) and allowed to read the reporting DAG: the
     reports hold account ids and amounts. Airflow's own checks, imported on first use so that
     loading the plugin (in the scheduler, in every task) stays light."""
@@ -174,7 +193,7 @@ async def _reader(request: Any) -> None:
 
 
 def create_app() -> Any:
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
     readers = [Depends(_reader)]

@@ -58,6 +58,7 @@ class Completeness:
         return {
             "day": self.day.isoformat(),
             "complete": self.complete,
+            "day_over": self.day_over,
             "checked_at": self.checked_at.isoformat(),
             "behind": {w.partition: w.latest_event.isoformat() for w in self.behind},
             "late": self.late,

@@ -34,24 +34,33 @@ def report_url(day: date, name: str = "report.html") -> str:
 
 
 def red_note(problems: Sequence[str]) -> str:
-    """The note of a red run: one line per problem (Markdown list), as the log has them."""
-    head = f"**Red: {len(problems)} problem{'s' if len(problems) != 1 else ''}**"
-    return clip("\n".join([head, "", *(f"- {p}" for p in problems)]))
+    """The note of a red run: one line per problem (a Markdown list), as the log has them. The
+    run's page shows a note's first line only, so the first problem comes first, no heading."""
+    return clip("\n".join(f"- {p}" for p in problems))
+
+
+def day_state(*, transactions: int, complete: bool, day_over: bool) -> str:
+    """A report's state in two or three words, for notes and the list of reports."""
+    if not transactions:
+        return "no transactions"
+    if not day_over:
+        return "day not over"
+    return "complete" if complete else "possibly incomplete"
 
 
 def report_note(day: date, *, transactions: int, alerts: int, complete: bool, day_over: bool) -> str:
     """The note of a reporting run: the day it reported, what it found, the link to the page."""
-    state = (
-        "complete" if complete and day_over else ("day not over" if not day_over else "possibly incomplete")
-    )
+    state = day_state(transactions=transactions, complete=complete, day_over=day_over)
     return clip(
         f"**Report for {day.isoformat()}** ({state}): {units.count(transactions)} transactions, "
         f"{units.count(alerts)} alerts. [Open the report]({report_url(day)})"
     )
 
 
-def waiting_note(day: date) -> str:
-    return f"**Report for {day.isoformat()}**: waiting for the day to be complete"
+def running_note(day: date, *, scheduled: bool) -> str:
+    """The note of a reporting run as it starts: a scheduled run first waits for its day."""
+    doing = "waiting for the day to be complete, then reporting" if scheduled else "reporting"
+    return f"**Report for {day.isoformat()}**: {doing}"
 
 
 def clip(text: str, limit: int = NOTE_LIMIT) -> str:

@@ -106,8 +106,6 @@ def test_a_red_run_note_lists_each_problem_on_its_own_line() -> None:
     )
     note = red_note(lines)
     assert note.splitlines() == [
-        "**Red: 2 problems**",
-        "",
         "- e2e_delay_p95_seconds is 6 min 2 s, above the limit of 30 s (MONITOR_MAX_DELAY_P95_SECONDS=30)",
         "- kafka_consumer_lag_total is 200 messages, above the limit of 100 messages (MONITOR_MAX_LAG=100)",
     ]

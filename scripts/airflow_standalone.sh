@@ -89,7 +89,7 @@ cat >&2 <<EOF
 Airflow home:  $AIRFLOW_HOME
 DAGs:          $AIRFLOW__CORE__DAGS_FOLDER
 UI:            http://127.0.0.1:$port   user admin, password: run
-               cat $AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE
+               cat ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE/#$HOME/\~}
 Reports:       http://127.0.0.1:$port/txmon/reports/   (and linked from each run's note)
 Stop with Ctrl-C.
 EOF

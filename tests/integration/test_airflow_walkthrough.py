@@ -50,7 +50,7 @@ class Airflow:
         # The script names it in its banner; the user runs `cat` on it.
         match = re.search(r"cat (\S+simple_auth_manager_passwords\.json\.generated)", self.log.read_text())
         assert match, self.log.read_text()[:3000]
-        return Path(match.group(1))
+        return Path(match.group(1)).expanduser()
 
 
 def _free_port() -> int:

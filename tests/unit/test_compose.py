@@ -412,7 +412,7 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
     for group, field in env_fields():
         by_group.setdefault(group, set()).add(field.metadata["env"])
     logging_vars = {"LOG_LEVEL", "LOG_FORMAT"}
-    migration_vars = {"POSTGRES_MIGRATION_USER", "POSTGRES_MIGRATION_PASSWORD"}
+    migration_vars = {"POSTGRES_MIGRATION_USER", "POSTGRES_MIGRATION_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD"}
     expected = {
         "consumer": (
             by_group["kafka"]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from utils import local_stack
+from stack import apache_kafka
 from utils.config import env_fields, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -634,7 +634,7 @@ def _run_entrypoint(
         "PATH": f"{fake_java / 'bin'}:{os.environ['PATH']}",
         "FAKE_JAVA_ARGS": str(args_file),
         "KAFKA_LIB_DIR": str(tmp_path / "lib"),
-        "KAFKA_LOG4J_PROPERTIES": str(local_stack.LOG4J_PROPERTIES),
+        "KAFKA_LOG4J_PROPERTIES": str(apache_kafka.LOG4J_PROPERTIES),
         "KAFKA_RENDER_DIR": str(tmp_path / "conf"),
         **env,
     }
@@ -653,8 +653,8 @@ def _properties(path: Path) -> dict[str, str]:
 
 
 def _native_argv(fake_java: Path, heap: str, main_class: str, config: Path, lib: Path) -> list[str]:
-    stack = local_stack.LocalStack(config.parent / "native-state", environ={"JAVA_HOME": str(fake_java)})
-    return stack._java_argv(heap, main_class, config, lib)[1:]
+    java = apache_kafka.find_java({"JAVA_HOME": str(fake_java)})
+    return apache_kafka.java_argv(java, heap, main_class, config, lib)[1:]
 
 
 def test_kafka_entrypoint_runs_zookeeper_like_the_native_stack(fake_java: Path, tmp_path: Path) -> None:
@@ -663,12 +663,12 @@ def test_kafka_entrypoint_runs_zookeeper_like_the_native_stack(fake_java: Path, 
     config = tmp_path / "conf" / "zk.properties"
     assert argv == _native_argv(
         fake_java,
-        local_stack.ZK_HEAP,
+        apache_kafka.ZK_HEAP,
         "org.apache.zookeeper.server.quorum.QuorumPeerMain",
         config,
         tmp_path / "lib",
     )
-    native = {k: str(v) for k, v in local_stack.zookeeper_properties(Path("/data/zk"), 2181).items()}
+    native = {k: str(v) for k, v in apache_kafka.zookeeper_properties(Path("/data/zk"), 2181).items()}
     # Natively ZooKeeper binds 127.0.0.1; in a container it must listen on the network.
     del native["clientPortAddress"]
     assert _properties(config) == native
@@ -684,9 +684,9 @@ def test_kafka_entrypoint_runs_the_broker_like_the_native_stack(fake_java: Path,
     )
     assert result.returncode == 0, result.stderr
     config = tmp_path / "conf" / "server.properties"
-    assert argv == _native_argv(fake_java, local_stack.KAFKA_HEAP, "kafka.Kafka", config, tmp_path / "lib")
+    assert argv == _native_argv(fake_java, apache_kafka.KAFKA_HEAP, "kafka.Kafka", config, tmp_path / "lib")
     rendered = _properties(config)
-    native = {k: str(v) for k, v in local_stack.kafka_properties(Path("/data/kafka"), 9092, 2181).items()}
+    native = {k: str(v) for k, v in apache_kafka.kafka_properties(Path("/data/kafka"), 9092, 2181).items()}
     # Addresses differ by design (two listeners, a ZooKeeper on the network); the rest must not.
     for key in ("listeners", "advertised.listeners", "zookeeper.connect"):
         del native[key]

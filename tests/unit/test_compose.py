@@ -27,7 +27,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 KAFKA_ENTRYPOINT = REPO_ROOT / "docker" / "kafka-entrypoint.sh"
-POSTGRES_INIT = REPO_ROOT / "docker" / "postgres-init" / "01-roles.sh"
 DOCKERFILES = [
     REPO_ROOT / "Dockerfile",
     REPO_ROOT / "docker" / "kafka.Dockerfile",
@@ -41,7 +40,7 @@ AIRFLOW_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT = {"kafka-init", "db-migrate", "airflow-init"}
+ONE_SHOT = {"kafka-init", "db-roles", "db-migrate", "airflow-init"}
 SERVICES = (
     {"zookeeper", "kafka", "postgres", "airflow-postgres", "producer", "consumer"}
     | ONE_SHOT
@@ -62,6 +61,7 @@ ENTRY_POINTS = {
     "producer": (["python", "producer/transaction_producer.py"], "producer/transaction_producer.py"),
     "consumer": (["python", "consumer/transaction_processor.py"], "consumer/transaction_processor.py"),
     "kafka-init": (["python", "-m", "utils.kafka_cleanup", "create-topics"], "utils/kafka_cleanup.py"),
+    "db-roles": (["python", "-m", "utils.roles", "provision"], "utils/roles.py"),
     "db-migrate": (["python", "-m", "utils.database", "migrate"], "utils/database.py"),
 }
 
@@ -330,7 +330,8 @@ def test_start_up_order(services: dict[str, Any]) -> None:
     assert needs("consumer") >= {"kafka-init", "db-migrate"}
     assert needs("producer") >= {"kafka-init"}
     assert needs("kafka-init") >= {"kafka"}
-    assert needs("db-migrate") >= {"postgres"}
+    assert needs("db-roles") >= {"postgres"}
+    assert needs("db-migrate") >= {"postgres", "db-roles"}
     assert needs("kafka") >= {"zookeeper"}
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         assert needs(name) >= {"airflow-init", "airflow-postgres"}, name
@@ -338,7 +339,7 @@ def test_start_up_order(services: dict[str, Any]) -> None:
 
 def test_postgres_is_ready_only_over_tcp(services: dict[str, Any]) -> None:
     """During init the image's temporary server listens on the Unix socket only: a socket
-    check would pass before 01-roles.sh has created the roles."""
+    check would pass before the server db-roles and the other containers connect to is up."""
     for name in ("postgres", "airflow-postgres"):
         assert "--host=127.0.0.1" in services[name]["healthcheck"]["test"], name
 
@@ -429,11 +430,15 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
     for name, variables in expected.items():
         missing = variables - set(environment(services[name]))
         assert not missing, f"{name} does not get {sorted(missing)}"
-    # The owner role's password goes to the migration job and nowhere else.
-    with_owner_password = {
-        name for name, svc in services.items() if "POSTGRES_MIGRATION_PASSWORD" in environment(svc)
-    }
-    assert with_owner_password == {"db-migrate"}
+
+    # The owner role's password goes to the jobs that set it and log in with it, nowhere else;
+    # the superuser's to the server and the job that creates the roles.
+    def having(variable: str) -> set[str]:
+        return {name for name, svc in services.items() if variable in environment(svc)}
+
+    assert having("POSTGRES_MIGRATION_PASSWORD") == {"db-roles", "db-migrate"}
+    assert having("POSTGRES_SUPERUSER_PASSWORD") == {"db-roles"}
+    assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_SUPERUSER_PASSWORD")
 
 
 # --- Airflow ---------------------------------------------------------------------------------------------
@@ -604,11 +609,11 @@ def test_pipeline_image_installs_only_the_pipeline_requirements() -> None:
     assert any(keyword == "ENV" and "PYTHONUNBUFFERED=1" in args for keyword, args in instructions)
 
 
-@pytest.mark.parametrize("script", [KAFKA_ENTRYPOINT, POSTGRES_INIT], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [KAFKA_ENTRYPOINT], ids=lambda p: p.name)
 def test_scripts_parse_and_are_executable(script: Path) -> None:
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    # The postgres image runs an executable init script but *sources* a non-executable one.
+    # Docker runs an entrypoint script directly: it must be executable.
     assert os.access(script, os.X_OK), f"chmod +x {script.relative_to(REPO_ROOT)}"
 
 

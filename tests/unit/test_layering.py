@@ -33,7 +33,10 @@ def imports_stack(source: str) -> list[str]:
     ("source", "found"),
     [
         ("import stack", ["stack"]),
-        ("from stack.orchestrator import LocalStack", ["stack.orchestrator", "stack.orchestrator.LocalStack"]),
+        (
+            "from stack.orchestrator import LocalStack",
+            ["stack.orchestrator", "stack.orchestrator.LocalStack"],
+        ),
         ("from stack import postgres", ["stack", "stack.postgres"]),
         ("def f():\n    import stack.common\n", ["stack.common"]),
         ("import stacktrace\nfrom utils.stack import x\nfrom . import stack", []),
@@ -46,7 +49,5 @@ def test_the_checker_finds_stack_imports(source: str, found: list[str]) -> None:
 def test_pipeline_code_does_not_import_the_stack() -> None:
     files = [p for package in PIPELINE for p in sorted((REPO / package).rglob("*.py"))]
     assert len(files) > 20, files  # the walk found the code
-    offenders = {
-        str(p.relative_to(REPO)): found for p in files if (found := imports_stack(p.read_text()))
-    }
+    offenders = {str(p.relative_to(REPO)): found for p in files if (found := imports_stack(p.read_text()))}
     assert not offenders, f"pipeline code imports the dev stack: {offenders}"

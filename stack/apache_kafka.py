@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reports.zookeeper import zk_command
-from stack.common import HOST, Daemon, Runtime, cache_dir, file_lock, kafka_answers, tcp_answers, write_atomic
+from stack.common import HOST, Daemon, Runtime, cache_dir, file_lock, kafka_answers, write_atomic
 from utils.config import REPO_ROOT
 from utils.errors import StackError
 
@@ -248,115 +248,71 @@ def _resolve_jars(
 # --------------------------------------------------------------------------------------------
 
 
-class ZooKeeper:
+class ZooKeeper(Daemon):
     name = "zookeeper"
-
-    def __init__(self, rt: Runtime, port: int) -> None:
-        self.rt = rt
-        self.port = port
-        self.daemon = Daemon(rt, self.name, port)
 
     @property
     def config(self) -> Path:
-        return self.daemon.home / "zk.properties"
+        return self.home / "zk.properties"
 
-    @property
-    def log_path(self) -> Path:
-        return self.daemon.log_path
-
-    def pid(self) -> int | None:
-        return self.daemon.pid(str(self.config))
+    def marker(self) -> str:
+        return str(self.config)
 
     def answers(self) -> bool:
         return zk_command(self.port, "ruok") == "imok"
 
-    def is_up(self) -> bool:
-        return self.pid() is not None and self.answers()
-
-    def start(self) -> None:
-        if self.pid() is not None:
-            if not self.answers():  # ours but not answering (yet): give it the normal start-up time
-                self.daemon.wait_ready(self.answers, lambda: self.pid() is not None, 0)
-            return
-        self.daemon.check_port_free()
+    def argv(self) -> list[str]:
         lib = kafka_lib_dir(environ=self.rt.environ)
-        data = self.daemon.home / "data"
+        data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.config.write_text(render_properties(zookeeper_properties(data, self.port)))
         log.info("starting zookeeper on %s:%d", HOST, self.port)
-        argv = java_argv(
-            find_java(self.rt.environ),
-            ZK_HEAP,
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-            self.config,
-            lib,
-        )
-        proc, offset = self.daemon.spawn(argv)
-        self.daemon.wait_ready(self.answers, lambda: proc.poll() is None, offset)
-
-    def stop(self, *, kill: bool = False) -> None:
-        self.daemon.stop(self.pid(), kill=kill)
+        main_class = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+        return java_argv(find_java(self.rt.environ), ZK_HEAP, main_class, self.config, lib)
 
 
-class ApacheKafka:
-    """The broker (component name `kafka`); starting it starts its ZooKeeper first."""
+class ApacheKafka(Daemon):
+    """The broker (component `kafka`); starting it starts its ZooKeeper first."""
 
     name = "kafka"
 
-    def __init__(self, rt: Runtime, daemon: Daemon, zookeeper: ZooKeeper, *, partitions: int = 6) -> None:
-        self.rt = rt
-        self.daemon = daemon
+    def __init__(self, rt: Runtime, port: int, zookeeper: ZooKeeper, *, partitions: int = 6) -> None:
+        super().__init__(rt, port)
         self.zookeeper = zookeeper
         self.partitions = partitions
 
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.daemon.port}"
+        return f"{HOST}:{self.port}"
 
     @property
     def config(self) -> Path:
-        return self.daemon.home / "server.properties"
+        return self.home / "server.properties"
 
     @property
     def data_dir(self) -> Path:
-        return self.daemon.home / "data"
+        return self.home / "data"
 
-    @property
-    def log_path(self) -> Path:
-        return self.daemon.log_path
-
-    def pid(self) -> int | None:
-        return self.daemon.pid(str(self.config))
-
-    def is_up(self) -> bool:
-        return self.pid() is not None and tcp_answers(HOST, self.daemon.port)
+    def marker(self) -> str:
+        return str(self.config)
 
     def ready(self) -> bool:
         return kafka_answers(self.bootstrap, timeout_s=2.0, expect_topics=topics_in_log_dir(self.data_dir))
 
     def start(self) -> None:
         self.zookeeper.start()
-        if self.pid() is not None:
-            self.daemon.wait_ready(self.ready, lambda: self.pid() is not None, 0, self._hint)
-            return
-        self.daemon.check_port_free()
+        super().start()
+
+    def argv(self) -> list[str]:
         self._wait_broker_deregistered()
         lib = kafka_lib_dir(environ=self.rt.environ)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        props = kafka_properties(
-            self.data_dir, self.daemon.port, self.zookeeper.port, partitions=self.partitions
-        )
+        props = kafka_properties(self.data_dir, self.port, self.zookeeper.port, partitions=self.partitions)
         self.config.write_text(render_properties(props))
         log.info("starting kafka on %s (ZooKeeper mode, broker %d)", self.bootstrap, BROKER_ID)
-        proc, offset = self.daemon.spawn(
-            java_argv(find_java(self.rt.environ), KAFKA_HEAP, "kafka.Kafka", self.config, lib)
-        )
-        self.daemon.wait_ready(self.ready, lambda: proc.poll() is None, offset, self._hint)
+        return java_argv(find_java(self.rt.environ), KAFKA_HEAP, "kafka.Kafka", self.config, lib)
 
-    def stop(self, *, kill: bool = False) -> None:
-        self.daemon.stop(self.pid(), kill=kill)
-
-    def _hint(self, log_text: str) -> str:
+    def hint(self, log_text: str) -> str:
         if "InconsistentClusterIdException" in log_text:
             return (
                 f"\nfix: the broker's data ({self.data_dir}) belongs to another ZooKeeper cluster: "

@@ -271,13 +271,40 @@ class Runtime:
 class Daemon:
     """One of the stack's long-running processes (ZooKeeper, a broker): started detached in a
     session of its own, logging to logs/<name>.log, its PID in run/<name>.pid, so that `down`
-    run later from another process can stop it."""
+    run later from another process can stop it.
 
-    def __init__(self, rt: Runtime, name: str, port: int) -> None:
+    A component says how to start it (`argv`, which also writes its configuration), what in its
+    command line marks a process as its own (`marker`: a reused PID is not ours) and when it is
+    ready; the lifecycle is the same for all of them.
+    """
+
+    name = ""
+
+    def __init__(self, rt: Runtime, port: int) -> None:
         self.rt = rt
-        self.name = name
         self.port = port
         self._proc: subprocess.Popen[bytes] | None = None  # our child, to reap when it stops
+
+    # ---- what a component says ----------------------------------------------------------------
+
+    def marker(self) -> str:
+        raise NotImplementedError
+
+    def argv(self) -> list[str]:
+        """The command line, once everything it needs is in place."""
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        return tcp_answers(HOST, self.port)
+
+    def ready(self) -> bool:
+        return self.answers()
+
+    def hint(self, log_text: str) -> str:
+        """The fix a failed start's log points at, if this component knows one."""
+        return ""
+
+    # ---- the lifecycle -----------------------------------------------------------------------
 
     @property
     def home(self) -> Path:
@@ -291,20 +318,25 @@ class Daemon:
     def pidfile(self) -> Path:
         return self.rt.state_dir / "run" / f"{self.name}.pid"
 
-    def pid(self, marker: str) -> int | None:
-        """The PID in the pidfile if that process lives and has `marker` in its command line
-        (which guards against a reused PID); stale pidfiles count as None."""
+    def pid(self) -> int | None:
+        """The PID in the pidfile if that process lives and is ours; stale pidfiles count as None."""
         try:
             pid = int(self.pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if pid_alive(pid, marker) else None
+        return pid if pid_alive(pid, self.marker()) else None
 
-    def check_port_free(self) -> None:
+    def is_up(self) -> bool:
+        return self.pid() is not None and self.answers()
+
+    def start(self) -> None:
+        """Start it (unless it runs) and wait until it is ready."""
+        if self.pid() is not None:
+            if not self.ready():  # ours but not ready (yet): give it the normal start-up time
+                self._wait_ready(lambda: self.pid() is not None, 0)
+            return
         check_port_free(self.name, self.port)
-
-    def spawn(self, argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-        """Start the process detached; returns it and where this run's lines start in its log."""
+        argv = self.argv()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -324,21 +356,15 @@ class Daemon:
             )
         self._proc = proc
         write_atomic(self.pidfile, f"{proc.pid}\n")
-        return proc, offset
+        self._wait_ready(lambda: proc.poll() is None, offset)
 
-    def wait_ready(
-        self,
-        ready: Callable[[], bool],
-        alive: Callable[[], bool],
-        log_offset: int,
-        hint: Callable[[str], str] = lambda text: "",
-    ) -> None:
-        """Until `ready()`; a StackError with this run's log lines (and `hint(log)`, the fix the
-        log points at) if the process dies or the start-up time runs out."""
+    def _wait_ready(self, alive: Callable[[], bool], log_offset: int) -> None:
+        """Until `ready()`; a StackError with this run's log lines (and the fix they point at)
+        if the process dies or the start-up time runs out."""
         started = time.monotonic()
         deadline = started + self.rt.start_timeout_s
         while True:
-            if ready():
+            if self.ready():
                 log.info("%s ready on %s:%d (%.1f s)", self.name, HOST, self.port, time.monotonic() - started)
                 return
             if not alive():
@@ -346,7 +372,7 @@ class Daemon:
                 raise StackError(
                     f"{self.name} exited during start-up; last lines of {self.log_path}:\n"
                     f"{tail_text(self.log_path, start=log_offset)}"
-                    f"{hint(text) or port_taken_hint(self.name, self.port, text)}"
+                    f"{self.hint(text) or port_taken_hint(self.name, self.port, text)}"
                 )
             if time.monotonic() > deadline:
                 raise StackError(
@@ -355,9 +381,10 @@ class Daemon:
                 )
             time.sleep(0.2)
 
-    def stop(self, pid: int | None, *, kill: bool) -> None:
-        """SIGTERM (SIGKILL with `kill`, or when SIGTERM is ignored) and wait until `pid` is gone
-        and the port is free; `pid` None means nothing runs (a stale pidfile is removed)."""
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (SIGKILL with `kill`, or when SIGTERM is ignored) and wait until the process is
+        gone and the port is free; a stale pidfile is just removed."""
+        pid = self.pid()
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
             return

@@ -35,7 +35,6 @@ from stack.common import (
     COMPONENTS,
     DEFAULT_PORTS,
     HOST,
-    Daemon,
     Runtime,
     default_state_dir,
     file_lock,
@@ -164,10 +163,10 @@ class LocalStack:
         self.existing_postgres = existing_postgres
         rt = Runtime(self.state_dir, self.environ, start_timeout_s, stop_timeout_s)
         self.zookeeper = ZooKeeper(rt, zk_port)
-        broker = Daemon(rt, "kafka", kafka_port)  # one pidfile and log, whichever broker runs
+        # Both write the pidfile and log of component `kafka`; `up()` records which one runs.
         self._brokers: dict[str, ApacheKafka | TansuBroker] = {
-            "apache": ApacheKafka(rt, broker, self.zookeeper, partitions=kafka_partitions),
-            "tansu": TansuBroker(rt, broker),
+            "apache": ApacheKafka(rt, kafka_port, self.zookeeper, partitions=kafka_partitions),
+            "tansu": TansuBroker(rt, kafka_port),
         }
         self.postgres = Postgres(rt, pg_port)
         self._lock_depth = 0

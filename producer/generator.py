@@ -29,6 +29,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from random import Random
 from statistics import median
 from typing import Any, Literal
@@ -37,7 +38,7 @@ import orjson
 
 from producer.incidents import MEAN_MESSAGES, NIGHT_TARGET_S, Incident, Victim, plan, wire_txn
 from producer.pool import CATEGORIES, AccountPool, note, price
-from utils.geo import zone_hour
+from utils.geo import country_zones, zone_hour
 from utils.models import SCENARIOS
 
 __all__ = [
@@ -153,6 +154,7 @@ class TransactionGenerator:
         # Per-account memory only for an unscaled pool: with clones each copy is rarely seen twice.
         self._recent: list[deque[float]] = [deque(maxlen=_RECENT) for _ in range(n)] if clones == 1 else []
         self._last_atm_us = [-(1 << 62)] * n if clones == 1 else []
+        self._last_located_us = [-(1 << 62)] * n if clones == 1 else []
         self._table_day = -1
         self._awake: list[tuple[tuple[int, ...], tuple[float, ...], float]] = []
         self._gap_rate: list[float] = []
@@ -337,9 +339,11 @@ class TransactionGenerator:
             usd = base * 1.5
         usd = min(NORMAL_MAX_USD, max(MIN_USD, usd))
         amount = note(usd, acc.currency) if ttype == "withdrawal" else price(usd, acc.currency)
+        city = None if channel == "online" else acc.city
         if self._recent:
             self._recent[i].append(usd)
-        city = None if channel == "online" else acc.city
+            if city is not None:
+                self._last_located_us[i] = self._t_us
         txn = wire_txn(rng, self._account_id(key), acc, ttype, amount, channel, merchant, city)
         after = self._aftermath.get(key) if self._aftermath else None
         if after is not None:
@@ -363,7 +367,7 @@ class TransactionGenerator:
             best: tuple[int, int] | None = None
             for _ in range(_NIGHT_CANDIDATES):
                 key = self._key(rng.randrange(len(self._accounts)))
-                if not self._free(key):
+                if not self._free(key) or not self._local_clock_known(key):
                     continue
                 w = _wait_for_night(self._t_us, self._accounts[key // self.clones].city.zone)
                 if best is None or w < best[1]:
@@ -371,6 +375,8 @@ class TransactionGenerator:
             if best is None or best[1] > _MAX_NIGHT_WAIT_US:
                 return None
             key, wait = best
+            # Somewhere in the first half hour of the target, not all on the same second.
+            wait += int(rng.uniform(0, 1800) * _US_PER_S)
         elif name == "amount_spike" and self._recent:
             # An account with enough recent history for the rule to judge a spike against.
             for _ in range(20):
@@ -389,6 +395,15 @@ class TransactionGenerator:
         recent = self._recent[key] if self._recent else ()
         typical = median(recent) if recent else math.exp(acc.amount_mu)
         return key, Victim(acc, self._account_id(key), typical), wait
+
+    def _local_clock_known(self, key: int) -> bool:
+        """Whether the rules can tell this account's local time for a payment without coordinates:
+        its country's zones agree, or it paid somewhere located within the last 20 hours (the
+        rules then read solar time where it was last seen)."""
+        acc = self._accounts[key // self.clones]
+        if _zones_agree(acc.city.country):
+            return True
+        return bool(self._last_located_us) and self._t_us - self._last_located_us[key] < 20 * _US_PER_HOUR
 
     def _start(self, name: str) -> dict[str, Any] | None:
         """Plan an incident of `name` starting now and return its first message (the rest are
@@ -416,14 +431,23 @@ class TransactionGenerator:
         return first if first is not None else self._normal()
 
 
+@cache
+def _zones_agree(country: str) -> bool:
+    """True when every zone of `country` keeps the same offset (in January and in July)."""
+    zones = country_zones(country)
+    for month in (1, 7):
+        noon = datetime(2026, month, 15, 12, tzinfo=UTC).timestamp()
+        if len({zone_hour(noon, z) for z in zones}) > 1:
+            return False
+    return True
+
+
 def _wait_for_night(t_us: int, zone: str) -> int:
-    """Microseconds from `t_us` until the civil local time in `zone` enters NIGHT_TARGET_S (0 when
-    it is inside already)."""
+    """Microseconds from `t_us` until the civil local time in `zone` next reaches the start of
+    NIGHT_TARGET_S."""
     epoch = t_us / _US_PER_S
     local_s = zone_hour(epoch, zone) * 3600.0
-    lo, hi = NIGHT_TARGET_S
-    if lo <= local_s < hi:
-        return 0
+    lo, _hi = NIGHT_TARGET_S
     # A second late rather than a hair early: the target must hold after rounding to microseconds.
     return int(((lo - local_s) % 86_400.0 + 1.0) * _US_PER_S)
 

@@ -56,7 +56,7 @@ _RETURN_KMH = 800.0
 # Civil local seconds of day an unusual-hour incident aims at: 03:00-03:45. The rules read civil
 # time where the country's zones agree and solar time elsewhere; solar time lags civil time by up
 # to two hours in our cities (Anchorage, Santiago in summer), and 01:00 is still inside the rule.
-NIGHT_TARGET_S = (3 * 3600, 3 * 3600 + 45 * 60)
+NIGHT_TARGET_S = (3 * 3600, 3 * 3600 + 45 * 60)  # the generator aims at its first half hour
 _ONLINE_CATEGORIES = ("digital_goods", "entertainment", "retail", "electronics", "clothing")
 
 # Mean messages per incident, needed to turn "share of messages" into "chance to start one".

@@ -305,7 +305,10 @@ class TransactionGenerator:
     def _normal(self) -> dict[str, Any]:
         rng = self._rng
         key = self._pick_free()
-        while key is None:  # a tiny pool with every awake account inside an incident: let time pass
+        while key is None:  # a tiny pool with every awake account inside an incident
+            if self.clock == "wall":  # the wall clock cannot wait: someone awake pays after all
+                key = self._key(self._pick_awake())
+                break
             self._t_us += _US_PER_S * 60
             self._skip_sleeping_hours()
             key = self._pick_free()

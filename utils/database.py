@@ -1,9 +1,8 @@
 """PostgreSQL at the edge: one pool per process, one context manager, and the commands that look
-after the schema and the data.
+after the schema.
 
     python -m utils.database migrate      apply pending migrations (as POSTGRES_MIGRATION_USER)
     python -m utils.database status       applied and pending migrations
-    python -m utils.database retention    delete rows older than RETENTION_DAYS in bounded batches
 
 The migration runner lives in `utils/schema.py`; the consumer's batch writes and state-rebuild
 queries in `consumer/storage.py`.
@@ -27,7 +26,6 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.pool
-from psycopg2 import sql
 
 from utils.config import PostgresSettings, Settings, load_settings
 from utils.errors import DatabaseUnavailable, MigrationError
@@ -127,32 +125,6 @@ class Database:
                 self._pool = None
 
 
-def purge_older_than(db: Database, days: int, *, batch_size: int = 10_000) -> dict[str, int]:
-    """Delete rows older than `days` in bounded batches (short locks, steady WAL).
-    Alerts go with their transaction (ON DELETE CASCADE)."""
-    targets = (
-        ("transactions", "transaction_id", '"timestamp"'),
-        ("rejected_transactions", "rejected_id", "rejected_at"),
-    )
-    deleted: dict[str, int] = {}
-    for table, key, column in targets:
-        total = 0
-        stmt = sql.SQL(
-            "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE {c} < now() - make_interval(days => %s) "
-            "LIMIT %s)"
-        ).format(t=sql.Identifier(table), k=sql.Identifier(key), c=sql.SQL(column))
-        while True:
-            with db.connection() as conn, conn.cursor() as cur:
-                cur.execute(stmt, (days, batch_size))
-                n = cur.rowcount
-            total += n
-            if n < batch_size:
-                break
-        deleted[table] = total
-        log.info("retention: deleted %d rows from %s older than %d days", total, table, days)
-    return deleted
-
-
 @contextmanager
 def configured_database(maxconn: int = 2) -> Iterator[tuple[Settings, Database]]:
     """Settings from the environment and a small pool, closed afterwards: what one Airflow task
@@ -189,8 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = sub.add_parser("migrate", help="apply pending migrations [env: POSTGRES_MIGRATION_USER]")
     m.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the server (default 60)")
     sub.add_parser("status", help="list applied and pending migrations")
-    r = sub.add_parser("retention", help="delete rows older than N days [env: RETENTION_DAYS]")
-    r.add_argument("--days", type=int, default=None)
     args = parser.parse_args(argv)
     settings: Settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -199,17 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_for_database(settings.postgres, timeout_s=args.wait, migration=True)
             applied = schema.migrate(settings.postgres)
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
-        elif args.cmd == "status":
+        else:
             done, pending = schema.migration_status(settings.postgres)
             print("applied:", ", ".join(done) or "none")
             print("pending:", ", ".join(pending) or "none")
-        else:
-            db = Database(settings.postgres)
-            try:
-                counts = purge_older_than(db, args.days if args.days is not None else settings.retention_days)
-            finally:
-                db.close()
-            print(" ".join(f"{k}={v}" for k, v in counts.items()))
     except (DatabaseUnavailable, MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from consumer.account_state import AccountHistory
+from consumer.account_state import AccountHistory, Event
 from utils.config import RuleThresholds
 from utils.geo import EARTH_RADIUS_KM, country_zones, haversine_km, solar_hour, zone_hour
 from utils.models import Alert, Transaction
@@ -127,32 +127,57 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
 
 
 def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """An amount far above the account's usual: `spike_multiplier` times the median of its own
+    amounts over the `spike_window_s` of event time before this transaction. The median, not the
+    mean: one earlier high-value payment (an incident of its own, a yearly rent) would lift a mean
+    for a whole day and hide the next spike. Probe-sized amounts (card testing) stay out of it."""
     amount = txn.amount_base
-    n = len(history.events)
-    if amount < t.spike_min_amount or n < t.spike_min_history:
+    if amount < t.spike_min_amount or len(history.events) < t.spike_min_history:
         return None
-    mean = sum(e.amount_base for e in history.events) / n
-    if mean <= 0.0 or amount < t.spike_multiplier * mean:
+    now = txn.epoch
+    start = now - t.spike_window_s
+    probe = t.card_testing_max_amount
+    past = []
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < start:
+            break
+        if epoch < now and event.amount_base > probe:
+            past.append(event.amount_base)
+    n = len(past)
+    if n < t.spike_min_history:
         return None
-    ratio = amount / mean
+    past.sort()
+    median = past[n // 2] if n % 2 else (past[n // 2 - 1] + past[n // 2]) / 2.0
+    if median <= 0.0 or amount < t.spike_multiplier * median:
+        return None
+    ratio = amount / median
+    base = t.base_currency
     return Alert(
         txn.transaction_id,
         txn.account_id,
         "amount_spike",
         "medium",
-        f"amount_spike: {amount:.2f} is {ratio:.1f}x the mean {mean:.2f} of {n} transactions "
-        f"(limit {t.spike_multiplier:g}x)",
+        f"amount_spike: {_money(txn, base)} is {ratio:.1f}x the median {median:.2f} {base} of {n} "
+        f"transactions in the previous {t.spike_window_s:g}s (limit {t.spike_multiplier:g}x)",
         {
-            "amount": amount,
-            "mean": round(mean, 2),
+            "amount": txn.amount,
+            "currency": txn.currency,
+            "amount_base": amount,
+            "median": round(median, 2),
             "ratio": round(ratio, 2),
             "history": n,
+            "window_s": t.spike_window_s,
             "multiplier": t.spike_multiplier,
         },
     )
 
 
 def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """Too far from the previous located payment for the time between them. Not fired on the way
+    back: when the previous payment was itself an impossible jump away from where the account
+    had been, and this one is back there, the journey has been alerted once already (its first
+    leg), and the owner paying at home again is no new incident."""
     lat, lon = txn.latitude, txn.longitude
     if lat is None or lon is None:
         return None
@@ -176,6 +201,8 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
     kmh = km / (elapsed / 3600.0) if elapsed > 0 else None
     if kmh is not None and kmh <= t.travel_max_kmh:
         return None
+    if _way_back(txn, previous, history, t):
+        return None
     speed = "instantly" if kmh is None else f"at {kmh:.0f} km/h"
     return Alert(
         txn.transaction_id,
@@ -193,6 +220,25 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
             "previous_country": previous.country,
         },
     )
+
+
+def _way_back(txn: Transaction, previous: Event, history: AccountHistory, t: RuleThresholds) -> bool:
+    """Whether `txn` returns to where the account was before `previous`, and `previous` was an
+    impossible jump from there."""
+    assert txn.latitude is not None and txn.longitude is not None
+    assert previous.latitude is not None and previous.longitude is not None
+    for before in history.newest_first():  # the last located payment away from `previous`
+        if before.epoch >= previous.epoch or before.latitude is None or before.longitude is None:
+            continue
+        apart = haversine_km(before.latitude, before.longitude, previous.latitude, previous.longitude)
+        if apart < t.travel_min_km:
+            continue  # still at `previous`'s place: look further back
+        back_home = (
+            haversine_km(before.latitude, before.longitude, txn.latitude, txn.longitude) < t.travel_min_km
+        )
+        hours = (previous.epoch - before.epoch) / 3600.0
+        return back_home and (hours <= 0.0 or apart / hours > t.travel_max_kmh)
+    return False
 
 
 def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:

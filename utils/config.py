@@ -122,7 +122,10 @@ class RuleThresholds:
     card_testing_max_amount: float = env("ALERT_CARD_TESTING_MAX_AMOUNT", 2.0)
     card_testing_count: int = env("ALERT_CARD_TESTING_COUNT", 4)
     card_testing_window_s: float = env("ALERT_CARD_TESTING_WINDOW_SECONDS", 600.0)
-    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 6.0)
+    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 8.0, "times the account's median amount ...")
+    spike_window_s: float = env(
+        "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "... over this much event time before"
+    )
     spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
     spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
     travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)

@@ -182,29 +182,64 @@ def test_card_testing_window() -> None:
 # -- amount_spike
 
 
-def test_amount_spike_fires_at_the_multiplier() -> None:
+def test_amount_spike_fires_at_the_multiplier_of_the_median() -> None:
     past = [txn(NOON - 3_600 * i, 50.0) for i in range(5, 0, -1)]
-    alert = only(rules.amount_spike(txn(NOON, 300.0), history(*past), T), "amount_spike")
-    assert "300.00 is 6.0x the mean 50.00 of 5 transactions (limit 6x)" in alert.message
-    assert alert.details == {"amount": 300.0, "mean": 50.0, "ratio": 6.0, "history": 5, "multiplier": 6.0}
+    alert = only(rules.amount_spike(txn(NOON, 400.0), history(*past), T), "amount_spike")
+    assert (
+        "400.00 USD is 8.0x the median 50.00 USD of 5 transactions in the previous 86400s (limit 8x)"
+        in alert.message
+    )
+    assert alert.details == {
+        "amount": 400.0,
+        "currency": "USD",
+        "amount_base": 400.0,
+        "median": 50.0,
+        "ratio": 8.0,
+        "history": 5,
+        "window_s": 86_400.0,
+        "multiplier": 8.0,
+    }
 
 
 def test_amount_spike_quiet_below_multiplier_min_amount_or_min_history() -> None:
     five_at_100 = [txn(NOON - 3_600 * i, 100.0) for i in range(5, 0, -1)]
-    assert rules.amount_spike(txn(NOON, 599.99), history(*five_at_100), T) is None
-    assert rules.amount_spike(txn(NOON, 600.0), history(*five_at_100), T) is not None
+    assert rules.amount_spike(txn(NOON, 799.99), history(*five_at_100), T) is None
+    assert rules.amount_spike(txn(NOON, 800.0), history(*five_at_100), T) is not None
     five_at_10 = [txn(NOON - 3_600 * i, 10.0) for i in range(5, 0, -1)]
     assert rules.amount_spike(txn(NOON, 299.99), history(*five_at_10), T) is None  # under spike_min_amount
     assert rules.amount_spike(txn(NOON, 1_000.0), history(*five_at_10[:4]), T) is None  # 4 < min history
 
 
+def test_amount_spike_baseline_is_the_window_before_the_transaction() -> None:
+    # Older than the window, at the same instant, or later in event time: not the baseline.
+    old = [txn(NOON - 86_400 - 60 * i, 10.0) for i in range(5, 0, -1)]
+    same_and_later = [txn(NOON, 10.0), *(txn(NOON + 60 * i, 10.0) for i in range(1, 5))]
+    assert rules.amount_spike(txn(NOON, 1_000.0), history(*old, *same_and_later), T) is None
+    inside = [txn(NOON - 86_400 + 60 * i, 10.0) for i in range(5)]
+    assert rules.amount_spike(txn(NOON, 1_000.0), history(*inside), T) is not None
+
+
+def test_amount_spike_baseline_shrugs_off_outliers_and_other_incidents() -> None:
+    usual = [txn(NOON - 3_600 * i, 40.0 + i) for i in range(12, 0, -1)]
+    # An earlier high-amount incident would lift a mean tenfold; the median barely moves.
+    earlier_incident = [txn(NOON - 1_800, 50_000.0), txn(NOON - 1_700, 30_000.0)]
+    alert = rules.amount_spike(txn(NOON, 700.0), history(*usual, *earlier_incident), T)
+    assert alert is not None and alert.details["median"] == 47.5  # of 41..52, 50,000 and 30,000
+    # Card-testing probes would drag a median down until ordinary payments looked like spikes.
+    probes = [txn(NOON - 600 + 30 * i, 1.0) for i in range(15)]
+    assert rules.amount_spike(txn(NOON, 300.0), history(*usual, *probes), T) is None
+
+
+def test_amount_spike_compares_in_the_base_currency() -> None:
+    # A Tokyo account: ¥6,000 habits, then ¥60,000 (x10) and a $6,000-equivalent in a big number.
+    yen = [txn(NOON - 3_600 * i, 6_000, currency="JPY", country="JP") for i in range(6, 0, -1)]
+    assert rules.amount_spike(txn(NOON, 60_000, currency="JPY", country="JP"), history(*yen), T) is not None
+    assert (
+        rules.amount_spike(txn(NOON, 40_000, currency="JPY", country="JP"), history(*yen), T) is None
+    )  # 268 USD
+
+
 # -- impossible_travel
-
-
-def test_haversine_known_distances() -> None:
-    assert haversine_km(*NEW_YORK, *LONDON) == pytest.approx(5_570, abs=10)
-    assert haversine_km(*NEW_YORK, *NEW_YORK) == 0.0
-    assert haversine_km(0.0, 0.0, 0.0, 180.0) == pytest.approx(20_015, abs=5)  # antipodal
 
 
 def test_impossible_travel_fires_with_its_numbers() -> None:
@@ -241,9 +276,38 @@ def test_impossible_travel_quiet_for_short_hops_and_missing_coordinates() -> Non
 
 def test_impossible_travel_uses_the_newest_located_event() -> None:
     # The online purchase without coordinates in between does not hide the London one.
-    h = history(txn(NOON - 7_200, where=NEW_YORK), txn(NOON - 600, where=LONDON), txn(NOON - 60, where=None))
+    h = history(
+        txn(NOON - 30 * 3_600, where=NEW_YORK), txn(NOON - 600, where=LONDON), txn(NOON - 60, where=None)
+    )
     assert rules.impossible_travel(txn(NOON, where=LONDON), h, T) is None
     assert rules.impossible_travel(txn(NOON, where=NEW_YORK), h, T) is not None
+
+
+def test_impossible_travel_fires_once_per_journey_not_on_the_way_back() -> None:
+    home, away = txn(NOON - 7_200, where=NEW_YORK), txn(NOON - 3_600, where=LONDON)
+    assert rules.impossible_travel(away, history(home), T) is not None  # the jump: alerted
+    # The owner pays at home again an hour later: back where the account was before the jump.
+    assert rules.impossible_travel(txn(NOON, where=NEW_YORK), history(home, away), T) is None
+    # Somewhere else again, impossibly fast: a new alert.
+    assert rules.impossible_travel(txn(NOON, where=(35.68, 139.69)), history(home, away), T) is not None
+
+
+def test_way_back_only_after_an_impossible_jump() -> None:
+    # New York, then London eight hours later (a flight), then New York an hour later: the last
+    # hop is the impossible one, nothing was alerted before it.
+    home, flown = txn(NOON - 8 * 3_600 - 3_600, where=NEW_YORK), txn(NOON - 3_600, where=LONDON)
+    assert rules.impossible_travel(flown, history(home), T) is None
+    assert rules.impossible_travel(txn(NOON, where=NEW_YORK), history(home, flown), T) is not None
+
+
+def test_way_back_looks_past_payments_at_the_far_place_and_without_coordinates() -> None:
+    home = txn(NOON - 7_200, where=NEW_YORK)
+    abroad = [
+        txn(NOON - 3_600, where=LONDON),
+        txn(NOON - 3_000, where=(51.52, -0.10)),
+        txn(NOON - 60, where=None),
+    ]
+    assert rules.impossible_travel(txn(NOON, where=PHILADELPHIA), history(home, *abroad), T) is None
 
 
 # -- duplicate
@@ -418,8 +482,8 @@ class _LabelGuard:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        if name == "simulated_scenario":
-            raise AssertionError("a rule read the simulator's ground-truth label")
+        if name in ("simulated_scenario", "simulated_incident"):
+            raise AssertionError(f"a rule read the simulator's ground truth ({name})")
         return getattr(self._inner, name)
 
 
@@ -449,5 +513,5 @@ def test_rules_never_read_the_ground_truth_label() -> None:
 @pytest.mark.parametrize("label", [*SCENARIOS, "anything"])
 def test_label_does_not_change_alerts(label: str) -> None:
     for transaction, h in _scenes():
-        labelled = replace(transaction, simulated_scenario=label)
+        labelled = replace(transaction, simulated_scenario=label, simulated_incident=f"incident-{label}")
         assert evaluate(labelled, h, T) == evaluate(transaction, h, T)

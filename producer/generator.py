@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -153,7 +154,9 @@ class TransactionGenerator:
         n = len(self._accounts)
         # Per-account memory only for an unscaled pool: with clones each copy is rarely seen twice.
         self._recent: list[deque[float]] = [deque(maxlen=_RECENT) for _ in range(n)] if clones == 1 else []
-        self._last_atm_us = [-(1 << 62)] * n if clones == 1 else []
+        # When each account (key) last took cash; keys share a slot beyond a million accounts,
+        # which only ever turns a withdrawal into a purchase, and keeps the memory bounded.
+        self._last_atm_us = array("q", [-(1 << 62)]) * min(n * clones, 1 << 20)
         self._last_located_us = [-(1 << 62)] * n if clones == 1 else []
         self._table_day = -1
         self._awake: list[tuple[tuple[int, ...], tuple[float, ...], float]] = []
@@ -316,13 +319,14 @@ class TransactionGenerator:
         acc = self._accounts[i]
         r = rng.random()
         ttype = next(t for cum, t in _TYPE_CUM if r < cum)
-        if ttype == "withdrawal" and self._last_atm_us:
+        if ttype == "withdrawal":
             # Nobody takes cash twice within an hour; round ATM amounts would otherwise repeat
             # and look like rapid_repeat to the duplicate rule.
-            if self._t_us - self._last_atm_us[i] < _US_PER_HOUR:
+            slot = key % len(self._last_atm_us)
+            if self._t_us - self._last_atm_us[slot] < _US_PER_HOUR:
                 ttype = "purchase"
             else:
-                self._last_atm_us[i] = self._t_us
+                self._last_atm_us[slot] = self._t_us
         z = rng.gauss(0.0, 1.0)
         while abs(z) > _Z_CLIP:  # redrawn, not clipped: a clipped tail repeats one amount exactly
             z = rng.gauss(0.0, 1.0)

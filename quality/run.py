@@ -18,9 +18,7 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +31,8 @@ from producer.generator import TransactionGenerator
 from producer.pool import AccountPool
 from producer.transaction_producer import ProducerSummary, run_producer
 from utils import database, schema
-from utils.config import REPO_ROOT, Settings, load_settings, settings_to_env
+from utils.config import REPO_ROOT, Settings, load_settings
+from utils.demo import with_consumer
 from utils.errors import TxmonError
 from utils.kafka_cleanup import admin_client, delete_topics, ensure_topics
 from utils.logs import configure_logging
@@ -109,25 +108,11 @@ def _create_topics(admin: Any, settings: Settings) -> None:
 
 def run_pipeline(settings: Settings, count: int, seed: int) -> tuple[ProducerSummary, dict[str, Any]]:
     """The real consumer in a child process, the real producer in this one; returns both summaries."""
-    with tempfile.TemporaryDirectory(prefix="txmon-quality-") as tmp:
-        summary_path, consumer_log = Path(tmp) / "consumer.json", Path(tmp) / "consumer.log"
-        env = {**os.environ, **settings_to_env(settings), "PYTHONUNBUFFERED": "1"}
-        args = [sys.executable, str(REPO_ROOT / "consumer" / "transaction_processor.py")]
-        args += ["--max-idle-seconds", "10", "--summary-json", str(summary_path)]
-        with open(consumer_log, "wb") as out:
-            consumer = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-            try:
-                produced = run_producer(settings, count=count, rate=0, seed=seed, clock="simulated")
-                log.info("waiting for the consumer to drain the topic")
-                code = consumer.wait(timeout=max(300.0, count / 200))
-            except BaseException:
-                consumer.terminate()
-                consumer.wait(30)
-                raise
-        if code != 0 or not summary_path.exists():
-            sys.stderr.write(consumer_log.read_text(errors="replace")[-4000:])
-            raise TxmonError(f"the consumer exited with {code}")
-        return produced, json.loads(summary_path.read_text())
+
+    def produce() -> ProducerSummary:
+        return run_producer(settings, count=count, rate=0, seed=seed, clock="simulated")
+
+    return with_consumer(settings, produce, idle_s=10.0, timeout_s=max(300.0, count / 200))
 
 
 def measure(settings: Settings, ids: list[str]) -> tuple[int, list[RuleScore]]:

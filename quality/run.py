@@ -34,7 +34,7 @@ from utils import database, schema
 from utils.config import REPO_ROOT, Settings, load_settings
 from utils.demo import with_consumer
 from utils.errors import TxmonError
-from utils.kafka_cleanup import admin_client, delete_topics, ensure_topics
+from utils.kafka_cleanup import admin_client, delete_topics, ensure_topics, list_consumer_groups
 from utils.logs import configure_logging
 from utils.rule_quality import RuleScore, format_table, score_rules
 
@@ -86,7 +86,7 @@ def prepare(settings: Settings, admin_db: str, *, fresh: bool) -> None:
             gone = [t for t in (settings.kafka.topic, settings.kafka.dlq_topic) if t in existing]
             if gone:
                 delete_topics(admin, gone)
-            if settings.kafka.consumer_group in {g[0] for g in admin.list_groups()}:
+            if settings.kafka.consumer_group in list_consumer_groups(admin):
                 admin.delete_groups([settings.kafka.consumer_group])
         _create_topics(admin, settings)
     finally:

@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from producer.generator import MAX_LEAD
+from producer.generator import MAX_LEAD, simulated_start
 
 log = logging.getLogger(__name__)
 
-__all__ = ["topic_frontier"]
+__all__ = ["continue_after_topic", "topic_frontier"]
+
+
+def continue_after_topic(bootstrap_servers: str, topic: str, *, days_back: float) -> datetime:
+    """Where a simulated run on `topic` starts: after its latest event (generator.simulated_start)."""
+    frontier = topic_frontier(bootstrap_servers, topic)
+    start = simulated_start(datetime.now(UTC), frontier, days_back=days_back)
+    log.info(
+        "simulated clock starts at %s (%s)", start.isoformat(),
+        "after the latest event on the topic" if frontier and start >= frontier
+        else f"{days_back:g} days back: nothing later on the topic",
+    )  # fmt: skip
+    return start
 
 
 def topic_frontier(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> datetime | None:

@@ -33,8 +33,8 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from producer.frontier import topic_frontier
-from producer.generator import Clock, TransactionGenerator, clones_for_rate, encode, simulated_start
+from producer.frontier import continue_after_topic
+from producer.generator import Clock, TransactionGenerator, clones_for_rate, encode
 from producer.partitioner import CachedKeyPartitioner
 from producer.pool import AccountPool
 from utils.config import KafkaSettings, ProducerSettings, Settings, load_settings
@@ -227,13 +227,7 @@ def run_producer(
             f"{rate:g}/s" if rate else "full speed", ps.accounts, natural, clones, pool.accounts[0].account_id,
         )  # fmt: skip
     elif start is None:
-        frontier = topic_frontier(settings.kafka.bootstrap_servers, topic)
-        start = simulated_start(datetime.now(UTC), frontier, days_back=ps.days_back)
-        log.info(
-            "simulated clock starts at %s (%s)", start.isoformat(),
-            "after the latest event on the topic" if frontier and start >= frontier
-            else f"{ps.days_back:g} days back: nothing later on the topic",
-        )  # fmt: skip
+        start = continue_after_topic(settings.kafka.bootstrap_servers, topic, days_back=ps.days_back)
     generator = TransactionGenerator(
         seed, pool, ps.fraud_rate, clock=clock, start=start or datetime.now(UTC), clones=clones
     )

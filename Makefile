@@ -15,9 +15,9 @@ REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
 # Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
 VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
-MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py tests/*.py))))
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py quality/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo test test-fast bench airflow check
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test test-fast bench airflow check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,9 @@ typecheck: venv ## mypy over the packages
 
 demo: venv ## run the pipeline end to end on the local stack and print a summary (COUNT=20000)
 	@$(PY) -m stack.demo --count $(or $(COUNT),20000)
+
+quality: venv ## measure every rule per incident on the local stack (QUALITY_ARGS="--fresh --count 100000")
+	@$(PY) -m quality $(QUALITY_ARGS)
 
 test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)

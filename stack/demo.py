@@ -18,16 +18,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kafka import KafkaProducer
 
-from producer.generator import AccountPool, TransactionGenerator
-from producer.transaction_producer import run_producer
+from producer.transaction_producer import ProducerSummary, run_producer
 from stack.orchestrator import LocalStack
 from utils import database, schema
 from utils.config import REPO_ROOT, Settings, load_settings, settings_to_env
@@ -36,6 +36,7 @@ from utils.kafka_cleanup import admin_client, ensure_topics
 from utils.logs import configure_logging
 
 log = logging.getLogger("demo")
+T = TypeVar("T")
 
 # Malformed messages the demo mixes in, so the dead-letter path shows in the summary.
 BAD_MESSAGES: tuple[bytes, ...] = (
@@ -45,19 +46,6 @@ BAD_MESSAGES: tuple[bytes, ...] = (
     b'{"schema_version": 1, "amount": 1e30}',
     b"[1, 2, 3]",
 )
-
-
-def simulated_start(settings: Settings, count: int, seed: int) -> datetime:
-    """A start time such that the simulated stream ends about now: its events stay within the
-    consumer's accepted time range and the Airflow reports for today/yesterday have data."""
-    ps = settings.producer
-    gen = TransactionGenerator(
-        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated"
-    )
-    batch = gen.next_batch(count)
-    first = datetime.fromisoformat(batch[0]["timestamp"])
-    last = max(datetime.fromisoformat(t["timestamp"]) for t in batch)
-    return datetime.now(UTC) - (last - first) - timedelta(minutes=1)
 
 
 def _send_bad(settings: Settings, n: int) -> int:
@@ -84,6 +72,34 @@ def _database_totals(settings: Settings) -> dict[str, object]:
     return {"transactions": txns, "rejected": rejected, "alerts": alerts}
 
 
+def with_consumer(
+    settings: Settings, work: Callable[[], T], *, idle_s: float, timeout_s: float
+) -> tuple[T, dict[str, Any]]:
+    """Run `work()` (which produces) while the real consumer (`python
+    consumer/transaction_processor.py`) runs in a child process, and wait until the consumer has
+    drained the topic and exited. Returns work's result and the consumer's summary; raises
+    TxmonError, with the end of the consumer's log on stderr, if the consumer failed."""
+    with tempfile.TemporaryDirectory(prefix="txmon-consumer-") as tmp:
+        summary_path, consumer_log = Path(tmp) / "consumer.json", Path(tmp) / "consumer.log"
+        env = {**os.environ, **settings_to_env(settings), "PYTHONUNBUFFERED": "1"}
+        args = [sys.executable, str(REPO_ROOT / "consumer" / "transaction_processor.py")]
+        args += ["--max-idle-seconds", f"{idle_s:g}", "--summary-json", str(summary_path)]
+        with open(consumer_log, "wb") as out:
+            consumer = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            try:
+                result = work()
+                log.info("waiting for the consumer to drain the topic")
+                code = consumer.wait(timeout=timeout_s)
+            except BaseException:
+                consumer.terminate()
+                consumer.wait(30)
+                raise
+        if code != 0 or not summary_path.exists():
+            sys.stderr.write(consumer_log.read_text(errors="replace")[-4000:])
+            raise TxmonError(f"the consumer exited with {code}")
+        return result, json.loads(summary_path.read_text())
+
+
 def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
     started_stack = "reused"
     if stack is not None:
@@ -98,42 +114,19 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
     finally:
         admin.close()
 
-    with tempfile.TemporaryDirectory(prefix="txmon-demo-") as tmp:
-        summary_path = Path(tmp) / "consumer.json"
-        consumer_log = Path(tmp) / "consumer.log"
-        child_env = {**os.environ, **settings_to_env(settings), "PYTHONUNBUFFERED": "1"}
-        with open(consumer_log, "wb") as out:
-            consumer = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPO_ROOT / "consumer" / "transaction_processor.py"),
-                    "--max-idle-seconds",
-                    "5",
-                    "--summary-json",
-                    str(summary_path),
-                ],
-                env=child_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-            try:
-                start = simulated_start(settings, count, seed)
-                produced = run_producer(
-                    settings, count=count, seed=seed, clock="simulated", start=start, progress_seconds=5.0
-                )
-                sent_bad = _send_bad(settings, bad)
-                log.info("waiting for the consumer to drain the topic")
-                code = consumer.wait(timeout=max(120.0, count / 500))
-            except BaseException:
-                consumer.terminate()
-                consumer.wait(30)
-                raise
-        if code != 0 or not summary_path.exists():
-            sys.stderr.write(consumer_log.read_text(errors="replace")[-4000:])
-            print(f"demo failed: the consumer exited with {code}", file=sys.stderr)
-            return 1
-        c = json.loads(summary_path.read_text())
+    def produce() -> tuple[ProducerSummary, int]:
+        # No start: the simulated clock continues after the topic's latest event, so a second
+        # demo never rewrites the accounts' history of the first.
+        produced = run_producer(settings, count=count, seed=seed, clock="simulated", progress_seconds=5.0)
+        return produced, _send_bad(settings, bad)
+
+    try:
+        (produced, sent_bad), c = with_consumer(
+            settings, produce, idle_s=5.0, timeout_s=max(120.0, count / 500)
+        )
+    except TxmonError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
 
     totals = _database_totals(settings)
     pg = settings.postgres
@@ -144,7 +137,7 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         "== txmon demo ==",
         f"services   kafka {settings.kafka.bootstrap_servers}, postgres {pg.host}:{pg.port}/{pg.db} ({started_stack})",
         f"produced   {produced.acked:,} transactions acked (failed {produced.failed}) at {produced.rate:,.0f}/s, "
-        f"seed {seed}; plus {sent_bad} malformed messages",
+        f"seed {seed}, event time from {produced.start}; plus {sent_bad} malformed messages",
         f"consumed   {c['consumed']:,}: stored {c['stored']:,}, already stored {c['already_stored']:,}, "
         f"rejected {c['rejected']:,} ({reasons})",
         f"alerts     {sum(c['alerts'].values()):,}: {alerts}",

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # ZooKeeper and the Kafka broker (Kafka 3.9.x, ZooKeeper mode), built from the same
 # stack/kafka/pom.xml the native stack (utils/local_stack.py) resolves, so both run the same
 # jars with the same java command line. One image serves both services: the first argument

@@ -52,8 +52,11 @@ ensure_compose() {
         log "building the Compose plugin $COMPOSE_VERSION from the Go module proxy (~2 min, once)"
         local gobin
         gobin=$(mktemp -d)
-        # The module's main package is .../cmd; the binary comes out named `cmd`.
-        GOBIN=$gobin go install "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION" >&2
+        # The module's main package is .../cmd; the binary comes out named `cmd`. The -X flag
+        # is what Docker's release build sets, so `docker compose version` names the version.
+        GOBIN=$gobin go install \
+            -ldflags "-X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
+            "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION" >&2
         mkdir -p "$STATE_DIR"
         mv "$gobin/cmd" "$cached.tmp"
         mv "$cached.tmp" "$cached"

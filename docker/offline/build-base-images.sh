@@ -18,7 +18,7 @@
 # The names are read from the project's files (ARG *_IMAGE defaults, ${POSTGRES_IMAGE:-...});
 # PYTHON_IMAGE, MAVEN_IMAGE, JRE_IMAGE, AIRFLOW_IMAGE, POSTGRES_IMAGE override them.
 # Needs root (debootstrap) and a running engine (docker/engine.sh up). Logs and timings:
-# $TXMON_CACHE_DIR/offline-images/ (default ~/.cache/txmon).
+# $TXMON_CACHE_DIR/offline-images/ (default ~/.cache/txmon), with debootstrap's .deb cache.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -91,7 +91,10 @@ build_base() {
     as_root rm -rf "$rootfs"
     mkdir -p "$WORK_DIR"
     log "debootstrap $SUITE from $mirror (log: $LOG_DIR/base.log)"
-    as_root debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$rootfs" "$mirror" \
+    # --cache-dir keeps the downloaded .debs for the next machine-local rebuild.
+    mkdir -p "$WORK_DIR/debs"
+    as_root debootstrap --variant=minbase --include=ca-certificates --cache-dir="$WORK_DIR/debs" \
+        "$SUITE" "$rootfs" "$mirror" \
         >"$LOG_DIR/base.log" 2>&1 || die "debootstrap failed: see $LOG_DIR/base.log"
 
     # The host's apt sources (security updates included) replace debootstrap's one line.

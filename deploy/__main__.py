@@ -47,13 +47,16 @@ def cmd_up(project: Project, offline: bool | None) -> int:
     started = time.monotonic()
     engine_up()
     write_env_if_missing(project.env_file)
-    images_s = ensure_base_images(offline)
+    images = ensure_base_images(offline)
+    for image, seconds in images.items():
+        if image != "total":
+            log.info("base image %s: %.0fs", image, seconds)
     build_s = project.build()
     up_s = project.up()
     print(project.ps(), file=sys.stderr)
     log.info(
         "stack healthy: base images %.0fs, build %.0fs, start to healthy %.0fs, total %.0fs",
-        images_s,
+        images["total"],
         build_s,
         up_s,
         time.monotonic() - started,

@@ -180,29 +180,38 @@ def missing_base_images() -> list[str]:
     return [tag for state, tag in rows[1:] if state == "missing"]
 
 
-def ensure_base_images(offline: bool | None = None) -> float:
+def ensure_base_images(offline: bool | None = None) -> dict[str, float]:
     """Pull the missing base images, or build stand-ins where no registry answers.
 
     `offline`: True builds stand-ins without trying a registry, False only pulls, None tries
-    a pull and falls back to stand-ins when it fails. Returns the seconds spent.
+    a pull and falls back to stand-ins when it fails. Returns seconds per image obtained
+    (stand-ins build in parallel, so they overlap) and "total".
     """
     started = time.monotonic()
+    timings: dict[str, float] = {}
     missing = missing_base_images()
-    if not missing:
-        return 0.0
     if offline is not True:
         for image in list(missing):
+            pulled_at = time.monotonic()
             pulled = subprocess.run(["docker", "pull", image], timeout=900, check=False)
             if pulled.returncode != 0:
                 if offline is False:
                     raise DeployError(f"cannot pull {image}, and OFFLINE=0 forbids building a stand-in")
                 log.warning("no registry answers for %s: building stand-ins (docker/offline/)", image)
                 break
+            timings[image] = time.monotonic() - pulled_at
             missing.remove(image)
     if missing:
-        result = subprocess.run(["bash", str(BASE_IMAGES_SCRIPT)], timeout=1800, check=False)
+        result = subprocess.run(
+            ["bash", str(BASE_IMAGES_SCRIPT)], stdout=subprocess.PIPE, text=True, timeout=1800, check=False
+        )
         if result.returncode != 0:
             raise DeployError(
                 "building the stand-in base images failed (docker/offline/build-base-images.sh, output above)"
             )
-    return time.monotonic() - started
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "built":
+                timings[parts[1]] = float(parts[2])
+    timings["total"] = time.monotonic() - started
+    return timings

@@ -17,6 +17,11 @@
 #      uses; a tag that already exists locally is left alone (delete it to rebuild)
 # The names are read from the project's files (ARG *_IMAGE defaults, ${POSTGRES_IMAGE:-...});
 # PYTHON_IMAGE, MAVEN_IMAGE, JRE_IMAGE, AIRFLOW_IMAGE, POSTGRES_IMAGE override them.
+# Inside an air-gapped network, point the builds at internal mirrors; the project's own
+# images, built on these, inherit the settings:
+#   DEBIAN_MIRROR    debootstrap's mirror (default: the host's apt sources, copied in as well)
+#   PIP_INDEX_URL    written to the images' /etc/pip.conf
+#   MAVEN_REPO_URL   Maven Central mirror: the Maven download and Maven's global settings.xml
 # Needs root (debootstrap) and a running engine (docker/engine.sh up). Logs and timings:
 # $TXMON_CACHE_DIR/offline-images/ (default ~/.cache/txmon), with debootstrap's .deb cache.
 set -euo pipefail
@@ -109,7 +114,10 @@ build_base() {
         as_root cp "$HOST_CA_DIR"/*.crt "$rootfs/usr/local/share/ca-certificates/"
     fi
     as_root chroot "$rootfs" update-ca-certificates >>"$LOG_DIR/base.log" 2>&1
-    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' | as_root tee "$rootfs/etc/pip.conf" >/dev/null
+    {
+        printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n'
+        if [[ -n ${PIP_INDEX_URL:-} ]]; then printf 'index-url = %s\n' "$PIP_INDEX_URL"; fi
+    } | as_root tee "$rootfs/etc/pip.conf" >/dev/null
     as_root chroot "$rootfs" apt-get clean
     as_root rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
 
@@ -135,6 +143,7 @@ build_one() {
     if DOCKER_BUILDKIT=0 docker build --force-rm \
         --build-arg "BASE_IMAGE=$BASE_TAG" \
         --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
+        ${MAVEN_REPO_URL:+--build-arg "MAVEN_REPO_URL=$MAVEN_REPO_URL"} \
         -f "$OFFLINE_DIR/$name.Dockerfile" -t "$tag" "$OFFLINE_DIR" >"$LOG_DIR/$name.log" 2>&1; then
         echo $((SECONDS - started)) >"$LOG_DIR/$name.seconds"
         log "$tag built in $((SECONDS - started))s"
@@ -197,10 +206,11 @@ main() {
     # The classic builder keeps a multi-stage build's first stage as an untagged image.
     docker image prune --force --filter label=txmon.offline.stage=builder >/dev/null
 
-    log "timings (seconds, stand-ins built in parallel):"
-    [[ -n ${TIMES[base]:-} ]] && printf '  %-36s %4ss\n' "$BASE_TAG" "${TIMES[base]}" >&2
+    # On stdout, one line per image built: what `python -m deploy` and the tests report.
+    log "timings (the stand-ins build in parallel):"
+    if [[ -n ${TIMES[base]:-} ]]; then printf 'built %s %s\n' "$BASE_TAG" "${TIMES[base]}"; fi
     for name in "${missing[@]}"; do
-        printf '  %-36s %4ss\n' "${TAGS[$name]}" "$(cat "$LOG_DIR/$name.seconds")" >&2
+        printf 'built %s %s\n' "${TAGS[$name]}" "$(cat "$LOG_DIR/$name.seconds")"
     done
     log "all base images present after $((SECONDS - started))s"
 }

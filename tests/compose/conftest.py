@@ -109,7 +109,9 @@ def project(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     # Leftovers of an interrupted earlier run of this project (same name) would be reused.
     stack.down(volumes=True)
     try:
-        TIMINGS["base images (pulled or built offline)"] = ensure_base_images()
+        images = ensure_base_images()
+        TIMINGS["base images (pulled or built offline)"] = images.pop("total")
+        TIMINGS.update({f"  {image}": seconds for image, seconds in images.items()})
         TIMINGS["docker compose build"] = stack.build()
         TIMINGS["docker compose up until healthy"] = stack.up()
     except (DeployError, subprocess.TimeoutExpired) as exc:

@@ -28,6 +28,10 @@ from utils.config import Settings, load_settings
 
 Psql = Callable[[str], list[list[str]]]
 
+# The first test's setup builds every image on a fresh machine (several minutes); the
+# project-wide 600 s per test would count that against it.
+pytestmark = pytest.mark.timeout(1800)
+
 # Fields the generator decides from its seed; the timestamp comes from the producer's wall clock.
 SEEDED_FIELDS = (
     "account_id",

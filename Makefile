@@ -15,7 +15,7 @@ REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
 # Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
 VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
-MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py dags/*.py deploy/*.py tests/*.py))))
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py deploy/*.py tests/*.py))))
 
 .PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo test test-fast bench airflow check \
         compose-up compose-down test-compose
@@ -40,13 +40,13 @@ $(VENV_STAMP): $(REQUIREMENTS)
 	@touch $@
 
 stack-up: venv ## start ZooKeeper+Kafka+PostgreSQL natively (or reuse what answers); prints export lines
-	@$(PY) -m utils.local_stack up
+	@$(PY) -m stack up
 
 stack-down: ## stop what stack-up started (data is kept)
-	@$(PY) -m utils.local_stack down
+	@$(PY) -m stack down
 
 stack-status: ## show which stack components run, where, and their logs
-	@$(PY) -m utils.local_stack status
+	@$(PY) -m stack status
 
 topics: venv ## create the pipeline's topic and dead-letter topic (idempotent)
 	@$(PY) -m utils.kafka_cleanup create-topics
@@ -59,7 +59,7 @@ typecheck: venv ## mypy over the packages
 	$(PY) -m mypy $(MYPY_PATHS)
 
 demo: venv ## run the pipeline end to end on the local stack and print a summary (COUNT=20000)
-	@$(PY) -m utils.demo --count $(or $(COUNT),20000)
+	@$(PY) -m stack.demo --count $(or $(COUNT),20000)
 
 test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     services = harness.open_services(None)
     run_id = f"ab{secrets.token_hex(3)}"
-    ws = Workspace(services.env, run_id)
+    ws = Workspace(services, run_id)
     results: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     try:
         with tempfile.TemporaryDirectory(prefix="txmon-ab-") as tmp:

@@ -3,7 +3,7 @@
 * Kafka read ceiling: kafka-python (with crc32c when installed) reading a topic from the start,
   decoding each value with orjson; nothing else. Partitions are assigned directly, so no group
   join is timed.
-* COPY ceiling: the same rows, already parsed, written with `utils.database.write_batch` in
+* COPY ceiling: the same rows, already parsed, written with `consumer.storage.write_batch` in
   batches of the consumer's size, one database transaction per batch, no alerts, no Kafka:
   the consumer's own write (COPY straight into the table, in a savepoint), i.e. raw COPY.
 * Staging COPY ceiling: the same, through write_batch's idempotent fallback (COPY into a temp
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
+from consumer import storage
 from consumer.validation import validate
 from utils import database
 from utils.config import Settings
@@ -106,7 +107,7 @@ def copy_ceiling(settings: Settings, txns: list[Transaction], *, direct: bool = 
         started = time.perf_counter()
         for i in range(0, len(txns), size):
             with db.connection() as conn:
-                result = database.write_batch(
+                result = storage.write_batch(
                     conn, txns[i : i + size], [], [], topic=settings.kafka.topic, direct=direct
                 )
             inserted += result.inserted

@@ -22,8 +22,8 @@ if __package__ in (None, ""):
 import psycopg2
 from kafka import KafkaConsumer
 
+from consumer.storage import TXN_COLUMNS
 from utils.config import load_settings
-from utils.database import TXN_COLUMNS
 
 _MESSAGE_FIELDS = [c for c in TXN_COLUMNS if c not in ("kafka_partition", "kafka_offset")]
 _COLUMNS_SQL = ", ".join(f'"{c}"' for c in TXN_COLUMNS)

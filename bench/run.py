@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     try:
         machine = harness.machine_info(services)
-        ws = Workspace(services.env, run_id, keep=args.keep_data)
+        ws = Workspace(services, run_id, keep=args.keep_data)
         ctx = Context(args, services, ws, logs)
         steps: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
             ("throughput", section_throughput),

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
-from utils.config import ConsumerSettings
 from utils.models import Transaction
 
 __all__ = ["AccountHistory", "AccountStates", "Event", "HistoryRow"]
@@ -205,10 +204,6 @@ class AccountStates:
         self.history_seconds = history_seconds
         self._partitions: dict[int, dict[str, AccountHistory]] = {}
 
-    @classmethod
-    def from_settings(cls, settings: ConsumerSettings) -> AccountStates:
-        return cls(settings.state_max_events_per_account, settings.state_history_hours * 3600.0)
-
     def history(self, partition: int, account_id: str) -> AccountHistory:
         """The account's history, created empty if unknown (what the rules get for a new account)."""
         accounts = self._partitions.get(partition)
@@ -232,10 +227,6 @@ class AccountStates:
         accounts[account_id] = history
         return history
 
-    def add(self, txn: Transaction) -> bool:
-        """Record a validated transaction after the rules ran; False if it was already held."""
-        return self.active(txn.kafka_partition, txn.account_id).add(Event.of(txn))
-
     def load(self, partition: int, rows: Iterable[Transaction | HistoryRow | tuple[Any, ...]]) -> int:
         """Rebuild (or top up) a partition from stored rows ordered by timestamp.
 
@@ -257,7 +248,7 @@ class AccountStates:
                     None if lon is None else float(lon),
                     tid,
                 )
-            added += self._add(partition, account_id, event)
+            added += self.active(partition, account_id).add(event)
         return added
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
@@ -286,17 +277,3 @@ class AccountStates:
                 del accounts[account_id]
             removed += len(empty)
         return removed
-
-    def partitions(self) -> list[int]:
-        return sorted(self._partitions)
-
-    def account_count(self, partition: int | None = None) -> int:
-        if partition is not None:
-            return len(self._partitions.get(partition, ()))
-        return sum(len(accounts) for accounts in self._partitions.values())
-
-    def event_count(self) -> int:
-        return sum(len(h.events) for accounts in self._partitions.values() for h in accounts.values())
-
-    def _add(self, partition: int, account_id: str, event: Event) -> bool:
-        return self.active(partition, account_id).add(event)

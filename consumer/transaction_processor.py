@@ -36,10 +36,11 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from consumer import storage
 from consumer.account_state import AccountStates, Event
 from consumer.rules import evaluate
 from consumer.validation import validate
-from utils import database
+from utils import database, schema
 from utils.config import Settings, load_settings
 from utils.errors import DatabaseUnavailable, TxmonError
 from utils.models import Alert, Rejection, Transaction
@@ -159,7 +160,7 @@ class TransactionProcessor:
         self._last_evict = 0.0
         # One writer thread: batch k is written while batch k+1 is polled and evaluated.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-writer")
-        self._inflight: tuple[Batch, Future[database.BatchResult]] | None = None
+        self._inflight: tuple[Batch, Future[storage.BatchResult]] | None = None
         self._last_done: float | None = None  # when the last batch was stored and committed
         self.pending_rebuild: set[int] = set()
         self._broker_errors = 0  # consecutive retriable Kafka errors from poll()
@@ -201,7 +202,7 @@ class TransactionProcessor:
             started = time.monotonic()
             try:
                 with self.db.connection() as conn:
-                    rows = database.load_recent_history(
+                    rows = storage.load_recent_history(
                         conn,
                         parts,
                         history_seconds=cs.state_history_hours * 3600.0,
@@ -323,7 +324,7 @@ class TransactionProcessor:
     def _migrate_with_retry(self) -> None:
         while not self.stop_event.is_set():
             try:
-                applied = database.migrate(self.settings.postgres)
+                applied = schema.migrate(self.settings.postgres)
                 if applied:
                     log.info("migrations applied: %s", ", ".join(applied))
                 return
@@ -392,9 +393,9 @@ class TransactionProcessor:
             states.evict(max(t.epoch for t in batch.txns))
         return batch
 
-    def _write_once(self, batch: Batch) -> database.BatchResult:
+    def _write_once(self, batch: Batch) -> storage.BatchResult:
         with self.db.connection() as conn:
-            return database.write_batch(
+            return storage.write_batch(
                 conn,
                 batch.txns,
                 batch.alerts,
@@ -404,7 +405,7 @@ class TransactionProcessor:
                 alert_positions=batch.alert_positions,
             )
 
-    def persist(self, batch: Batch, first_error: Exception | None = None) -> database.BatchResult | None:
+    def persist(self, batch: Batch, first_error: Exception | None = None) -> storage.BatchResult | None:
         """Store the batch in one database transaction, retrying with backoff while the database
         is away. Returns None only when asked to stop before the batch could be stored."""
         delay = 0.5
@@ -441,7 +442,7 @@ class TransactionProcessor:
             if at in positions and at not in batch.replayed:
                 self.states.history(t.kafka_partition, t.account_id).discard(t.transaction_id)
 
-    def _account(self, batch: Batch, result: database.BatchResult) -> None:
+    def _account(self, batch: Batch, result: storage.BatchResult) -> None:
         if result.duplicates:
             self._forget(batch, {(d.partition, d.offset) for d in result.duplicates})
         s = self.summary
@@ -458,7 +459,7 @@ class TransactionProcessor:
         """A row validation let through was refused by a constraint: reject just those rows."""
         log.error("batch refused by the database (%s); isolating the offending rows", str(exc).strip())
         with self.db.connection() as conn:
-            bad = database.find_unstorable(conn, batch.txns)
+            bad = storage.find_unstorable(conn, batch.txns)
         if not bad:
             raise TxmonError(f"batch refused by the database and no single row explains it: {exc}") from exc
         dropped = {(t.kafka_partition, t.kafka_offset) for t, _ in bad}

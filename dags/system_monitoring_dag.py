@@ -14,7 +14,8 @@
   or `MONITOR_MAX_DISK_USED_PCT`.
 
 A red task is the alarm; its log says why. A health verdict fails at once; an error of the
-check itself (database unreachable) is retried once. Logic in `utils/monitoring.py`.
+check itself (database unreachable) is retried once. Logic in `reports/health.py`,
+`reports/zookeeper.py` and `reports/metrics.py`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CLEANUP_DOC = """
 Deletes what is older than `RETENTION_DAYS`: transactions with their alerts, rejected messages,
 `pipeline_metrics` rows, and the report and metrics directories of expired days. The daily
 aggregates (`daily_summary`, `rule_quality`, `reconciliation`) are kept. Deletes run in bounded
-batches, so the consumer keeps writing meanwhile. Logic in `utils/monitoring.py::cleanup`.
+batches, so the consumer keeps writing meanwhile. Logic in `reports/retention.py`.
 """
 
 
@@ -48,7 +49,7 @@ def _verdict(check: Callable[[], T]) -> T:
     5 minutes and a retry would only delay the red), any other error is retried as usual."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from utils.monitoring import HealthCheckFailed
+    from reports.errors import HealthCheckFailed
 
     try:
         return check()
@@ -78,54 +79,56 @@ _DEFAULT_ARGS = {
 def system_monitoring() -> None:
     @task
     def kafka_health() -> dict[str, Any]:
-        from utils import monitoring
+        from reports.health import check_kafka
+        from reports.metrics import raise_for_problems
         from utils.config import load_settings
 
         def check() -> dict[str, Any]:
-            result = monitoring.check_kafka(load_settings())
-            monitoring.raise_for_problems(result.problems)
+            result = check_kafka(load_settings())
+            raise_for_problems(result.problems)
             return result.to_dict()
 
         return _verdict(check)
 
     @task
     def postgres_health() -> dict[str, Any]:
-        from utils import monitoring
+        from reports.health import check_postgres
+        from reports.metrics import raise_for_problems
         from utils.database import configured_database
 
         def check() -> dict[str, Any]:
-            with configured_database() as (_, db):
-                result = monitoring.check_postgres(db)
-            monitoring.raise_for_problems(result.problems)
+            with configured_database() as (settings, db):
+                result = check_postgres(db, settings.monitor)
+            raise_for_problems(result.problems)
             return result.to_dict()
 
         return _verdict(check)
 
     @task
     def pipeline_metrics() -> dict[str, Any]:
-        from utils import monitoring
+        from reports.metrics import CheckResult, collect_metrics
         from utils.database import configured_database
 
         with configured_database() as (settings, db):
-            metrics = monitoring.collect_metrics(db, settings)
-        return monitoring.CheckResult("pipeline", metrics=metrics).to_dict()
+            metrics = collect_metrics(db, settings)
+        return CheckResult("pipeline", metrics=metrics).to_dict()
 
     @task
     def thresholds(
         kafka: dict[str, Any], postgres: dict[str, Any], pipeline: dict[str, Any]
     ) -> dict[str, Any]:
-        from utils import monitoring
+        from reports import metrics as m
+        from reports.queries import ensure_schema
         from utils.database import configured_database
-        from utils.reporting import ensure_schema
 
-        metrics, problems = monitoring.results_to_metrics([kafka, postgres, pipeline])
+        metrics, problems = m.results_to_metrics([kafka, postgres, pipeline])
         with configured_database() as (settings, db):
             ensure_schema(db)  # pipeline_metrics comes with migration 002: say so if it is missing
-            path = monitoring.record_metrics(db, metrics, data_dir=settings.data_dir)
-        crossed = monitoring.evaluate_thresholds(metrics, monitoring.Thresholds.from_env())
+            path = m.record_metrics(db, metrics, data_dir=settings.data_dir)
+        crossed = m.evaluate_thresholds(metrics, settings.monitor)
 
         def check() -> dict[str, Any]:
-            monitoring.raise_for_problems([*problems, *crossed])
+            m.raise_for_problems([*problems, *crossed])
             return {"metrics": len(metrics), "file": str(path)}
 
         return _verdict(check)
@@ -150,11 +153,11 @@ def system_monitoring() -> None:
 def data_cleanup() -> None:
     @task
     def retention() -> dict[str, int]:
-        from utils import monitoring
+        from reports.retention import cleanup
         from utils.database import configured_database
 
         with configured_database() as (settings, db):
-            return monitoring.cleanup(db, settings)
+            return cleanup(db, settings)
 
     retention()
 

@@ -16,8 +16,9 @@ Every step replaces its day's rows, so a rerun (Clear) is always safe. A manual 
 reports on the last complete UTC day; to report on another day, trigger it with the param
 `day` = `YYYY-MM-DD` (a replayed or simulated stream carries its own dates; the simulated
 producer's default start is 2026-01-01). Reconciliation always uses the consumer's own clock:
-it covers what was *processed* on that day. The logic lives in `utils/reporting.py`; settings come from the
-environment / `.env` like the rest of the pipeline (POSTGRES_*, KAFKA_TOPIC, AIRFLOW_DATA_DIR).
+it covers what was *processed* on that day. The logic lives in the `reports` package (queries, scoring,
+charts, the page's template, files); settings come from the environment / `.env` like the rest of
+the pipeline (POSTGRES_*, KAFKA_TOPIC, AIRFLOW_DATA_DIR).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import utils.errors  # noqa: F401
 
 
 def _day() -> date:
-    from utils.reporting import report_day
+    from reports.day import report_day
 
     context = get_current_context()
     run = context.get("dag_run")
@@ -75,24 +76,24 @@ def _day() -> date:
 def transaction_reporting() -> None:
     @task
     def summary() -> dict[str, Any]:
-        from utils import reporting
+        from reports import queries
         from utils.database import configured_database
 
         day = _day()
         with configured_database() as (_, db):
-            reporting.ensure_schema(db)
-            rows = reporting.build_daily_summary(db, day)
+            queries.ensure_schema(db)
+            rows = queries.build_daily_summary(db, day)
         total = next((r.txn_count for r in rows if r.dimension == "total"), 0)
         return {"day": day.isoformat(), "transactions": total, "rows": len(rows)}
 
     @task
     def alert_analysis() -> dict[str, Any]:
-        from utils import reporting
+        from reports import queries
         from utils.database import configured_database
 
         day = _day()
         with configured_database() as (_, db):
-            analysis = reporting.analyse_alerts(db, day)
+            analysis = queries.analyse_alerts(db, day)
         return {
             "day": day.isoformat(),
             "alerts": {r.alert_type: r.alerts for r in analysis.rules},
@@ -101,12 +102,12 @@ def transaction_reporting() -> None:
 
     @task
     def reconciliation() -> dict[str, Any]:
-        from utils import reporting
+        from reports import queries
         from utils.database import configured_database
 
         day = _day()
         with configured_database() as (settings, db):
-            result = reporting.reconcile(db, day, topic=settings.kafka.topic)
+            result = queries.reconcile(db, day, topic=settings.kafka.topic)
         return {
             "day": day.isoformat(),
             "partitions": len(result),
@@ -116,13 +117,14 @@ def transaction_reporting() -> None:
 
     @task
     def report() -> str:
-        from utils import reporting
+        from reports import queries
+        from reports.files import write_report
         from utils.database import configured_database
 
         day = _day()
         with configured_database() as (settings, db):
-            figures = reporting.gather_figures(db, day)
-        return str(reporting.write_report(day, figures, settings.data_dir))
+            figures = queries.gather_figures(db, day)
+        return str(write_report(day, figures, settings.data_dir))
 
     summary() >> alert_analysis() >> reconciliation() >> report()
 

@@ -53,6 +53,8 @@ class PostgresSettings:
         "POSTGRES_MIGRATION_USER", "", "owner role that applies migrations (empty: POSTGRES_USER)"
     )
     migration_password: str = env("POSTGRES_MIGRATION_PASSWORD", "", secret=True)
+    # Only `python -m utils.roles provision` (Compose's db-roles service) reads it.
+    superuser_password: str = env("POSTGRES_SUPERUSER_PASSWORD", "", secret=True)
     pool_max: int = env("POSTGRES_POOL_MAX", 4)
     connect_timeout_s: int = env("POSTGRES_CONNECT_TIMEOUT", 5)
     statement_timeout_ms: int = env("POSTGRES_STATEMENT_TIMEOUT_MS", 60000)

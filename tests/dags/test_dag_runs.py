@@ -25,10 +25,10 @@ import pytest  # noqa: E402
 
 from producer.generator import DEFAULT_START  # noqa: E402
 from producer.transaction_producer import run_producer  # noqa: E402
+from stack.orchestrator import LocalStack  # noqa: E402
 from tests.dags.isolation import keep_logging  # noqa: E402
 from tests.support import consume, produce, query  # noqa: E402
 from utils.config import Settings, settings_to_env  # noqa: E402
-from utils.local_stack import LocalStack  # noqa: E402
 
 SEEDED_DAY = DEFAULT_START.date()  # the simulated clock's stream falls on 2026-01-01 (UTC)
 

@@ -1,21 +1,19 @@
 """The database layer against a real PostgreSQL: the pool keeps its connections (a new backend per
-batch cost more than writing the batch), discards broken ones, write_batch is idempotent, and
-metric snapshots never overwrite each other."""
+batch cost more than writing the batch), discards broken ones, write_batch is idempotent."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from consumer.storage import write_batch
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
 from utils.config import PostgresSettings, ValidationLimits
-from utils.database import Database, write_batch
+from utils.database import Database
 from utils.errors import DatabaseUnavailable
 from utils.models import Transaction
 
@@ -93,19 +91,3 @@ def test_a_reused_id_from_another_message_is_rejected_not_merged(db: Database) -
     assert result.duplicates is not None
     assert sorted(r.offset for r in result.duplicates) == [100, 101, 102]
     assert {r.reason for r in result.duplicates} == {"duplicate_transaction_id"}
-
-
-def test_metric_snapshots_one_file_per_measurement_even_within_a_second(db: Database, tmp_path: Path) -> None:
-    from utils.monitoring import Metric, record_metrics
-
-    first = datetime(2026, 11, 25, 0, 5, 2, 100, tzinfo=UTC)
-    second = first + timedelta(microseconds=500)  # same second: a manual run next to a scheduled one
-    for at, lag in ((first, 0.0), (second, 200.0), (first, 7.0)):  # the last one reruns `first`
-        record_metrics(
-            db, [Metric("kafka_consumer_lag_total", lag, {"group": "g"})], data_dir=tmp_path, measured_at=at
-        )
-    files = sorted((tmp_path / "metrics" / "2026-11-25").glob("*Z.json"))
-    assert [f.name for f in files] == ["000502.000100Z.json", "000502.000600Z.json"]
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT value FROM pipeline_metrics ORDER BY measured_at")
-        assert cur.fetchall() == [(7.0,), (200.0,)]

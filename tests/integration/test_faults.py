@@ -44,14 +44,14 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.account_state import AccountStates
+from consumer.account_state import AccountStates, Event
 from consumer.rules import evaluate
 from consumer.validation import validate
 from producer.generator import encode
+from stack.orchestrator import LocalStack
 from tests.support import REPO, ConsumerProcess, child_env, consume, generated, query, scalar, wait_until
 from utils.config import PostgresSettings, Settings
 from utils.kafka_cleanup import admin_client, group_lag
-from utils.local_stack import LocalStack
 from utils.models import Rejection
 
 pytestmark = pytest.mark.slow
@@ -238,9 +238,9 @@ def reference(s: Settings, records: list[Record]) -> Expected:
             continue
         # The fault streams carry no duplicate ids (test_hostile_input covers those).
         assert item.transaction_id not in exp.good, f"duplicate id in the stream: {item.transaction_id}"
-        history = states.history(r.partition, item.account_id)
+        history = states.active(r.partition, item.account_id)
         exp.alerts.update((a.transaction_id, a.alert_type) for a in evaluate(item, history, s.rules))
-        states.add(item)
+        history.add(Event.of(item))
         exp.good[item.transaction_id] = (r.partition, r.offset)
     return exp
 

@@ -25,8 +25,8 @@ from kafka.partitioner.default import murmur2
 
 from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator
 from producer.transaction_producer import BrokerUnavailable, ProducerSummary, run_producer
+from stack.orchestrator import StackEnv
 from utils.config import ProducerSettings, Settings, load_settings
-from utils.local_stack import StackEnv
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,11 @@ import pytest
 from kafka import KafkaProducer
 
 from producer.generator import DEFAULT_START
+from reports import queries
+from reports.figures import SummaryRow
+from reports.files import write_report
+from reports.scoring import SCENARIO_FOR_RULE
 from tests.support import consume, generated, produce, query
-from utils import reporting
 from utils.config import PostgresSettings, Settings
 from utils.database import Database
 
@@ -89,7 +92,7 @@ def _expected_summary(pg: PostgresSettings, day: date) -> set[tuple[str, str, in
     return out
 
 
-def _as_tuples(rows: list[reporting.SummaryRow]) -> set[tuple[str, str, int, Decimal, int]]:
+def _as_tuples(rows: list[SummaryRow]) -> set[tuple[str, str, int, Decimal, int]]:
     return {(r.dimension, r.key, r.txn_count, r.amount_sum, r.alert_count) for r in rows}
 
 
@@ -122,7 +125,7 @@ def _recomputed_quality(
         if tid in labels
     ]
     out: dict[str, tuple[int, int, int, float | None, float | None]] = {}
-    for rule, scenario in reporting.SCENARIO_FOR_RULE.items():
+    for rule, scenario in SCENARIO_FOR_RULE.items():
         alerted = {tid for tid, r in alerts if r == rule}
         if scenario is None:
             out[rule] = (len(alerted), 0, 0, None, None)
@@ -169,10 +172,10 @@ def test_daily_reporting_on_a_seeded_stream(
     _send_bad(s)
     summary = consume(s)
     assert summary.stored == COUNT and summary.rejected == len(BAD_MESSAGES)
-    reporting.ensure_schema(db)
+    queries.ensure_schema(db)
 
     # --- summary: equal to SQL written independently, for the event day and a processing day
-    rows = reporting.build_daily_summary(db, DAY)
+    rows = queries.build_daily_summary(db, DAY)
     assert _as_tuples(rows) == _expected_summary(s.postgres, DAY)
     on_day = sum(1 for t in generated(s, COUNT, SEED) if t["timestamp"][:10] == DAY.isoformat())
     assert next(r for r in rows if r.dimension == "total").txn_count == on_day
@@ -197,13 +200,13 @@ def test_daily_reporting_on_a_seeded_stream(
     )
     rejected_counts: Counter[str] = Counter()
     for d in processing_days:
-        today_rows = reporting.build_daily_summary(db, d)
+        today_rows = queries.build_daily_summary(db, d)
         assert _as_tuples(today_rows) == _expected_summary(s.postgres, d)
         rejected_counts.update({r.key: r.txn_count for r in today_rows if r.dimension == "rejection_reason"})
     assert sum(rejected_counts.values()) == len(BAD_MESSAGES)
 
     # --- alert analysis: precision and recall equal a recomputation from the producer's labels
-    analysis = reporting.analyse_alerts(db, DAY)
+    analysis = queries.analyse_alerts(db, DAY)
     assert analysis.labels_present and analysis.transactions == on_day
     got = {
         r.alert_type: (r.alerts, r.true_positives or 0, r.labelled or 0, r.precision, r.recall)
@@ -225,7 +228,7 @@ def test_daily_reporting_on_a_seeded_stream(
     assert len(query(s.postgres, "SELECT 1 FROM rule_quality WHERE day = %s", (DAY,))) == len(analysis.rules)
 
     # --- reconciliation: every offset the consumer read is stored or rejected, no gaps
-    recon = [r for d in processing_days for r in reporting.reconcile(db, d, topic=s.kafka.topic)]
+    recon = [r for d in processing_days for r in queries.reconcile(db, d, topic=s.kafka.topic)]
     assert not [r for r in recon if r.gaps]
     assert sum(r.stored for r in recon) == COUNT and sum(r.rejected for r in recon) == len(BAD_MESSAGES)
     ends = dict(query(s.postgres, "SELECT kafka_partition, max(kafka_offset) FROM transactions GROUP BY 1"))
@@ -235,18 +238,18 @@ def test_daily_reporting_on_a_seeded_stream(
     # --- a rerun yields identical rows
     before = {t: _stored(s.postgres, t, DAY) for t in ("daily_summary", "rule_quality")}
     before_recon = {d: _stored(s.postgres, "reconciliation", d) for d in processing_days}
-    reporting.build_daily_summary(db, DAY)
-    reporting.analyse_alerts(db, DAY)
+    queries.build_daily_summary(db, DAY)
+    queries.analyse_alerts(db, DAY)
     for d in processing_days:
-        reporting.reconcile(db, d, topic=s.kafka.topic)
+        queries.reconcile(db, d, topic=s.kafka.topic)
     assert {t: _stored(s.postgres, t, DAY) for t in before} == before
     assert {d: _stored(s.postgres, "reconciliation", d) for d in processing_days} == before_recon
 
     # --- the report files
-    figures = reporting.gather_figures(db, DAY)
+    figures = queries.gather_figures(db, DAY)
     assert sum(h.txn_count for h in figures.hourly) == on_day
     assert sum(b.txn_count for b in figures.amounts) == on_day
-    out = reporting.write_report(DAY, figures, tmp_path)
+    out = write_report(DAY, figures, tmp_path)
     assert out == tmp_path / "reports" / DAY.isoformat()
     page = _Page()
     page.feed((out / "report.html").read_text())
@@ -291,7 +294,7 @@ def test_reconciliation_reports_lost_offsets(pipeline_settings: Settings, db: Da
         s.postgres, "DELETE FROM transactions WHERE kafka_partition = %s AND kafka_offset = 20", (second,)
     )
 
-    recon = {r.partition: r for r in reporting.reconcile(db, today, topic=s.kafka.topic)}
+    recon = {r.partition: r for r in queries.reconcile(db, today, topic=s.kafka.topic)}
     assert recon[first].gaps == [(10, 12)] and recon[first].missing == 3
     assert recon[second].previous_offset == 19 and recon[second].min_offset == 21
     assert recon[second].gaps == [(20, 20)]
@@ -303,8 +306,8 @@ def test_reconciliation_reports_lost_offsets(pipeline_settings: Settings, db: Da
 
     # A rerun after the data changed replaces the day's summary: the deleted rows are gone from it.
     day = DEFAULT_START.date()
-    rows = reporting.build_daily_summary(db, day)
-    assert reporting.build_daily_summary(db, day) == rows
+    rows = queries.build_daily_summary(db, day)
+    assert queries.build_daily_summary(db, day) == rows
     assert _as_tuples(rows) == _expected_summary(s.postgres, day)
     assert query(s.postgres, "SELECT count(*) FROM transactions")[0][0] == 1500 - 4
 
@@ -313,12 +316,12 @@ def test_an_empty_day_reports_zero_and_scores_nothing(fresh_db: PostgresSettings
     db = Database(fresh_db)
     try:
         day = date(2026, 2, 1)
-        rows = reporting.build_daily_summary(db, day)
+        rows = queries.build_daily_summary(db, day)
         assert [(r.dimension, r.key, r.txn_count, r.alert_count) for r in rows] == [("total", "", 0, 0)]
-        analysis = reporting.analyse_alerts(db, day)
+        analysis = queries.analyse_alerts(db, day)
         assert not analysis.labels_present and analysis.transactions == 0
-        assert {r.alert_type for r in analysis.rules} == set(reporting.SCENARIO_FOR_RULE)
+        assert {r.alert_type for r in analysis.rules} == set(SCENARIO_FOR_RULE)
         assert all(r.alerts == 0 and r.precision is None and r.recall is None for r in analysis.rules)
-        assert reporting.reconcile(db, day) == []
+        assert queries.reconcile(db, day) == []
     finally:
         db.close()

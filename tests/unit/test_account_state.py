@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 
 from consumer.account_state import AccountHistory, AccountStates, Event, HistoryRow
-from utils.config import ConsumerSettings
 from utils.models import Transaction
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC).timestamp()
@@ -46,6 +45,24 @@ def txn(epoch: float, account: str = "ACC-1", partition: int = 0, tid: str | Non
 
 def epochs(h: AccountHistory) -> list[float]:
     return [e.epoch for e in h]
+
+
+def add(states: AccountStates, t: Transaction) -> bool:
+    """What the consumer does with a message once the rules have seen it."""
+    return states.active(t.kafka_partition, t.account_id).add(Event.of(t))
+
+
+def partitions(states: AccountStates) -> list[int]:
+    return sorted(p for p, accounts in states._partitions.items() if accounts)
+
+
+def account_count(states: AccountStates, partition: int | None = None) -> int:
+    held = states._partitions
+    return sum(len(held.get(p, ())) for p in ([partition] if partition is not None else list(held)))
+
+
+def event_count(states: AccountStates) -> int:
+    return sum(len(h) for accounts in states._partitions.values() for h in accounts.values())
 
 
 # -- AccountHistory
@@ -140,23 +157,23 @@ def test_bounds_must_be_positive() -> None:
 def test_history_is_per_partition_and_account() -> None:
     states = AccountStates(max_events=10, history_seconds=3_600)
     assert len(states.history(0, "ACC-1")) == 0
-    assert states.add(txn(T0, "ACC-1", partition=0))
-    assert states.add(txn(T0, "ACC-1", partition=1))
-    assert states.add(txn(T0 + 1, "ACC-2", partition=1))
+    assert add(states, txn(T0, "ACC-1", partition=0))
+    assert add(states, txn(T0, "ACC-1", partition=1))
+    assert add(states, txn(T0 + 1, "ACC-2", partition=1))
     assert len(states.history(0, "ACC-1")) == 1
     assert len(states.history(1, "ACC-1")) == 1
-    assert states.partitions() == [0, 1]
-    assert states.account_count() == 3 and states.account_count(1) == 2
-    assert states.event_count() == 3
+    assert partitions(states) == [0, 1]
+    assert account_count(states) == 3 and account_count(states, 1) == 2
+    assert event_count(states) == 3
 
 
 def test_add_is_idempotent_per_transaction_id() -> None:
     states = AccountStates(10, 3_600)
     t = txn(T0)
-    assert states.add(t)
-    assert not states.add(t)
+    assert add(states, t)
+    assert not add(states, t)
     assert states.history(0, "ACC-1").seen(t.transaction_id)
-    assert states.event_count() == 1
+    assert event_count(states) == 1
 
 
 def test_load_from_database_rows_and_transactions() -> None:
@@ -174,48 +191,41 @@ def test_load_from_database_rows_and_transactions() -> None:
     assert h1.events[0].amount == 10.5 and type(h1.events[0].epoch) is float
     h2 = states.history(4, "ACC-2")
     assert len(h2) == 2 and h2.events[0].latitude == 48.85
-    assert states.partitions() == [4]  # loaded into the partition asked for, whatever the row says
+    assert partitions(states) == [4]  # loaded into the partition asked for, whatever the row says
     assert states.load(4, rows) == 0  # loading again adds nothing
 
 
 def test_drop_partitions_forgets_their_accounts() -> None:
     states = AccountStates(10, 3_600)
     for p in (0, 1, 2):
-        states.add(txn(T0, partition=p))
+        add(states, txn(T0, partition=p))
     states.drop_partitions([0, 2, 7])
-    assert states.partitions() == [1]
+    assert partitions(states) == [1]
     assert len(states.history(0, "ACC-1")) == 0  # a fresh, empty history after revoke
 
 
 def test_evict_drops_old_events_and_quiet_accounts() -> None:
     states = AccountStates(10, history_seconds=3_600)
-    states.add(txn(T0, "quiet"))
-    states.add(txn(T0 + 100, "busy"))
-    states.add(txn(T0 + 4_000, "busy"))
+    add(states, txn(T0, "quiet"))
+    add(states, txn(T0 + 100, "busy"))
+    add(states, txn(T0 + 4_000, "busy"))
     states.history(0, "never-added")  # created by a look-up, never filled
     assert states.evict(T0 + 3_000) == 0  # "quiet" is still inside the window
     assert states.evict(T0 + 3_601) == 1
-    assert states.account_count() == 2
+    assert account_count(states) == 2
     assert states.evict(T0 + 10_000) == 2
-    assert states.account_count() == 0
+    assert account_count(states) == 0
 
 
 def test_evict_sees_an_account_as_active_after_its_latest_add() -> None:
     # "first" is created first but active last: evict must remove "second", not stop at "first".
     states = AccountStates(10, history_seconds=3_600)
-    states.add(txn(T0, "first"))
-    states.add(txn(T0 + 10, "second"))
-    states.add(txn(T0 + 3_000, "first"))
+    add(states, txn(T0, "first"))
+    add(states, txn(T0 + 10, "second"))
+    add(states, txn(T0 + 3_000, "first"))
     assert states.evict(T0 + 3_700) == 1
     assert len(states.history(0, "first")) == 1  # its T0 event aged out, the account stays
-    assert states.account_count() == 1
-
-
-def test_from_settings() -> None:
-    states = AccountStates.from_settings(
-        ConsumerSettings(state_history_hours=2.0, state_max_events_per_account=7)
-    )
-    assert (states.max_events, states.history_seconds) == (7, 7_200.0)
+    assert account_count(states) == 1
 
 
 def test_memory_stays_bounded_over_many_accounts_and_transactions() -> None:
@@ -226,19 +236,19 @@ def test_memory_stays_bounded_over_many_accounts_and_transactions() -> None:
     epoch = T0
     for i in range(200_000):
         epoch += 1.0
-        states.add(txn(epoch, f"A{rnd.randrange(20_000)}", partition=i % 3))
+        add(states, txn(epoch, f"A{rnd.randrange(20_000)}", partition=i % 3))
         if i % 1_000 == 0:
             states.evict(epoch)
     states.evict(epoch)
     active_last_hour = 3_600  # at most one new account per message-second
-    assert states.account_count() <= active_last_hour + 1_000
-    assert states.event_count() <= 5 * states.account_count()
+    assert account_count(states) <= active_last_hour + 1_000
+    assert event_count(states) <= 5 * account_count(states)
 
 
 def test_active_is_the_same_history_moved_to_the_recent_end() -> None:
     states = AccountStates(10, history_seconds=3_600)
-    states.add(txn(T0, "old"))
-    states.add(txn(T0, "new"))
+    add(states, txn(T0, "old"))
+    add(states, txn(T0, "new"))
     history = states.active(0, "old")  # a message for "old" arrives: it is active again
     assert history is states.history(0, "old") and len(history) == 1
     assert states.active(0, "fresh") is states.history(0, "fresh")  # created on first sight
@@ -246,4 +256,4 @@ def test_active_is_the_same_history_moved_to_the_recent_end() -> None:
     # "new" is now the least recently active: eviction removes it and stops at "old", which
     # still holds an event inside the window (so "fresh", behind it, is not looked at).
     assert states.evict(T0 + 3_601) == 1
-    assert states.account_count() == 2 and len(states.history(0, "old")) == 1
+    assert account_count(states) == 2 and len(states.history(0, "old")) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from utils.database import TXN_COLUMNS, copy_rows
+from consumer.storage import TXN_COLUMNS, copy_rows
 from utils.models import Transaction
 
 

@@ -1,4 +1,5 @@
-"""The pure parts of utils/monitoring.py: thresholds, configuration, ZooKeeper parsing, retention."""
+"""The pure parts of the monitoring and retention code (reports/metrics.py, health.py, zookeeper.py,
+retention.py): thresholds, configuration, ZooKeeper parsing, which directories expire."""
 
 from __future__ import annotations
 
@@ -9,24 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from utils.errors import ConfigError, TxmonError
-from utils.monitoring import (
+from reports.errors import HealthCheckFailed
+from reports.health import zookeeper_address
+from reports.metrics import (
     CheckResult,
-    HealthCheckFailed,
     Metric,
-    MonitorOptions,
-    Thresholds,
     _dedupe,
-    check_zookeeper,
     evaluate_thresholds,
-    expired_day_dirs,
-    parse_srvr,
     raise_for_problems,
     results_to_metrics,
-    zookeeper_metrics,
 )
+from reports.retention import expired_day_dirs
+from reports.zookeeper import check_zookeeper, parse_srvr, zookeeper_metrics
+from utils.config import MonitorSettings, load_settings
+from utils.errors import ConfigError, TxmonError
 
-LIMITS = Thresholds(max_lag=100, max_delay_p95_s=30.0, max_dlq_rate=0.05, max_disk_used_pct=90.0)
+LIMITS = MonitorSettings(max_lag=100, max_delay_p95_s=30.0, max_dlq_rate=0.05, max_disk_used_pct=90.0)
 
 
 def test_metrics_within_limits_cross_nothing() -> None:
@@ -70,26 +69,31 @@ def test_health_check_failed_lists_every_problem() -> None:
     assert isinstance(info.value, TxmonError)
 
 
-def test_thresholds_from_env() -> None:
-    assert Thresholds.from_env({}) == Thresholds()
-    got = Thresholds.from_env(
+def test_limits_come_from_the_settings_object() -> None:
+    assert load_settings({}).monitor == MonitorSettings()
+    got = load_settings(
         {"MONITOR_MAX_LAG": "5", "MONITOR_MAX_DLQ_RATE": "0.5", "MONITOR_MAX_DISK_USED_PCT": ""}
-    )
-    assert got == Thresholds(max_lag=5, max_dlq_rate=0.5)
+    ).monitor
+    assert got == MonitorSettings(max_lag=5, max_dlq_rate=0.5)
+    assert evaluate_thresholds([Metric("kafka_consumer_lag_total", 6)], got) == [
+        "kafka_consumer_lag_total = 6 is above the limit 5 (MONITOR_MAX_LAG)"
+    ]
     with pytest.raises(ConfigError, match="MONITOR_MAX_LAG='lots'"):
-        Thresholds.from_env({"MONITOR_MAX_LAG": "lots"})
+        load_settings({"MONITOR_MAX_LAG": "lots"})
     with pytest.raises(ConfigError, match="negative"):
-        Thresholds.from_env({"MONITOR_MAX_DELAY_P95_SECONDS": "-1"})
+        load_settings({"MONITOR_MAX_DELAY_P95_SECONDS": "-1"})
 
 
-def test_monitor_options_from_env() -> None:
-    opts = MonitorOptions.from_env(
+def test_zookeeper_is_checked_only_when_configured() -> None:
+    monitor = load_settings(
         {"ZOOKEEPER_HOST": " zk ", "ZOOKEEPER_PORT": "2182", "MONITOR_WINDOW_MINUTES": "5"}
-    )
-    assert (opts.zookeeper_host, opts.zookeeper_port, opts.window_minutes) == ("zk", 2182, 5.0)
-    assert MonitorOptions.from_env({}).zookeeper_host == ""  # ZooKeeper is only checked when configured
+    ).monitor
+    assert zookeeper_address(monitor) == ("zk", 2182)
+    assert monitor.window_minutes == 5.0
+    assert zookeeper_address(load_settings({}).monitor) is None
+    assert zookeeper_address(load_settings({"ZOOKEEPER_HOST": "  "}).monitor) is None
     with pytest.raises(ConfigError, match="MONITOR_WINDOW_MINUTES must be greater than 0"):
-        MonitorOptions.from_env({"MONITOR_WINDOW_MINUTES": "0"})
+        load_settings({"MONITOR_WINDOW_MINUTES": "0"})
 
 
 SRVR = """Zookeeper version: 3.8.4-9316c2a7a97e1666d8f4593f34dd6fc36ecc436c, built on 2024-02-12 22:16 UTC
@@ -161,5 +165,5 @@ def test_thresholds_can_live_in_dotenv_and_the_environment_wins(
     monkeypatch.setenv("TXMON_ENV_FILE", str(env_file))
     monkeypatch.delenv("MONITOR_MAX_LAG", raising=False)
     monkeypatch.setenv("MONITOR_MAX_DLQ_RATE", "0.3")
-    got = Thresholds.from_env()
+    got = load_settings().monitor
     assert (got.max_lag, got.max_dlq_rate) == (7, 0.3)

@@ -1,9 +1,11 @@
-"""The pure parts of utils/reporting.py: day resolution, gap detection, rule scoring, report files."""
+"""The pure parts of the report (reports/day.py, scoring.py, page.py, files.py): day resolution, gap
+detection, rule scoring, the page and the files."""
 
 from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -12,22 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from utils.reporting import (
+from reports.day import day_bounds, report_day
+from reports.errors import ReportError
+from reports.figures import (
     AmountBucket,
     HourVolume,
     PartitionReconciliation,
-    ReportError,
     ReportFigures,
     RuleCounts,
     SummaryRow,
     TopEntry,
-    _reconcile_rows,
-    day_bounds,
-    find_gaps,
-    report_day,
-    score_rule,
-    write_report,
 )
+from reports.files import write_report
+from reports.page import cell, render_page
+from reports.scoring import find_gaps, reconcile_partitions, score_rule
 
 # --------------------------------------------------------------------------- the day
 
@@ -88,9 +88,9 @@ def test_find_gaps(offsets: list[int], previous: int | None, gaps: list[tuple[in
     assert find_gaps(offsets, previous) == gaps
 
 
-def test_reconcile_rows_splits_stored_and_rejected_per_partition() -> None:
+def test_reconcile_partitions_splits_stored_and_rejected_per_partition() -> None:
     rows = [(1, 7, True), (0, 0, True), (0, 1, False), (0, 3, True), (1, 5, True), (1, 6, False)]
-    result = _reconcile_rows(rows, {0: None, 1: 2})
+    result = reconcile_partitions(rows, {0: None, 1: 2})
     assert result == [
         PartitionReconciliation(0, 0, 3, None, 2, 1, [(2, 2)]),
         PartitionReconciliation(1, 5, 7, 2, 2, 1, [(3, 4)]),
@@ -261,3 +261,27 @@ def test_an_empty_day_still_gives_a_report(tmp_path: Path) -> None:
 def test_figures_for_another_day_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="not 2026-03-11"):
         write_report(date(2026, 3, 11), _figures(date(2026, 3, 10)), tmp_path)
+
+
+def test_cells_read_as_a_person_expects() -> None:
+    assert cell(None) == "–"  # not defined, rather than a misleading 0
+    assert cell(1234567) == "1,234,567"
+    assert cell(Decimal("1234.5")) == "1,234.50"
+    assert cell(0.12345) == "0.123"
+    assert cell(("card_testing", "duplicate")) == "card_testing, duplicate"
+    assert cell("ACC00000042") == "ACC00000042"
+
+
+def test_the_page_flags_missing_offsets_and_counts_with_separators() -> None:
+    day = date(2026, 3, 10)
+    figures = _figures(day)
+    page = render_page(figures, {"Volume per hour": "iVBORw0KGgo="})
+    parser = _Collector()
+    parser.feed(page)
+    text = " ".join(" ".join(parser.text).split())
+    assert "100 transactions, 10 alerts, 2 offsets missing in reconciliation" in text
+    assert '<p class="bad">2 offsets missing</p>' in page
+    assert "12,345.67" in text and "8 of 4" not in text and "3 of 4" in text  # accounts detected
+    assert parser.images == ["data:image/png;base64,iVBORw0KGgo="]
+    clean = dataclasses.replace(figures, reconciliation=[PartitionReconciliation(0, 0, 99, None, 99, 1, [])])
+    assert 'class="bad"' not in render_page(clean, {})

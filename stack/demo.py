@@ -28,11 +28,11 @@ from kafka import KafkaProducer
 
 from producer.generator import AccountPool, TransactionGenerator
 from producer.transaction_producer import run_producer
-from utils import database
+from stack.orchestrator import LocalStack
+from utils import database, schema
 from utils.config import REPO_ROOT, Settings, load_settings, settings_to_env
 from utils.errors import TxmonError
 from utils.kafka_cleanup import admin_client, ensure_topics
-from utils.local_stack import LocalStack
 from utils.logs import configure_logging
 
 log = logging.getLogger("demo")
@@ -91,7 +91,7 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         os.environ.update(env.as_environ())
         started_stack = "local stack"
     settings = load_settings()
-    database.migrate(settings.postgres)
+    schema.migrate(settings.postgres)
     admin = admin_client(settings.kafka.bootstrap_servers)
     try:
         ensure_topics(admin, settings)
@@ -168,7 +168,7 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stack.demo", description=__doc__.split("\n")[0])
     p.add_argument("--count", type=int, default=20_000, help="transactions to stream (default 20000)")
     p.add_argument("--seed", type=int, default=None, help="generator seed (default: random, printed)")
     p.add_argument("--bad", type=int, default=len(BAD_MESSAGES), help="malformed messages to mix in")

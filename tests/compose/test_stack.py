@@ -260,12 +260,11 @@ def test_consumers_drain_on_compose_stop(
         "ps", "--all", "--format", "{{.Name}} {{.State}} {{.ExitCode}}", "consumer", capture=True
     ).stdout
     containers = [line.split() for line in states.splitlines() if line.strip()]
-    assert len(containers) == 3 and all(state == "exited" and code == "0" for _, state, code in containers), (
-        states
-    )
+    # Exit 0, not 137: each finished before the grace period ran out and Docker's SIGKILL.
+    assert containers and all(state == "exited" and code == "0" for _, state, code in containers), states
     logs = project.run("logs", "--no-color", "consumer", capture=True).stdout
-    assert logs.count("SIGTERM received: finishing the current batch") == 3, logs[-3000:]
-    assert logs.count("consumer summary:") == 3, logs[-3000:]
+    assert logs.count("SIGTERM received: finishing the current batch") == len(containers), logs[-3000:]
+    assert logs.count("consumer summary:") == len(containers), logs[-3000:]
 
     pending_at_stop = count - stored_count(psql, ids)
     assert pending_at_stop > 0, "the backlog was gone before the stop: nothing was drained mid-stream"
@@ -278,15 +277,15 @@ def test_consumers_drain_on_compose_stop(
         }
     finally:
         admin.close()
+    # The consumers read one topic, so every stored (or refused) row came from it.
     stored = {
         int(p): (int(n), int(top))
         for p, n, top in psql(
-            f"""
+            """
             SELECT kafka_partition, count(DISTINCT kafka_offset), max(kafka_offset) + 1
               FROM (SELECT kafka_partition, kafka_offset FROM transactions
                     UNION ALL
-                    SELECT kafka_partition, kafka_offset FROM rejected_transactions
-                     WHERE kafka_topic = '{topic}') s
+                    SELECT kafka_partition, kafka_offset FROM rejected_transactions) s
              GROUP BY kafka_partition;
             """
         )

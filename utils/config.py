@@ -96,6 +96,7 @@ class ConsumerSettings:
     health_file: str = env(
         "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
     )
+    metrics_port: int = env("CONSUMER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class ProducerSettings:
         "seed of the account pool: fixed, so accounts keep their homes across runs",
     )
     fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
+    metrics_port: int = env("PRODUCER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,9 @@ class Settings:
     log_format: str = env("LOG_FORMAT", "text", "text or json")
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
     retention_days: int = env("RETENTION_DAYS", 90, "rows older than this are deleted by cleanup")
+    metrics_address: str = env(
+        "METRICS_ADDRESS", "127.0.0.1", "address the /metrics endpoints listen on (0.0.0.0 in containers)"
+    )
 
 
 _GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor")

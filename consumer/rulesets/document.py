@@ -257,7 +257,7 @@ class _Reader:
                 values[key] = spec.coerce(value)
         reported = _reported(self.problems[before:], path)
         for name in specs.keys() - values.keys() - reported:
-            fix = f"add `{name}: {self.reference_value(specs[name])}` under {path} (today's default)"
+            fix = f"add `{name}: {self.reference_value(specs[name])}` under {path} (the value of {specs[name].env})"
             self.problem(at, path, f"parameter {name!r} is missing", fix)
         if len(self.problems) == before:
             self.check_together(owner, values, at, path)
@@ -293,7 +293,7 @@ class _Reader:
         return yaml.safe_dump(owner[spec.name], default_flow_style=True).splitlines()[0]
 
     def fix(self, spec: ParameterSpec) -> str:
-        return f"write {spec.expected()}, e.g. {self.reference_value(spec)} (today's default, {spec.env})"
+        return f"write {spec.expected()}, e.g. {self.reference_value(spec)} (the value of {spec.env})"
 
 
 _RULE_KEY_HELP = {

@@ -28,7 +28,7 @@ import psycopg2
 import psycopg2.extensions
 
 from consumer.rulesets import document, store
-from consumer.rulesets.model import RuleSet
+from consumer.rulesets.model import RuleSet, StateLimits
 from utils.config import Settings, load_settings
 from utils.database import connect
 from utils.errors import TxmonError
@@ -134,7 +134,7 @@ def _read(path: Path, settings: Settings) -> RuleSet:
     except (OSError, UnicodeDecodeError) as exc:
         raise Refused(f"cannot read {path}: {exc}") from exc
     try:
-        return document.load(text, settings.rules)
+        return document.load(text, settings.rules, StateLimits.from_settings(settings.consumer))
     except document.RuleSetInvalid as exc:
         listed = "\n".join(
             f"{path}:{p.line}:{p.column}: {p.path or '(top)'}: {p.message}. Fix: {p.fix}"

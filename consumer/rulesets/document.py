@@ -37,10 +37,11 @@ from consumer.rulesets.model import (
     ParameterSpec,
     RuleConfig,
     RuleSet,
+    StateLimits,
     Value,
     parameters_of,
 )
-from utils.config import RuleThresholds
+from utils.config import ConsumerSettings, RuleThresholds
 from utils.errors import TxmonError
 from utils.models import SEVERITIES
 
@@ -93,10 +94,12 @@ def dump(rule_set: RuleSet) -> str:
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def load(text: str, reference: RuleThresholds | None = None) -> RuleSet:
+def load(text: str, reference: RuleThresholds | None = None, limits: StateLimits | None = None) -> RuleSet:
     """The rule set in `text`, or RuleSetInvalid listing every problem. `reference` supplies the
-    values that fixes suggest for missing parameters (default: the code's defaults)."""
-    reader = _Reader(RuleSet.from_thresholds(reference or RuleThresholds()))
+    values that fixes suggest (default: the code's defaults); `limits` how far back the
+    consumers' account windows reach (default: the code's defaults)."""
+    limits = limits or StateLimits.from_settings(ConsumerSettings())
+    reader = _Reader(RuleSet.from_thresholds(reference or RuleThresholds()), limits)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -123,8 +126,9 @@ def _suggest(word: str, known: Iterable[str]) -> str:
 class _Reader:
     """Walks the composed YAML nodes (which carry line numbers) and collects problems."""
 
-    def __init__(self, reference: RuleSet) -> None:
+    def __init__(self, reference: RuleSet, limits: StateLimits) -> None:
         self.reference = reference
+        self.limits = limits
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
 
@@ -251,8 +255,11 @@ class _Reader:
                 continue
             ok, value = self.scalar(value_node, _join(path, key))
             wrong = spec.problem(value) if ok else None
+            beyond = self.limits.problem(key, value) if ok and not wrong else None
             if wrong:
                 self.problem(value_node, _join(path, key), wrong, self.fix(spec))
+            elif beyond:
+                self.problem(value_node, _join(path, key), beyond[0], f"write {beyond[1]}")
             elif ok:
                 values[key] = spec.coerce(value)
         reported = _reported(self.problems[before:], path)

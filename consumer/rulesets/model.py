@@ -20,7 +20,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from consumer.rules import RULES, Rule
-from utils.config import RuleThresholds
+from utils.config import ConsumerSettings, RuleThresholds
 from utils.models import Alert
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ParameterSpec",
     "RuleConfig",
     "RuleSet",
+    "StateLimits",
     "Value",
 ]
 
@@ -114,6 +115,36 @@ BOUNDS: Mapping[str, Bounds] = MappingProxyType(
 )
 _WINDOW = Bounds(0, low_open=True)
 _NOT_NEGATIVE = Bounds(0)
+
+# Parameters that count an account's past events, which its window holds at most
+# STATE_MAX_EVENTS_PER_ACCOUNT of (windows, `*_s`, are likewise capped by STATE_HISTORY_HOURS).
+EVENT_COUNTS = frozenset({"velocity_count", "card_testing_count", "spike_min_history"})
+
+
+@dataclass(frozen=True, slots=True)
+class StateLimits:
+    """How far back the consumer's account windows reach: no rule can see further."""
+
+    history_s: float
+    max_events: int
+
+    @classmethod
+    def from_settings(cls, consumer: ConsumerSettings) -> StateLimits:
+        return cls(consumer.state_history_hours * 3600.0, consumer.state_max_events_per_account)
+
+    def problem(self, name: str, value: float) -> tuple[str, str] | None:
+        """(what is wrong, the fix) when `value` of parameter `name` reaches past the windows."""
+        if name.endswith("_s") and value > self.history_s:
+            return (
+                f"{value:g} s is longer than the history each account keeps ({self.history_s:g} s)",
+                f"at most {self.history_s:g}, or raise STATE_HISTORY_HOURS for every consumer first",
+            )
+        if name in EVENT_COUNTS and value > self.max_events:
+            return (
+                f"{value} events are more than each account keeps ({self.max_events})",
+                f"at most {self.max_events}, or raise STATE_MAX_EVENTS_PER_ACCOUNT for every consumer first",
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import socket
 import threading
 import time
 import urllib.error
@@ -17,15 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producer.transaction_producer import ProducerSummary, run_producer
 from stack.orchestrator import StackEnv
+from tests.unit.test_metrics import free_port
 from utils.config import KafkaSettings, Settings
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _scrape(url: str) -> dict[str, float]:
@@ -35,7 +29,7 @@ def _scrape(url: str) -> dict[str, float]:
 
 
 def test_producer_metrics_follow_the_run(stack_env: StackEnv, topic_factory: Callable[..., str]) -> None:
-    port = _free_port()
+    port = free_port()
     base = Settings()
     settings = dataclasses.replace(
         base,

@@ -101,7 +101,8 @@ def test_producer_collector_reads_the_live_counts() -> None:
     assert value(s, "txmon_producer_target_rate_per_second") == 500.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on right now (tests/integration/test_producer_metrics.py too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -110,7 +111,7 @@ def _free_port() -> int:
 def test_serve_is_off_at_port_0_and_serves_http_otherwise() -> None:
     registry = new_registry()
     assert serve(registry, 0, "127.0.0.1", "X_PORT") is None
-    port = _free_port()
+    port = free_port()
     server = serve(registry, port, "127.0.0.1", "X_PORT")
     assert server is not None
     try:

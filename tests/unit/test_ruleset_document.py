@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.rulesets.document import Problem, RuleSetInvalid, dump, load
-from consumer.rulesets.model import RuleSet
+from consumer.rulesets.model import RuleSet, StateLimits
 from utils.config import RuleThresholds
 
 ENV = RuleSet.from_thresholds(RuleThresholds())
@@ -147,3 +147,19 @@ def test_every_problem_is_reported_at_once() -> None:
         "travel_min_km: 500.0", "travel_min_km: x"
     )
     assert len(problems(text)) == 2
+
+
+def test_a_rule_cannot_look_further_back_than_the_account_windows() -> None:
+    """The consumer keeps STATE_HISTORY_HOURS and STATE_MAX_EVENTS_PER_ACCOUNT of each account."""
+    limits = StateLimits(history_s=3_600.0, max_events=10)
+    text = TEXT.replace("card_testing_window_s: 600.0", "card_testing_window_s: 7200").replace(
+        "velocity_count: 8", "velocity_count: 11"
+    )
+    with pytest.raises(RuleSetInvalid) as caught:
+        load(text, limits=limits)
+    count, window = caught.value.problems  # in document order
+    assert window.line == line_of(text, "card_testing_window_s: 7200")
+    assert "longer than the history each account keeps (3600 s)" in window.message
+    assert "STATE_HISTORY_HOURS" in window.fix
+    assert count.line == line_of(text, "velocity_count: 11") and "STATE_MAX_EVENTS_PER_ACCOUNT" in count.fix
+    assert load(TEXT, limits=limits) == ENV  # the defaults fit

@@ -27,6 +27,7 @@ def test_every_threshold_maps_to_a_rule() -> None:
     owners = set(PARAMETER_RULES.values())
     assert owners <= {name for name, _ in RULES} | {SHARED}, owners
     assert set(model.BOUNDS) <= fields, "BOUNDS names a field RuleThresholds no longer has"
+    assert fields >= model.EVENT_COUNTS, "EVENT_COUNTS names a field RuleThresholds no longer has"
 
 
 def test_every_rule_has_a_default_severity_and_the_rules_raise_it() -> None:

@@ -35,6 +35,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from producer.frontier import continue_after_topic
 from producer.generator import Clock, TransactionGenerator, clones_for_rate, encode
+from producer.metrics import ProducerCounts, serve_producer_metrics
 from producer.partitioner import CachedKeyPartitioner
 from producer.pool import AccountPool
 from utils.config import KafkaSettings, ProducerSettings, Settings, load_settings
@@ -124,6 +125,14 @@ class _Delivery:
         with self._lock:
             n, self._unlogged = self._unlogged, 0
             return n
+
+
+@dataclasses.dataclass(slots=True)
+class _Live:
+    """What /metrics reads while the producer runs, updated per chunk and per progress line."""
+
+    sent: int = 0
+    rate: float = 0.0  # acked per second over the last progress interval
 
 
 class _RateLimiter:
@@ -238,6 +247,16 @@ def run_producer(
         start=start.isoformat() if clock == "simulated" and start else None,
     )  # fmt: skip
     scenarios: Counter[str] = Counter()
+    live = _Live()
+    try:
+        metrics = serve_producer_metrics(
+            lambda: ProducerCounts(live.sent, delivery.acked, delivery.failed, live.rate, rate),
+            ps.metrics_port,
+            settings.metrics_address,
+        )
+    except ConfigError:
+        producer.close(timeout=5)
+        raise
     try:
         try:
             partitions = producer.partitions_for(topic)  # fail fast and clearly on a missing topic
@@ -262,7 +281,7 @@ def run_producer(
         while not stop.is_set() and (count == 0 or sent < count):
             now = time.monotonic()
             if now >= next_progress:
-                last_report = _progress(summary, delivery, sent, t_start, last_report, now)
+                last_report = _progress(summary, delivery, live, t_start, last_report, now)
                 next_progress = now + progress_seconds
             n = min(limiter.allowed(now), 500)  # small chunks keep wall-clock stamps fresh
             if count:
@@ -293,6 +312,7 @@ def run_producer(
                 if txn["simulated_scenario"] is not None:
                     scenarios[txn["simulated_scenario"]] += 1
             limiter.done += n
+            live.sent = sent
         summary.interrupted = stop.is_set()
         summary.sent = sent
         if not _flush(producer, flush_timeout_s):
@@ -307,6 +327,8 @@ def run_producer(
             producer.close(timeout=5)
         except KafkaError as exc:  # nothing left to lose here: the counts are already final
             log.warning("closing the Kafka producer failed: %r", exc)
+        if metrics is not None:
+            metrics.close()
     unlogged = delivery.take_unlogged()
     if unlogged:
         log.error("%d more delivery failures (not logged one by one)", unlogged)
@@ -337,7 +359,7 @@ def _flush(producer: KafkaProducer, timeout_s: float) -> bool:
 def _progress(
     summary: ProducerSummary,
     delivery: _Delivery,
-    sent: int,
+    live: _Live,
     t_start: float,
     last: tuple[float, int],
     now: float,
@@ -346,8 +368,9 @@ def _progress(
     if unlogged:
         log.error("%d more delivery failures since the last progress line (first: %s)",
                   unlogged, delivery.first_error)  # fmt: skip
-    acked, failed = delivery.acked, delivery.failed
+    acked, failed, sent = delivery.acked, delivery.failed, live.sent
     current = (acked - last[1]) / (now - last[0]) if now > last[0] else 0.0
+    live.rate = current
     total = acked / (now - t_start) if now > t_start else 0.0
     log.info(
         "progress topic=%s sent=%d acked=%d failed=%d in_flight=%d rate=%.0f/s total_rate=%.0f/s",

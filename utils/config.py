@@ -97,6 +97,7 @@ class ConsumerSettings:
     health_file: str = env(
         "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
     )
+    metrics_port: int = env("CONSUMER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ class ProducerSettings:
         7.0,
         "simulated clock: a stream with nothing before it on its topic starts this many days ago",
     )
+    metrics_port: int = env("PRODUCER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,9 @@ class Settings:
     log_format: str = env("LOG_FORMAT", "text", "text or json")
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
     retention_days: int = env("RETENTION_DAYS", 90, "rows older than this are deleted by cleanup")
+    metrics_address: str = env(
+        "METRICS_ADDRESS", "127.0.0.1", "address the /metrics endpoints listen on (0.0.0.0 in containers)"
+    )
 
 
 _GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor")

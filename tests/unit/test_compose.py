@@ -406,6 +406,11 @@ def test_sigterm_reaches_python(services: dict[str, Any], name: str) -> None:
     assert re.fullmatch(r"\d+s", svc["stop_grace_period"])
 
 
+# Metrics ports of issue 12, to be passed (with METRICS_ADDRESS=0.0.0.0) when docker-compose.yml
+# gains its Prometheus service (docker/prometheus.Dockerfile): until then they stay at 0, off.
+AWAITING_PROMETHEUS = {"CONSUMER_METRICS_PORT", "PRODUCER_METRICS_PORT"}
+
+
 def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> None:
     """A setting added to utils/config.py must be passed into the containers that read it,
     or Compose would silently run with the default."""
@@ -428,8 +433,10 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
         "kafka-init": by_group["kafka"] | logging_vars,
     }
     for name, variables in expected.items():
-        missing = variables - set(environment(services[name]))
+        missing = variables - set(environment(services[name])) - AWAITING_PROMETHEUS
         assert not missing, f"{name} does not get {sorted(missing)}"
+    passed = {v for name in expected for v in environment(services[name])} & AWAITING_PROMETHEUS
+    assert not passed, f"docker-compose.yml passes {sorted(passed)} now: empty AWAITING_PROMETHEUS"
 
     # The owner role's password goes to the jobs that set it and log in with it, nowhere else;
     # the superuser's to the server and the job that creates the roles.

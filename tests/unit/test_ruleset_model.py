@@ -22,7 +22,9 @@ def test_every_threshold_maps_to_a_rule() -> None:
     fields = {f.name for f in dataclasses.fields(RuleThresholds)}
     unmapped = fields - set(PARAMETER_RULES) - model.ENVIRONMENT_ONLY
     assert not unmapped, f"add these RuleThresholds fields to PARAMETER_RULES (model.py): {sorted(unmapped)}"
-    assert not model.ENVIRONMENT_ONLY & set(PARAMETER_RULES), "a field is both a parameter and environment-only"
+    assert not model.ENVIRONMENT_ONLY & set(PARAMETER_RULES), (
+        "a field is both a parameter and environment-only"
+    )
     stale = set(PARAMETER_RULES) - fields
     assert not stale, f"PARAMETER_RULES names fields RuleThresholds no longer has: {sorted(stale)}"
     owners = set(PARAMETER_RULES.values())

@@ -32,12 +32,14 @@ class Event:
     dataclass's __init__ costs about twice as much, and one is built per message)."""
 
     epoch: float
-    amount: float
+    amount: float  # as sent, in `currency`
     merchant: str | None
     country: str
     latitude: float | None
     longitude: float | None
     transaction_id: str
+    currency: str
+    amount_base: float  # in the base currency (Transaction.amount_base): what thresholds compare
 
     @classmethod
     def of(cls, txn: Transaction) -> Event:
@@ -52,6 +54,8 @@ class Event:
             txn.latitude,
             txn.longitude,
             txn.transaction_id,
+            _intern(txn.currency),
+            txn.amount_base,
         )
 
 
@@ -59,9 +63,11 @@ class HistoryRow(NamedTuple):
     """One row of the state-rebuild query, in this column order:
 
     SELECT transaction_id, account_id, amount, merchant, country, latitude, longitude,
-           extract(epoch FROM "timestamp") FROM transactions WHERE ... ORDER BY "timestamp"
+           extract(epoch FROM "timestamp"), currency, amount_base
+    FROM transactions WHERE ... ORDER BY "timestamp"
 
-    Plain tuples in the same order work too; `amount` and `epoch` may be Decimal (numeric).
+    Plain tuples in the same order work too; `amount`, `epoch` and `amount_base` may be Decimal
+    (numeric).
     """
 
     transaction_id: str
@@ -72,6 +78,8 @@ class HistoryRow(NamedTuple):
     latitude: float | None
     longitude: float | None
     epoch: float | Decimal
+    currency: str
+    amount_base: float | Decimal
 
 
 class AccountHistory:
@@ -238,7 +246,9 @@ class AccountStates:
             if isinstance(row, Transaction):
                 account_id, event = row.account_id, Event.of(row)
             else:
-                tid, account_id, amount, merchant, country, lat, lon, epoch = cast(HistoryRow, row)
+                tid, account_id, amount, merchant, country, lat, lon, epoch, currency, base = cast(
+                    HistoryRow, row
+                )
                 event = Event(
                     float(epoch),
                     float(amount),
@@ -247,6 +257,8 @@ class AccountStates:
                     None if lat is None else float(lat),
                     None if lon is None else float(lon),
                     tid,
+                    _intern(currency),
+                    float(base),
                 )
             added += self.active(partition, account_id).add(event)
         return added

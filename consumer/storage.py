@@ -61,6 +61,8 @@ def copy_rows(txns: Sequence[Transaction]) -> str:
                 null if t.latitude is None else repr(t.latitude),
                 null if t.longitude is None else repr(t.longitude),
                 esc(t.simulated_scenario),
+                esc(t.simulated_incident),
+                f"{t.amount_base:.2f}",
                 str(t.schema_version),
                 str(t.kafka_partition),
                 str(t.kafka_offset),
@@ -296,7 +298,9 @@ def load_recent_history(
 
     The window is anchored at each partition's newest stored event time rather than at now(),
     so replaying an old stream rebuilds the same state it had when it was first processed.
-    Rows: (transaction_id, account_id, amount, merchant, country, latitude, longitude, epoch).
+    Rows: (transaction_id, account_id, amount, merchant, country, latitude, longitude, epoch,
+    currency, amount_base), `amount_base` as the rules first saw it (rows stored before migration
+    010 have none: their amount as sent stands in).
     """
     if not partitions:
         return {}
@@ -309,13 +313,14 @@ def load_recent_history(
             ), recent AS (
                 SELECT t.kafka_partition, t.transaction_id, t.account_id, t.amount::float8, t.merchant,
                        t.country::text, t.latitude, t.longitude, extract(epoch FROM t."timestamp")::float8 AS epoch,
+                       t.currency::text, coalesce(t.amount_base, t.amount)::float8 AS amount_base,
                        row_number() OVER (PARTITION BY t.account_id ORDER BY t."timestamp" DESC,
                                           t.kafka_offset DESC) AS rn
                 FROM transactions t JOIN newest n USING (kafka_partition)
                 WHERE t."timestamp" >= n.ts - make_interval(secs => %(secs)s)
             )
             SELECT kafka_partition, transaction_id, account_id, amount, merchant, country, latitude,
-                   longitude, epoch
+                   longitude, epoch, currency, amount_base
             FROM recent WHERE rn <= %(k)s
             ORDER BY kafka_partition, epoch, transaction_id
             """,

@@ -153,6 +153,7 @@ class TransactionProcessor:
             max_events=cs.state_max_events_per_account,
             history_seconds=cs.state_history_hours * 3600.0,
         )
+        self.rates = settings.rules.rate_table()  # every amount into the thresholds' base currency
         self.db = database.Database(settings.postgres, maxconn=2)
         self.summary = ProcessorSummary()
         self.consumer: KafkaConsumer | None = None
@@ -352,6 +353,7 @@ class TransactionProcessor:
                     key=rec.key,
                     limits=limits,
                     now=now,
+                    rates=self.rates,
                     kafka_timestamp_ms=rec.timestamp,
                 )
                 if isinstance(item, Rejection):

@@ -33,6 +33,7 @@ import orjson
 
 from utils.config import ValidationLimits
 from utils.models import CHANNELS, CURRENCIES, SCHEMA_VERSION, TRANSACTION_TYPES, Rejection, Transaction
+from utils.money import DEFAULT_RATES, MINOR_UNITS, RateTable
 
 __all__ = ["REASONS", "validate"]
 
@@ -104,13 +105,16 @@ def validate(
     key: bytes | None,
     limits: ValidationLimits,
     now: float,
+    rates: RateTable = DEFAULT_RATES,
     kafka_timestamp_ms: int | None = None,
 ) -> Transaction | Rejection:
     """Check one message against the wire format; never raises.
 
     `now` is the current time in epoch seconds (a parameter so that tests and replays are
-    deterministic). The returned `Transaction` carries its Kafka partition, offset and record
-    timestamp (`kafka_timestamp_ms`, None or negative when the record has none).
+    deterministic). `rates` converts the amount into the base currency (`amount_base`), the
+    currency VALIDATION_MAX_AMOUNT and the rules' thresholds are in. The returned `Transaction`
+    carries its Kafka partition, offset and record timestamp (`kafka_timestamp_ms`, None or
+    negative when the record has none).
     """
     doc: Any = None
     try:
@@ -126,7 +130,7 @@ def validate(
             raise _decode_error(raw, exc) from None
         if type(doc) is not dict:
             raise _Invalid("not_an_object", f"top-level JSON value is {type(doc).__name__}, not an object")
-        txn = _transaction(doc, partition, offset, limits, now)
+        txn = _transaction(doc, partition, offset, limits, now, rates)
         if kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
             txn.kafka_timestamp_ms = kafka_timestamp_ms
         return txn
@@ -141,7 +145,7 @@ def validate(
 
 
 def _transaction(
-    doc: dict[str, Any], partition: int, offset: int, limits: ValidationLimits, now: float
+    doc: dict[str, Any], partition: int, offset: int, limits: ValidationLimits, now: float, rates: RateTable
 ) -> Transaction:
     get = doc.get
 
@@ -156,13 +160,15 @@ def _transaction(
     transaction_id = _identifier("transaction_id", get("transaction_id"))
     account_id = _identifier("account_id", get("account_id"))
     transaction_type = _member("transaction_type", get("transaction_type"), _TRANSACTION_TYPES)
-    amount = _amount(get("amount"), limits.max_amount)
+    sent_amount = get("amount")
+    amount = _amount(sent_amount)
 
     currency = get("currency")
     if type(currency) is not str:
         raise _missing_or_wrong("currency", currency, "a string")
     if currency not in CURRENCIES:
         raise _Invalid("unknown_currency", f"currency={_show(currency)}: not an accepted ISO 4217 code")
+    amount_base = _money(amount, sent_amount, currency, limits.max_amount, rates)
 
     sent_time = get("timestamp")
     timestamp = _timestamp(sent_time)
@@ -180,6 +186,7 @@ def _transaction(
     merchant_category = _optional_text("merchant_category", get("merchant_category"), max_text)
     city = _optional_text("city", get("city"), max_text)
     scenario = _optional_text("simulated_scenario", get("simulated_scenario"), max_text)
+    incident = _optional_text("simulated_incident", get("simulated_incident"), max_text)
 
     latitude = get("latitude")
     longitude = get("longitude")
@@ -210,6 +217,8 @@ def _transaction(
         latitude,
         longitude,
         scenario,
+        incident,
+        amount_base,
         version,
         partition,
         offset,
@@ -233,6 +242,8 @@ _FIELD_ORDER = (
     "latitude",
     "longitude",
     "simulated_scenario",
+    "simulated_incident",
+    "amount_base",
     "schema_version",
     "kafka_partition",
     "kafka_offset",
@@ -258,7 +269,7 @@ def _member(name: str, value: Any, allowed: frozenset[str]) -> str:
     return value
 
 
-def _amount(value: Any, max_amount: float) -> float:
+def _amount(value: Any) -> float:
     kind = type(value)
     if kind is float:
         amount = value
@@ -274,15 +285,35 @@ def _amount(value: Any, max_amount: float) -> float:
     # `not amount > 0` also catches NaN, should one ever get past the parser.
     if not amount > 0:
         raise _Invalid("amount_not_positive", f"amount={_show(value)}: must be greater than 0")
-    if amount > max_amount or not math.isfinite(amount):
-        raise _Invalid("amount_too_large", f"amount={_show(value)}: exceeds the limit of {max_amount:.2f}")
-    # round(x, 2) is correctly rounded: a float parsed from "12.34" survives it unchanged,
-    # whereas x * 100 == int(x * 100) alone would reject 1.1 (110.00000000000001). That cheaper
-    # test settles ~90% of real amounts, so round() runs only for the rest.
-    cents = amount * 100.0
-    if cents != int(cents) and round(amount, 2) != amount:
-        raise _Invalid("amount_precision", f"amount={_show(value)}: more than 2 decimal places")
+    if not math.isfinite(amount):
+        raise _Invalid("amount_too_large", f"amount={_show(value)}: not a finite number")
     return amount
+
+
+def _money(amount: float, value: Any, currency: str, max_base: float, rates: RateTable) -> float:
+    """Check the decimals against the currency's ISO 4217 minor unit and the size in the base
+    currency; returns the amount in the base currency."""
+    decimals = MINOR_UNITS[currency]
+    if decimals == 2:
+        # round(x, 2) is correctly rounded: a float parsed from "12.34" survives it unchanged,
+        # whereas x * 100 == int(x * 100) alone would reject 1.1 (110.00000000000001). That
+        # cheaper test settles ~90% of real amounts, so round() runs only for the rest.
+        cents = amount * 100.0
+        if cents != int(cents) and round(amount, 2) != amount:
+            raise _Invalid(
+                "amount_precision", f"amount={_show(value)}: more than 2 decimal places for {currency}"
+            )
+    elif round(amount, decimals) != amount:
+        unit = "no minor unit: the amount must be whole" if decimals == 0 else f"{decimals} decimal places"
+        raise _Invalid("amount_precision", f"amount={_show(value)}: {currency} has {unit}")
+    base = rates.to_base(amount, currency)
+    if base > max_base:
+        raise _Invalid(
+            "amount_too_large",
+            f"amount={_show(value)} {currency} = {base:.2f} {rates.base}: exceeds the limit of "
+            f"{max_base:.2f} {rates.base}",
+        )
+    return base
 
 
 def _timestamp(value: Any) -> datetime:

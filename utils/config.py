@@ -19,6 +19,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from utils.errors import ConfigError
+from utils.money import RateTable, parse_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,11 +97,14 @@ class ConsumerSettings:
     health_file: str = env(
         "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
     )
+    metrics_port: int = env("CONSUMER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
 class ValidationLimits:
-    max_amount: float = env("VALIDATION_MAX_AMOUNT", 1_000_000.0, "larger amounts are rejected as absurd")
+    max_amount: float = env(
+        "VALIDATION_MAX_AMOUNT", 1_000_000.0, "in the base currency: larger amounts are rejected as absurd"
+    )
     max_future_skew_s: float = env("VALIDATION_MAX_FUTURE_SECONDS", 300.0)
     max_age_days: float = env(
         "VALIDATION_MAX_AGE_DAYS", 3650.0, "older events are rejected; at most RETENTION_DAYS (see Settings)"
@@ -111,13 +115,22 @@ class ValidationLimits:
 
 @dataclass(frozen=True, slots=True)
 class RuleThresholds:
+    """The rules' thresholds; every amount among them is in `base_currency` (utils/money.py)."""
+
+    base_currency: str = env("BASE_CURRENCY", "USD", "ISO 4217 code of every amount threshold")
+    fx_rates: str = env(
+        "FX_RATES", "", "CODE=RATE,... base units per unit, overriding the built-in table (empty: none)"
+    )
     high_amount: float = env("ALERT_HIGH_AMOUNT", 10_000.0)
     velocity_count: int = env("ALERT_VELOCITY_COUNT", 8, "more than this many txns ...")
     velocity_window_s: float = env("ALERT_VELOCITY_WINDOW_SECONDS", 60.0, "... within this window")
     card_testing_max_amount: float = env("ALERT_CARD_TESTING_MAX_AMOUNT", 2.0)
     card_testing_count: int = env("ALERT_CARD_TESTING_COUNT", 4)
     card_testing_window_s: float = env("ALERT_CARD_TESTING_WINDOW_SECONDS", 600.0)
-    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 6.0)
+    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 8.0, "times the account's median amount ...")
+    spike_window_s: float = env(
+        "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "... over this much event time before"
+    )
     spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
     spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
     travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)
@@ -126,6 +139,16 @@ class RuleThresholds:
     unusual_hour_start: int = env("ALERT_UNUSUAL_HOUR_START", 1, "local hour, inclusive")
     unusual_hour_end: int = env("ALERT_UNUSUAL_HOUR_END", 5, "local hour, exclusive")
     unusual_hour_min_amount: float = env("ALERT_UNUSUAL_HOUR_MIN_AMOUNT", 2_000.0)
+
+    def __post_init__(self) -> None:
+        self.rate_table()  # fail at start-up, naming the variables, rather than on the first message
+
+    def rate_table(self) -> RateTable:
+        """The table validation converts every amount into `base_currency` with."""
+        try:
+            return RateTable.create(self.base_currency, parse_rates(self.fx_rates))
+        except ValueError as exc:
+            raise ConfigError(f"BASE_CURRENCY={self.base_currency!r} / FX_RATES: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +163,12 @@ class ProducerSettings:
         "seed of the account pool: fixed, so accounts keep their homes across runs",
     )
     fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
+    days_back: float = env(
+        "PRODUCER_DAYS_BACK",
+        7.0,
+        "simulated clock: a stream with nothing before it on its topic starts this many days ago",
+    )
+    metrics_port: int = env("PRODUCER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +233,9 @@ class Settings:
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
     retention_days: int = env(
         "RETENTION_DAYS", 3650, "the cleanup DAG deletes what is older; at least VALIDATION_MAX_AGE_DAYS"
+    )
+    metrics_address: str = env(
+        "METRICS_ADDRESS", "127.0.0.1", "address the /metrics endpoints listen on (0.0.0.0 in containers)"
     )
 
     def __post_init__(self) -> None:

@@ -6,7 +6,8 @@ Wire format (JSON object, UTF-8, one per Kafka message, key = account_id):
     transaction_id     str   1-64 chars of [A-Za-z0-9._:-] (the producer sends UUID4 strings)
     account_id         str   1-64 chars of [A-Za-z0-9._:-]
     transaction_type   str   one of TRANSACTION_TYPES
-    amount             number > 0, at most 2 decimals (a numeric string is accepted too)
+    amount             number > 0 with at most the currency's ISO 4217 minor-unit decimals (2 for
+                       USD, 0 for JPY, KRW, VND and CLP: utils/money.py); a numeric string works too
     currency           str   ISO 4217 code from CURRENCIES
     timestamp          str   ISO-8601 with offset, e.g. "2026-11-24T21:04:03.123456+00:00"
     channel            str   one of CHANNELS
@@ -16,13 +17,21 @@ Wire format (JSON object, UTF-8, one per Kafka message, key = account_id):
     city               str | null
     latitude           number | null   -90..90
     longitude          number | null   -180..180
-    simulated_scenario str | null   ground-truth label set by the simulator; stored, never read by rules
+    simulated_scenario str | null   ground truth from the simulator: the scenario (one of SCENARIOS) of
+                                    the injected incident this message belongs to, null for ordinary
+                                    traffic; stored, never read by the rules
+    simulated_incident str | null   ground truth: an id shared by every message of one injected incident
+                                    (its lead-in legs and its aftermath too, e.g. the first ordinary
+                                    payment after an impossible journey); set whenever
+                                    simulated_scenario is; stored, never read by the rules. Both
+                                    optional: a message without them is ordinary traffic
 
 Unknown fields are ignored (forward compatibility); see consumer/validation.py for every check.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -84,6 +93,7 @@ CURRENCIES = frozenset(
 # Scenario labels the simulator may put in `simulated_scenario`.
 SCENARIOS = (
     "card_testing",
+    "velocity_burst",
     "amount_spike",
     "impossible_travel",
     "rapid_repeat",
@@ -110,6 +120,11 @@ class Transaction:
     latitude: float | None = None
     longitude: float | None = None
     simulated_scenario: str | None = None
+    simulated_incident: str | None = None
+    # `amount` converted to the base currency (utils/money.py) by validation; the rules and the
+    # account windows read only this. NaN (not given: tests, tools) means `amount` is already in
+    # the base currency.
+    amount_base: float = math.nan
     schema_version: int = SCHEMA_VERSION
     kafka_partition: int = -1
     kafka_offset: int = -1
@@ -122,6 +137,8 @@ class Transaction:
 
     def __post_init__(self) -> None:
         self.epoch = self.timestamp.timestamp()
+        if self.amount_base != self.amount_base:  # NaN
+            self.amount_base = self.amount
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,11 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "rule_quality": READ_WRITE,
         "pipeline_metrics": READ_WRITE,
         "reconciliation": READ_WRITE,
+        # Rule sets: the consumer reads them; publishing and activating run as the owner role
+        # (python -m consumer.rulesets), so the pipeline can never change what it evaluates.
+        "rule_set_versions": ("SELECT",),
+        "rule_set_active": ("SELECT",),
+        "rule_set_activations": ("SELECT",),
         # The migration history: readable (migrate's up-to-date check runs as any role), never written.
         "schema_migrations": ("SELECT",),
     }

@@ -47,7 +47,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from consumer.account_state import AccountStates, Event
 from consumer.rules import evaluate
 from consumer.validation import validate
-from producer.generator import encode
+from producer.generator import DEFAULT_START, encode
 from stack.orchestrator import LocalStack
 from tests.support import REPO, ConsumerProcess, child_env, consume, generated, query, scalar, wait_until
 from utils.config import PostgresSettings, Settings
@@ -670,6 +670,7 @@ def test_broker_down_mid_stream_producer_and_consumers_recover(
             [
                 sys.executable, str(REPO / "producer" / "transaction_producer.py"),
                 "--count", str(N), "--seed", str(seed), "--clock", "simulated", "--rate", "1000",
+                "--start", DEFAULT_START.isoformat(),  # the stream generated() expects
             ],
             env=child_env(s), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip

@@ -175,7 +175,18 @@ def build_corpus() -> list[Hostile]:
         (1_000_000, "stored"),
         (0.01, "stored"),
     ):
-        add(f"amount {value!r}", _dumps(base(tid(), amount=value)), reason)
+        # In US dollars: VALIDATION_MAX_AMOUNT is in the base currency.
+        add(f"amount {value!r}", _dumps(base(tid(), amount=value, currency="USD")), reason)
+    for value, currency, reason in (
+        (1_500, "JPY", "stored"),
+        (1_500.5, "JPY", "amount_precision"),  # no minor unit
+        ("1500.50", "KRW", "amount_precision"),
+        ("1500.00", "KRW", "stored"),  # whole, however written
+        (20_000_000, "VND", "stored"),  # a big number, about 780 dollars
+        (200_000_000, "JPY", "amount_too_large"),  # 1.34 million dollars
+        (1_000_000, "EUR", "amount_too_large"),  # 1.08 million dollars
+    ):
+        add(f"amount {value!r} {currency}", _dumps(base(tid(), amount=value, currency=currency)), reason)
     add(
         "amount 99999999999999999999999",
         _json_token(tid(), "amount", b"99999999999999999999999"),

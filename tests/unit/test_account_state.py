@@ -25,6 +25,8 @@ def event(epoch: float, amount: float = 10.0, tid: str | None = None, where: boo
         40.0 if where else None,
         -74.0 if where else None,
         tid or f"e{next(_ids)}",
+        "USD",
+        amount,
     )
 
 
@@ -35,6 +37,7 @@ def txn(epoch: float, account: str = "ACC-1", partition: int = 0, tid: str | Non
         transaction_type="purchase",
         amount=12.34,
         currency="EUR",
+        amount_base=13.33,
         timestamp=datetime.fromtimestamp(epoch, UTC),
         channel="online",
         country="DE",
@@ -134,9 +137,11 @@ def test_last_located_skips_events_without_coordinates_and_later_ones() -> None:
 def test_event_of_transaction() -> None:
     t = txn(T0)
     e = Event.of(t)
-    assert (e.epoch, e.amount, e.merchant, e.country, e.transaction_id) == (
+    assert (e.epoch, e.amount, e.currency, e.amount_base, e.merchant, e.country, e.transaction_id) == (
         T0,
         12.34,
+        "EUR",
+        13.33,  # the base amount validation computed: what the rules compare with thresholds
         "Shop",
         "DE",
         t.transaction_id,
@@ -180,10 +185,30 @@ def test_load_from_database_rows_and_transactions() -> None:
     states = AccountStates(10, 86_400)
     rows = [
         HistoryRow(
-            "r1", "ACC-1", Decimal("10.50"), "Shop", "US", 40.0, -74.0, Decimal(T0) + Decimal("0.123456")
+            "r1",
+            "ACC-1",
+            Decimal("10.50"),
+            "Shop",
+            "US",
+            40.0,
+            -74.0,
+            Decimal(T0) + Decimal("0.123456"),
+            "USD",
+            Decimal("10.50"),
         ),
-        ("r2", "ACC-1", 20.0, None, "US", None, None, T0 + 60),
-        ("r3", "ACC-2", Decimal("1.00"), "Cafe", "FR", Decimal("48.85"), Decimal("2.35"), T0),
+        ("r2", "ACC-1", 20.0, None, "US", None, None, T0 + 60, "USD", 20.0),
+        (
+            "r3",
+            "ACC-2",
+            Decimal("1.00"),
+            "Cafe",
+            "FR",
+            Decimal("48.85"),
+            Decimal("2.35"),
+            T0,
+            "EUR",
+            Decimal("1.08"),
+        ),
     ]
     assert states.load(4, [*rows, txn(T0 + 120, "ACC-2", partition=99)]) == 4
     h1 = states.history(4, "ACC-1")
@@ -191,6 +216,8 @@ def test_load_from_database_rows_and_transactions() -> None:
     assert h1.events[0].amount == 10.5 and type(h1.events[0].epoch) is float
     h2 = states.history(4, "ACC-2")
     assert len(h2) == 2 and h2.events[0].latitude == 48.85
+    assert (h2.events[0].currency, h2.events[0].amount_base) == ("EUR", 1.08)
+    assert type(h2.events[0].amount_base) is float
     assert partitions(states) == [4]  # loaded into the partition asked for, whatever the row says
     assert states.load(4, rows) == 0  # loading again adds nothing
 

@@ -25,6 +25,8 @@ def _txn(**kw: object) -> Transaction:
         40.5,
         -75.25,
         "card_testing",
+        "inc-7",
+        12.5,
         1,
         3,
         42,
@@ -41,7 +43,8 @@ def test_each_value_lands_in_its_column() -> None:
         got["merchant"] == "Shop" and got["merchant_category"] == "grocery" and got["city"] == "Springfield"
     )
     assert (got["latitude"], got["longitude"]) == ("40.5", "-75.25")
-    assert got["simulated_scenario"] == "card_testing"
+    assert got["simulated_scenario"] == "card_testing" and got["simulated_incident"] == "inc-7"
+    assert got["amount_base"] == "12.50"
     assert (got["schema_version"], got["kafka_partition"], got["kafka_offset"]) == ("1", "3", "42")
     assert got["kafka_timestamp_ms"] == "\\N"  # no record timestamp given
     assert (
@@ -53,11 +56,13 @@ def test_each_value_lands_in_its_column() -> None:
 
 
 def test_nulls_and_copy_escapes() -> None:
-    row = copy_rows([_txn(merchant="a\tb\\c\nd\re", city=None, latitude=None, longitude=None)])
+    row = copy_rows(
+        [_txn(merchant="a\tb\\c\nd\re", city=None, latitude=None, longitude=None, simulated_incident=None)]
+    )
     fields = row.rstrip("\n").split("\t")
     got = dict(zip(TXN_COLUMNS, fields, strict=True))
     assert got["merchant"] == "a\\tb\\\\c\\nd\\re"
-    assert got["city"] == got["latitude"] == got["longitude"] == "\\N"
+    assert got["city"] == got["latitude"] == got["longitude"] == got["simulated_incident"] == "\\N"
     assert row.count("\n") == 1
 
 

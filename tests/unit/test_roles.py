@@ -38,9 +38,11 @@ def test_every_table_the_migrations_create_has_a_line() -> None:
     assert set(roles.APP_TABLE_PRIVILEGES) == created | {"schema_migrations"}
 
 
-def test_the_app_role_reads_and_writes_rows_but_only_reads_the_migration_history() -> None:
+def test_the_app_role_reads_and_writes_rows_but_only_reads_the_migration_history_and_rule_sets() -> None:
     privileges = dict(roles.APP_TABLE_PRIVILEGES)
     assert privileges.pop("schema_migrations") == ("SELECT",)
+    for table in ("rule_set_versions", "rule_set_active", "rule_set_activations"):
+        assert privileges.pop(table) == ("SELECT",)
     assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}
 
 

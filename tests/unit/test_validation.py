@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.validation import REASONS, validate
-from utils.config import ValidationLimits
+from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Rejection, Transaction
 
 LIMITS = ValidationLimits()
@@ -477,3 +477,51 @@ def test_epoch_follows_the_timestamp_it_was_built_from() -> None:
     assert txn.epoch == txn.timestamp.timestamp() == datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp()
     moved = dataclasses.replace(txn, timestamp=datetime(2026, 3, 2, tzinfo=UTC))
     assert moved.epoch == datetime(2026, 3, 2, tzinfo=UTC).timestamp()
+
+
+# -- money: ISO 4217 minor units, the base currency, ground-truth incident ids
+
+
+@pytest.mark.parametrize("currency", ["JPY", "KRW", "VND", "CLP"])
+def test_zero_decimal_currencies_take_whole_amounts_only(currency: str) -> None:
+    assert accepted(message(amount=1500, currency=currency)).amount == 1500.0
+    assert accepted(message(amount="1500", currency=currency)).amount == 1500.0
+    for bad in (1500.5, "1500.50", 0.01):
+        rejection = rejected(message(amount=bad, currency=currency))
+        assert rejection.reason == "amount_precision"
+        assert f"{currency} has no minor unit: the amount must be whole" in rejection.detail
+
+
+def test_two_decimal_currencies_name_the_currency_when_rejecting() -> None:
+    rejection = rejected(message(amount=12.345, currency="EUR"))
+    assert rejection.reason == "amount_precision" and "more than 2 decimal places for EUR" in rejection.detail
+
+
+def test_amount_base_is_the_amount_in_the_base_currency() -> None:
+    assert accepted(message(amount=123.45)).amount_base == 123.45  # USD is the default base
+    assert accepted(message(amount=1_500_000, currency="JPY")).amount_base == 10_050.0  # 0.0067 USD per yen
+    assert accepted(message(amount=100, currency="EUR")).amount_base == 108.0
+    own = RuleThresholds(base_currency="EUR", fx_rates="JPY=0.0062").rate_table()
+    txn = validate(message(amount=1000, currency="JPY"), topic="t", partition=0, offset=0, key=None,
+                   limits=LIMITS, now=NOW, rates=own)  # fmt: skip
+    assert isinstance(txn, Transaction) and txn.amount_base == 6.2
+    txn = validate(message(amount=108, currency="USD"), topic="t", partition=0, offset=0, key=None,
+                   limits=LIMITS, now=NOW, rates=own)  # fmt: skip
+    assert isinstance(txn, Transaction) and txn.amount_base == 100.0  # USD through the built-in table
+
+
+def test_the_absurd_amount_limit_is_in_the_base_currency() -> None:
+    # 20 million dong is about 780 dollars: fine, however large the number.
+    assert accepted(message(amount=20_000_000, currency="VND")).amount_base == 780.0
+    # 200 million yen is 1.34 million dollars: absurd, however the number looks next to the limit.
+    rejection = rejected(message(amount=200_000_000, currency="JPY"))
+    assert rejection.reason == "amount_too_large"
+    assert "= 1340000.00 USD: exceeds the limit of 1000000.00 USD" in rejection.detail
+
+
+def test_incident_id_is_optional_text_kept_verbatim() -> None:
+    txn = accepted(message(simulated_scenario="card_testing", simulated_incident="inc-42"))
+    assert (txn.simulated_scenario, txn.simulated_incident) == ("card_testing", "inc-42")
+    assert accepted(message()).simulated_incident is None
+    assert rejected(message(simulated_incident=7)).reason == "wrong_type"
+    assert rejected(message(simulated_incident="x" * 300)).reason == "field_too_long"

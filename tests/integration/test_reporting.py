@@ -9,6 +9,7 @@ import dataclasses
 import html
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -29,11 +30,14 @@ from reports.figures import SummaryRow
 from reports.files import write_report
 from reports.page import render_page
 from reports.reconciliation import reconcile_day
+from stack.orchestrator import LocalStack
 from tests.support import consume, generated, produce, query, scalar
+from utils import schema
 from utils.config import PostgresSettings, Settings
 from utils.database import Database
 from utils.money import MINOR_UNITS
 from utils.rule_quality import RULE_SCENARIO, score_rules
+from utils.schema import MIGRATIONS_DIR
 
 SEED = 17
 COUNT = 4000
@@ -551,3 +555,63 @@ def test_reconciliation_reports_a_topic_reset_and_agrees_with_the_rejection_tabl
     text = " ".join(page.read_text().split())
     assert "offsets restarted: began at 0, below the offsets before it" in text
     assert f"The rejected messages are the {rejection_table} of the summary's rejection table" in text
+
+
+def test_a_database_scored_per_message_upgrades_and_says_to_rerun_the_day(
+    test_stack: LocalStack, tmp_path: Path
+) -> None:
+    """Migration 022 on a database whose report tables hold per-message rows: the rule, its scenario
+    and its alerts stay, the incident figures are unknown (NULL), and the page reads them as a day
+    to rerun rather than as zeros."""
+    before_022 = tmp_path / "migrations"
+    before_022.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if int(path.name[:3]) < 22:
+            (before_022 / path.name).write_text(path.read_text())
+    pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.migrate(pg, before_022)
+        day = date(2026, 2, 3)
+        _execute(
+            pg,
+            """INSERT INTO rule_quality (day, alert_type, scenario, alerts, alert_rate, labelled, true_positives,
+                   false_positives, false_negatives, "precision", recall)
+               VALUES (%s, 'card_testing', 'card_testing', 12, 0.012, 40, 10, 2, 30, 0.83, 0.25)""",
+            (day,),
+        )
+        _execute(
+            pg,
+            "INSERT INTO daily_summary (day, dimension, key, txn_count, amount_sum, alert_count) "
+            "VALUES (%s, 'total', '', 1000, 987654.32, 12)",
+            (day,),
+        )
+        assert "022_report_incidents_and_base_sums" in schema.migrate(pg)
+        assert query(
+            pg, 'SELECT alert_type, alerts, incidents, recall, "precision", ground_truth FROM rule_quality'
+        ) == [("card_testing", 12, None, None, None, None)]
+        db = Database(pg)
+        try:
+            figures = queries.gather_figures(db, day, RATES)
+            [rule] = figures.rules
+            assert (rule.alert_type, rule.alerts, rule.incidents, rule.recall) == (
+                "card_testing",
+                12,
+                0,
+                None,
+            )
+            assert not figures.ground_truth and figures.total_row is not None
+            assert figures.total_row.amount_base_sum is None
+            text = " ".join(html.unescape(render_page(figures, {})).split())
+            assert "No incident labels on this day." in text
+            assert "computed before the report added amounts in the base currency; rerun the day" in text
+            # Rerunning the day replaces both with today's figures (no transactions stored here).
+            queries.build_daily_summary(db, day, RATES)
+            queries.analyse_alerts(db, day)
+            assert query(pg, "SELECT count(*) FROM rule_quality WHERE ground_truth IS NULL") == [(0,)]
+            assert query(pg, "SELECT amount_base_sum, base_currency FROM daily_summary") == [
+                (Decimal(0), "USD")
+            ]
+        finally:
+            db.close()
+    finally:
+        test_stack.drop_database(pg.db)

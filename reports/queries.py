@@ -63,29 +63,31 @@ def ensure_schema(db: Database) -> None:
         )
 
 
-# The rate table as rows, for transactions stored without amount_base (before migration 010):
-# the report converts those itself, to the base currency's minor unit, as validation would.
-_RATES_CTE = """rates AS (
+# The day's transactions (event time), each with its amount in the base currency: as stored, or,
+# for rows stored before amount_base existed (migration 010), converted here with the run's rate
+# table, to the base currency's minor unit, as validation would; `converted` marks those.
+_DAY_BASE_CTE = """rates AS (
     SELECT * FROM unnest(%(codes)s::text[], %(factors)s::numeric[]) AS r (currency, factor)
+), day_base AS (
+    SELECT t.transaction_id, t."timestamp", t.account_id, t.merchant, t.transaction_type,
+           t.currency::text AS currency, t.country::text AS country, t.channel, t.amount,
+           coalesce(t.amount_base, round(t.amount * r.factor, %(minor)s)) AS amount_base,
+           (t.amount_base IS NULL)::int AS converted
+    FROM transactions t LEFT JOIN rates r ON r.currency = t.currency::text
+    WHERE t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
 )"""
 
 # The day's transactions with their alert counts and base amounts, then one breakdown per
 # grouping set. The alert rows join through the day's transactions, so alerts belong to their
 # transaction's day.
 _SUMMARY_SQL = f"""
-WITH {_RATES_CTE}, day_txns_base AS (
-    SELECT t.transaction_id, t.transaction_type, t.currency::text AS currency, t.country::text AS country,
-           t.channel, t.amount, coalesce(t.amount_base, round(t.amount * r.factor, %(minor)s)) AS amount_base,
-           (t.amount_base IS NULL)::int AS converted
-    FROM transactions t LEFT JOIN rates r ON r.currency = t.currency::text
-    WHERE t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
-), day_alerts AS (
+WITH {_DAY_BASE_CTE}, day_alerts AS (
     SELECT a.transaction_id, a.alert_type, a.severity, d.amount, d.amount_base, d.converted
-    FROM alerts a JOIN day_txns_base d USING (transaction_id)
+    FROM alerts a JOIN day_base d USING (transaction_id)
 ), per_txn AS (
     SELECT transaction_id, count(*) AS n FROM day_alerts GROUP BY transaction_id
 ), day_txns AS (
-    SELECT d.*, coalesce(p.n, 0) AS n_alerts FROM day_txns_base d LEFT JOIN per_txn p USING (transaction_id)
+    SELECT d.*, coalesce(p.n, 0) AS n_alerts FROM day_base d LEFT JOIN per_txn p USING (transaction_id)
 ), severities AS (
     SELECT severity, transaction_id, min(amount) AS amount, min(amount_base) AS amount_base,
            min(converted) AS converted, count(*) AS n
@@ -125,7 +127,7 @@ RETURNING {_SUMMARY_COLUMNS}
 
 
 def _rates(rates: RateTable) -> dict[str, Any]:
-    """The query parameters of `_RATES_CTE` and of the base currency. Factors go in as text, so
+    """The query parameters of `_DAY_BASE_CTE`'s rates and of the base currency. Factors go in as text, so
     PostgreSQL's numeric holds the shortest decimal that is the float (0.0067, not 0.00669999...)."""
     codes = sorted(rates.factors)
     return {
@@ -258,20 +260,18 @@ def _top(
     n: int,
     rates: RateTable,
 ) -> list[TopEntry]:
-    col = sql.Identifier("t", column)
+    col = sql.Identifier("d", column)
     # One row per alert; a transaction's amount on its first row only, so a transaction that
     # two rules alerted is added once.
     stmt = sql.SQL(
         """
-        WITH {rates}, alerted AS (
-            SELECT {col} AS name, t.transaction_id, a.alert_type, t.currency::text AS currency,
-                   CASE WHEN row_number() OVER w = 1 THEN t.amount END AS amount,
-                   CASE WHEN row_number() OVER w = 1
-                        THEN coalesce(t.amount_base, round(t.amount * r.factor, %(minor)s)) END AS amount_base
-            FROM alerts a JOIN transactions t USING (transaction_id)
-            LEFT JOIN rates r ON r.currency = t.currency::text
-            WHERE t."timestamp" >= %(start)s AND t."timestamp" < %(end)s AND {col} IS NOT NULL
-            WINDOW w AS (PARTITION BY t.transaction_id ORDER BY a.alert_type)
+        WITH {day_base}, alerted AS (
+            SELECT {col} AS name, d.transaction_id, a.alert_type, d.currency,
+                   CASE WHEN row_number() OVER w = 1 THEN d.amount END AS amount,
+                   CASE WHEN row_number() OVER w = 1 THEN d.amount_base END AS amount_base
+            FROM alerts a JOIN day_base d USING (transaction_id)
+            WHERE {col} IS NOT NULL
+            WINDOW w AS (PARTITION BY d.transaction_id ORDER BY a.alert_type)
         )
         SELECT name, count(*), count(DISTINCT transaction_id), coalesce(sum(amount), 0),
                array_agg(DISTINCT alert_type ORDER BY alert_type),
@@ -281,20 +281,13 @@ def _top(
         ORDER BY count(*) DESC, name
         LIMIT %(n)s
         """
-    ).format(col=col, rates=sql.SQL(_RATES_CTE))
+    ).format(col=col, day_base=sql.SQL(_DAY_BASE_CTE))
     cur.execute(stmt, {"start": start, "end": end, "n": n, **_rates(rates)})
     return [
         TopEntry(name, int(a), int(t), Decimal(s), tuple(types), tuple(cur_), Decimal(base))
         for name, a, t, s, types, cur_, base in cur.fetchall()
     ]
 
-
-# The day's amounts in the base currency, converted where stored without (see _RATES_CTE).
-_DAY_BASE_CTE = f"""{_RATES_CTE}, day_base AS (
-    SELECT t.transaction_id, t."timestamp", coalesce(t.amount_base, round(t.amount * r.factor, %(minor)s)) AS amount_base
-    FROM transactions t LEFT JOIN rates r ON r.currency = t.currency::text
-    WHERE t."timestamp" >= %(start)s AND t."timestamp" < %(end)s
-)"""
 
 _HOURLY_SQL = f"""
 WITH {_DAY_BASE_CTE}, per_txn AS (

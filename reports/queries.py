@@ -127,8 +127,9 @@ RETURNING {_SUMMARY_COLUMNS}
 
 
 def _rates(rates: RateTable) -> dict[str, Any]:
-    """The query parameters of `_DAY_BASE_CTE`'s rates and of the base currency. Factors go in as text, so
-    PostgreSQL's numeric holds the shortest decimal that is the float (0.0067, not 0.00669999...)."""
+    """The query parameters of `_DAY_BASE_CTE`'s rates and of the base currency. Factors go in as
+    text, so PostgreSQL's numeric holds the shortest decimal that is the float (0.0067, not
+    0.00669999...)."""
     codes = sorted(rates.factors)
     return {
         "codes": codes,

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The producer and consumer image (also runs the one-shot jobs: topic creation, migrations).
 # Lean on purpose: only requirements-pipeline.txt, not Airflow or the native-stack tools.
 #

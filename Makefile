@@ -15,9 +15,10 @@ REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
 # Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
 VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
-MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py dags/*.py tests/*.py))))
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo test test-fast bench airflow check
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test test-fast bench airflow check \
+        compose-up compose-down test-compose
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,13 +40,13 @@ $(VENV_STAMP): $(REQUIREMENTS)
 	@touch $@
 
 stack-up: venv ## start ZooKeeper+Kafka+PostgreSQL natively (or reuse what answers); prints export lines
-	@$(PY) -m utils.local_stack up
+	@$(PY) -m stack up
 
 stack-down: ## stop what stack-up started (data is kept)
-	@$(PY) -m utils.local_stack down
+	@$(PY) -m stack down
 
 stack-status: ## show which stack components run, where, and their logs
-	@$(PY) -m utils.local_stack status
+	@$(PY) -m stack status
 
 topics: venv ## create the pipeline's topic and dead-letter topic (idempotent)
 	@$(PY) -m utils.kafka_cleanup create-topics
@@ -58,7 +59,10 @@ typecheck: venv ## mypy over the packages
 	$(PY) -m mypy $(MYPY_PATHS)
 
 demo: venv ## run the pipeline end to end on the local stack and print a summary (COUNT=20000)
-	@$(PY) -m utils.demo --count $(or $(COUNT),20000)
+	@$(PY) -m stack.demo --count $(or $(COUNT),20000)
+
+quality: venv ## measure every rule per incident on the local stack (QUALITY_ARGS="--fresh --count 100000")
+	@$(PY) -m quality $(QUALITY_ARGS)
 
 test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -73,3 +77,17 @@ bench: venv ## throughput/latency benchmark with baselines (BENCH_ARGS=--quick f
 
 airflow: venv ## Airflow natively (standalone, UI on :8080) with the DAGs loaded
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/airflow_standalone.sh
+
+# --- Docker Compose ---------------------------------------------------------------------------
+# Where no engine runs, docker/engine.sh starts one (and installs docker.io and the Compose
+# plugin if missing); where no registry answers, docker/offline/ builds the base images.
+# OFFLINE=1 builds those stand-ins without trying a registry first.
+
+compose-up: venv ## docker compose stack: .env with fresh secrets if none, build, start, wait for health, print URLs
+	@$(PY) -m deploy up
+
+compose-down: venv ## stop the Compose stack; data volumes stay (V=1 deletes them)
+	@$(PY) -m deploy down $(if $(filter 1,$(V)),--volumes)
+
+test-compose: venv ## end-to-end test of the Compose stack under a real engine (own project name and ports)
+	$(PY) -m pytest tests/compose $(PYTEST_ARGS)

@@ -78,7 +78,7 @@ def kafka_read(
 
 def parse_rows(settings: Settings, records: list[tuple[int, int, bytes | None, bytes]]) -> list[Transaction]:
     """The records as the consumer would store them (untimed preparation for the COPY ceiling)."""
-    now = time.time()
+    now_ms = int(time.time() * 1000)
     out = []
     for partition, offset, key, value in records:
         item = validate(
@@ -88,7 +88,7 @@ def parse_rows(settings: Settings, records: list[tuple[int, int, bytes | None, b
             offset=offset,
             key=key,
             limits=settings.validation,
-            record_time=now,
+            kafka_timestamp_ms=now_ms,
         )
         if isinstance(item, Transaction):
             out.append(item)

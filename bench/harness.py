@@ -20,12 +20,13 @@ from typing import Any
 
 import psutil
 import psycopg2
-import psycopg2.errors
-from psycopg2 import sql
 
+from stack.apache_kafka import KAFKA_POM, pom_kafka_version
+from stack.common import cache_dir
+from stack.orchestrator import LocalStack, StackEnv
 from utils import schema
 from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings, settings_to_env
-from utils.local_stack import KAFKA_POM, LocalStack, StackEnv, cache_dir, pom_kafka_version
+from utils.errors import StackError
 
 log = logging.getLogger("bench")
 
@@ -172,57 +173,33 @@ def _has_module(name: str) -> bool:
 class Workspace:
     """Fresh databases and topics per measurement, named after the run; dropped afterwards."""
 
-    def __init__(self, env: StackEnv, run_id: str, *, keep: bool = False) -> None:
+    def __init__(self, services: Services, run_id: str, *, keep: bool = False) -> None:
         from utils.kafka_cleanup import admin_client
 
-        self.env = env
+        self.env = services.env
+        self.stack = services.stack
         self.run_id = run_id
         self.keep = keep
-        self.admin = admin_client(env.kafka_bootstrap_servers)
+        self.admin = admin_client(self.env.kafka_bootstrap_servers)
         self._topics: list[str] = []
         self._dbs: list[str] = []
 
-    def _admin_conn(self) -> psycopg2.extensions.connection:
-        pg = self.env.postgres_settings()
-        conn = psycopg2.connect(pg.dsn(migration=True))
-        conn.autocommit = True
-        return conn
-
     def database(self, label: str) -> PostgresSettings:
-        name = f"bench_{self.run_id}_{label}".lower().replace("-", "_")[:63]
-        conn = self._admin_conn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        finally:
-            conn.close()
-        self._dbs.append(name)
-        pg = dataclasses.replace(self.env.postgres_settings(), db=name)
+        pg = self.stack.create_database(f"bench_{self.run_id}_{label}".lower().replace("-", "_")[:63])
+        self._dbs.append(pg.db)
         schema.migrate(pg)
         return pg
 
     def drop_database(self, pg: PostgresSettings, *, timeout_s: float = 15.0) -> None:
-        """Drop a measurement's database. The owner role may not terminate the app role's sessions
-        (WITH (FORCE) needs that), so a consumer's backend that outlives its process by a moment
-        is waited for; a database still in use after `timeout_s` is left behind with a warning."""
+        """Drop a measurement's database; one still in use after `timeout_s` (a consumer's backend
+        outliving its process) is left behind with a warning."""
         if self.keep:
             return
-        statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(pg.db))
-        deadline = time.monotonic() + timeout_s
-        conn = self._admin_conn()
         try:
-            with conn.cursor() as cur:
-                while True:
-                    try:
-                        cur.execute(statement)
-                        break
-                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.InsufficientPrivilege) as exc:
-                        if time.monotonic() > deadline:
-                            log.warning("database %s left behind: %s", pg.db, str(exc).strip())
-                            return
-                        time.sleep(0.5)
-        finally:
-            conn.close()
+            self.stack.drop_database(pg.db, timeout_s=timeout_s)
+        except StackError as exc:
+            log.warning("database %s left behind: %s", pg.db, exc)
+            return
         with contextlib.suppress(ValueError):
             self._dbs.remove(pg.db)
 
@@ -280,8 +257,7 @@ class Workspace:
         if not self.keep:
             self.delete_topics(list(self._topics))
             for name in list(self._dbs):
-                with contextlib.suppress(psycopg2.Error):
-                    self.drop_database(dataclasses.replace(self.env.postgres_settings(), db=name))
+                self.drop_database(dataclasses.replace(self.env.postgres_settings(), db=name))
         self.admin.close()
 
 

@@ -38,12 +38,14 @@ class Event:
     built per message)."""
 
     epoch: float
-    amount: float
+    amount: float  # as sent, in `currency`
     merchant: str | None
     country: str
     latitude: float | None
     longitude: float | None
     transaction_id: str
+    currency: str
+    amount_base: float  # in the base currency (Transaction.amount_base): what thresholds compare
     partition: int
     offset: int
 
@@ -60,6 +62,8 @@ class Event:
             txn.latitude,
             txn.longitude,
             txn.transaction_id,
+            _intern(txn.currency),
+            txn.amount_base,
             txn.kafka_partition,
             txn.kafka_offset,
         )
@@ -67,7 +71,8 @@ class Event:
 
 class HistoryRow(NamedTuple):
     """One row of the account-loading query (`consumer.storage.load_accounts`), in this order.
-    Plain tuples in the same order work too; `amount` and `epoch` may be Decimal (numeric)."""
+    Plain tuples in the same order work too; `amount`, `epoch` and `amount_base` may be Decimal
+    (numeric)."""
 
     account_id: str
     transaction_id: str
@@ -77,6 +82,8 @@ class HistoryRow(NamedTuple):
     latitude: float | None
     longitude: float | None
     epoch: float | Decimal
+    currency: str
+    amount_base: float | Decimal
     partition: int
     offset: int
 
@@ -133,20 +140,6 @@ class AccountHistory:
             if epoch <= end:
                 n += 1
         return n
-
-    def mean_between(self, start: float, end: float) -> tuple[int, float]:
-        """(count, mean amount) of the events with start <= epoch <= end; (0, 0.0) if none.
-        Summed in integer cents (amounts have two decimals), so the mean does not depend on the
-        order of the additions."""
-        n = cents = 0
-        for event in reversed(self.events):
-            epoch = event.epoch
-            if epoch < start:
-                break
-            if epoch <= end:
-                n += 1
-                cents += round(event.amount * 100.0)
-        return (n, cents / n / 100.0) if n else (0, 0.0)
 
     def last_located(self, before: float) -> Event | None:
         """The newest event with coordinates at or before `before`, if any."""
@@ -232,8 +225,8 @@ class AccountStates:
             fresh[account_id] = AccountHistory(self.max_events, self.history_seconds)
         by_account: dict[str, list[Event]] = {}
         for row in rows:
-            account_id, tid, amount, merchant, country, lat, lon, epoch, partition, offset = cast(
-                HistoryRow, row
+            account_id, tid, amount, merchant, country, lat, lon, epoch, currency, base, partition, offset = (
+                cast(HistoryRow, row)
             )
             by_account.setdefault(account_id, []).append(
                 Event(
@@ -244,6 +237,8 @@ class AccountStates:
                     None if lat is None else float(lat),
                     None if lon is None else float(lon),
                     tid,
+                    _intern(currency),
+                    float(base),
                     int(partition),
                     int(offset),
                 )

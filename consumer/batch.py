@@ -26,6 +26,7 @@ from consumer.rules import evaluate
 from consumer.validation import validate
 from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Alert, Rejection, Transaction
+from utils.money import RateTable
 
 __all__ = ["Batch", "Facts", "KafkaRecord", "RawByPosition", "evaluate_batch", "validate_records"]
 
@@ -41,8 +42,6 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def timestamp(self) -> int | None: ...
-    @property
-    def timestamp_type(self) -> int | None: ...
 
 
 Records = Mapping[TopicPartition, Sequence[KafkaRecord]]
@@ -134,7 +133,9 @@ def _remember(into: dict[K, V], new: Mapping[K, V], limit: int) -> None:
         del into[next(iter(into))]
 
 
-def validate_records(records: Records, limits: ValidationLimits, facts: Facts | None = None) -> Batch:
+def validate_records(
+    records: Records, limits: ValidationLimits, rates: RateTable, facts: Facts | None = None
+) -> Batch:
     """Validate a poll's records (in partition order) and decide which of the valid ones are
     stored: an id is kept at its first position and rejected after it."""
     batch = Batch(raw=RawByPosition(records))
@@ -142,7 +143,6 @@ def validate_records(records: Records, limits: ValidationLimits, facts: Facts | 
     for tp, recs in records.items():
         topic, partition = tp.topic, tp.partition
         for rec in recs:
-            ts = rec.timestamp
             item = validate(
                 rec.value,
                 topic=topic,
@@ -150,10 +150,8 @@ def validate_records(records: Records, limits: ValidationLimits, facts: Facts | 
                 offset=rec.offset,
                 key=rec.key,
                 limits=limits,
-                # CreateTime or LogAppendTime: both stored in the log (see consumer.validation).
-                record_time=ts / 1000.0
-                if ts is not None and ts >= 0 and rec.timestamp_type in (0, 1)
-                else None,
+                kafka_timestamp_ms=rec.timestamp,  # stored in the log: the same on every replay
+                rates=rates,
             )
             if type(item) is Rejection:
                 rejections.append(item)

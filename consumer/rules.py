@@ -14,7 +14,9 @@ relative to the account's newest event (consumer/account_state.py). The simulato
 `simulated_scenario` label is ground truth for measuring these rules, so no rule may read it
 (tests/unit/test_rules.py checks).
 
-Amount thresholds apply to the amount as sent, in whatever currency it is in.
+Amounts are compared in the base currency (`Transaction.amount_base`, converted by validation
+with the rate table of utils/money.py; the account windows hold base amounts too), so a
+threshold of 10,000 means the same money in yen as in dollars.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from consumer.account_state import AccountHistory
+from consumer.account_state import AccountHistory, Event
 from utils.config import RuleThresholds
+from utils.geo import EARTH_RADIUS_KM, country_zones, haversine_km, solar_hour, zone_hour
 from utils.models import Alert, Transaction
+from utils.money import MINOR_UNITS
 
 __all__ = [
     "RULES",
@@ -33,35 +37,46 @@ __all__ = [
     "card_testing",
     "duplicate",
     "evaluate",
-    "haversine_km",
     "high_amount",
     "impossible_travel",
-    "local_hour",
+    "local_time",
     "unusual_hour_high_value",
     "velocity",
 ]
 
 Rule = Callable[[Transaction, AccountHistory, RuleThresholds], Alert | None]
 
-_EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
-_KM_PER_DEGREE = _EARTH_RADIUS_KM * math.pi / 180.0
-_HALF_CIRCUMFERENCE_KM = _EARTH_RADIUS_KM * math.pi
+_KM_PER_DEGREE = EARTH_RADIUS_KM * math.pi / 180.0
+_HALF_CIRCUMFERENCE_KM = EARTH_RADIUS_KM * math.pi
 _CRITICAL_MULTIPLE = 5.0
 
 
+def _money(txn: Transaction, base: str) -> str:
+    """How an alert shows an amount: as sent, and in the base currency when that differs."""
+    sent = f"{txn.amount:.{MINOR_UNITS[txn.currency]}f} {txn.currency}"
+    return sent if txn.currency == base else f"{sent} ({txn.amount_base:.2f} {base})"
+
+
 def high_amount(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
-    amount = txn.amount
+    amount = txn.amount_base
     if amount < t.high_amount:
         return None
     critical = amount >= _CRITICAL_MULTIPLE * t.high_amount
+    base = t.base_currency
     return Alert(
         txn.transaction_id,
         txn.account_id,
         "high_amount",
         "critical" if critical else "high",
-        f"high_amount: {amount:.2f} {txn.currency} >= {t.high_amount:.2f}"
+        f"high_amount: {_money(txn, base)} >= {t.high_amount:.2f} {base}"
         + (f" (critical from {_CRITICAL_MULTIPLE * t.high_amount:.2f})" if critical else ""),
-        {"amount": amount, "currency": txn.currency, "threshold": t.high_amount},
+        {
+            "amount": txn.amount,
+            "currency": txn.currency,
+            "amount_base": amount,
+            "base_currency": base,
+            "threshold": t.high_amount,
+        },
     )
 
 
@@ -86,7 +101,7 @@ def velocity(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Al
 
 def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     small = t.card_testing_max_amount
-    if txn.amount > small or len(history.events) + 1 < t.card_testing_count:
+    if txn.amount_base > small or len(history.events) + 1 < t.card_testing_count:
         return None
     now = txn.epoch
     start = now - t.card_testing_window_s
@@ -95,7 +110,7 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         epoch = event.epoch
         if epoch < start:
             break
-        if epoch <= now and event.amount <= small:
+        if epoch <= now and event.amount_base <= small:
             count += 1
     if count < t.card_testing_count:
         return None
@@ -104,7 +119,7 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         txn.account_id,
         "card_testing",
         "high",
-        f"card_testing: {count} amounts <= {small:.2f} in {t.card_testing_window_s:g}s "
+        f"card_testing: {count} amounts <= {small:.2f} {t.base_currency} in {t.card_testing_window_s:g}s "
         f"(threshold {t.card_testing_count})",
         {
             "count": count,
@@ -116,24 +131,44 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
 
 
 def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
-    amount = txn.amount
+    """An amount far above the account's usual: `spike_multiplier` times the median of its own
+    amounts over the `spike_window_s` of event time before this transaction. The median, not the
+    mean: one earlier high-value payment (an incident of its own, a yearly rent) would lift a mean
+    for a whole day and hide the next spike. Probe-sized amounts (card testing) stay out of it."""
+    amount = txn.amount_base
     if amount < t.spike_min_amount or len(history.events) < t.spike_min_history:
         return None
     now = txn.epoch
-    n, mean = history.mean_between(now - t.spike_window_s, now)
-    if n < t.spike_min_history or mean <= 0.0 or amount < t.spike_multiplier * mean:
+    start = now - t.spike_window_s
+    probe = t.card_testing_max_amount
+    past = []
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < start:
+            break
+        if epoch < now and event.amount_base > probe:
+            past.append(event.amount_base)
+    n = len(past)
+    if n < t.spike_min_history:
         return None
-    ratio = amount / mean
+    past.sort()
+    median = past[n // 2] if n % 2 else (past[n // 2 - 1] + past[n // 2]) / 2.0
+    if median <= 0.0 or amount < t.spike_multiplier * median:
+        return None
+    ratio = amount / median
+    base = t.base_currency
     return Alert(
         txn.transaction_id,
         txn.account_id,
         "amount_spike",
         "medium",
-        f"amount_spike: {amount:.2f} is {ratio:.1f}x the mean {mean:.2f} of {n} transactions "
-        f"in the {t.spike_window_s:g}s before it (limit {t.spike_multiplier:g}x)",
+        f"amount_spike: {_money(txn, base)} is {ratio:.1f}x the median {median:.2f} {base} of {n} "
+        f"transactions in the previous {t.spike_window_s:g}s (limit {t.spike_multiplier:g}x)",
         {
-            "amount": amount,
-            "mean": round(mean, 2),
+            "amount": txn.amount,
+            "currency": txn.currency,
+            "amount_base": amount,
+            "median": round(median, 2),
             "ratio": round(ratio, 2),
             "history": n,
             "window_s": t.spike_window_s,
@@ -143,6 +178,10 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
 
 
 def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """Too far from the previous located payment for the time between them. Not fired on the way
+    back: when the previous payment was itself an impossible jump away from where the account
+    had been, and this one is back there, the journey has been alerted once already (its first
+    leg), and the owner paying at home again is no new incident."""
     lat, lon = txn.latitude, txn.longitude
     if lat is None or lon is None:
         return None
@@ -166,6 +205,8 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
     kmh = km / (elapsed / 3600.0) if elapsed > 0 else None
     if kmh is not None and kmh <= t.travel_max_kmh:
         return None
+    if _way_back(txn, previous, history, t):
+        return None
     speed = "instantly" if kmh is None else f"at {kmh:.0f} km/h"
     return Alert(
         txn.transaction_id,
@@ -185,13 +226,33 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
     )
 
 
+def _way_back(txn: Transaction, previous: Event, history: AccountHistory, t: RuleThresholds) -> bool:
+    """Whether `txn` returns to where the account was before `previous`, and `previous` was an
+    impossible jump from there."""
+    assert txn.latitude is not None and txn.longitude is not None
+    assert previous.latitude is not None and previous.longitude is not None
+    for before in history.newest_first():  # the last located payment away from `previous`
+        if before.epoch >= previous.epoch or before.latitude is None or before.longitude is None:
+            continue
+        apart = haversine_km(before.latitude, before.longitude, previous.latitude, previous.longitude)
+        if apart < t.travel_min_km:
+            continue  # still at `previous`'s place: look further back
+        back_home = (
+            haversine_km(before.latitude, before.longitude, txn.latitude, txn.longitude) < t.travel_min_km
+        )
+        hours = (previous.epoch - before.epoch) / 3600.0
+        return back_home and (hours <= 0.0 or apart / hours > t.travel_max_kmh)
+    return False
+
+
 def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     merchant = txn.merchant
     if merchant is None or not history.events:
         return None
     now = txn.epoch
     start = now - t.duplicate_window_s
-    amount, tid = txn.amount, txn.transaction_id
+    # The amount as sent: two yen amounts a yen apart convert to the same cent of a dollar.
+    amount, currency, tid = txn.amount, txn.currency, txn.transaction_id
     for event in history.newest_first():
         epoch = event.epoch
         if epoch < start:
@@ -199,6 +260,7 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
         # Amounts from "12.30" and 12.3 parse to the same float, so == is exact here.
         if (
             event.amount == amount
+            and event.currency == currency
             and epoch <= now
             and event.merchant == merchant
             and event.transaction_id != tid
@@ -209,7 +271,8 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
                 txn.account_id,
                 "duplicate",
                 "medium",
-                f"duplicate: {amount:.2f} at {merchant!r} {apart:.0f}s from {event.transaction_id} "
+                f"duplicate: {_money(txn, t.base_currency)} at {merchant!r} {apart:.0f}s from "
+                f"{event.transaction_id} "
                 f"(window {t.duplicate_window_s:g}s)",
                 {
                     "amount": amount,
@@ -222,29 +285,68 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
     return None
 
 
-def unusual_hour_high_value(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
-    amount = txn.amount
-    if amount < t.unusual_hour_min_amount:
-        return None
-    hour = local_hour(txn.epoch, txn.longitude)
-    start, end = t.unusual_hour_start, t.unusual_hour_end
+def local_time(
+    txn: Transaction, history: AccountHistory, start: int, end: int
+) -> tuple[bool, float, str] | None:
+    """(inside [start, end), local hour, basis) for `txn`, or None when its local time is unknown.
+
+    Civil time of the country's IANA zones when they agree on inside/outside (most countries
+    have one zone; card-not-present payments carry a country but no coordinates). Where they
+    disagree (the US spans six hours), solar time at the payment's longitude, or else at the
+    account's last located payment: where the cardholder was last seen.
+    """
+    epoch = txn.epoch
+    zones = country_zones(txn.country)
+    verdict: bool | None = None
+    hour = 0.0
+    for zone in zones:
+        h = zone_hour(epoch, zone)
+        inside = _within(h, start, end)
+        if verdict is None:
+            verdict, hour = inside, h
+        elif inside != verdict:
+            verdict = None
+            break
+    if verdict is not None:
+        return verdict, hour, f"{txn.country} civil time ({zones[0]})"
+    longitude, basis = txn.longitude, "longitude"
+    if longitude is None:
+        seen = history.last_located(epoch)
+        if seen is None or seen.longitude is None:
+            return None
+        longitude, basis = seen.longitude, "last seen at longitude"
+    h = solar_hour(epoch, longitude)
+    return _within(h, start, end), h, f"solar time, {basis} {longitude:g}"
+
+
+def _within(hour: float, start: int, end: int) -> bool:
     # [start, end) on the fractional hour is the same as floor(hour) in [start, end) for whole
     # hours; start > end means the window wraps midnight (e.g. 22 to 4).
-    inside = start <= hour < end if start <= end else (hour >= start or hour < end)
-    if not inside:
+    return start <= hour < end if start <= end else (hour >= start or hour < end)
+
+
+def unusual_hour_high_value(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    amount = txn.amount_base
+    if amount < t.unusual_hour_min_amount:
         return None
-    basis = "UTC" if txn.longitude is None else f"longitude {txn.longitude:g}"
+    start, end = t.unusual_hour_start, t.unusual_hour_end
+    local = local_time(txn, history, start, end)
+    if local is None or not local[0]:
+        return None
+    _inside, hour, basis = local
     return Alert(
         txn.transaction_id,
         txn.account_id,
         "unusual_hour_high_value",
         "medium",
-        f"unusual_hour_high_value: {amount:.2f} at local hour {hour:.1f} ({basis}) in "
-        f"[{start}, {end}) and >= {t.unusual_hour_min_amount:.2f}",
+        f"unusual_hour_high_value: {_money(txn, t.base_currency)} at local hour {hour:.1f} ({basis}) "
+        f"in [{start}, {end}) and >= {t.unusual_hour_min_amount:.2f} {t.base_currency}",
         {
-            "amount": amount,
+            "amount": txn.amount,
+            "currency": txn.currency,
+            "amount_base": amount,
             "local_hour": round(hour, 2),
-            "longitude": txn.longitude,
+            "basis": basis,
             "window": [start, end],
             "min_amount": t.unusual_hour_min_amount,
         },
@@ -273,21 +375,3 @@ def evaluate(txn: Transaction, history: AccountHistory, thresholds: RuleThreshol
         if alert is not None:
             alerts.append(alert)
     return alerts
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance on a spherical Earth (error < 0.5%, plenty for a speed limit)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi = phi2 - phi1
-    dlmb = math.radians(lon2 - lon1)
-    a = math.sin(dphi / 2.0) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2.0) ** 2
-    # min() guards asin against a rounding excursion just above 1 for antipodal points.
-    return 2.0 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
-def local_hour(epoch: float, longitude: float | None) -> float:
-    """Solar local hour in [0, 24): UTC hour shifted by longitude / 15; UTC without longitude."""
-    utc_hour = (epoch % 86400.0) / 3600.0
-    if longitude is None:
-        return utc_hour
-    return (utc_hour + longitude / 15.0) % 24.0

@@ -63,10 +63,13 @@ def copy_rows(txns: Sequence[Transaction]) -> str:
                 null if t.latitude is None else repr(t.latitude),
                 null if t.longitude is None else repr(t.longitude),
                 esc(t.simulated_scenario),
+                esc(t.simulated_incident),
+                f"{t.amount_base:.2f}",
                 str(t.schema_version),
                 esc(t.kafka_topic),
                 str(t.kafka_partition),
                 str(t.kafka_offset),
+                null if t.kafka_timestamp_ms is None else str(t.kafka_timestamp_ms),
             )
         )
         for t in txns
@@ -274,8 +277,10 @@ def load_accounts(
     `consumer.account_state.HistoryRow` order, ascending per account in stream order.
 
     One query whatever the number of accounts, and bounded: per account an index scan of
-    (account_id, "timestamp") that stops after `max_per_account` rows. The age bound (relative
-    to the account's newest event) is applied by `AccountStates.load`, exactly as live.
+    (account_id, kafka_topic, "timestamp") that stops after `max_per_account` rows. The age bound
+    (relative to the account's newest event) is applied by `AccountStates.load`, exactly as live.
+    `amount_base` as the rules first saw it (rows stored before migration 010 have none: their
+    amount as sent stands in).
     """
     if not account_ids:
         return []
@@ -284,6 +289,7 @@ def load_accounts(
             """
             SELECT a.account_id, t.transaction_id, t.amount::float8, t.merchant, t.country::text,
                    t.latitude, t.longitude, extract(epoch FROM t."timestamp")::float8 AS epoch,
+                   t.currency::text, coalesce(t.amount_base, t.amount)::float8,
                    t.kafka_partition, t.kafka_offset
             FROM unnest(%(accounts)s::text[]) AS a(account_id)
             CROSS JOIN LATERAL (

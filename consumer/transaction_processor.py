@@ -114,6 +114,7 @@ class TransactionProcessor:
         self.states = AccountStates(
             cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts
         )
+        self.rates = settings.rules.rate_table()  # every amount into the thresholds' base currency
         # Writer thread, main thread (account loads, offsets) and the DLQ publisher. A frozen
         # process's open transaction is ended by the server, which frees the offset rows it
         # locked for whoever owns the partitions now.
@@ -274,7 +275,7 @@ class TransactionProcessor:
         (a rewind, a rebalance while loading, or a stop) and are read again."""
         assert self.member is not None
         rebalances = self.member.rebalances
-        batch = validate_records(records, self.settings.validation, self.facts)
+        batch = validate_records(records, self.settings.validation, self.rates, self.facts)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it

@@ -13,7 +13,8 @@ is documented in utils/models.py; every check below maps to exactly one `reason`
 Time checks are relative to the Kafka record's timestamp (CreateTime, set by the producer, or
 LogAppendTime, set by the broker), never to the consumer's clock: both are stored in the log, so
 replaying a message minutes or months later judges it exactly as the first time. A record without
-a timestamp (pre-0.10 message format) skips the two time checks: nothing stable to judge against.
+a timestamp (pre-0.10 message format, kafka-python gives -1) skips the two time checks: nothing
+stable to judge against.
 `key_mismatch`: the Kafka key must be the account_id (UTF-8), because the key chose the partition,
 and one partition is what orders an account's transactions and decides which consumer owns them.
 
@@ -40,8 +41,9 @@ import orjson
 
 from utils.config import ValidationLimits
 from utils.models import CHANNELS, CURRENCIES, SCHEMA_VERSION, TRANSACTION_TYPES, Rejection, Transaction
+from utils.money import DEFAULT_RATES, MINOR_UNITS, RateTable
 
-__all__ = ["REASONS", "record_time", "validate"]
+__all__ = ["REASONS", "validate"]
 
 REASONS = (
     "empty_message",
@@ -111,13 +113,16 @@ def validate(
     offset: int,
     key: bytes | None,
     limits: ValidationLimits,
-    record_time: float | None,
+    kafka_timestamp_ms: int | None,
+    rates: RateTable = DEFAULT_RATES,
 ) -> Transaction | Rejection:
     """Check one message against the wire format; never raises.
 
-    `record_time` is the Kafka record's timestamp in epoch seconds (None: the record has none),
-    what "in the future" and "too old" are measured against. The returned `Transaction` carries
-    its Kafka topic, partition and offset.
+    `kafka_timestamp_ms` is the Kafka record's timestamp (None or negative: the record has none),
+    what "in the future" and "too old" are measured against, and what the pipeline's delay is
+    measured from. `rates` converts the amount into the base currency (`amount_base`), the
+    currency VALIDATION_MAX_AMOUNT and the rules' thresholds are in. The returned `Transaction`
+    carries its Kafka topic, partition, offset and record timestamp.
     """
     doc: Any = None
     try:
@@ -133,7 +138,12 @@ def validate(
             raise _decode_error(raw, exc) from None
         if type(doc) is not dict:
             raise _Invalid("not_an_object", f"top-level JSON value is {type(doc).__name__}, not an object")
-        return _transaction(doc, topic, partition, offset, key, limits, record_time)
+        ts = kafka_timestamp_ms if kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0 else None
+        txn = _transaction(
+            doc, topic, partition, offset, key, limits, None if ts is None else ts / 1000.0, rates
+        )
+        txn.kafka_timestamp_ms = ts
+        return txn
     except Exception as exc:  # the loop must survive anything, including bugs here
         if isinstance(exc, _Invalid):
             reason, detail = exc.reason, exc.detail
@@ -152,6 +162,7 @@ def _transaction(
     key: bytes | None,
     limits: ValidationLimits,
     record_time: float | None,
+    rates: RateTable,
 ) -> Transaction:
     get = doc.get
 
@@ -173,13 +184,15 @@ def _transaction(
             "each message by its account_id",
         )
     transaction_type = _member("transaction_type", get("transaction_type"), _TRANSACTION_TYPES)
-    amount = _amount(get("amount"), limits.max_amount)
+    sent_amount = get("amount")
+    amount = _amount(sent_amount)
 
     currency = get("currency")
     if type(currency) is not str:
         raise _missing_or_wrong("currency", currency, "a string")
     if currency not in CURRENCIES:
         raise _Invalid("unknown_currency", f"currency={_show(currency)}: not an accepted ISO 4217 code")
+    amount_base = _money(amount, sent_amount, currency, limits.max_amount, rates)
 
     sent_time = get("timestamp")
     timestamp = _timestamp(sent_time)
@@ -197,6 +210,7 @@ def _transaction(
     merchant_category = _optional_text("merchant_category", get("merchant_category"), max_text)
     city = _optional_text("city", get("city"), max_text)
     scenario = _optional_text("simulated_scenario", get("simulated_scenario"), max_text)
+    incident = _optional_text("simulated_incident", get("simulated_incident"), max_text)
 
     latitude = get("latitude")
     longitude = get("longitude")
@@ -227,6 +241,8 @@ def _transaction(
         latitude,
         longitude,
         scenario,
+        incident,
+        amount_base,
         version,
         topic,
         partition,
@@ -252,21 +268,16 @@ _FIELD_ORDER = (
     "latitude",
     "longitude",
     "simulated_scenario",
+    "simulated_incident",
+    "amount_base",
     "schema_version",
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
+    "kafka_timestamp_ms",  # set by validate() after construction, not passed positionally
 )
 if tuple(f.name for f in dataclasses.fields(Transaction) if f.init) != _FIELD_ORDER:
     raise ImportError("utils.models.Transaction fields changed: update consumer.validation._transaction")
-
-
-def record_time(timestamp_ms: int | None, timestamp_type: int | None) -> float | None:
-    """A Kafka record's timestamp in epoch seconds: CreateTime (type 0) or LogAppendTime (type 1),
-    both stored in the log and so the same on every replay; None when the record has none."""
-    if timestamp_ms is None or timestamp_ms < 0 or timestamp_type not in (0, 1):
-        return None
-    return timestamp_ms / 1000.0
 
 
 def _identifier(name: str, value: Any) -> str:
@@ -285,7 +296,7 @@ def _member(name: str, value: Any, allowed: frozenset[str]) -> str:
     return value
 
 
-def _amount(value: Any, max_amount: float) -> float:
+def _amount(value: Any) -> float:
     kind = type(value)
     if kind is float:
         amount = value
@@ -301,15 +312,35 @@ def _amount(value: Any, max_amount: float) -> float:
     # `not amount > 0` also catches NaN, should one ever get past the parser.
     if not amount > 0:
         raise _Invalid("amount_not_positive", f"amount={_show(value)}: must be greater than 0")
-    if amount > max_amount or not math.isfinite(amount):
-        raise _Invalid("amount_too_large", f"amount={_show(value)}: exceeds the limit of {max_amount:.2f}")
-    # round(x, 2) is correctly rounded: a float parsed from "12.34" survives it unchanged,
-    # whereas x * 100 == int(x * 100) alone would reject 1.1 (110.00000000000001). That cheaper
-    # test settles ~90% of real amounts, so round() runs only for the rest.
-    cents = amount * 100.0
-    if cents != int(cents) and round(amount, 2) != amount:
-        raise _Invalid("amount_precision", f"amount={_show(value)}: more than 2 decimal places")
+    if not math.isfinite(amount):
+        raise _Invalid("amount_too_large", f"amount={_show(value)}: not a finite number")
     return amount
+
+
+def _money(amount: float, value: Any, currency: str, max_base: float, rates: RateTable) -> float:
+    """Check the decimals against the currency's ISO 4217 minor unit and the size in the base
+    currency; returns the amount in the base currency."""
+    decimals = MINOR_UNITS[currency]
+    if decimals == 2:
+        # round(x, 2) is correctly rounded: a float parsed from "12.34" survives it unchanged,
+        # whereas x * 100 == int(x * 100) alone would reject 1.1 (110.00000000000001). That
+        # cheaper test settles ~90% of real amounts, so round() runs only for the rest.
+        cents = amount * 100.0
+        if cents != int(cents) and round(amount, 2) != amount:
+            raise _Invalid(
+                "amount_precision", f"amount={_show(value)}: more than 2 decimal places for {currency}"
+            )
+    elif round(amount, decimals) != amount:
+        unit = "no minor unit: the amount must be whole" if decimals == 0 else f"{decimals} decimal places"
+        raise _Invalid("amount_precision", f"amount={_show(value)}: {currency} has {unit}")
+    base = rates.to_base(amount, currency)
+    if base > max_base:
+        raise _Invalid(
+            "amount_too_large",
+            f"amount={_show(value)} {currency} = {base:.2f} {rates.base}: exceeds the limit of "
+            f"{max_base:.2f} {rates.base}",
+        )
+    return base
 
 
 def _timestamp(value: Any) -> datetime:

@@ -13,16 +13,17 @@
   when one crosses `MONITOR_MAX_LAG`, `MONITOR_MAX_DELAY_P95_SECONDS`, `MONITOR_MAX_DLQ_RATE`
   or `MONITOR_MAX_DISK_USED_PCT`.
 
-A red task is the alarm; its log says why. A health verdict fails at once; an error of the
-check itself (database unreachable) is retried once. Logic in `reports/health.py`,
-`reports/zookeeper.py` and `reports/metrics.py`.
+A red task is the alarm. Its log has one plain line per problem (metric, value in human units,
+the limit and the setting that sets it), and the run's note in the grid repeats them. A value
+strictly above its limit turns the run red; one equal to it does not. A health verdict fails at
+once; an error of the check itself (database unreachable) is retried once. Logic in
+`reports/health.py`, `reports/zookeeper.py` and `reports/metrics.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from airflow.sdk import dag, task
 
@@ -32,29 +33,29 @@ from airflow.sdk import dag, task
 import utils.errors  # noqa: F401
 
 CLEANUP_DOC = """
-### Data cleanup (daily)
+### Data cleanup (daily, paused until you enable it)
 
-Deletes what is older than `RETENTION_DAYS`: transactions with their alerts, rejected messages,
-`pipeline_metrics` rows, and the report and metrics directories of expired days. The daily
-aggregates (`daily_summary`, `rule_quality`, `reconciliation`) are kept. Deletes run in bounded
-batches, so the consumer keeps writing meanwhile. Logic in `reports/retention.py`.
+Deletes what is older than `RETENTION_DAYS`: transactions (with their alerts) whose event time
+*and* processing time are both older, rejected messages, `pipeline_metrics` rows, and the report
+and metrics directories of expired days. Its first log line says what it will delete, counted
+before anything goes. The daily aggregates (`daily_summary`, `rule_quality`, `reconciliation`)
+are kept. Deletes run in bounded batches, so the consumer keeps writing meanwhile.
+
+It starts **paused**: deleting data is a decision, so turn it on yourself (the toggle in the DAG
+list). `RETENTION_DAYS` must be at least `VALIDATION_MAX_AGE_DAYS`, or every task refuses to
+start and names the fix. Logic in `reports/retention.py`.
 """
 
 
-T = TypeVar("T")
+def _verdict(problems: list[str]) -> None:
+    """Fail the task, without retry, when a check found problems: the next run comes in 5
+    minutes and a retry would only delay the red. One log line per problem, and the run's note."""
+    if problems:
+        from airflow.sdk import get_current_context
 
+        from reports.runs import fail
 
-def _verdict(check: Callable[[], T]) -> T:
-    """Run `check`; a HealthCheckFailed becomes a failure without retry (the next run comes in
-    5 minutes and a retry would only delay the red), any other error is retried as usual."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from reports.errors import HealthCheckFailed
-
-    try:
-        return check()
-    except HealthCheckFailed as exc:
-        raise AirflowFailException(str(exc)) from exc
+        fail(get_current_context(), problems)
 
 
 _DEFAULT_ARGS = {
@@ -80,29 +81,21 @@ def system_monitoring() -> None:
     @task
     def kafka_health() -> dict[str, Any]:
         from reports.health import check_kafka
-        from reports.metrics import raise_for_problems
         from utils.config import load_settings
 
-        def check() -> dict[str, Any]:
-            result = check_kafka(load_settings())
-            raise_for_problems(result.problems)
-            return result.to_dict()
-
-        return _verdict(check)
+        result = check_kafka(load_settings())
+        _verdict(result.problems)
+        return result.to_dict()
 
     @task
     def postgres_health() -> dict[str, Any]:
         from reports.health import check_postgres
-        from reports.metrics import raise_for_problems
         from utils.database import configured_database
 
-        def check() -> dict[str, Any]:
-            with configured_database() as (settings, db):
-                result = check_postgres(db, settings.monitor)
-            raise_for_problems(result.problems)
-            return result.to_dict()
-
-        return _verdict(check)
+        with configured_database() as (settings, db):
+            result = check_postgres(db, settings.monitor)
+        _verdict(result.problems)
+        return result.to_dict()
 
     @task
     def pipeline_metrics() -> dict[str, Any]:
@@ -125,13 +118,8 @@ def system_monitoring() -> None:
         with configured_database() as (settings, db):
             ensure_schema(db)  # pipeline_metrics comes with migration 002: say so if it is missing
             path = m.record_metrics(db, metrics, data_dir=settings.data_dir)
-        crossed = m.evaluate_thresholds(metrics, settings.monitor)
-
-        def check() -> dict[str, Any]:
-            m.raise_for_problems([*problems, *crossed])
-            return {"metrics": len(metrics), "file": str(path)}
-
-        return _verdict(check)
+        _verdict([*problems, *m.evaluate_thresholds(metrics, settings.monitor)])
+        return {"metrics": len(metrics), "file": str(path)}
 
     thresholds(kafka_health(), postgres_health(), pipeline_metrics())  # type: ignore[arg-type]
 
@@ -149,6 +137,9 @@ def system_monitoring() -> None:
     },
     tags=["txmon", "maintenance"],
     doc_md=CLEANUP_DOC,
+    # Deleting data is a decision: paused until someone enables it, whatever
+    # AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION says (Compose sets it to false).
+    is_paused_upon_creation=True,
 )
 def data_cleanup() -> None:
     @task

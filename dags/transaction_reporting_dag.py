@@ -3,22 +3,27 @@
 
 Once a day, for the previous UTC day (the run's data interval):
 
-1. **summary**: counts and sums by type, currency, country and channel; alerts by type and
-   severity; rejections by reason → table `daily_summary`.
-2. **alert_analysis**: alert rate per rule, precision and recall against the producer's
-   `simulated_scenario` labels, top accounts and merchants → table `rule_quality`.
-3. **reconciliation**: per Kafka partition, the offsets the consumer stored or rejected that day
-   and any ranges it skipped → table `reconciliation`.
+0. **day_complete**: waits until every partition has stored an event past the day's end (consumer
+   lag and late events at midnight), at most `REPORT_MAX_WAIT_MINUTES` (120) after it; a manual
+   run goes at once. The report says how complete the day was either way.
+1. **summary**: counts by type, currency, country and channel, with amounts in `BASE_CURRENCY`
+   (and per currency as sent); alerts by type and severity; rejections by reason → table
+   `daily_summary`.
+2. **alert_analysis**: per rule, the incidents of its scenario injected and caught (recall), its
+   alerts, those on any incident (precision) and per 1,000 transactions, against the simulator's
+   incident labels, as `make quality` scores a run → table `rule_quality`.
+3. **reconciliation**: per Kafka partition, the offsets the consumer stored or rejected that day,
+   any ranges it skipped, and restarts of the offsets (a recreated topic) → table `reconciliation`.
 4. **report**: `<AIRFLOW_DATA_DIR>/reports/<YYYY-MM-DD>/` with `report.html` (charts embedded),
    `summary.csv`, `alerts.csv` and `figures.json`.
 
-Every step replaces its day's rows, so a rerun (Clear) is always safe. A manual trigger
-reports on the last complete UTC day; to report on another day, trigger it with the param
-`day` = `YYYY-MM-DD` (a replayed or simulated stream carries its own dates; the simulated
-producer's default start is 2026-01-01). Reconciliation always uses the consumer's own clock:
-it covers what was *processed* on that day. The logic lives in the `reports` package (queries, scoring,
-charts, the page's template, files); settings come from the environment / `.env` like the rest of
-the pipeline (POSTGRES_*, KAFKA_TOPIC, AIRFLOW_DATA_DIR).
+Each run's note names its day and links its report (served by the txmon plugin under
+`/txmon/reports/`; *Reports* in the menu lists them all). Every step replaces its day's rows, so
+a rerun (Clear) is always safe. A manual trigger reports on the last complete UTC day; to report
+on another day, trigger it with the param `day` = `YYYY-MM-DD` (`make demo` prints the day it
+filled). Reconciliation uses the consumer's own clock: it covers what was *processed* on that
+day. The logic lives in the `reports` package; settings come from the environment / `.env` like
+the rest of the pipeline (POSTGRES_*, AIRFLOW_DATA_DIR, REPORT_*).
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import (
+    BaseSensorOperator,
+    CronDataIntervalTimetable,
+    Param,
+    PokeReturnValue,
+    dag,
+    get_current_context,
+    task,
+)
 
 # The project's packages must be importable (PYTHONPATH=<repo root>; the Compose image sets it).
 # Importing this tiny module at parse time turns a wrong path into an import error on the DAG
@@ -44,6 +57,34 @@ def _day() -> date:
         context["params"].get("day"),
         run_after=getattr(run, "run_after", None),
     )
+
+
+class DayComplete(BaseSensorOperator):
+    """Done when the day is complete, REPORT_MAX_WAIT_MINUTES after its end, or at once for a
+    run that was not scheduled (a person asked for the report now)."""
+
+    def poke(self, context: Any) -> PokeReturnValue:
+        from reports.completeness import read_completeness, ready_to_report
+        from utils.database import configured_database
+
+        day = _day()
+        with configured_database() as (settings, db), db.snapshot() as cur:
+            completeness = read_completeness(cur, day)
+        scheduled = str(context["dag_run"].run_type) == "scheduled"
+        ready = ready_to_report(
+            completeness,
+            now=datetime.now(UTC),
+            max_wait=timedelta(minutes=settings.report.max_wait_minutes),
+            wait=scheduled,
+        )
+        behind = {w.partition: w.latest_event.isoformat() for w in completeness.behind}
+        self.log.info(
+            "day %s: %s%s",
+            day,
+            "complete" if completeness.complete else f"partitions behind its end: {behind}",
+            "" if ready else "; waiting",
+        )
+        return PokeReturnValue(is_done=ready, xcom_value=completeness.to_dict())
 
 
 @dag(
@@ -74,15 +115,23 @@ def _day() -> date:
     doc_md=__doc__,
 )
 def transaction_reporting() -> None:
+    day_complete = DayComplete(
+        task_id="day_complete",
+        mode="reschedule",  # frees the worker slot between checks
+        poke_interval=timedelta(minutes=5),
+        # A backstop only: the sensor itself stops waiting after REPORT_MAX_WAIT_MINUTES.
+        timeout=timedelta(hours=24),
+    )
+
     @task
     def summary() -> dict[str, Any]:
         from reports import queries
         from utils.database import configured_database
 
         day = _day()
-        with configured_database() as (_, db):
+        with configured_database() as (settings, db):
             queries.ensure_schema(db)
-            rows = queries.build_daily_summary(db, day)
+            rows = queries.build_daily_summary(db, day, settings.rules.rate_table())
         total = next((r.txn_count for r in rows if r.dimension == "total"), 0)
         return {"day": day.isoformat(), "transactions": total, "rows": len(rows)}
 
@@ -97,36 +146,52 @@ def transaction_reporting() -> None:
         return {
             "day": day.isoformat(),
             "alerts": {r.alert_type: r.alerts for r in analysis.rules},
-            "labels_present": analysis.labels_present,
+            "ground_truth": analysis.ground_truth,
+            "incidents": sum(r.incidents for r in analysis.rules),
+            "caught": sum(r.caught for r in analysis.rules),
         }
 
     @task
     def reconciliation() -> dict[str, Any]:
-        from reports import queries
+        from reports.reconciliation import reconcile_day
         from utils.database import configured_database
 
         day = _day()
-        with configured_database() as (settings, db):
-            result = queries.reconcile(db, day, topic=settings.kafka.topic)
+        with configured_database() as (_, db):
+            result = reconcile_day(db, day)
         return {
             "day": day.isoformat(),
             "partitions": len(result),
-            "missing": sum(r.missing for r in result),
-            "gaps": {r.partition: r.gaps for r in result if r.gaps},
+            "missing": sum(p.missing for p in result),
+            "restarts": {p.partition: p.restarts for p in result if p.restarts},
         }
 
     @task
     def report() -> str:
-        from reports import queries
+        from reports import queries, runs
         from reports.files import write_report
         from utils.database import configured_database
 
         day = _day()
         with configured_database() as (settings, db):
-            figures = queries.gather_figures(db, day)
-        return str(write_report(day, figures, settings.data_dir))
+            figures = queries.gather_figures(
+                db, day, settings.rules.rate_table(), noisy_alert_rate=settings.report.noisy_alert_rate
+            )
+        out = write_report(day, figures, settings.data_dir)
+        c = figures.completeness
+        runs.publish(
+            get_current_context(),
+            runs.report_note(
+                day,
+                transactions=figures.transactions,
+                alerts=sum(r.alerts for r in figures.rules),
+                complete=c is None or c.complete,
+                day_over=c is None or c.day_over,
+            ),
+        )
+        return str(out)
 
-    summary() >> alert_analysis() >> reconciliation() >> report()
+    day_complete >> summary() >> alert_analysis() >> reconciliation() >> report()
 
 
 transaction_reporting()

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Airflow 3.3.2 plus what the project's DAG tasks import. The project's own code (utils/,
 # consumer/, producer/) and the DAGs are bind-mounted by docker-compose.yml, not copied: they
 # change together with the DAGs, and an edit should not need an image rebuild.
@@ -16,7 +15,8 @@ FROM ${AIRFLOW_IMAGE}
 #   pgserver        PostgreSQL binaries for the native local stack; Compose runs its own servers.
 # Everything else (the pipeline's libraries, the postgres provider, matplotlib for report
 # charts, psutil for system metrics) stays pinned exactly as in the native venv the DAG tests use.
-COPY requirements.txt requirements-pipeline.txt /tmp/txmon/
+# --chown: the RUN below runs as the base image's airflow user and writes into /tmp/txmon.
+COPY --chown=airflow:0 requirements.txt requirements-pipeline.txt /tmp/txmon/
 RUN grep -v -E '^(apache-airflow|pgserver)==' /tmp/txmon/requirements.txt >/tmp/txmon/requirements-airflow.txt \
     && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/txmon/requirements-airflow.txt
 

@@ -4,7 +4,7 @@
 #   kafka-entrypoint.sh zookeeper   render zk.properties from the environment, run ZooKeeper
 #   kafka-entrypoint.sh kafka       render server.properties from the environment, run the broker
 #
-# The properties mirror utils/local_stack.py's zookeeper_properties() and kafka_properties(),
+# The properties mirror stack/apache_kafka.py's zookeeper_properties() and kafka_properties(),
 # and the final `exec java ...` is the same command line the native stack runs, so a broker
 # problem reproduced natively is the same broker problem as in Compose. Only what differs
 # between containers and a laptop (addresses, listeners, paths) comes from the environment.

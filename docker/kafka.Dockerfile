@@ -1,6 +1,5 @@
-# syntax=docker/dockerfile:1
 # ZooKeeper and the Kafka broker (Kafka 3.9.x, ZooKeeper mode), built from the same
-# stack/kafka/pom.xml the native stack (utils/local_stack.py) resolves, so both run the same
+# stack/kafka/pom.xml the native stack (stack/apache_kafka.py) resolves, so both run the same
 # jars with the same java command line. One image serves both services: the first argument
 # of docker/kafka-entrypoint.sh picks which.
 #
@@ -14,7 +13,7 @@ FROM ${MAVEN_IMAGE} AS jars
 WORKDIR /build
 # Only the pom: this layer (and the ~50 MB download) is rebuilt when the Kafka pin changes.
 COPY stack/kafka/pom.xml ./pom.xml
-# Same Maven invocation as utils/local_stack.py (runtime scope: no test or provided jars).
+# Same Maven invocation as stack/apache_kafka.py (runtime scope: no test or provided jars).
 RUN mvn -q -B -f pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/build/lib -DincludeScope=runtime
 

@@ -26,15 +26,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from producer.generator import DEFAULT_START, AccountPool, Clock, TransactionGenerator, encode
+from producer.frontier import continue_after_topic
+from producer.generator import Clock, TransactionGenerator, clones_for_rate, encode
+from producer.metrics import ProducerCounts, serve_producer_metrics
 from producer.partitioner import CachedKeyPartitioner
+from producer.pool import AccountPool
 from utils.config import KafkaSettings, ProducerSettings, Settings, load_settings
 from utils.errors import ConfigError, TxmonError
 from utils.logs import configure_logging
@@ -65,6 +68,9 @@ class ProducerSummary:
     failed: int = 0
     elapsed_s: float = 0.0
     interrupted: bool = False
+    start: str | None = None  # simulated clock: where its event time began (replay with --start)
+    clones: int = 1  # wall clock: copies of each account, so each keeps its own pace at this rate
+    paced_s: float = 0.0  # simulated clock: time spent waiting for the present to catch up
     scenario_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # sent messages per label
     first_error: str | None = None
 
@@ -119,6 +125,14 @@ class _Delivery:
         with self._lock:
             n, self._unlogged = self._unlogged, 0
             return n
+
+
+@dataclasses.dataclass(slots=True)
+class _Live:
+    """What /metrics reads while the producer runs, updated per chunk and per progress line."""
+
+    sent: int = 0
+    rate: float = 0.0  # acked per second over the last progress interval
 
 
 class _RateLimiter:
@@ -184,7 +198,7 @@ def run_producer(
     rate: float | None = None,
     seed: int | None = None,
     clock: Clock = "wall",
-    start: datetime = DEFAULT_START,
+    start: datetime | None = None,
     progress_seconds: float = 5.0,
     flush_timeout_s: float = 30.0,
     bootstrap_timeout_s: float = 10.0,
@@ -193,7 +207,11 @@ def run_producer(
     """Generate and send; return when `count` messages are settled or `stop_event` is set.
 
     `count`, `rate` and `seed` default to `settings.producer`; a `None` seed there means a
-    random one, which is logged and returned so the run can be replayed. Raises
+    random one, which is logged and returned so the run can be replayed. Simulated clock: `start`
+    None continues after the latest event already on the topic (at most PRODUCER_DAYS_BACK
+    ago), so consecutive runs never rewrite an account's history, and no timestamp is ever
+    ahead of the present: a run that catches up with it goes on at its real pace. Wall clock:
+    the pool is scaled to the rate (clones) so that every account keeps its own pace. Raises
     BrokerUnavailable when the broker or the topic's metadata cannot be reached.
     """
     ps = settings.producer
@@ -207,14 +225,38 @@ def run_producer(
     topic = settings.kafka.topic
     stop = stop_event or threading.Event()
 
+    pool = AccountPool.create(ps.accounts, ps.account_seed)
+    clones = 1
+    if clock == "wall":
+        natural = TransactionGenerator(seed, pool, ps.fraud_rate).natural_rate
+        clones = clones_for_rate(rate, natural)
+        log.info(
+            "wall clock at %s: %d accounts make about %.2f transactions a second at their own pace; "
+            "the pool is scaled %dx (clones named like %s.1) so that each keeps it",
+            f"{rate:g}/s" if rate else "full speed", ps.accounts, natural, clones, pool.accounts[0].account_id,
+        )  # fmt: skip
+    elif start is None:
+        start = continue_after_topic(settings.kafka.bootstrap_servers, topic, days_back=ps.days_back)
     generator = TransactionGenerator(
-        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, clock=clock, start=start
+        seed, pool, ps.fraud_rate, clock=clock, start=start or datetime.now(UTC), clones=clones
     )
-    _warn_if_velocity_noise(rate, ps.accounts, clock)
     producer = _make_kafka_producer(settings.kafka, bootstrap_timeout_s)
     delivery = _Delivery(topic)
-    summary = ProducerSummary(topic=topic, seed=seed, clock=clock)
+    summary = ProducerSummary(
+        topic=topic, seed=seed, clock=clock, clones=clones,
+        start=start.isoformat() if clock == "simulated" and start else None,
+    )  # fmt: skip
     scenarios: Counter[str] = Counter()
+    live = _Live()
+    try:
+        metrics = serve_producer_metrics(
+            lambda: ProducerCounts(live.sent, delivery.acked, delivery.failed, live.rate, rate),
+            ps.metrics_port,
+            settings.metrics_address,
+        )
+    except ConfigError:
+        producer.close(timeout=5)
+        raise
     try:
         try:
             partitions = producer.partitions_for(topic)  # fail fast and clearly on a missing topic
@@ -239,7 +281,7 @@ def run_producer(
         while not stop.is_set() and (count == 0 or sent < count):
             now = time.monotonic()
             if now >= next_progress:
-                last_report = _progress(summary, delivery, sent, t_start, last_report, now)
+                last_report = _progress(summary, delivery, live, t_start, last_report, now)
                 next_progress = now + progress_seconds
             n = min(limiter.allowed(now), 500)  # small chunks keep wall-clock stamps fresh
             if count:
@@ -251,7 +293,13 @@ def run_producer(
             if n <= 0:
                 stop.wait(min(limiter.seconds_until_next(now), max(0.0, next_progress - now)))
                 continue
-            for txn in generator.next_batch(n):
+            batch = generator.next_batch(n, not_after=datetime.now(UTC))
+            if not batch:  # the simulated clock caught up with the present: go on at its pace
+                summary.paced_s += 0.2
+                stop.wait(0.2)
+                continue
+            n = len(batch)
+            for txn in batch:
                 key, value = encode(txn)
                 try:
                     future = send(topic, key=key, value=value)
@@ -264,6 +312,7 @@ def run_producer(
                 if txn["simulated_scenario"] is not None:
                     scenarios[txn["simulated_scenario"]] += 1
             limiter.done += n
+            live.sent = sent
         summary.interrupted = stop.is_set()
         summary.sent = sent
         if not _flush(producer, flush_timeout_s):
@@ -278,6 +327,8 @@ def run_producer(
             producer.close(timeout=5)
         except KafkaError as exc:  # nothing left to lose here: the counts are already final
             log.warning("closing the Kafka producer failed: %r", exc)
+        if metrics is not None:
+            metrics.close()
     unlogged = delivery.take_unlogged()
     if unlogged:
         log.error("%d more delivery failures (not logged one by one)", unlogged)
@@ -308,7 +359,7 @@ def _flush(producer: KafkaProducer, timeout_s: float) -> bool:
 def _progress(
     summary: ProducerSummary,
     delivery: _Delivery,
-    sent: int,
+    live: _Live,
     t_start: float,
     last: tuple[float, int],
     now: float,
@@ -317,8 +368,9 @@ def _progress(
     if unlogged:
         log.error("%d more delivery failures since the last progress line (first: %s)",
                   unlogged, delivery.first_error)  # fmt: skip
-    acked, failed = delivery.acked, delivery.failed
+    acked, failed, sent = delivery.acked, delivery.failed, live.sent
     current = (acked - last[1]) / (now - last[0]) if now > last[0] else 0.0
+    live.rate = current
     total = acked / (now - t_start) if now > t_start else 0.0
     log.info(
         "progress topic=%s sent=%d acked=%d failed=%d in_flight=%d rate=%.0f/s total_rate=%.0f/s",
@@ -327,22 +379,6 @@ def _progress(
                "rate": round(current, 1), "total_rate": round(total, 1)},
     )  # fmt: skip
     return now, acked
-
-
-def _warn_if_velocity_noise(rate: float, accounts: int, clock: str) -> None:
-    # Wall-clock timestamps compress nothing: at R msg/s over N accounts each account makes
-    # 60*R/N txns per minute of real time, and the velocity rule fires above 8.
-    if clock == "wall" and rate > 0 and 60 * rate / accounts > 2:
-        log.warning(
-            "--rate %.0f over %d accounts is ~%.1f txns per account per minute of wall time: "
-            "expect velocity alerts on normal traffic (raise --accounts or use --clock simulated)",
-            rate, accounts, 60 * rate / accounts,
-        )  # fmt: skip
-    elif clock == "wall" and rate == 0:
-        log.warning(
-            "unthrottled with --clock wall: per-account rates will far exceed the velocity rule's "
-            "8/min; use --clock simulated for alert-quality measurements"
-        )
 
 
 def _log_summary(s: ProducerSummary) -> None:
@@ -403,14 +439,17 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         "--clock",
         choices=("wall", "simulated"),
         default="wall",
-        help="wall: timestamps are now (live, latency measurable); simulated: event time from --start, "
-        "byte-identical per seed (default: wall)",
+        help="wall: timestamps are now (live, latency measurable), the pool scaled to --rate so that "
+        "each account keeps its own pace; simulated: an event clock from --start, as fast as sent, "
+        "byte-identical per seed and start, never ahead of now (default: wall)",
     )
     p.add_argument(
         "--start",
         type=_aware_datetime,
-        default=DEFAULT_START,
-        help=f"event clock start, ISO-8601 with offset (default: {DEFAULT_START.isoformat()})",
+        default=None,
+        help="simulated clock start, ISO-8601 with offset: with --seed, a byte-identical stream "
+        "(default: right after the latest event on the topic, at most "
+        f"{ps.days_back:g} days back [env: PRODUCER_DAYS_BACK])",
     )
     p.add_argument(
         "--progress-seconds", type=float, default=5.0, help="seconds between progress lines (default: 5)"

@@ -7,7 +7,3 @@ from utils.errors import TxmonError
 
 class ReportError(TxmonError):
     """A report cannot be produced (bad day, missing schema); the message names the fix."""
-
-
-class HealthCheckFailed(TxmonError):
-    """A component is unhealthy or a metric crossed its limit; the message names each one."""

@@ -3,15 +3,16 @@ records a measurement (table `pipeline_metrics` and a JSON file per run under
 `<AIRFLOW_DATA_DIR>/metrics/`), and which values turn the run red.
 
 Every check returns a `CheckResult` (metrics plus the problems it found); the DAG passes them on
-as plain dicts, records every metric, and raises `HealthCheckFailed` naming each problem, so the
-task goes red with the reason. The limits are `settings.monitor` (MONITOR_* in .env.example).
+as plain dicts, records every metric, and fails with one plain line per problem (in its log and
+in the run's note), so the task goes red with the reason. The limits are `settings.monitor`
+(MONITOR_* in .env.example); a value strictly above its limit crosses it, one equal to it does not.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import psycopg2.extras
 
-from reports.errors import HealthCheckFailed
+from reports import units
 from utils.config import MonitorSettings, Settings
 from utils.database import Database
 
@@ -68,32 +69,48 @@ def results_to_metrics(results: Iterable[Mapping[str, Any]]) -> tuple[list[Metri
     return metrics, problems
 
 
-def raise_for_problems(problems: Sequence[str]) -> None:
-    if problems:
-        raise HealthCheckFailed(f"{len(problems)} problem(s): " + "; ".join(problems))
-
-
 def _labels(labels: Mapping[str, str]) -> str:
     return "{" + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}" if labels else ""
 
 
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A metric that turns the monitoring run red when it is strictly above its limit."""
+
+    setting: str  # the environment variable that sets it
+    limit: Callable[[MonitorSettings], float]
+    show: Callable[[float], str]  # the value in human units
+
+
+LIMITS: dict[str, Limit] = {
+    "kafka_consumer_lag_total": Limit(
+        "MONITOR_MAX_LAG", lambda m: m.max_lag, lambda v: units.count(v, "messages")
+    ),
+    "e2e_delay_p95_seconds": Limit(
+        "MONITOR_MAX_DELAY_P95_SECONDS", lambda m: m.max_delay_p95_s, units.duration
+    ),
+    "dlq_rate": Limit("MONITOR_MAX_DLQ_RATE", lambda m: m.max_dlq_rate, units.percent),
+    "disk_used_pct": Limit(
+        "MONITOR_MAX_DISK_USED_PCT", lambda m: m.max_disk_used_pct, lambda v: units.percent(v, ratio=False)
+    ),
+}
+
+
 def evaluate_thresholds(metrics: Iterable[Metric], limits: MonitorSettings) -> list[str]:
-    """One message per metric above its limit, naming metric, labels, value, limit and variable.
+    """One plain line per metric strictly above its limit (a value equal to the limit passes):
+    metric and labels, the value and the limit in human units, the setting that sets the limit.
     A metric that was not measured (no traffic in the window) crosses nothing."""
-    by_metric = {
-        "kafka_consumer_lag_total": (limits.max_lag, "MONITOR_MAX_LAG"),
-        "e2e_delay_p95_seconds": (limits.max_delay_p95_s, "MONITOR_MAX_DELAY_P95_SECONDS"),
-        "dlq_rate": (limits.max_dlq_rate, "MONITOR_MAX_DLQ_RATE"),
-        "disk_used_pct": (limits.max_disk_used_pct, "MONITOR_MAX_DISK_USED_PCT"),
-    }
     out = []
     for m in metrics:
-        if m.name in by_metric:
-            limit, variable = by_metric[m.name]
-            if m.value > limit:
-                out.append(
-                    f"{m.name}{_labels(m.labels)} = {m.value:g} is above the limit {limit:g} ({variable})"
-                )
+        rule = LIMITS.get(m.name)
+        if rule is None:
+            continue
+        limit = rule.limit(limits)
+        if m.value > limit:
+            out.append(
+                f"{m.name}{_labels(m.labels)} is {rule.show(m.value)}, above the limit of "
+                f"{rule.show(limit)} ({rule.setting}={limit:g})"
+            )
     return out
 
 
@@ -108,9 +125,11 @@ def collect_metrics(db: Database, settings: Settings) -> list[Metric]:
     """Throughput (stored rows per minute), end-to-end delay p50/p95 and DLQ rate over the last
     MONITOR_WINDOW_MINUTES by the consumer's clock, plus disk use where reports are written.
 
-    Delay is `processed_at - timestamp` over *unlabelled* transactions only: the producer
-    back-dates the legs of fraud scenarios (by up to a day), which says nothing about the
-    pipeline. A replay of old events does show as a large delay, which is true.
+    Delay is `processed_at` minus the Kafka record's timestamp (`kafka_timestamp_ms`, CreateTime:
+    when the producer sent the message): the time the pipeline itself took, lag included. The
+    event's own `timestamp` says nothing about the pipeline: the simulator's clock starts on
+    2026-01-01, fraud scenarios are back-dated, a replay carries old dates. Rows stored before
+    migration 020 have no record timestamp and are left out.
     """
     window_minutes = settings.monitor.window_minutes
     window = {"window_minutes": f"{window_minutes:g}"}
@@ -118,12 +137,14 @@ def collect_metrics(db: Database, settings: Settings) -> list[Metric]:
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute(
             """
+            WITH w AS (
+                SELECT extract(epoch FROM processed_at) - kafka_timestamp_ms / 1000.0 AS delay
+                FROM transactions WHERE processed_at >= now() - make_interval(secs => %(secs)s)
+            )
             SELECT count(*),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - "timestamp"))
-                       FILTER (WHERE simulated_scenario IS NULL),
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - "timestamp"))
-                       FILTER (WHERE simulated_scenario IS NULL)
-            FROM transactions WHERE processed_at >= now() - make_interval(secs => %(secs)s)
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY delay) FILTER (WHERE delay IS NOT NULL),
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY delay) FILTER (WHERE delay IS NOT NULL)
+            FROM w
             """,
             {"secs": window_minutes * 60},
         )

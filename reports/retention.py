@@ -1,9 +1,19 @@
 """Retention: what the data-cleanup DAG deletes once it is older than RETENTION_DAYS.
 
-Transactions (their alerts go with them) and rejected messages in bounded batches, old
-`pipeline_metrics` rows, and the report and metrics directories of expired days. The daily
-aggregates (daily_summary, rule_quality, reconciliation) are kept: they are small and are what
-remains of a purged day.
+Deleting data is an explicit decision: the `data_cleanup` DAG starts paused, and its first log
+line says what it is about to delete (counted before anything goes).
+
+* transactions (their alerts go with them) whose event time *and* processing time are both
+  before the cutoff. The event time, because reports are per event day; the processing time as
+  well, so that every processing day inside the retention window keeps all its offsets and its
+  reconciliation never shows gaps that retention made. That RETENTION_DAYS is at least
+  VALIDATION_MAX_AGE_DAYS (`utils.config.check_retention`) means a late copy of a deleted event
+  is rejected as too old instead of being stored a second time;
+* rejected messages by `rejected_at`, old `pipeline_metrics` rows by `measured_at`;
+* the report and metrics directories of days before the cutoff.
+
+The daily aggregates (daily_summary, rule_quality, reconciliation) are kept: they are small and
+are what remains of a purged day. Deletes run in bounded batches (short locks, steady WAL).
 
     python -m reports.retention [--days N]     # what the DAG runs, without Airflow
 """
@@ -17,6 +27,7 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,35 +35,35 @@ from psycopg2 import sql
 
 from utils.config import Settings
 from utils.database import Database, configured_database
-from utils.errors import DatabaseUnavailable
+from utils.errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
+# (table, key, the condition a row must meet to go; %(cutoff)s is the one instant used throughout)
+_TARGETS = (
+    ("transactions", "transaction_id", '"timestamp" < %(cutoff)s AND processed_at < %(cutoff)s'),
+    ("rejected_transactions", "rejected_id", "rejected_at < %(cutoff)s"),
+    ("pipeline_metrics", None, "measured_at < %(cutoff)s"),
+)
 
-def purge_older_than(db: Database, days: int, *, batch_size: int = 10_000) -> dict[str, int]:
-    """Delete rows older than `days` in bounded batches (short locks, steady WAL).
-    Alerts go with their transaction (ON DELETE CASCADE)."""
-    targets = (
-        ("transactions", "transaction_id", '"timestamp"'),
-        ("rejected_transactions", "rejected_id", "rejected_at"),
-    )
-    deleted: dict[str, int] = {}
-    for table, key, column in targets:
-        total = 0
-        stmt = sql.SQL(
-            "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE {c} < now() - make_interval(days => %s) "
-            "LIMIT %s)"
-        ).format(t=sql.Identifier(table), k=sql.Identifier(key), c=sql.SQL(column))
-        while True:
-            with db.connection() as conn, conn.cursor() as cur:
-                cur.execute(stmt, (days, batch_size))
-                n = cur.rowcount
-            total += n
-            if n < batch_size:
-                break
-        deleted[table] = total
-        log.info("retention: deleted %d rows from %s older than %d days", total, table, days)
-    return deleted
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a cleanup will delete, counted before anything is deleted."""
+
+    days: int
+    cutoff: datetime
+    rows: dict[str, int]
+    directories: dict[str, list[Path]]
+
+    def describe(self) -> str:
+        rows = ", ".join(f"{n:,} {table}" for table, n in self.rows.items())
+        dirs = ", ".join(f"{len(paths)} {kind} directories" for kind, paths in self.directories.items())
+        return (
+            f"retention (RETENTION_DAYS={self.days}): will delete what is older than "
+            f"{self.cutoff:%Y-%m-%d %H:%M} UTC: {rows} (transactions when both their event and "
+            f"processing time are older; alerts go with them), {dirs}"
+        )
 
 
 _DAY_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -75,23 +86,56 @@ def expired_day_dirs(root: Path, cutoff: date) -> list[Path]:
     return out
 
 
-def cleanup(db: Database, settings: Settings, *, today: date | None = None) -> dict[str, int]:
-    """Delete everything older than RETENTION_DAYS (see the module's docstring); returns the
-    count per table and per kind of directory."""
+def plan(db: Database, settings: Settings, *, now: datetime | None = None) -> Plan:
     days = settings.retention_days
-    counts = dict(purge_older_than(db, days))
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    rows = {}
     with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            "DELETE FROM pipeline_metrics WHERE measured_at < now() - make_interval(days => %s)", (days,)
-        )
-        counts["pipeline_metrics"] = cur.rowcount
-    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=days)
-    for kind in ("reports", "metrics"):
-        expired = expired_day_dirs(Path(settings.data_dir) / kind, cutoff)
-        for path in expired:
+        for table, _, condition in _TARGETS:
+            stmt = sql.SQL("SELECT count(*) FROM {} WHERE " + condition).format(sql.Identifier(table))
+            cur.execute(stmt, {"cutoff": cutoff})
+            rows[table] = int(cur.fetchone()[0])
+    directories = {
+        kind: expired_day_dirs(Path(settings.data_dir) / kind, cutoff.date())
+        for kind in ("reports", "metrics")
+    }
+    return Plan(days, cutoff, rows, directories)
+
+
+def _delete_rows(db: Database, cutoff: datetime, batch_size: int) -> dict[str, int]:
+    deleted: dict[str, int] = {}
+    for table, key, condition in _TARGETS:
+        if key is None:  # small and indexed by time: one statement
+            stmt = sql.SQL("DELETE FROM {} WHERE " + condition).format(sql.Identifier(table))
+        else:
+            stmt = sql.SQL(
+                "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE " + condition + " LIMIT %(limit)s)"
+            ).format(t=sql.Identifier(table), k=sql.Identifier(key))
+        total = 0
+        while True:
+            with db.connection() as conn, conn.cursor() as cur:
+                cur.execute(stmt, {"cutoff": cutoff, "limit": batch_size})
+                n = cur.rowcount
+            total += n
+            if key is None or n < batch_size:
+                break
+        deleted[table] = total
+    return deleted
+
+
+def cleanup(
+    db: Database, settings: Settings, *, now: datetime | None = None, batch_size: int = 10_000
+) -> dict[str, int]:
+    """Delete what is older than RETENTION_DAYS (see the module's docstring), logging first what
+    it will delete; returns the count per table and per kind of directory."""
+    the_plan = plan(db, settings, now=now)
+    log.info("%s", the_plan.describe())
+    counts = _delete_rows(db, the_plan.cutoff, batch_size)
+    for kind, paths in the_plan.directories.items():
+        for path in paths:
             shutil.rmtree(path)
-        counts[f"{kind}_dirs"] = len(expired)
-    log.info("cleanup (retention %d days): %s", days, counts)
+        counts[f"{kind}_dirs"] = len(paths)
+    log.info("retention: deleted %s", ", ".join(f"{k}={v:,}" for k, v in counts.items()))
     return counts
 
 
@@ -107,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.days is not None:
                 settings = dataclasses.replace(settings, retention_days=args.days)
             counts = cleanup(db, settings)
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(" ".join(f"{k}={v}" for k, v in counts.items()))

@@ -2,7 +2,7 @@
 # Run Airflow natively (scheduler, dag-processor, api-server, triggerer in one process tree) with
 # this project's DAGs, against the current environment and .env.
 #
-#   scripts/airflow_standalone.sh                 # UI on http://localhost:8080
+#   scripts/airflow_standalone.sh                 # UI on http://127.0.0.1:8080 (this machine only)
 #   AIRFLOW_PORT=8081 scripts/airflow_standalone.sh
 #   eval "$(make -s stack-up)" && scripts/airflow_standalone.sh   # with the native local stack
 #
@@ -40,17 +40,38 @@ fi
 export AIRFLOW_HOME="${TXMON_AIRFLOW_HOME:-${TXMON_CACHE_DIR:-$HOME/.cache/txmon}/airflow}"
 mkdir -p "$AIRFLOW_HOME"
 export AIRFLOW__CORE__DAGS_FOLDER="$repo/dags"
+# The txmon plugin: run notes in the grid, reports served under /txmon/reports/.
+export AIRFLOW__CORE__PLUGINS_FOLDER="$repo/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # The DAG files import the project's packages (utils/...); the repo root must be importable.
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$venv/bin:$PATH"
 export AIRFLOW__API__PORT="$port"
+# This machine only, as Compose publishes it (the UI has a single admin user).
+export AIRFLOW__API__HOST=127.0.0.1
 # Task processes report to the execution API, which moves with the port.
-export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://localhost:$port/execution/"
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$port/execution/"
 # Four parallel tasks are plenty here and keep the memory near 1 GB.
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
-# New DAGs start unpaused, so the monitoring runs begin at once (pause them in the UI if unwanted).
+# New DAGs start unpaused, so the monitoring runs begin at once (pause them in the UI if unwanted);
+# data_cleanup starts paused whatever this says: deleting data is a decision (its DAG says so).
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}"
+# Warnings nobody here can act on, printed by every airflow command: the graphviz package is only
+# for `airflow dags show`, and FastAPI's test client is imported (not used) by the API server.
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Could not import graphviz:UserWarning,ignore:Using \`httpx\` with:UserWarning"
+# Secrets kept in the home, created once (umask: readable by this user only). The JWT key signs
+# the tokens of the UI and of the tasks: 64 bytes, as SHA-512 wants (Airflow's own is shorter and
+# warns). The admin password is written here before Airflow starts, so it never prints it.
+umask 077
+jwt_file="$AIRFLOW_HOME/jwt_secret"
+[[ -s "$jwt_file" ]] || "$venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(64))' >"$jwt_file"
+AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$jwt_file")"
+export AIRFLOW__API_AUTH__JWT_SECRET
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+[[ -s "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" ]] ||
+    "$venv/bin/python" -c 'import json, secrets; print(json.dumps({"admin": secrets.token_urlsafe(12)}))' \
+        >"$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+umask 022
 
 if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "error: port $port is taken (another Airflow?); choose another with AIRFLOW_PORT=..." >&2
@@ -67,8 +88,9 @@ fi
 cat >&2 <<EOF
 Airflow home:  $AIRFLOW_HOME
 DAGs:          $AIRFLOW__CORE__DAGS_FOLDER
-UI:            http://localhost:$port   (user admin; password in
-               $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
+UI:            http://127.0.0.1:$port   user admin, password: run
+               cat ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE/#$HOME/\~}
+Reports:       http://127.0.0.1:$port/txmon/reports/   (and linked from each run's note)
 Stop with Ctrl-C.
 EOF
 # A shell started in the background (`&`, nohup) hands its children SIGINT as "ignored", and an

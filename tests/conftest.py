@@ -1,35 +1,42 @@
 """Shared fixtures: the real services, a fresh database and unique topics per test.
 
 Services: if KAFKA_BOOTSTRAP_SERVERS / POSTGRES_HOST are set in the environment and answer, they
-are used (POSTGRES_MIGRATION_USER must be allowed to CREATE DATABASE). Otherwise one isolated
+are used (POSTGRES_MIGRATION_USER must be allowed to CREATE DATABASE there). Otherwise one isolated
 native stack (ZooKeeper + Kafka + PostgreSQL) is started for the session on test ports and
-stopped at the end. A service that cannot start fails the tests; nothing is skipped.
+stopped at the end; its superuser creates each test's database. A service that cannot start
+fails the tests; nothing is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 
+from stack.common import cache_dir
+from stack.orchestrator import LocalStack, StackEnv
 from utils import schema
 from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings
-from utils.local_stack import LocalStack, StackEnv, cache_dir
 
 # Parallel test sessions on one machine (several developers, a benchmark) each set their own
 # TXMON_TEST_PORT_OFFSET so their stacks neither collide nor stop each other.
 _OFFSET = int(os.environ.get("TXMON_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {"zk_port": 32181 + _OFFSET, "kafka_port": 39092 + _OFFSET, "pg_port": 35432 + _OFFSET}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Airflow disposes of its ORM in an atexit hook and logs that through handlers bound to
+    # pytest's capture streams, which are closed by then: every run ended in "--- Logging
+    # error ---" tracebacks that hid the summary. Nothing logged that late is worth a traceback.
+    logging.raiseExceptions = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,19 +79,6 @@ def stack_env(test_stack: LocalStack) -> StackEnv:
     return test_stack.env()
 
 
-def _admin_connect(env: StackEnv, dbname: str) -> psycopg2.extensions.connection:
-    pg = env.postgres_settings()
-    conn = psycopg2.connect(
-        host=pg.host,
-        port=pg.port,
-        dbname=dbname,
-        user=pg.migration_user or pg.user,
-        password=pg.migration_password if pg.migration_user else pg.password,
-    )
-    conn.autocommit = True
-    return conn
-
-
 @pytest.fixture(autouse=True)
 def _no_stray_consumers() -> Iterator[None]:
     """A failed test must not leave its child consumers running (and holding its database)."""
@@ -98,63 +92,32 @@ def _no_stray_consumers() -> Iterator[None]:
 
 
 @pytest.fixture
-def fresh_db(stack_env: StackEnv) -> Iterator[PostgresSettings]:
+def fresh_db(test_stack: LocalStack) -> Iterator[PostgresSettings]:
     """A new, migrated database for one test; dropped afterwards."""
-    name = f"txmon_test_{uuid.uuid4().hex[:10]}"
-    admin = _admin_connect(stack_env, stack_env.postgres_db)
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    pg = dataclasses.replace(stack_env.postgres_settings(), db=name)
+    pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
     schema.migrate(pg)
     try:
         yield pg
     finally:
-        _drop_database(stack_env, name)
+        test_stack.drop_database(pg.db)
 
 
 @pytest.fixture
-def db_factory(stack_env: StackEnv) -> Iterator[Callable[[], PostgresSettings]]:
+def db_factory(test_stack: LocalStack) -> Iterator[Callable[[], PostgresSettings]]:
     """More new, migrated databases for one test (two runs to compare); dropped afterwards."""
-    made: list[str] = []
+    made: list[PostgresSettings] = []
 
     def make() -> PostgresSettings:
-        name = f"txmon_test_{uuid.uuid4().hex[:10]}"
-        admin = _admin_connect(stack_env, stack_env.postgres_db)
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        admin.close()
-        made.append(name)
-        pg = dataclasses.replace(stack_env.postgres_settings(), db=name)
+        pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
+        made.append(pg)
         schema.migrate(pg)
         return pg
 
     try:
         yield make
     finally:
-        for name in made:
-            _drop_database(stack_env, name)
-
-
-def _drop_database(env: StackEnv, name: str) -> None:
-    """A fresh connection (the server may have been restarted by the test), retried while the
-    app role's sessions are still closing (the owner may not terminate them)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            admin = _admin_connect(env, env.postgres_db)
-            try:
-                with admin.cursor() as cur:
-                    cur.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                    )
-                return
-            finally:
-                admin.close()
-        except psycopg2.Error:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+        for pg in made:
+            test_stack.drop_database(pg.db)
 
 
 @pytest.fixture

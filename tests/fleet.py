@@ -24,10 +24,10 @@ import pytest
 from kafka import KafkaProducer
 
 from producer.generator import encode
+from stack.orchestrator import LocalStack
 from tests.model import Expected, Record, expected, read_topic
 from tests.support import ConsumerProcess, generated, query, scalar, wait_until
 from utils.config import Settings
-from utils.local_stack import LocalStack
 
 BAD_RATE = 0.01  # one bad message per ~100 good ones
 

@@ -57,7 +57,7 @@ def expected(s: Settings, *phases: Iterable[Record], stored: Iterable[tuple[Any,
         by_tp: dict[TopicPartition, list[Record]] = defaultdict(list)
         for r in sorted(group, key=lambda r: (r.partition, r.offset)):
             by_tp[TopicPartition(s.kafka.topic, r.partition)].append(r)
-        batch = validate_records(by_tp, s.validation)
+        batch = validate_records(by_tp, s.validation, s.rules.rate_table())
         states.load(states.missing(batch.accounts()), [])
         evaluate_batch(batch, states, s.rules)
         for rej in batch.rejections:

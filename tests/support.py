@@ -10,13 +10,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg2
 
 from consumer.transaction_processor import ProcessorSummary, TransactionProcessor
-from producer.generator import AccountPool, TransactionGenerator
+from producer.generator import DEFAULT_START, TransactionGenerator
+from producer.pool import AccountPool
 from producer.transaction_producer import ProducerSummary, run_producer
 from utils.config import PostgresSettings, Settings, settings_to_env
 
@@ -24,16 +26,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def produce(settings: Settings, count: int, seed: int, **kw: Any) -> ProducerSummary:
+    """The seeded stream `generated(settings, count, seed)` returns, from DEFAULT_START."""
+    kw.setdefault("start", DEFAULT_START)
     summary = run_producer(settings, count=count, seed=seed, clock="simulated", progress_seconds=60, **kw)
     assert summary.acked == count and summary.failed == 0, summary
     return summary
 
 
-def generated(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
-    """Exactly what `produce(settings, count, seed)` sends (the generator is deterministic)."""
+def generated(
+    settings: Settings, count: int, seed: int, start: datetime = DEFAULT_START
+) -> list[dict[str, Any]]:
+    """Exactly what `produce(settings, count, seed, start=start)` sends (the generator is deterministic)."""
     ps = settings.producer
     gen = TransactionGenerator(
-        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated"
+        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated", start
     )
     return gen.next_batch(count)
 

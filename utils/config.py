@@ -19,6 +19,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from utils.errors import ConfigError
+from utils.money import RateTable, parse_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,8 @@ class PostgresSettings:
         "POSTGRES_MIGRATION_USER", "", "owner role that applies migrations (empty: POSTGRES_USER)"
     )
     migration_password: str = env("POSTGRES_MIGRATION_PASSWORD", "", secret=True)
+    # Only `python -m utils.roles provision` (Compose's db-roles service) reads it.
+    superuser_password: str = env("POSTGRES_SUPERUSER_PASSWORD", "", secret=True)
     pool_max: int = env("POSTGRES_POOL_MAX", 4)
     connect_timeout_s: int = env("POSTGRES_CONNECT_TIMEOUT", 5)
     statement_timeout_ms: int = env("POSTGRES_STATEMENT_TIMEOUT_MS", 60000)
@@ -104,37 +107,58 @@ class ConsumerSettings:
     health_file: str = env(
         "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
     )
+    metrics_port: int = env("CONSUMER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
 class ValidationLimits:
-    max_amount: float = env("VALIDATION_MAX_AMOUNT", 1_000_000.0, "larger amounts are rejected as absurd")
+    max_amount: float = env(
+        "VALIDATION_MAX_AMOUNT", 1_000_000.0, "in the base currency: larger amounts are rejected as absurd"
+    )
     max_future_skew_s: float = env("VALIDATION_MAX_FUTURE_SECONDS", 300.0)
-    max_age_days: float = env("VALIDATION_MAX_AGE_DAYS", 3650.0)
+    max_age_days: float = env(
+        "VALIDATION_MAX_AGE_DAYS", 3650.0, "older events are rejected; at most RETENTION_DAYS (see Settings)"
+    )
     max_text_length: int = env("VALIDATION_MAX_TEXT_LENGTH", 256)
     max_message_bytes: int = env("VALIDATION_MAX_MESSAGE_BYTES", 16384)
 
 
 @dataclass(frozen=True, slots=True)
 class RuleThresholds:
+    """The rules' thresholds; every amount among them is in `base_currency` (utils/money.py)."""
+
+    base_currency: str = env("BASE_CURRENCY", "USD", "ISO 4217 code of every amount threshold")
+    fx_rates: str = env(
+        "FX_RATES", "", "CODE=RATE,... base units per unit, overriding the built-in table (empty: none)"
+    )
     high_amount: float = env("ALERT_HIGH_AMOUNT", 10_000.0)
     velocity_count: int = env("ALERT_VELOCITY_COUNT", 8, "more than this many txns ...")
     velocity_window_s: float = env("ALERT_VELOCITY_WINDOW_SECONDS", 60.0, "... within this window")
     card_testing_max_amount: float = env("ALERT_CARD_TESTING_MAX_AMOUNT", 2.0)
     card_testing_count: int = env("ALERT_CARD_TESTING_COUNT", 4)
     card_testing_window_s: float = env("ALERT_CARD_TESTING_WINDOW_SECONDS", 600.0)
-    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 6.0)
+    spike_multiplier: float = env("ALERT_SPIKE_MULTIPLIER", 8.0, "times the account's median amount ...")
+    spike_window_s: float = env(
+        "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "... over this much event time before"
+    )
     spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
     spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
-    spike_window_s: float = env(
-        "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "the mean is over the account's transactions in this window"
-    )
     travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)
     travel_min_km: float = env("ALERT_TRAVEL_MIN_KM", 500.0)
     duplicate_window_s: float = env("ALERT_DUPLICATE_WINDOW_SECONDS", 300.0)
     unusual_hour_start: int = env("ALERT_UNUSUAL_HOUR_START", 1, "local hour, inclusive")
     unusual_hour_end: int = env("ALERT_UNUSUAL_HOUR_END", 5, "local hour, exclusive")
     unusual_hour_min_amount: float = env("ALERT_UNUSUAL_HOUR_MIN_AMOUNT", 2_000.0)
+
+    def __post_init__(self) -> None:
+        self.rate_table()  # fail at start-up, naming the variables, rather than on the first message
+
+    def rate_table(self) -> RateTable:
+        """The table validation converts every amount into `base_currency` with."""
+        try:
+            return RateTable.create(self.base_currency, parse_rates(self.fx_rates))
+        except ValueError as exc:
+            raise ConfigError(f"BASE_CURRENCY={self.base_currency!r} / FX_RATES: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +173,23 @@ class ProducerSettings:
         "seed of the account pool: fixed, so accounts keep their homes across runs",
     )
     fraud_rate: float = env("PRODUCER_FRAUD_RATE", 0.02, "share of messages in fraud scenarios")
+    days_back: float = env(
+        "PRODUCER_DAYS_BACK",
+        7.0,
+        "simulated clock: a stream with nothing before it on its topic starts this many days ago",
+    )
+    metrics_port: int = env("PRODUCER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
 
 
 @dataclass(frozen=True, slots=True)
 class MonitorSettings:
     """Limits that turn the monitoring DAG red, and what it looks at."""
 
+    # A run turns red when a value is strictly above its limit: a value equal to the limit passes.
     max_lag: int = env("MONITOR_MAX_LAG", 10_000, "consumer-group lag on the topic, summed over partitions")
-    max_delay_p95_s: float = env("MONITOR_MAX_DELAY_P95_SECONDS", 300.0, "p95 of processed_at - timestamp")
+    max_delay_p95_s: float = env(
+        "MONITOR_MAX_DELAY_P95_SECONDS", 300.0, "p95 of stored time - Kafka record time (the producer's send)"
+    )
     max_dlq_rate: float = env("MONITOR_MAX_DLQ_RATE", 0.05, "rejected / (stored + rejected)")
     max_disk_used_pct: float = env("MONITOR_MAX_DISK_USED_PCT", 90.0, "disk holding AIRFLOW_DATA_DIR")
     window_minutes: float = env("MONITOR_WINDOW_MINUTES", 15.0, "window for throughput, delay and DLQ rate")
@@ -174,6 +207,28 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """When the daily report runs and what it flags."""
+
+    max_wait_minutes: float = env(
+        "REPORT_MAX_WAIT_MINUTES",
+        120.0,
+        "how long after a day's end the scheduled report waits for every partition to pass it",
+    )
+    noisy_alert_rate: float = env(
+        "REPORT_NOISY_ALERT_RATE",
+        0.05,
+        "a rule alerting on more than this share of a day's transactions is flagged",
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_wait_minutes < 0:
+            raise ConfigError(f"REPORT_MAX_WAIT_MINUTES={self.max_wait_minutes:g} must not be negative")
+        if not 0 < self.noisy_alert_rate <= 1:
+            raise ConfigError(f"REPORT_NOISY_ALERT_RATE={self.noisy_alert_rate:g} must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -182,13 +237,38 @@ class Settings:
     rules: RuleThresholds = field(default_factory=RuleThresholds)
     producer: ProducerSettings = field(default_factory=ProducerSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     log_level: str = env("LOG_LEVEL", "INFO")
     log_format: str = env("LOG_FORMAT", "text", "text or json")
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
-    retention_days: int = env("RETENTION_DAYS", 90, "rows older than this are deleted by cleanup")
+    retention_days: int = env(
+        "RETENTION_DAYS", 3650, "the cleanup DAG deletes what is older; at least VALIDATION_MAX_AGE_DAYS"
+    )
+    metrics_address: str = env(
+        "METRICS_ADDRESS", "127.0.0.1", "address the /metrics endpoints listen on (0.0.0.0 in containers)"
+    )
+
+    def __post_init__(self) -> None:
+        check_retention(self.retention_days, self.validation.max_age_days)
 
 
-_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor")
+def check_retention(retention_days: float, max_age_days: float) -> None:
+    """Retention must keep everything validation still accepts. Cleanup deletes a transaction
+    once its event time is older than RETENTION_DAYS; were that shorter than
+    VALIDATION_MAX_AGE_DAYS, a late or replayed copy of a deleted event would pass validation,
+    no longer be recognised as stored, and be stored a second time."""
+    if retention_days < 1:
+        raise ConfigError(f"RETENTION_DAYS={retention_days:g} must be at least 1")
+    if retention_days < max_age_days:
+        raise ConfigError(
+            f"RETENTION_DAYS={retention_days:g} is shorter than VALIDATION_MAX_AGE_DAYS={max_age_days:g}: "
+            "cleanup would delete events the consumer still accepts, and a late copy of one would be "
+            f"stored again. Set RETENTION_DAYS to at least {max_age_days:g}, or VALIDATION_MAX_AGE_DAYS "
+            f"to at most {retention_days:g}."
+        )
+
+
+_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor", "report")
 
 
 def env_fields() -> list[tuple[str, dataclasses.Field[Any]]]:

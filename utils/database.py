@@ -166,6 +166,14 @@ class Database:
         finally:
             pool.putconn(conn, close=broken or conn.closed != 0)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor in one REPEATABLE READ transaction: every statement sees the same data while
+        the consumer keeps writing (the report's tables agree with each other)."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield cur
+
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:

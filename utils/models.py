@@ -8,7 +8,8 @@ owns them, so the consumer rejects a message whose key differs as `key_mismatch`
     transaction_id     str   1-64 chars of [A-Za-z0-9._:-] (the producer sends UUID4 strings)
     account_id         str   1-64 chars of [A-Za-z0-9._:-]
     transaction_type   str   one of TRANSACTION_TYPES
-    amount             number > 0, at most 2 decimals (a numeric string is accepted too)
+    amount             number > 0 with at most the currency's ISO 4217 minor-unit decimals (2 for
+                       USD, 0 for JPY, KRW, VND and CLP: utils/money.py); a numeric string works too
     currency           str   ISO 4217 code from CURRENCIES
     timestamp          str   ISO-8601 with offset, e.g. "2026-11-24T21:04:03.123456+00:00"
     channel            str   one of CHANNELS
@@ -18,13 +19,21 @@ owns them, so the consumer rejects a message whose key differs as `key_mismatch`
     city               str | null
     latitude           number | null   -90..90
     longitude          number | null   -180..180
-    simulated_scenario str | null   ground-truth label set by the simulator; stored, never read by rules
+    simulated_scenario str | null   ground truth from the simulator: the scenario (one of SCENARIOS) of
+                                    the injected incident this message belongs to, null for ordinary
+                                    traffic; stored, never read by the rules
+    simulated_incident str | null   ground truth: an id shared by every message of one injected incident
+                                    (its lead-in legs and its aftermath too, e.g. the first ordinary
+                                    payment after an impossible journey); set whenever
+                                    simulated_scenario is; stored, never read by the rules. Both
+                                    optional: a message without them is ordinary traffic
 
 Unknown fields are ignored (forward compatibility); see consumer/validation.py for every check.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -86,6 +95,7 @@ CURRENCIES = frozenset(
 # Scenario labels the simulator may put in `simulated_scenario`.
 SCENARIOS = (
     "card_testing",
+    "velocity_burst",
     "amount_spike",
     "impossible_travel",
     "rapid_repeat",
@@ -112,18 +122,28 @@ class Transaction:
     latitude: float | None = None
     longitude: float | None = None
     simulated_scenario: str | None = None
+    simulated_incident: str | None = None
+    # `amount` converted to the base currency (utils/money.py) by validation; the rules and the
+    # account windows read only this. NaN (not given: tests, tools) means `amount` is already in
+    # the base currency.
+    amount_base: float = math.nan
     schema_version: int = SCHEMA_VERSION
     # Where it came from: (topic, partition, offset) identifies the message, so replays, the state
     # load and reconciliation never mix two topics that share a database.
     kafka_topic: str = ""
     kafka_partition: int = -1
     kafka_offset: int = -1
+    # The Kafka record's timestamp in ms since the epoch (CreateTime: when the producer sent it);
+    # the pipeline's delay is measured from it, not from the event's own `timestamp`.
+    kafka_timestamp_ms: int | None = None
     # `timestamp` in epoch seconds, derived once: the rules and the account windows read it for
     # nearly every message. Not a column, not an argument; treat a Transaction as immutable.
     epoch: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.epoch = self.timestamp.timestamp()
+        if self.amount_base != self.amount_base:  # NaN
+            self.amount_base = self.amount
 
 
 @dataclass(frozen=True, slots=True)

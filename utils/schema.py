@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-from psycopg2 import sql
 
+from utils import roles
 from utils.config import PostgresSettings
 from utils.database import connect
 from utils.errors import MigrationError
@@ -145,17 +145,10 @@ def _up_to_date(pg: PostgresSettings, migrations: list[Migration]) -> bool:
 
 
 def _grant_app_role(cur: psycopg2.extensions.cursor, pg: PostgresSettings) -> None:
-    """The pipeline's role reads and writes rows; it never owns tables, so it cannot drop them."""
+    """The pipeline's role gets what utils/roles.py lists; it never owns tables, so it cannot drop them."""
     if not pg.migration_user or pg.migration_user == pg.user:
         return
-    app = sql.Identifier(pg.user)
-    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(app))
-    cur.execute(
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(app)
-    )
-    cur.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(app))
-    cur.execute(sql.SQL("REVOKE ALL ON schema_migrations FROM {}").format(app))
-    cur.execute(sql.SQL("GRANT SELECT ON schema_migrations TO {}").format(app))
+    roles.grant_table_privileges(cur, pg.user)
 
 
 def migration_status(pg: PostgresSettings) -> tuple[list[str], list[str]]:

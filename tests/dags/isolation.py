@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+PLUGINS = DAGS.parent / "plugins"
 
 
 def isolate_airflow() -> None:
@@ -30,7 +31,11 @@ def isolate_airflow() -> None:
     os.environ.update(
         AIRFLOW_HOME=home,
         AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        # The txmon plugin's listener writes the runs' notes, in dag.test() as in the scheduler.
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PLUGINS),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        # As Compose and `make airflow` have it: new DAGs unpaused, unless a DAG says otherwise.
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
     )
 
 

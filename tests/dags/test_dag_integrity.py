@@ -54,6 +54,7 @@ def test_the_reporting_run_covers_the_day_before_it(dagbag: Any) -> None:
 
     dag = dagbag.dags["transaction_reporting"]
     assert [t.task_id for t in dag.topological_sort()] == [
+        "day_complete",
         "summary",
         "alert_analysis",
         "reconciliation",
@@ -65,6 +66,14 @@ def test_the_reporting_run_covers_the_day_before_it(dagbag: Any) -> None:
     for run_after in (datetime(2026, 3, 11, 0, 0, tzinfo=UTC), datetime(2026, 3, 11, 17, 45, tzinfo=UTC)):
         interval = timetable.infer_manual_data_interval(run_after=run_after)
         assert interval.start.date() == date(2026, 3, 10), run_after
+
+
+def test_the_cleanup_dag_starts_paused_whatever_the_default(dagbag: Any) -> None:
+    """Deleting data is a decision: data_cleanup is paused when Airflow first sees it, even where
+    new DAGs start unpaused (Compose, `make airflow`); the others start at once."""
+    assert os.environ["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert dagbag.dags["data_cleanup"].is_paused_upon_creation is True
+    assert {d for d in EXPECTED if dagbag.dags[d].is_paused_upon_creation} == {"data_cleanup"}
 
 
 def test_parsing_the_dag_files_does_no_work() -> None:

@@ -21,14 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 
 
+import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 
 from producer.generator import DEFAULT_START  # noqa: E402
 from producer.transaction_producer import run_producer  # noqa: E402
+from stack.orchestrator import LocalStack  # noqa: E402
 from tests.dags.isolation import keep_logging  # noqa: E402
 from tests.support import consume, produce, query  # noqa: E402
 from utils.config import Settings, settings_to_env  # noqa: E402
-from utils.local_stack import LocalStack  # noqa: E402
 
 SEEDED_DAY = DEFAULT_START.date()  # the simulated clock's stream falls on 2026-01-01 (UTC)
 
@@ -65,12 +66,50 @@ def task_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     return apply
 
 
-def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
+def _session() -> Any:
     from airflow import settings as airflow_settings
-    from airflow.models.taskinstance import TaskInstance
 
     assert airflow_settings.Session is not None, "airflow did not configure its ORM"
-    session = airflow_settings.Session()
+    return airflow_settings.Session()
+
+
+def _notes(dag_id: str, run_id: str) -> tuple[str | None, dict[str, str | None]]:
+    """The run's note and its task instances' notes, as the grid shows them."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+
+    session = _session()
+    try:
+        run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one()
+        tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id).all()
+        return run.note, {ti.task_id: ti.note for ti in tis}
+    finally:
+        session.close()
+
+
+def _paused(dag_id: str) -> bool:
+    from airflow.models.dag import DagModel
+
+    session = _session()
+    try:
+        return bool(session.query(DagModel.is_paused).filter_by(dag_id=dag_id).scalar())
+    finally:
+        session.close()
+
+
+def _execute(pg: Any, statement: str) -> None:
+    conn = psycopg2.connect(pg.dsn(migration=True))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+
+    session = _session()
     try:
         rows = session.query(TaskInstance.task_id, TaskInstance.state).filter_by(dag_id=dag_id, run_id=run_id)
         return {task_id: str(state) for task_id, state in rows}
@@ -96,7 +135,12 @@ def test_reporting_then_cleanup(
         "report.html",
         "summary.csv",
     ]
-    assert (report / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (report / "report.html").read_text().count("<svg") == 3
+    # The run says which day it reported and links the report, in the grid.
+    note, ti_notes = _notes("transaction_reporting", run.run_id)
+    assert note is not None and note.startswith("**Report for 2026-01-01** (possibly incomplete): ")
+    assert "[Open the report](/txmon/reports/2026-01-01/report.html)" in note
+    assert ti_notes["report"] == note
 
     by_type = query(
         s.postgres,
@@ -122,16 +166,30 @@ def test_reporting_then_cleanup(
     assert {k: v for k, v in quality.items() if v} == dict(alerts)
     assert json.loads((report / "figures.json").read_text())["day"] == "2026-01-01"
 
-    # Cleanup: with RETENTION_DAYS=90 the whole 2026-01 stream and its report are expired; what is
-    # recent stays, and so do the daily aggregates.
+    # Cleanup starts paused: Airflow registered it paused although new DAGs start unpaused here.
+    assert _paused("data_cleanup") and not _paused("transaction_reporting")
+
+    # Enabled (dag.test runs it as a person's trigger would), with RETENTION_DAYS=90: the stream's
+    # events are from January, but it was processed today, so nothing goes (the processing
+    # day's reconciliation keeps every offset).
     recent = Path(s.data_dir) / "metrics" / datetime.now(UTC).date().isoformat()
     recent.mkdir(parents=True)
-    task_env(dataclasses.replace(s, retention_days=90))
+    ninety = dataclasses.replace(
+        s, retention_days=90, validation=dataclasses.replace(s.validation, max_age_days=90)
+    )
+    task_env(ninety)
+    stored = query(s.postgres, "SELECT count(*) FROM transactions")[0][0]
+    run = dagbag.dags["data_cleanup"].test()
+    assert str(run.state) == "success", _task_states("data_cleanup", run.run_id)
+    assert query(s.postgres, "SELECT count(*) FROM transactions")[0][0] == stored
+    assert not report.exists() and recent.exists()  # the January report directory is expired
+
+    # Once processed more than 90 days ago as well, the rows go, their alerts with them.
+    _execute(s.postgres, "UPDATE transactions SET processed_at = processed_at - interval '100 days'")
     run = dagbag.dags["data_cleanup"].test()
     assert str(run.state) == "success", _task_states("data_cleanup", run.run_id)
     assert query(s.postgres, "SELECT count(*) FROM transactions")[0][0] == 0
     assert query(s.postgres, "SELECT count(*) FROM alerts")[0][0] == 0
-    assert not report.exists() and recent.exists()
     assert query(s.postgres, "SELECT count(*) FROM daily_summary WHERE day = %s", (SEEDED_DAY,))[0][0] > 0
 
 
@@ -141,7 +199,7 @@ def test_monitoring_is_green_when_healthy_and_red_on_lag(
     test_stack: LocalStack,
     task_env: Callable[..., None],
     tmp_path: Path,
-    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     s = dataclasses.replace(pipeline_settings, data_dir=str(tmp_path / "airflow-data"))
     # The wall clock, so that the end-to-end delay is real.
@@ -187,14 +245,18 @@ def test_monitoring_is_green_when_healthy_and_red_on_lag(
 
     # 200 more messages and no consumer: lag 200 > 50 turns the run red, at the thresholds task.
     run_producer(s, count=200, seed=32, clock="wall", progress_seconds=60)
-    capfd.readouterr()
+    caplog.clear()
     lagging = dag.test()
-    log = "".join(capfd.readouterr())
     states = _task_states("system_monitoring", lagging.run_id)
     assert str(lagging.state) == "failed", states
     assert states["thresholds"] == "failed"
     lag_labels = f"group={s.kafka.consumer_group}, topic={s.kafka.topic}"
-    assert f"kafka_consumer_lag_total{{{lag_labels}}} = 200 is above the limit 50 (MONITOR_MAX_LAG)" in log
+    line = f"kafka_consumer_lag_total{{{lag_labels}}} is 200 messages, above the limit of 50 messages (MONITOR_MAX_LAG=50)"
+    logged = [r.getMessage() for r in caplog.records if r.name == "reports.runs" and r.levelname == "ERROR"]
+    assert logged == [line]  # one plain line per problem in the task's log...
+    note, ti_notes = _notes("system_monitoring", lagging.run_id)
+    assert note == f"- {line}"  # ...and the same line in the run's note
+    assert ti_notes["thresholds"] == note
     assert {states[t] for t in ("kafka_health", "postgres_health", "pipeline_metrics")} == {"success"}
     lag = query(
         s.postgres,

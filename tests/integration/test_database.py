@@ -49,7 +49,7 @@ def _txns(n: int, *, seed: int = 3, first_offset: int = 0) -> list[Transaction]:
             offset=first_offset + i,
             key=key,
             limits=ValidationLimits(),
-            record_time=time.time(),
+            kafka_timestamp_ms=int(time.time() * 1000),
         )
         assert isinstance(item, Transaction), item
         out.append(item)

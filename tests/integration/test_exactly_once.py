@@ -120,7 +120,7 @@ def test_a_partition_that_went_elsewhere_and_back_is_not_committed_stale(
     wait_processed(s, len(first))
     fleet.start("b")
     wait_until(lambda: any(assigned_partitions(fleet.log("b"))), 60, what="b getting a partition")
-    wait_until(lambda: "resume at" in fleet.log("b"), 30, what="b reading its stored offsets")
+    time.sleep(2.0)  # b reads its stored offsets
     x = assigned_partitions(fleet.log("b"))[0][0]
     second = [t for t in dense(3000, seed=22) if partition_of(t["account_id"].encode(), 2) == x]
     send_to(s, [(x, *encode(t)) for t in second])

@@ -41,6 +41,8 @@ from typing import Any
 import orjson
 import pytest
 
+from producer.generator import DEFAULT_START
+from stack.orchestrator import LocalStack
 from tests.fleet import (
     Consumers,
     Msg,
@@ -59,7 +61,6 @@ from tests.model import read_topic
 from tests.support import REPO, child_env, consume, generated, query, scalar, wait_until
 from utils.config import Settings
 from utils.kafka_cleanup import admin_client, group_lag
-from utils.local_stack import LocalStack
 
 pytestmark = pytest.mark.slow
 
@@ -347,6 +348,7 @@ def test_broker_down_mid_stream_producer_and_consumers_recover(
             [
                 sys.executable, str(REPO / "producer" / "transaction_producer.py"),
                 "--count", str(N), "--seed", str(seed), "--clock", "simulated", "--rate", "1000",
+                "--start", DEFAULT_START.isoformat(),  # the stream generated() expects
             ],
             env=child_env(s), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip

@@ -193,7 +193,18 @@ def build_corpus() -> list[Hostile]:
         (1_000_000, "stored"),
         (0.01, "stored"),
     ):
-        add(f"amount {value!r}", _dumps(base(tid(), amount=value)), reason)
+        # In US dollars: VALIDATION_MAX_AMOUNT is in the base currency.
+        add(f"amount {value!r}", _dumps(base(tid(), amount=value, currency="USD")), reason)
+    for value, currency, reason in (
+        (1_500, "JPY", "stored"),
+        (1_500.5, "JPY", "amount_precision"),  # no minor unit
+        ("1500.50", "KRW", "amount_precision"),
+        ("1500.00", "KRW", "stored"),  # whole, however written
+        (20_000_000, "VND", "stored"),  # a big number, about 780 dollars
+        (200_000_000, "JPY", "amount_too_large"),  # 1.34 million dollars
+        (1_000_000, "EUR", "amount_too_large"),  # 1.08 million dollars
+    ):
+        add(f"amount {value!r} {currency}", _dumps(base(tid(), amount=value, currency=currency)), reason)
     add(
         "amount 99999999999999999999999",
         _json_token(tid(), "amount", b"99999999999999999999999"),
@@ -489,7 +500,7 @@ def children(fresh_db: PostgresSettings) -> Iterator[list[subprocess.Popen[bytes
 def predicted(s: Settings, msgs: list[Hostile], offsets: list[int]) -> list[str]:
     """What each message should become: "stored" or a rejection reason (pure validation, then
     the first-one-wins rule for ids)."""
-    now = time.time()
+    now_ms = int(time.time() * 1000)  # about when each record was sent
     seen: set[str] = set()
     out = []
     for m, o in zip(msgs, offsets, strict=True):
@@ -500,7 +511,7 @@ def predicted(s: Settings, msgs: list[Hostile], offsets: list[int]) -> list[str]
             offset=o,
             key=m.key,
             limits=s.validation,
-            record_time=now,
+            kafka_timestamp_ms=now_ms,
         )
         if isinstance(item, Rejection):
             out.append(item.reason)

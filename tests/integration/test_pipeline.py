@@ -15,16 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from tests.support import ConsumerProcess, consume, execute, generated, produce, query, scalar, wait_until
 from utils.config import Settings
-
-# Which alert each simulated scenario is designed to raise.
-SCENARIO_ALERT = {
-    "card_testing": "card_testing",
-    "amount_spike": "amount_spike",
-    "impossible_travel": "impossible_travel",
-    "rapid_repeat": "duplicate",
-    "unusual_hour_high_value": "unusual_hour_high_value",
-    "high_amount": "high_amount",
-}
+from utils.rule_quality import score_rules
 
 
 def test_seeded_stream_is_stored_exactly_once_with_its_alerts(pipeline_settings: Settings) -> None:
@@ -35,18 +26,28 @@ def test_seeded_stream_is_stored_exactly_once_with_its_alerts(pipeline_settings:
     expected = generated(s, n, seed=11)
 
     assert summary.stored == n and summary.rejected == 0
-    rows = query(s.postgres, "SELECT transaction_id FROM transactions")
-    assert sorted(r[0] for r in rows) == sorted(t["transaction_id"] for t in expected)
+    rows = query(
+        s.postgres, "SELECT transaction_id, simulated_scenario, simulated_incident FROM transactions"
+    )
+    assert sorted(rows) == sorted(
+        (t["transaction_id"], t["simulated_scenario"], t["simulated_incident"]) for t in expected
+    )
+    # The base amount is stored beside the amount as sent, converted with the default table.
+    rates = s.rules.rate_table()
+    stored = dict(query(s.postgres, "SELECT transaction_id, amount_base::float8 FROM transactions"))
+    assert all(stored[t["transaction_id"]] == rates.to_base(t["amount"], t["currency"]) for t in expected)
 
-    labelled = {t["transaction_id"]: t["simulated_scenario"] for t in expected if t["simulated_scenario"]}
-    alerted = query(s.postgres, "SELECT transaction_id, alert_type FROM alerts")
-    by_scenario = {
-        scenario: {tid for tid, a in alerted if labelled.get(tid) == scenario and a == alert}
-        for scenario, alert in SCENARIO_ALERT.items()
+    # Every scenario in the stream was caught, per incident, by the rule built for it.
+    incidents = {
+        t["simulated_incident"]: t["simulated_scenario"] for t in expected if t["simulated_incident"]
     }
-    present = set(labelled.values())
-    missing = [sc for sc in present if not by_scenario[sc]]
-    assert not missing, f"scenarios that raised none of their alerts: {missing}"
+    alerts = query(
+        s.postgres,
+        "SELECT a.alert_type, t.simulated_incident FROM alerts a JOIN transactions t USING (transaction_id)",
+    )
+    scores = score_rules(n, incidents, alerts)
+    missing = [r.alert_type for r in scores if r.incidents and not r.caught]
+    assert not missing, f"rules that caught none of their incidents: {missing}"
     # Every stored alert explains itself with numbers.
     for msg, details in query(s.postgres, "SELECT alert_message, details FROM alerts"):
         assert re.search(r"\d", msg) and details, msg

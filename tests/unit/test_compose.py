@@ -20,14 +20,13 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from utils import local_stack
+from stack import apache_kafka
 from utils.config import env_fields, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 KAFKA_ENTRYPOINT = REPO_ROOT / "docker" / "kafka-entrypoint.sh"
-POSTGRES_INIT = REPO_ROOT / "docker" / "postgres-init" / "01-roles.sh"
 DOCKERFILES = [
     REPO_ROOT / "Dockerfile",
     REPO_ROOT / "docker" / "kafka.Dockerfile",
@@ -41,7 +40,7 @@ AIRFLOW_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT = {"kafka-init", "db-migrate", "airflow-init"}
+ONE_SHOT = {"kafka-init", "db-roles", "db-migrate", "airflow-init"}
 SERVICES = (
     {"zookeeper", "kafka", "postgres", "airflow-postgres", "producer", "consumer"}
     | ONE_SHOT
@@ -62,6 +61,7 @@ ENTRY_POINTS = {
     "producer": (["python", "producer/transaction_producer.py"], "producer/transaction_producer.py"),
     "consumer": (["python", "consumer/transaction_processor.py"], "consumer/transaction_processor.py"),
     "kafka-init": (["python", "-m", "utils.kafka_cleanup", "create-topics"], "utils/kafka_cleanup.py"),
+    "db-roles": (["python", "-m", "utils.roles", "provision"], "utils/roles.py"),
     "db-migrate": (["python", "-m", "utils.database", "migrate"], "utils/database.py"),
 }
 
@@ -330,7 +330,8 @@ def test_start_up_order(services: dict[str, Any]) -> None:
     assert needs("consumer") >= {"kafka-init", "db-migrate"}
     assert needs("producer") >= {"kafka-init"}
     assert needs("kafka-init") >= {"kafka"}
-    assert needs("db-migrate") >= {"postgres"}
+    assert needs("db-roles") >= {"postgres"}
+    assert needs("db-migrate") >= {"postgres", "db-roles"}
     assert needs("kafka") >= {"zookeeper"}
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         assert needs(name) >= {"airflow-init", "airflow-postgres"}, name
@@ -338,7 +339,7 @@ def test_start_up_order(services: dict[str, Any]) -> None:
 
 def test_postgres_is_ready_only_over_tcp(services: dict[str, Any]) -> None:
     """During init the image's temporary server listens on the Unix socket only: a socket
-    check would pass before 01-roles.sh has created the roles."""
+    check would pass before the server db-roles and the other containers connect to is up."""
     for name in ("postgres", "airflow-postgres"):
         assert "--host=127.0.0.1" in services[name]["healthcheck"]["test"], name
 
@@ -405,6 +406,11 @@ def test_sigterm_reaches_python(services: dict[str, Any], name: str) -> None:
     assert re.fullmatch(r"\d+s", svc["stop_grace_period"])
 
 
+# Metrics ports of issue 12, to be passed (with METRICS_ADDRESS=0.0.0.0) when docker-compose.yml
+# gains its Prometheus service (docker/prometheus.Dockerfile): until then they stay at 0, off.
+AWAITING_PROMETHEUS = {"CONSUMER_METRICS_PORT", "PRODUCER_METRICS_PORT"}
+
+
 def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> None:
     """A setting added to utils/config.py must be passed into the containers that read it,
     or Compose would silently run with the default."""
@@ -412,7 +418,7 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
     for group, field in env_fields():
         by_group.setdefault(group, set()).add(field.metadata["env"])
     logging_vars = {"LOG_LEVEL", "LOG_FORMAT"}
-    migration_vars = {"POSTGRES_MIGRATION_USER", "POSTGRES_MIGRATION_PASSWORD"}
+    migration_vars = {"POSTGRES_MIGRATION_USER", "POSTGRES_MIGRATION_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD"}
     expected = {
         "consumer": (
             by_group["kafka"]
@@ -427,13 +433,19 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
         "kafka-init": by_group["kafka"] | logging_vars,
     }
     for name, variables in expected.items():
-        missing = variables - set(environment(services[name]))
+        missing = variables - set(environment(services[name])) - AWAITING_PROMETHEUS
         assert not missing, f"{name} does not get {sorted(missing)}"
-    # The owner role's password goes to the migration job and nowhere else.
-    with_owner_password = {
-        name for name, svc in services.items() if "POSTGRES_MIGRATION_PASSWORD" in environment(svc)
-    }
-    assert with_owner_password == {"db-migrate"}
+    passed = {v for name in expected for v in environment(services[name])} & AWAITING_PROMETHEUS
+    assert not passed, f"docker-compose.yml passes {sorted(passed)} now: empty AWAITING_PROMETHEUS"
+
+    # The owner role's password goes to the jobs that set it and log in with it, nowhere else;
+    # the superuser's to the server and the job that creates the roles.
+    def having(variable: str) -> set[str]:
+        return {name for name, svc in services.items() if variable in environment(svc)}
+
+    assert having("POSTGRES_MIGRATION_PASSWORD") == {"db-roles", "db-migrate"}
+    assert having("POSTGRES_SUPERUSER_PASSWORD") == {"db-roles"}
+    assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_SUPERUSER_PASSWORD")
 
 
 # --- Airflow ---------------------------------------------------------------------------------------------
@@ -493,6 +505,23 @@ def test_airflow_init_script_is_valid_bash(services: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_airflow_init_hands_airflow_data_to_the_airflow_uid(services: dict[str, Any]) -> None:
+    """./airflow-data is a bind mount with the host's owner and mode: without this the report
+    and monitoring tasks (running as AIRFLOW_UID) get PermissionError on a fresh clone."""
+    init = services["airflow-init"]
+    assert init["user"] == "0:0"
+    assert environment(init)["AIRFLOW_UID"] == "${AIRFLOW_UID:-50000}"
+    script = init["command"][-1]
+    chown = next(line for line in script.splitlines() if line.strip().startswith("chown -R"))
+    assert '"$${AIRFLOW_UID}:0"' in chown
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in init["volumes"]}
+    assert mounts["./airflow-data"] in chown.split()
+    # Last: whatever the job wrote as root before it is handed over too.
+    assert script.index(chown.strip()) > script.index("airflow db migrate")
+    for name in AIRFLOW_SERVICES - {"airflow-init"}:
+        assert services[name]["user"] == "${AIRFLOW_UID:-50000}:0", name
+
+
 # --- Credentials and variables ----------------------------------------------------------------------------
 
 
@@ -528,11 +557,15 @@ def test_compose_defaults_agree_with_the_code(raw: str) -> None:
     """`${POSTGRES_DB:-transactions}` must mean what utils/config.py means when it is unset."""
     fields = {field.metadata["env"]: field for _, field in env_fields()}
     # The code's empty default means "migrate as POSTGRES_USER"; the stack always separates
-    # the owner from the app role, so Compose names one.
-    deliberate = {"POSTGRES_MIGRATION_USER"}
+    # the owner from the app role, so Compose names one. The producer service's traffic is
+    # realistic by default where the code's is unthrottled (the same values as .env.example).
+    deliberate = {"POSTGRES_MIGRATION_USER", "PRODUCER_RATE", "PRODUCER_ACCOUNTS"}
     checked = set()
     for match in _INTERPOLATION.finditer(raw):
         name, op, default = match.group("name"), match.group("op"), match.group("arg")
+        if name in deliberate - {"POSTGRES_MIGRATION_USER"} and op in (":-", "-"):
+            assert default == env_example()[name], f"${{{name}:-{default}}} but .env.example says otherwise"
+            checked.add(name)
         if name in fields and name not in deliberate and op in (":-", "-"):
             settings = load_settings(environ={name: default})
             group = next(g for g, f in env_fields() if f.metadata["env"] == name)
@@ -541,13 +574,36 @@ def test_compose_defaults_agree_with_the_code(raw: str) -> None:
                 f"${{{name}:-{default}}} but the code default is {fields[name].default!r}"
             )
             checked.add(name)
-    assert {"POSTGRES_DB", "POSTGRES_USER", "KAFKA_TOPIC_PARTITIONS"} <= checked
+    assert {
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "KAFKA_TOPIC_PARTITIONS",
+        "PRODUCER_RATE",
+        "PRODUCER_ACCOUNTS",
+    } <= checked
+
+
+def test_each_image_is_built_by_one_service_and_never_pulled(compose: dict[str, Any]) -> None:
+    """Two services declaring the same `build:` build the image twice; a service naming a
+    project image without `pull_policy: never` makes Compose look for it in a registry."""
+    builders: dict[str, list[str]] = {}
+    for name, svc in compose["services"].items():
+        if "build" in svc:
+            builders.setdefault(svc["image"], []).append(name)
+    assert builders == {
+        "txmon-pipeline:${TXMON_IMAGE_TAG:-local}": ["kafka-init"],
+        "txmon-kafka:${TXMON_IMAGE_TAG:-local}": ["zookeeper"],
+        "txmon-airflow:${TXMON_IMAGE_TAG:-local}": ["airflow-init"],
+    }
+    for name, svc in compose["services"].items():
+        if svc["image"] in builders:
+            assert svc.get("pull_policy") == "never", f"{name}: pull_policy: never"
 
 
 def test_third_party_images_are_pinned(compose: dict[str, Any]) -> None:
     pinned = re.compile(r"[\w./-]+:\d+\.\d+[\w.-]*")
     for name, svc in compose["services"].items():
-        if "build" in svc:
+        if svc["image"].startswith("txmon-"):
             continue
         image = interpolate(svc["image"], {})
         assert pinned.fullmatch(image), f"{name}: {image} is not pinned to a minor version"
@@ -604,11 +660,11 @@ def test_pipeline_image_installs_only_the_pipeline_requirements() -> None:
     assert any(keyword == "ENV" and "PYTHONUNBUFFERED=1" in args for keyword, args in instructions)
 
 
-@pytest.mark.parametrize("script", [KAFKA_ENTRYPOINT, POSTGRES_INIT], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [KAFKA_ENTRYPOINT], ids=lambda p: p.name)
 def test_scripts_parse_and_are_executable(script: Path) -> None:
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    # The postgres image runs an executable init script but *sources* a non-executable one.
+    # Docker runs an entrypoint script directly: it must be executable.
     assert os.access(script, os.X_OK), f"chmod +x {script.relative_to(REPO_ROOT)}"
 
 
@@ -634,7 +690,7 @@ def _run_entrypoint(
         "PATH": f"{fake_java / 'bin'}:{os.environ['PATH']}",
         "FAKE_JAVA_ARGS": str(args_file),
         "KAFKA_LIB_DIR": str(tmp_path / "lib"),
-        "KAFKA_LOG4J_PROPERTIES": str(local_stack.LOG4J_PROPERTIES),
+        "KAFKA_LOG4J_PROPERTIES": str(apache_kafka.LOG4J_PROPERTIES),
         "KAFKA_RENDER_DIR": str(tmp_path / "conf"),
         **env,
     }
@@ -653,8 +709,8 @@ def _properties(path: Path) -> dict[str, str]:
 
 
 def _native_argv(fake_java: Path, heap: str, main_class: str, config: Path, lib: Path) -> list[str]:
-    stack = local_stack.LocalStack(config.parent / "native-state", environ={"JAVA_HOME": str(fake_java)})
-    return stack._java_argv(heap, main_class, config, lib)[1:]
+    java = apache_kafka.find_java({"JAVA_HOME": str(fake_java)})
+    return apache_kafka.java_argv(java, heap, main_class, config, lib)[1:]
 
 
 def test_kafka_entrypoint_runs_zookeeper_like_the_native_stack(fake_java: Path, tmp_path: Path) -> None:
@@ -663,12 +719,12 @@ def test_kafka_entrypoint_runs_zookeeper_like_the_native_stack(fake_java: Path, 
     config = tmp_path / "conf" / "zk.properties"
     assert argv == _native_argv(
         fake_java,
-        local_stack.ZK_HEAP,
+        apache_kafka.ZK_HEAP,
         "org.apache.zookeeper.server.quorum.QuorumPeerMain",
         config,
         tmp_path / "lib",
     )
-    native = {k: str(v) for k, v in local_stack.zookeeper_properties(Path("/data/zk"), 2181).items()}
+    native = {k: str(v) for k, v in apache_kafka.zookeeper_properties(Path("/data/zk"), 2181).items()}
     # Natively ZooKeeper binds 127.0.0.1; in a container it must listen on the network.
     del native["clientPortAddress"]
     assert _properties(config) == native
@@ -684,9 +740,9 @@ def test_kafka_entrypoint_runs_the_broker_like_the_native_stack(fake_java: Path,
     )
     assert result.returncode == 0, result.stderr
     config = tmp_path / "conf" / "server.properties"
-    assert argv == _native_argv(fake_java, local_stack.KAFKA_HEAP, "kafka.Kafka", config, tmp_path / "lib")
+    assert argv == _native_argv(fake_java, apache_kafka.KAFKA_HEAP, "kafka.Kafka", config, tmp_path / "lib")
     rendered = _properties(config)
-    native = {k: str(v) for k, v in local_stack.kafka_properties(Path("/data/kafka"), 9092, 2181).items()}
+    native = {k: str(v) for k, v in apache_kafka.kafka_properties(Path("/data/kafka"), 9092, 2181).items()}
     # Addresses differ by design (two listeners, a ZooKeeper on the network); the rest must not.
     for key in ("listeners", "advertised.listeners", "zookeeper.connect"):
         del native[key]

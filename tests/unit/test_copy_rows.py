@@ -25,6 +25,8 @@ def _txn(**kw: object) -> Transaction:
         40.5,
         -75.25,
         "card_testing",
+        "inc-7",
+        12.5,
         1,
         "transactions",
         3,
@@ -42,21 +44,31 @@ def test_each_value_lands_in_its_column() -> None:
         got["merchant"] == "Shop" and got["merchant_category"] == "grocery" and got["city"] == "Springfield"
     )
     assert (got["latitude"], got["longitude"]) == ("40.5", "-75.25")
-    assert got["simulated_scenario"] == "card_testing"
+    assert got["simulated_scenario"] == "card_testing" and got["simulated_incident"] == "inc-7"
+    assert got["amount_base"] == "12.50"
     assert (got["schema_version"], got["kafka_topic"], got["kafka_partition"], got["kafka_offset"]) == (
         "1",
         "transactions",
         "3",
         "42",
     )
+    assert got["kafka_timestamp_ms"] == "\\N"  # no record timestamp given
+    assert (
+        dict(zip(TXN_COLUMNS, copy_rows([_txn(kafka_timestamp_ms=1764354000123)]).split("\t"), strict=False))[
+            "kafka_timestamp_ms"
+        ]
+        == "1764354000123\n"
+    )
 
 
 def test_nulls_and_copy_escapes() -> None:
-    row = copy_rows([_txn(merchant="a\tb\\c\nd\re", city=None, latitude=None, longitude=None)])
+    row = copy_rows(
+        [_txn(merchant="a\tb\\c\nd\re", city=None, latitude=None, longitude=None, simulated_incident=None)]
+    )
     fields = row.rstrip("\n").split("\t")
     got = dict(zip(TXN_COLUMNS, fields, strict=True))
     assert got["merchant"] == "a\\tb\\\\c\\nd\\re"
-    assert got["city"] == got["latitude"] == got["longitude"] == "\\N"
+    assert got["city"] == got["latitude"] == got["longitude"] == got["simulated_incident"] == "\\N"
     assert row.count("\n") == 1
 
 
@@ -71,4 +83,8 @@ def test_one_line_per_row_and_nothing_for_no_rows() -> None:
     assert copy_rows([]) == ""
     payload = copy_rows([_txn(kafka_offset=i) for i in range(3)])
     assert payload.endswith("\n") and payload.count("\n") == 3
-    assert [line.rsplit("\t", 1)[1] for line in payload.splitlines()] == ["0", "1", "2"]
+    assert [line.split("\t")[TXN_COLUMNS.index("kafka_offset")] for line in payload.splitlines()] == [
+        "0",
+        "1",
+        "2",
+    ]

@@ -18,7 +18,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Settings whose example value differs from the code default on purpose (the comment says why).
 DELIBERATE = {
     "POSTGRES_MIGRATION_USER": "Compose always runs migrations as a separate owner role",
-    "PRODUCER_RATE": "a first `docker compose up` must not fill the disk at full speed",
+    "PRODUCER_RATE": "the Compose producer service sends realistic traffic, not a flood",
+    "PRODUCER_ACCOUNTS": "enough accounts that PRODUCER_RATE is a pace a real account could have",
 }
 # Listed commented out: the default depends on where the checkout is.
 COMMENTED_OUT = {"AIRFLOW_DATA_DIR"}

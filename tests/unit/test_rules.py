@@ -12,11 +12,13 @@ import pytest
 
 from consumer import rules
 from consumer.account_state import AccountHistory, Event
-from consumer.rules import RULES, evaluate, haversine_km, local_hour
+from consumer.rules import RULES, evaluate
 from utils.config import RuleThresholds
+from utils.geo import haversine_km, solar_hour
 from utils.models import SCENARIOS, SEVERITIES, Alert, Transaction
 
 T = RuleThresholds()
+RATES = T.rate_table()
 # 2026-11-24 12:00:00 UTC: midday, so unusual_hour stays quiet unless a test moves the clock.
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC).timestamp()
 NEW_YORK = (40.7128, -74.0060)
@@ -33,6 +35,8 @@ def txn(
     where: tuple[float, float] | None = NEW_YORK,
     tid: str | None = None,
     scenario: str | None = None,
+    country: str = "US",
+    currency: str = "USD",
 ) -> Transaction:
     lat, lon = where if where is not None else (None, None)
     return Transaction(
@@ -40,10 +44,11 @@ def txn(
         account_id="ACC-1",
         transaction_type="purchase",
         amount=amount,
-        currency="USD",
+        currency=currency,
+        amount_base=RATES.to_base(amount, currency),
         timestamp=datetime.fromtimestamp(epoch, UTC),
         channel="pos",
-        country="US",
+        country=country,
         merchant=merchant,
         latitude=lat,
         longitude=lon,
@@ -89,8 +94,35 @@ def test_high_amount_boundaries_and_severity(amount: float, severity: str | None
         return
     alert = only(alert, "high_amount")
     assert alert.severity == severity
-    assert f"{amount:.2f}" in alert.message and "10000.00" in alert.message
-    assert alert.details == {"amount": amount, "currency": "USD", "threshold": 10_000.0}
+    assert f"{amount:.2f} USD" in alert.message and "10000.00 USD" in alert.message
+    assert alert.details == {
+        "amount": amount,
+        "currency": "USD",
+        "amount_base": amount,
+        "base_currency": "USD",
+        "threshold": 10_000.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "fires"),
+    [
+        (1_492_536, "JPY", False),  # 9,999.99 dollars
+        (
+            1_492_537,
+            "JPY",
+            True,
+        ),  # 9,999.998 rounds to 10,000.00 dollars: thresholds are in the base currency
+        (9_500, "EUR", True),  # 10,260 dollars
+        (250_000_000, "VND", False),  # 9,750 dollars: a big number, not a big amount
+        (10_000, "JPY", False),  # ¥10,000 is 67 dollars, not ten thousand
+    ],
+)
+def test_high_amount_compares_in_the_base_currency(amount: float, currency: str, fires: bool) -> None:
+    alert = rules.high_amount(txn(amount=amount, currency=currency), history(), T)
+    assert (alert is not None) == fires
+    if alert is not None:
+        assert f"{currency} (" in alert.message and alert.details["amount_base"] >= 10_000
 
 
 # -- velocity
@@ -127,7 +159,7 @@ def test_card_testing_fires_on_enough_small_amounts() -> None:
     past = [txn(NOON - 300, 1.0), txn(NOON - 200, 2.0), txn(NOON - 100, 0.5)]
     alert = only(rules.card_testing(txn(NOON, 1.5), history(*past), T), "card_testing")
     assert alert.severity == "high"
-    assert "4 amounts <= 2.00 in 600s" in alert.message
+    assert "4 amounts <= 2.00 USD in 600s" in alert.message
     assert alert.details["count"] == 4
 
 
@@ -151,51 +183,64 @@ def test_card_testing_window() -> None:
 # -- amount_spike
 
 
-def test_amount_spike_fires_at_the_multiplier() -> None:
+def test_amount_spike_fires_at_the_multiplier_of_the_median() -> None:
     past = [txn(NOON - 3_600 * i, 50.0) for i in range(5, 0, -1)]
-    alert = only(rules.amount_spike(txn(NOON, 300.0), history(*past), T), "amount_spike")
+    alert = only(rules.amount_spike(txn(NOON, 400.0), history(*past), T), "amount_spike")
     assert (
-        "300.00 is 6.0x the mean 50.00 of 5 transactions in the 86400s before it (limit 6x)" in alert.message
+        "400.00 USD is 8.0x the median 50.00 USD of 5 transactions in the previous 86400s (limit 8x)"
+        in alert.message
     )
     assert alert.details == {
-        "amount": 300.0,
-        "mean": 50.0,
-        "ratio": 6.0,
+        "amount": 400.0,
+        "currency": "USD",
+        "amount_base": 400.0,
+        "median": 50.0,
+        "ratio": 8.0,
         "history": 5,
         "window_s": 86_400.0,
-        "multiplier": 6.0,
+        "multiplier": 8.0,
     }
 
 
 def test_amount_spike_quiet_below_multiplier_min_amount_or_min_history() -> None:
     five_at_100 = [txn(NOON - 3_600 * i, 100.0) for i in range(5, 0, -1)]
-    assert rules.amount_spike(txn(NOON, 599.99), history(*five_at_100), T) is None
-    assert rules.amount_spike(txn(NOON, 600.0), history(*five_at_100), T) is not None
+    assert rules.amount_spike(txn(NOON, 799.99), history(*five_at_100), T) is None
+    assert rules.amount_spike(txn(NOON, 800.0), history(*five_at_100), T) is not None
     five_at_10 = [txn(NOON - 3_600 * i, 10.0) for i in range(5, 0, -1)]
     assert rules.amount_spike(txn(NOON, 299.99), history(*five_at_10), T) is None  # under spike_min_amount
     assert rules.amount_spike(txn(NOON, 1_000.0), history(*five_at_10[:4]), T) is None  # 4 < min history
 
 
-def test_amount_spike_averages_only_its_event_time_window() -> None:
-    """The mean is over [t - window, t] of event time: neither older events nor events later in
-    event time (a late arrival must be judged as it would have been on time)."""
-    later_small = [txn(NOON + 600 * i, 100.0) for i in range(1, 6)]  # arrived first, happened after
-    assert rules.amount_spike(txn(NOON, 700.0), history(*later_small), T) is None
-    older = [txn(NOON - 86_400 - 60 * i, 100.0) for i in range(1, 6)]  # more than a day before
-    assert rules.amount_spike(txn(NOON, 700.0), history(*older), T) is None
-    within = [txn(NOON - 600 * i, 100.0) for i in range(1, 6)]
-    assert rules.amount_spike(txn(NOON, 700.0), history(*within, *later_small), T) is not None
-    short = replace(T, spike_window_s=1_800.0)  # only 3 of them are in the last half hour
-    assert rules.amount_spike(txn(NOON, 700.0), history(*within), short) is None
+def test_amount_spike_baseline_is_the_window_before_the_transaction() -> None:
+    # Older than the window, at the same instant, or later in event time: not the baseline.
+    old = [txn(NOON - 86_400 - 60 * i, 10.0) for i in range(5, 0, -1)]
+    same_and_later = [txn(NOON, 10.0), *(txn(NOON + 60 * i, 10.0) for i in range(1, 5))]
+    assert rules.amount_spike(txn(NOON, 1_000.0), history(*old, *same_and_later), T) is None
+    inside = [txn(NOON - 86_400 + 60 * i, 10.0) for i in range(5)]
+    assert rules.amount_spike(txn(NOON, 1_000.0), history(*inside), T) is not None
+
+
+def test_amount_spike_baseline_shrugs_off_outliers_and_other_incidents() -> None:
+    usual = [txn(NOON - 3_600 * i, 40.0 + i) for i in range(12, 0, -1)]
+    # An earlier high-amount incident would lift a mean tenfold; the median barely moves.
+    earlier_incident = [txn(NOON - 1_800, 50_000.0), txn(NOON - 1_700, 30_000.0)]
+    alert = rules.amount_spike(txn(NOON, 700.0), history(*usual, *earlier_incident), T)
+    assert alert is not None and alert.details["median"] == 47.5  # of 41..52, 50,000 and 30,000
+    # Card-testing probes would drag a median down until ordinary payments looked like spikes.
+    probes = [txn(NOON - 600 + 30 * i, 1.0) for i in range(15)]
+    assert rules.amount_spike(txn(NOON, 300.0), history(*usual, *probes), T) is None
+
+
+def test_amount_spike_compares_in_the_base_currency() -> None:
+    # A Tokyo account: ¥6,000 habits, then ¥60,000 (x10) and a $6,000-equivalent in a big number.
+    yen = [txn(NOON - 3_600 * i, 6_000, currency="JPY", country="JP") for i in range(6, 0, -1)]
+    assert rules.amount_spike(txn(NOON, 60_000, currency="JPY", country="JP"), history(*yen), T) is not None
+    assert (
+        rules.amount_spike(txn(NOON, 40_000, currency="JPY", country="JP"), history(*yen), T) is None
+    )  # 268 USD
 
 
 # -- impossible_travel
-
-
-def test_haversine_known_distances() -> None:
-    assert haversine_km(*NEW_YORK, *LONDON) == pytest.approx(5_570, abs=10)
-    assert haversine_km(*NEW_YORK, *NEW_YORK) == 0.0
-    assert haversine_km(0.0, 0.0, 0.0, 180.0) == pytest.approx(20_015, abs=5)  # antipodal
 
 
 def test_impossible_travel_fires_with_its_numbers() -> None:
@@ -232,9 +277,38 @@ def test_impossible_travel_quiet_for_short_hops_and_missing_coordinates() -> Non
 
 def test_impossible_travel_uses_the_newest_located_event() -> None:
     # The online purchase without coordinates in between does not hide the London one.
-    h = history(txn(NOON - 7_200, where=NEW_YORK), txn(NOON - 600, where=LONDON), txn(NOON - 60, where=None))
+    h = history(
+        txn(NOON - 30 * 3_600, where=NEW_YORK), txn(NOON - 600, where=LONDON), txn(NOON - 60, where=None)
+    )
     assert rules.impossible_travel(txn(NOON, where=LONDON), h, T) is None
     assert rules.impossible_travel(txn(NOON, where=NEW_YORK), h, T) is not None
+
+
+def test_impossible_travel_fires_once_per_journey_not_on_the_way_back() -> None:
+    home, away = txn(NOON - 7_200, where=NEW_YORK), txn(NOON - 3_600, where=LONDON)
+    assert rules.impossible_travel(away, history(home), T) is not None  # the jump: alerted
+    # The owner pays at home again an hour later: back where the account was before the jump.
+    assert rules.impossible_travel(txn(NOON, where=NEW_YORK), history(home, away), T) is None
+    # Somewhere else again, impossibly fast: a new alert.
+    assert rules.impossible_travel(txn(NOON, where=(35.68, 139.69)), history(home, away), T) is not None
+
+
+def test_way_back_only_after_an_impossible_jump() -> None:
+    # New York, then London eight hours later (a flight), then New York an hour later: the last
+    # hop is the impossible one, nothing was alerted before it.
+    home, flown = txn(NOON - 8 * 3_600 - 3_600, where=NEW_YORK), txn(NOON - 3_600, where=LONDON)
+    assert rules.impossible_travel(flown, history(home), T) is None
+    assert rules.impossible_travel(txn(NOON, where=NEW_YORK), history(home, flown), T) is not None
+
+
+def test_way_back_looks_past_payments_at_the_far_place_and_without_coordinates() -> None:
+    home = txn(NOON - 7_200, where=NEW_YORK)
+    abroad = [
+        txn(NOON - 3_600, where=LONDON),
+        txn(NOON - 3_000, where=(51.52, -0.10)),
+        txn(NOON - 60, where=None),
+    ]
+    assert rules.impossible_travel(txn(NOON, where=PHILADELPHIA), history(home, *abroad), T) is None
 
 
 # -- duplicate
@@ -243,7 +317,7 @@ def test_impossible_travel_uses_the_newest_located_event() -> None:
 def test_duplicate_fires_on_same_amount_and_merchant() -> None:
     past = txn(NOON - 100, 42.5, merchant="Shop A", tid="first")
     alert = only(rules.duplicate(txn(NOON, 42.5, merchant="Shop A"), history(past), T), "duplicate")
-    assert "42.50 at 'Shop A' 100s from first" in alert.message
+    assert "42.50 USD at 'Shop A' 100s from first" in alert.message
     assert alert.details["previous_transaction_id"] == "first"
     assert alert.details["seconds_apart"] == 100.0
 
@@ -267,6 +341,24 @@ def test_duplicate_boundaries(past: dict[str, Any], now_merchant: str | None, fi
     assert (alert is not None) == fires
 
 
+def test_duplicate_compares_the_amount_as_sent() -> None:
+    # ¥1,980 and ¥1,981 are both 13.27 dollars to the cent, and still two different amounts.
+    h = history(txn(NOON - 60, 1_980, merchant="Shop A", currency="JPY", country="JP"))
+    assert rules.duplicate(txn(NOON, 1_981, merchant="Shop A", currency="JPY", country="JP"), h, T) is None
+    assert (
+        rules.duplicate(txn(NOON, 1_980, merchant="Shop A", currency="JPY", country="JP"), h, T) is not None
+    )
+    # The same number in another currency is another amount.
+    assert rules.duplicate(txn(NOON, 1_980, merchant="Shop A", currency="KRW", country="JP"), h, T) is None
+
+
+def test_card_testing_amounts_are_small_in_the_base_currency() -> None:
+    probes = [txn(NOON - 60 * i, 250, currency="JPY", country="JP") for i in range(3, 0, -1)]  # $1.68 each
+    assert rules.card_testing(txn(NOON, 290, currency="JPY", country="JP"), history(*probes), T) is not None
+    yen_300 = [txn(NOON - 60 * i, 300, currency="JPY", country="JP") for i in range(3, 0, -1)]  # $2.01 each
+    assert rules.card_testing(txn(NOON, 300, currency="JPY", country="JP"), history(*yen_300), T) is None
+
+
 # -- unusual_hour_high_value
 
 
@@ -275,40 +367,75 @@ def _at(hh: int, mm: int = 0) -> float:
 
 
 @pytest.mark.parametrize(
-    ("epoch", "where", "amount", "fires"),
+    ("epoch", "where", "country", "amount", "fires"),
     [
-        (_at(2, 30), None, 2_000.0, True),
-        (_at(1, 0), None, 2_000.0, True),  # start inclusive
-        (_at(0, 59), None, 2_000.0, False),
-        (_at(5, 0), None, 2_000.0, False),  # end exclusive
-        (_at(2, 30), None, 1_999.99, False),
-        (_at(10, 0), (34.05, -120.0), 5_000.0, True),  # 10:00 UTC is 02:00 at 120 W
-        (_at(16, 30), (35.68, 150.0), 5_000.0, True),  # wraps past midnight: 02:30 at 150 E
-        (_at(2, 30), (51.5, 90.0), 5_000.0, False),  # 08:30 at 90 E
+        # Card not present (no coordinates): the country's civil time, whatever the zone rules say.
+        (_at(17, 30), None, "JP", 2_000.0, True),  # 02:30 in Tokyo (UTC+9)
+        (_at(16, 0), None, "JP", 2_000.0, True),  # 01:00, start inclusive
+        (_at(15, 59), None, "JP", 2_000.0, False),
+        (_at(20, 0), None, "JP", 2_000.0, False),  # 05:00, end exclusive
+        (_at(17, 30), None, "JP", 1_999.99, False),
+        (_at(1, 30), None, "GB", 5_000.0, True),  # 01:30 in London (GMT in November)
+        (_at(1, 30), None, "DE", 5_000.0, True),  # 02:30 in Berlin (CET)
+        (_at(4, 30), None, "DE", 5_000.0, False),  # 05:30 in Berlin; 04:30 by longitude: civil time wins
+        # The US spans six hours: without coordinates and without a located past, unknown.
+        (_at(8, 0), None, "US", 5_000.0, False),
+        # With coordinates where the zones disagree: solar time at the payment.
+        (_at(10, 0), (34.05, -120.0), "US", 5_000.0, True),  # 02:00 at 120 W
+        (_at(2, 30), (40.7, -74.0), "US", 5_000.0, False),  # 21:34 at 74 W
     ],
 )
-def test_unusual_hour_uses_longitude_local_time(
-    epoch: float, where: tuple[float, float] | None, amount: float, fires: bool
+def test_unusual_hour_uses_the_local_clock(
+    epoch: float, where: tuple[float, float] | None, country: str, amount: float, fires: bool
 ) -> None:
-    alert = rules.unusual_hour_high_value(txn(epoch, amount, where=where), history(), T)
+    alert = rules.unusual_hour_high_value(txn(epoch, amount, where=where, country=country), history(), T)
     assert (alert is not None) == fires
     if alert is not None:
         only(alert, "unusual_hour_high_value")
         assert f"{amount:.2f}" in alert.message and "[1, 5)" in alert.message
 
 
+def test_unusual_hour_without_coordinates_uses_where_the_account_was_last_seen() -> None:
+    # A US card-not-present payment at 08:00 UTC: 03:00 in New York, 22:00 in Honolulu. The
+    # account's last located payment was in New York, so it is night where the cardholder is.
+    seen = history(txn(_at(7, 0), 20.0, where=NEW_YORK))
+    alert = only(
+        rules.unusual_hour_high_value(txn(_at(8, 0), 5_000.0, where=None), seen, T), "unusual_hour_high_value"
+    )
+    assert "last seen at longitude -74" in alert.message
+    honolulu = history(txn(_at(7, 0), 20.0, where=(21.3, -157.9)))
+    assert rules.unusual_hour_high_value(txn(_at(8, 0), 5_000.0, where=None), honolulu, T) is None
+
+
+def test_unusual_hour_threshold_is_in_the_base_currency() -> None:
+    at_night = _at(17, 30)  # 02:30 in Tokyo
+    assert rules.unusual_hour_high_value(
+        txn(at_night, 298_508, where=None, country="JP", currency="JPY"), history(), T
+    )
+    assert (
+        rules.unusual_hour_high_value(
+            txn(at_night, 298_000, where=None, country="JP", currency="JPY"), history(), T
+        )
+        is None
+    )
+
+
 def test_unusual_hour_window_may_wrap_midnight() -> None:
     t = replace(T, unusual_hour_start=22, unusual_hour_end=4)
-    assert rules.unusual_hour_high_value(txn(_at(23), 3_000.0, where=None), history(), t) is not None
-    assert rules.unusual_hour_high_value(txn(_at(3), 3_000.0, where=None), history(), t) is not None
-    assert rules.unusual_hour_high_value(txn(_at(12), 3_000.0, where=None), history(), t) is None
+
+    def tokyo(epoch: float) -> Transaction:
+        return txn(epoch, 3_000.0, where=None, country="JP")
+
+    assert rules.unusual_hour_high_value(tokyo(_at(14)), history(), t) is not None  # 23:00
+    assert rules.unusual_hour_high_value(tokyo(_at(18)), history(), t) is not None  # 03:00
+    assert rules.unusual_hour_high_value(tokyo(_at(3)), history(), t) is None  # 12:00
 
 
-def test_local_hour() -> None:
-    assert local_hour(_at(10, 30), None) == 10.5
-    assert local_hour(_at(10, 0), -120.0) == 2.0
-    assert local_hour(_at(23, 0), 30.0) == 1.0
-    assert local_hour(_at(0, 0), -15.0) == 23.0
+def test_solar_hour() -> None:
+    assert solar_hour(_at(10, 30), 0.0) == 10.5
+    assert solar_hour(_at(10, 0), -120.0) == 2.0
+    assert solar_hour(_at(23, 0), 30.0) == 1.0
+    assert solar_hour(_at(0, 0), -15.0) == 23.0
 
 
 # -- the registry
@@ -356,8 +483,8 @@ class _LabelGuard:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        if name == "simulated_scenario":
-            raise AssertionError("a rule read the simulator's ground-truth label")
+        if name in ("simulated_scenario", "simulated_incident"):
+            raise AssertionError(f"a rule read the simulator's ground truth ({name})")
         return getattr(self._inner, name)
 
 
@@ -370,7 +497,7 @@ def _scenes() -> list[tuple[Transaction, AccountHistory]]:
         (txn(NOON, 1.0), history(*tiny)),
         (txn(NOON, 60_000.0, where=LONDON), history(*steady)),
         (txn(NOON, 10.0, merchant="Shop X"), history(*burst)),
-        (txn(_at(3), 2_500.0, where=None), history()),
+        (txn(_at(18), 2_500.0, where=None, country="JP"), history()),
     ]
 
 
@@ -387,5 +514,5 @@ def test_rules_never_read_the_ground_truth_label() -> None:
 @pytest.mark.parametrize("label", [*SCENARIOS, "anything"])
 def test_label_does_not_change_alerts(label: str) -> None:
     for transaction, h in _scenes():
-        labelled = replace(transaction, simulated_scenario=label)
+        labelled = replace(transaction, simulated_scenario=label, simulated_incident=f"incident-{label}")
         assert evaluate(labelled, h, T) == evaluate(transaction, h, T)

@@ -13,13 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.validation import REASONS, record_time, validate
-from utils.config import ValidationLimits
+from consumer.validation import REASONS, validate
+from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Rejection, Transaction
 
 LIMITS = ValidationLimits()
 NOW_DT = datetime(2026, 11, 24, 21, 5, 0, tzinfo=UTC)
 NOW = NOW_DT.timestamp()
+NOW_MS = int(NOW * 1000)  # the Kafka record's timestamp: what time is judged against
 TID = "7f0c2f5e-2b1a-4c55-9d0e-3f1b8f6a9c01"
 DROP = object()  # marks a field to delete from the good message
 
@@ -60,7 +61,13 @@ def message(**changes: Any) -> bytes:
 
 def run(raw: bytes | None, limits: ValidationLimits = LIMITS) -> Transaction | Rejection:
     return validate(
-        raw, topic="transactions", partition=3, offset=42, key=b"ACC-000123", limits=limits, record_time=NOW
+        raw,
+        topic="transactions",
+        partition=3,
+        offset=42,
+        key=b"ACC-000123",
+        limits=limits,
+        kafka_timestamp_ms=NOW_MS,
     )
 
 
@@ -263,8 +270,10 @@ def test_deeply_nested_value_is_wrong_type_not_internal_error() -> None:
     assert len(rejection.detail) < 300
 
 
-def _at_record_time(raw: bytes, record_time: float | None, key: bytes | None = b"ACC-000123") -> str:
-    result = validate(raw, topic="t", partition=0, offset=7, key=key, limits=LIMITS, record_time=record_time)
+def _at_record_time(raw: bytes, record_ms: int | None, key: bytes | None = b"ACC-000123") -> str:
+    result = validate(
+        raw, topic="t", partition=0, offset=7, key=key, limits=LIMITS, kafka_timestamp_ms=record_ms
+    )
     return result.reason if isinstance(result, Rejection) else "stored"
 
 
@@ -273,39 +282,32 @@ def test_time_is_judged_against_the_kafka_record_not_the_clock() -> None:
     day later judges it the same (the consumer's clock is not an input at all)."""
     event = NOW_DT + timedelta(minutes=6)
     raw = message(timestamp=_iso(event))
-    assert _at_record_time(raw, NOW) == "timestamp_in_future"
-    assert _at_record_time(raw, (NOW_DT + timedelta(minutes=1)).timestamp()) == "stored"  # a later record
+    assert _at_record_time(raw, NOW_MS) == "timestamp_in_future"
+    later_record = int((NOW_DT + timedelta(minutes=1)).timestamp() * 1000)
+    assert _at_record_time(raw, later_record) == "stored"
     old = message(timestamp=_iso(NOW_DT - timedelta(days=3651)))
-    assert _at_record_time(old, NOW) == "timestamp_too_old"
-    assert _at_record_time(old, None) == "stored"  # no record timestamp: nothing stable to judge by
-    assert _at_record_time(raw, None) == "stored"
-
-
-@pytest.mark.parametrize(
-    ("timestamp_ms", "timestamp_type", "expected"),
-    [
-        (1_764_000_000_123, 0, 1_764_000_000.123),  # CreateTime
-        (1_764_000_000_123, 1, 1_764_000_000.123),  # LogAppendTime
-        (-1, 0, None),  # v0 message format: no timestamp
-        (None, None, None),
-        (1_764_000_000_123, None, None),
-    ],
-)
-def test_record_time(timestamp_ms: int | None, timestamp_type: int | None, expected: float | None) -> None:
-    assert record_time(timestamp_ms, timestamp_type) == expected
+    assert _at_record_time(old, NOW_MS) == "timestamp_too_old"
+    for no_timestamp in (None, -1):  # nothing stable to judge by: both checks are skipped
+        assert _at_record_time(old, no_timestamp) == "stored"
+        assert _at_record_time(raw, no_timestamp) == "stored"
 
 
 @pytest.mark.parametrize(
     "key", [b"ACC-000124", b"acc-000123", b"", None, b"ACC-000123 ", "ACC-000123".encode("utf-16")]
 )
 def test_key_must_be_the_account_id(key: bytes | None) -> None:
-    rejection = validate(message(), topic="t", partition=0, offset=0, key=key, limits=LIMITS, record_time=NOW)
+    rejection = validate(
+        message(), topic="t", partition=0, offset=0, key=key, limits=LIMITS, kafka_timestamp_ms=NOW_MS
+    )
     assert isinstance(rejection, Rejection) and rejection.reason == "key_mismatch"
     assert "account_id 'ACC-000123'" in rejection.detail and rejection.key == key
 
 
 def test_unexpected_exception_becomes_internal_error() -> None:
-    result = validate(b"{}", topic="t", partition=0, offset=0, key=None, limits=None, record_time=NOW)  # type: ignore[arg-type]
+    no_limits: Any = None
+    result = validate(
+        b"{}", topic="t", partition=0, offset=0, key=None, limits=no_limits, kafka_timestamp_ms=NOW_MS
+    )
     assert isinstance(result, Rejection)
     assert result.reason == "internal_error"
     assert "AttributeError" in result.detail
@@ -335,7 +337,21 @@ def test_good_message_becomes_transaction() -> None:
         kafka_topic="transactions",
         kafka_partition=3,
         kafka_offset=42,
+        kafka_timestamp_ms=NOW_MS,
     )
+
+
+def test_the_kafka_record_timestamp_rides_along() -> None:
+    """The record's timestamp is stored (the delay metric reads it); a missing one (-1 or None)
+    is NULL, and then only the two time checks are skipped."""
+    raw = message()
+    common = {"topic": "transactions", "partition": 3, "offset": 42, "key": b"ACC-000123", "limits": LIMITS}
+    with_ts = validate(raw, **common, kafka_timestamp_ms=NOW_MS + 123)  # type: ignore[arg-type]
+    assert isinstance(with_ts, Transaction) and with_ts.kafka_timestamp_ms == NOW_MS + 123
+    for missing in (None, -1):
+        txn = validate(raw, **common, kafka_timestamp_ms=missing)  # type: ignore[arg-type]
+        assert isinstance(txn, Transaction) and txn.kafka_timestamp_ms is None
+    assert dataclasses.replace(with_ts, kafka_timestamp_ms=NOW_MS) == accepted(raw)
 
 
 @pytest.mark.parametrize(
@@ -507,3 +523,51 @@ def test_epoch_follows_the_timestamp_it_was_built_from() -> None:
     assert txn.epoch == txn.timestamp.timestamp() == datetime(2026, 3, 1, 10, tzinfo=UTC).timestamp()
     moved = dataclasses.replace(txn, timestamp=datetime(2026, 3, 2, tzinfo=UTC))
     assert moved.epoch == datetime(2026, 3, 2, tzinfo=UTC).timestamp()
+
+
+# -- money: ISO 4217 minor units, the base currency, ground-truth incident ids
+
+
+@pytest.mark.parametrize("currency", ["JPY", "KRW", "VND", "CLP"])
+def test_zero_decimal_currencies_take_whole_amounts_only(currency: str) -> None:
+    assert accepted(message(amount=1500, currency=currency)).amount == 1500.0
+    assert accepted(message(amount="1500", currency=currency)).amount == 1500.0
+    for bad in (1500.5, "1500.50", 0.01):
+        rejection = rejected(message(amount=bad, currency=currency))
+        assert rejection.reason == "amount_precision"
+        assert f"{currency} has no minor unit: the amount must be whole" in rejection.detail
+
+
+def test_two_decimal_currencies_name_the_currency_when_rejecting() -> None:
+    rejection = rejected(message(amount=12.345, currency="EUR"))
+    assert rejection.reason == "amount_precision" and "more than 2 decimal places for EUR" in rejection.detail
+
+
+def test_amount_base_is_the_amount_in_the_base_currency() -> None:
+    assert accepted(message(amount=123.45)).amount_base == 123.45  # USD is the default base
+    assert accepted(message(amount=1_500_000, currency="JPY")).amount_base == 10_050.0  # 0.0067 USD per yen
+    assert accepted(message(amount=100, currency="EUR")).amount_base == 108.0
+    own = RuleThresholds(base_currency="EUR", fx_rates="JPY=0.0062").rate_table()
+    txn = validate(message(amount=1000, currency="JPY"), topic="t", partition=0, offset=0, key=b"ACC-000123",
+                   limits=LIMITS, kafka_timestamp_ms=NOW_MS, rates=own)  # fmt: skip
+    assert isinstance(txn, Transaction) and txn.amount_base == 6.2
+    txn = validate(message(amount=108, currency="USD"), topic="t", partition=0, offset=0, key=b"ACC-000123",
+                   limits=LIMITS, kafka_timestamp_ms=NOW_MS, rates=own)  # fmt: skip
+    assert isinstance(txn, Transaction) and txn.amount_base == 100.0  # USD through the built-in table
+
+
+def test_the_absurd_amount_limit_is_in_the_base_currency() -> None:
+    # 20 million dong is about 780 dollars: fine, however large the number.
+    assert accepted(message(amount=20_000_000, currency="VND")).amount_base == 780.0
+    # 200 million yen is 1.34 million dollars: absurd, however the number looks next to the limit.
+    rejection = rejected(message(amount=200_000_000, currency="JPY"))
+    assert rejection.reason == "amount_too_large"
+    assert "= 1340000.00 USD: exceeds the limit of 1000000.00 USD" in rejection.detail
+
+
+def test_incident_id_is_optional_text_kept_verbatim() -> None:
+    txn = accepted(message(simulated_scenario="card_testing", simulated_incident="inc-42"))
+    assert (txn.simulated_scenario, txn.simulated_incident) == ("card_testing", "inc-42")
+    assert accepted(message()).simulated_incident is None
+    assert rejected(message(simulated_incident=7)).reason == "wrong_type"
+    assert rejected(message(simulated_incident="x" * 300)).reason == "field_too_long"

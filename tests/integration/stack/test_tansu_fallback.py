@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from consumer.transaction_processor import TransactionProcessor
+from stack.common import tcp_answers
+from stack.orchestrator import LocalStack, StackEnv
 from tests.support import produce, scalar
 from utils import kafka_cleanup as kc
 from utils.config import KafkaSettings, PostgresSettings, Settings
-from utils.local_stack import LocalStack, StackEnv, tcp_answers
 
 pytestmark = pytest.mark.integration
 

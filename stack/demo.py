@@ -18,24 +18,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kafka import KafkaProducer
 
-from producer.generator import AccountPool, TransactionGenerator
-from producer.transaction_producer import run_producer
+from producer.transaction_producer import ProducerSummary, run_producer
+from stack.orchestrator import LocalStack
 from utils import database, schema
 from utils.config import REPO_ROOT, Settings, load_settings, settings_to_env
 from utils.errors import TxmonError
 from utils.kafka_cleanup import admin_client, ensure_topics
-from utils.local_stack import LocalStack
 from utils.logs import configure_logging
 
 log = logging.getLogger("demo")
+T = TypeVar("T")
 
 # Malformed messages the demo mixes in, so the dead-letter path shows in the summary.
 BAD_MESSAGES: tuple[bytes, ...] = (
@@ -47,19 +48,6 @@ BAD_MESSAGES: tuple[bytes, ...] = (
 )
 
 
-def simulated_start(settings: Settings, count: int, seed: int) -> datetime:
-    """A start time such that the simulated stream ends about now: its events stay within the
-    consumer's accepted time range and the Airflow reports for today/yesterday have data."""
-    ps = settings.producer
-    gen = TransactionGenerator(
-        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated"
-    )
-    batch = gen.next_batch(count)
-    first = datetime.fromisoformat(batch[0]["timestamp"])
-    last = max(datetime.fromisoformat(t["timestamp"]) for t in batch)
-    return datetime.now(UTC) - (last - first) - timedelta(minutes=1)
-
-
 def _send_bad(settings: Settings, n: int) -> int:
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), acks="all")
     for i in range(n):
@@ -69,7 +57,7 @@ def _send_bad(settings: Settings, n: int) -> int:
     return n
 
 
-def _database_totals(settings: Settings) -> dict[str, object]:
+def _database_totals(settings: Settings, since: str | None) -> dict[str, Any]:
     db = database.Database(settings.postgres, maxconn=1)
     try:
         with db.connection() as conn, conn.cursor() as cur:
@@ -79,9 +67,45 @@ def _database_totals(settings: Settings) -> dict[str, object]:
             rejected = cur.fetchone()[0]
             cur.execute("SELECT alert_type, count(*) FROM alerts GROUP BY 1 ORDER BY 1")
             alerts = dict(cur.fetchall())
+            # The UTC days this run's events fall on: the simulated clock continued after
+            # everything already on the topic, so the events from `since` on are this run's.
+            cur.execute(
+                """SELECT ("timestamp" AT TIME ZONE 'UTC')::date, count(*) FROM transactions
+                   WHERE "timestamp" >= %s GROUP BY 1 ORDER BY 1""",
+                (since or "infinity",),
+            )
+            days = cur.fetchall()
     finally:
         db.close()
-    return {"transactions": txns, "rejected": rejected, "alerts": alerts}
+    return {"transactions": txns, "rejected": rejected, "alerts": alerts, "days": days}
+
+
+def with_consumer(
+    settings: Settings, work: Callable[[], T], *, idle_s: float, timeout_s: float
+) -> tuple[T, dict[str, Any]]:
+    """Run `work()` (which produces) while the real consumer (`python
+    consumer/transaction_processor.py`) runs in a child process, and wait until the consumer has
+    drained the topic and exited. Returns work's result and the consumer's summary; raises
+    TxmonError, with the end of the consumer's log on stderr, if the consumer failed."""
+    with tempfile.TemporaryDirectory(prefix="txmon-consumer-") as tmp:
+        summary_path, consumer_log = Path(tmp) / "consumer.json", Path(tmp) / "consumer.log"
+        env = {**os.environ, **settings_to_env(settings), "PYTHONUNBUFFERED": "1"}
+        args = [sys.executable, str(REPO_ROOT / "consumer" / "transaction_processor.py")]
+        args += ["--max-idle-seconds", f"{idle_s:g}", "--summary-json", str(summary_path)]
+        with open(consumer_log, "wb") as out:
+            consumer = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            try:
+                result = work()
+                log.info("waiting for the consumer to drain the topic")
+                code = consumer.wait(timeout=timeout_s)
+            except BaseException:
+                consumer.terminate()
+                consumer.wait(30)
+                raise
+        if code != 0 or not summary_path.exists():
+            sys.stderr.write(consumer_log.read_text(errors="replace")[-4000:])
+            raise TxmonError(f"the consumer exited with {code}")
+        return result, json.loads(summary_path.read_text())
 
 
 def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
@@ -98,44 +122,21 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
     finally:
         admin.close()
 
-    with tempfile.TemporaryDirectory(prefix="txmon-demo-") as tmp:
-        summary_path = Path(tmp) / "consumer.json"
-        consumer_log = Path(tmp) / "consumer.log"
-        child_env = {**os.environ, **settings_to_env(settings), "PYTHONUNBUFFERED": "1"}
-        with open(consumer_log, "wb") as out:
-            consumer = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPO_ROOT / "consumer" / "transaction_processor.py"),
-                    "--max-idle-seconds",
-                    "5",
-                    "--summary-json",
-                    str(summary_path),
-                ],
-                env=child_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-            try:
-                start = simulated_start(settings, count, seed)
-                produced = run_producer(
-                    settings, count=count, seed=seed, clock="simulated", start=start, progress_seconds=5.0
-                )
-                sent_bad = _send_bad(settings, bad)
-                log.info("waiting for the consumer to drain the topic")
-                code = consumer.wait(timeout=max(120.0, count / 500))
-            except BaseException:
-                consumer.terminate()
-                consumer.wait(30)
-                raise
-        if code != 0 or not summary_path.exists():
-            sys.stderr.write(consumer_log.read_text(errors="replace")[-4000:])
-            print(f"demo failed: the consumer exited with {code}", file=sys.stderr)
-            return 1
-        c = json.loads(summary_path.read_text())
+    def produce() -> tuple[ProducerSummary, int]:
+        # No start: the simulated clock continues after the topic's latest event, so a second
+        # demo never rewrites the accounts' history of the first.
+        produced = run_producer(settings, count=count, seed=seed, clock="simulated", progress_seconds=5.0)
+        return produced, _send_bad(settings, bad)
 
-    totals = _database_totals(settings)
+    try:
+        (produced, sent_bad), c = with_consumer(
+            settings, produce, idle_s=5.0, timeout_s=max(120.0, count / 500)
+        )
+    except TxmonError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+
+    totals = _database_totals(settings, produced.start)
     pg = settings.postgres
     alerts = ", ".join(f"{k}={v}" for k, v in sorted(c["alerts"].items())) or "none"
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(c["rejected_reasons"].items())) or "none"
@@ -144,19 +145,25 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         "== txmon demo ==",
         f"services   kafka {settings.kafka.bootstrap_servers}, postgres {pg.host}:{pg.port}/{pg.db} ({started_stack})",
         f"produced   {produced.acked:,} transactions acked (failed {produced.failed}) at {produced.rate:,.0f}/s, "
-        f"seed {seed}; plus {sent_bad} malformed messages",
+        f"seed {seed}, event time from {produced.start}; plus {sent_bad} malformed messages",
         f"consumed   {c['consumed']:,}: stored {c['stored']:,}, already stored {c['already_stored']:,}, "
         f"rejected {c['rejected']:,} ({reasons})",
         f"alerts     {sum(c['alerts'].values()):,}: {alerts}",
         f"throughput consumer {c['rate']:,.0f} transactions/s stored ({c['active_s']:.1f}s active, one process)",
         f"database   {totals['transactions']:,} transactions, {totals['rejected']:,} rejected, "
-        f"{sum(totals['alerts'].values()):,} alerts in total",  # type: ignore[attr-defined]
+        f"{sum(totals['alerts'].values()):,} alerts in total",
         "",
         'next       eval "$(make -s stack-up)"   # export the connection settings into this shell',
         '           PGPASSWORD="$POSTGRES_PASSWORD" psql -h "$POSTGRES_HOST" -p "$POSTGRES_PORT" -U "$POSTGRES_USER" '
         '-d "$POSTGRES_DB" -c "SELECT alert_type, severity, count(*) FROM alerts GROUP BY 1, 2"',
         "           make stack-down                # stop the local stack (data is kept)",
     ]
+    for day, n in totals["days"]:  # the report of each day the run filled
+        lines.insert(
+            -1,
+            f"report     python -m reports --day {day}   # {n:,} transactions; or trigger "
+            f"transaction_reporting with day {day}",
+        )
     print("\n".join(lines), flush=True)
     # Leftovers of an interrupted earlier run may be consumed too, hence ">=".
     ok = (
@@ -168,7 +175,7 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stack.demo", description=__doc__.split("\n")[0])
     p.add_argument("--count", type=int, default=20_000, help="transactions to stream (default 20000)")
     p.add_argument("--seed", type=int, default=None, help="generator seed (default: random, printed)")
     p.add_argument("--bad", type=int, default=len(BAD_MESSAGES), help="malformed messages to mix in")

@@ -1,0 +1,175 @@
+"""Manage the alert rules as versioned data.
+
+    python -m consumer.rulesets show [--version N]         the active set (or version N) as YAML
+    python -m consumer.rulesets validate FILE              check a file; names each problem's line and fix
+    python -m consumer.rulesets publish FILE --reason TEXT store FILE as a new version and activate it
+    python -m consumer.rulesets history                    versions and activations, newest first
+    python -m consumer.rulesets activate N [--reason TEXT] make version N active again (roll back)
+
+`show`, `validate` and `history` work as the app role (POSTGRES_USER); `publish` and `activate`
+log in as the owner role (POSTGRES_MIGRATION_USER). Exit codes: 0 done, 1 the file or version
+is refused (nothing changed), 2 configuration or database problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python consumer/rulesets/__main__.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import psycopg2
+import psycopg2.extensions
+
+from consumer.rulesets import document, store
+from consumer.rulesets.model import RuleSet, StateLimits
+from utils.config import Settings, load_settings
+from utils.database import connect
+from utils.errors import TxmonError
+
+log = logging.getLogger("consumer.rulesets")
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a container without /etc/passwd entry
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumer.rulesets",
+        description="Manage the alert rules as versioned data (see README: Rules as data).",
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    show = sub.add_parser("show", help="print the active rule set (or version N) as YAML")
+    show.add_argument("--version", type=int, help="a published version instead of the active one")
+    validate = sub.add_parser("validate", help="check FILE; each problem names its line and fix")
+    validate.add_argument("file", type=Path)
+    publish = sub.add_parser("publish", help="store FILE as a new immutable version and activate it")
+    publish.add_argument("file", type=Path)
+    publish.add_argument("--reason", required=True, help="why: kept with the version for good")
+    publish.add_argument("--by", default=_who(), help="who publishes (default: your user name)")
+    sub.add_parser("history", help="list versions and activations, newest first")
+    activate = sub.add_parser("activate", help="make version N active (roll back or forward)")
+    activate.add_argument("version", type=int)
+    activate.add_argument("--reason", help="why (default: 'activated version N')")
+    activate.add_argument("--by", default=_who(), help="who activates (default: your user name)")
+    return parser
+
+
+class Refused(TxmonError):
+    """The request was understood and refused (invalid file, unknown version): exit 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from utils.logs import configure_logging
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        print(_run(args, settings), end="")
+    except (Refused, document.RuleSetInvalid, store.UnknownVersion) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except TxmonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg2.Error as exc:
+        print(f"error: the database refused: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> str:
+    environment = RuleSet.from_thresholds(settings.rules)
+    if args.cmd == "validate":
+        rule_set = _read(args.file, settings)
+        return f"{args.file}: valid ({rule_set.summary()})\n"
+    if args.cmd == "show":
+        with contextlib.closing(connect(settings.postgres)) as conn, conn.cursor() as cur:
+            if args.version is not None:
+                return document.dump(store.get(cur, args.version, settings.rules))
+            return document.dump(store.active(cur, settings.rules) or environment)
+    if args.cmd == "history":
+        with contextlib.closing(connect(settings.postgres)) as conn, conn.cursor() as cur:
+            return _history(store.versions(cur), store.activations(cur))
+    if args.cmd == "publish":
+        rule_set = _read(args.file, settings)
+        with _owner(settings) as cur:
+            done = store.publish(cur, rule_set, by=args.by, reason=args.reason, environment=environment)
+        lines = (
+            [f"stored the environment's settings as version 1 ({store.INITIAL_REASON})"]
+            if done.seeded
+            else []
+        )
+        if done.created:
+            lines.append(f"published version {done.version} ({rule_set.summary()}); it is active")
+        else:
+            lines.append(f"identical to the active version {done.version}: nothing new published")
+        log.info("rule set: %s", "; ".join(lines), extra={"rule_set_version": done.version, "by": args.by})
+        return "\n".join(lines) + "\n"
+    if args.cmd == "activate":
+        reason = args.reason or f"activated version {args.version}"
+        with _owner(settings) as cur:
+            changed = store.activate(cur, args.version, by=args.by, reason=reason)
+        if not changed:
+            return f"version {args.version} is already active: nothing changed\n"
+        log.info("rule set: version %d activated by %s", args.version, args.by)
+        return f"version {args.version} is active\n"
+    raise AssertionError(args.cmd)  # argparse allows only the commands above
+
+
+def _read(path: Path, settings: Settings) -> RuleSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Refused(f"cannot read {path}: {exc}") from exc
+    try:
+        return document.load(text, settings.rules, StateLimits.from_settings(settings.consumer))
+    except document.RuleSetInvalid as exc:
+        listed = "\n".join(
+            f"{path}:{p.line}:{p.column}: {p.path or '(top)'}: {p.message}. Fix: {p.fix}"
+            for p in exc.problems
+        )
+        raise Refused(f"{path} is not a valid rule set ({len(exc.problems)} problem(s)):\n{listed}") from None
+
+
+@contextlib.contextmanager
+def _owner(settings: Settings) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor of the owner role in one transaction: committed on success, rolled back on error."""
+    conn = connect(settings.postgres, migration=True)
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+def _history(versions: list[store.VersionInfo], activations: list[store.Activation]) -> str:
+    if not versions:
+        return "no version published: the environment's settings (ALERT_*) are in force\n"
+    lines = ["versions (* = active):"]
+    for v in versions:
+        mark = "*" if v.active else " "
+        lines.append(
+            f"{mark} {v.version:>4}  {v.published_at:%Y-%m-%d %H:%M:%S%z}  {v.published_by}: {v.reason}"
+        )
+    lines.append("activations:")
+    lines.extend(
+        f"  {a.activated_at:%Y-%m-%d %H:%M:%S%z}  version {a.version} by {a.activated_by}: {a.reason}"
+        for a in activations
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

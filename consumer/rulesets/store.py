@@ -1,0 +1,216 @@
+"""Rule-set versions in PostgreSQL (utils/migrations/030_rule_sets.sql).
+
+Reads work as any role (the consumer's app role has SELECT); `publish` and `activate` need the
+owner role. Each write runs in the caller's transaction under one advisory lock, so two
+publishers never get the same version number and a reader sees a version and its activation
+together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from psycopg2.extensions import cursor as Cursor
+from psycopg2.extras import Json
+
+from consumer.rulesets.model import RuleSet
+from utils.config import RuleThresholds
+from utils.errors import TxmonError
+
+__all__ = [
+    "INITIAL_REASON",
+    "Activation",
+    "Published",
+    "RuleSetStoreError",
+    "VersionInfo",
+    "activate",
+    "activations",
+    "active",
+    "active_version",
+    "get",
+    "publish",
+    "versions",
+]
+
+INITIAL_REASON = "the environment's settings (ALERT_*) in force before the first publish"
+_PUBLISH_LOCK = 7_141_592_654  # pg_advisory_xact_lock key (the migration lock is ...653)
+
+
+class RuleSetStoreError(TxmonError):
+    """The rule-set tables cannot be read or written; the message says how to fix it."""
+
+
+class UnknownVersion(RuleSetStoreError):
+    """No version with that number was ever published."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: int
+    published_by: str
+    published_at: datetime
+    reason: str
+    checksum: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    version: int
+    activated_by: str
+    activated_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    version: int  # the active version afterwards
+    created: bool  # False: the set was identical to the active version, nothing stored
+    seeded: bool  # True: the environment's set was stored first, as version 1
+
+
+@contextmanager
+def _explained(what: str) -> Iterator[None]:
+    """Database errors that have a fix we can name, as RuleSetStoreError."""
+    try:
+        yield
+    except psycopg2.errors.UndefinedTable as exc:
+        raise RuleSetStoreError(
+            f"{what}: the rule-set tables do not exist yet; apply the migrations "
+            "(`python -m utils.database migrate`)"
+        ) from exc
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise RuleSetStoreError(
+            f"{what}: this role may not ({str(exc).strip()}); publishing and activating run as the owner "
+            "role: set POSTGRES_MIGRATION_USER and POSTGRES_MIGRATION_PASSWORD (see .env.example)"
+        ) from exc
+
+
+_SELECT = """SELECT v.version, v.document, v.published_by, v.published_at, v.reason
+             FROM rule_set_versions v"""
+
+
+def _rule_set(row: tuple[Any, ...], fallback: RuleThresholds) -> RuleSet:
+    version, document, published_by, published_at, reason = row
+    return RuleSet.from_document(document, fallback).published(version, published_by, published_at, reason)
+
+
+def active_version(cur: Cursor) -> int | None:
+    """The active version's number (None: nothing published): one index probe, cheap enough to
+    ask once per batch."""
+    with _explained("reading the active rule-set version"):
+        cur.execute("SELECT version FROM rule_set_active")
+        row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def active(cur: Cursor, fallback: RuleThresholds) -> RuleSet | None:
+    """The active version (None: nothing published yet, the environment's set is in force).
+    Parameters the version lacks (added to the code since) come from `fallback`."""
+    with _explained("reading the active rule set"):
+        cur.execute(_SELECT + " JOIN rule_set_active a ON a.version = v.version")
+        row = cur.fetchone()
+    return None if row is None else _rule_set(row, fallback)
+
+
+def get(cur: Cursor, version: int, fallback: RuleThresholds) -> RuleSet:
+    with _explained(f"reading rule-set version {version}"):
+        cur.execute(_SELECT + " WHERE v.version = %s", (version,))
+        row = cur.fetchone()
+    if row is None:
+        raise UnknownVersion(_unknown(cur, version))
+    return _rule_set(row, fallback)
+
+
+def versions(cur: Cursor) -> list[VersionInfo]:
+    """Every version, newest first."""
+    with _explained("listing rule-set versions"):
+        cur.execute(
+            """SELECT v.version, v.published_by, v.published_at, v.reason, v.checksum, a.version IS NOT NULL
+               FROM rule_set_versions v LEFT JOIN rule_set_active a ON a.version = v.version
+               ORDER BY v.version DESC"""
+        )
+        return [VersionInfo(*row) for row in cur.fetchall()]
+
+
+def activations(cur: Cursor) -> list[Activation]:
+    """Every activation, newest first."""
+    with _explained("listing rule-set activations"):
+        cur.execute(
+            """SELECT version, activated_by, activated_at, reason FROM rule_set_activations
+               ORDER BY activation_id DESC"""
+        )
+        return [Activation(*row) for row in cur.fetchall()]
+
+
+def publish(cur: Cursor, rule_set: RuleSet, *, by: str, reason: str, environment: RuleSet) -> Published:
+    """Store `rule_set` as the next version and make it active, in the caller's transaction.
+
+    The first publish stores `environment` (the set in force until then) as version 1 first, so
+    that `activate 1` returns to it. A set identical to the active version is not stored again.
+    """
+    with _explained("publishing a rule set"):
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
+        cur.execute("SELECT max(version) FROM rule_set_versions")
+        latest = cur.fetchone()[0]
+        seeded = latest is None
+        if seeded:
+            latest = _insert(cur, 1, environment, by, INITIAL_REASON)
+            _set_active(cur, 1, by, INITIAL_REASON)
+        cur.execute(
+            "SELECT v.version, v.checksum FROM rule_set_active a JOIN rule_set_versions v USING (version)"
+        )
+        current = cur.fetchone()
+        if current is not None and current[1] == rule_set.checksum():
+            return Published(current[0], created=False, seeded=seeded)
+        version = _insert(cur, latest + 1, rule_set, by, reason)
+        _set_active(cur, version, by, reason)
+    return Published(version, created=True, seeded=seeded)
+
+
+def activate(cur: Cursor, version: int, *, by: str, reason: str) -> bool:
+    """Make an earlier (or later) version active again; False when it already was."""
+    with _explained(f"activating rule-set version {version}"):
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
+        cur.execute("SELECT 1 FROM rule_set_versions WHERE version = %s", (version,))
+        if cur.fetchone() is None:
+            raise UnknownVersion(_unknown(cur, version))
+        if active_version(cur) == version:
+            return False
+        _set_active(cur, version, by, reason)
+    return True
+
+
+def _insert(cur: Cursor, version: int, rule_set: RuleSet, by: str, reason: str) -> int:
+    cur.execute(
+        """INSERT INTO rule_set_versions (version, document, checksum, published_by, reason)
+           VALUES (%s, %s, %s, %s, %s)""",
+        (version, Json(rule_set.document()), rule_set.checksum(), by, reason),
+    )
+    return version
+
+
+def _set_active(cur: Cursor, version: int, by: str, reason: str) -> None:
+    # The trigger rule_set_active_logged appends the activation to rule_set_activations.
+    cur.execute(
+        """INSERT INTO rule_set_active (version, activated_by, activated_at, reason)
+           VALUES (%s, %s, now(), %s)
+           ON CONFLICT (singleton) DO UPDATE
+           SET version = EXCLUDED.version, activated_by = EXCLUDED.activated_by,
+               activated_at = EXCLUDED.activated_at, reason = EXCLUDED.reason""",
+        (version, by, reason),
+    )
+
+
+def _unknown(cur: Cursor, version: int) -> str:
+    cur.execute("SELECT max(version) FROM rule_set_versions")
+    latest = cur.fetchone()[0]
+    if latest is None:
+        return f"no rule-set version {version}: nothing has been published yet (`publish FILE --reason TEXT`)"
+    return f"no rule-set version {version}: versions are 1 to {latest} (`history` lists them)"

@@ -1,0 +1,124 @@
+"""`python -m deploy up|down|env|urls`: the Compose stack in one command each (see `make help`).
+
+up     engine (docker/engine.sh), .env with fresh secrets if none, base images (pulled, or
+       built offline where no registry answers), build, start, wait for health, print URLs
+down   stop and remove the containers; data volumes stay unless --volumes
+env    write .env with fresh secrets, unless it exists
+urls   where the running stack listens
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploy import env_file
+from deploy.compose import ENV_EXAMPLE, REPO_ROOT, DeployError, Project, engine_up, ensure_base_images
+
+log = logging.getLogger("deploy")
+
+
+def write_env_if_missing(path: Path) -> bool:
+    """Create `path` from .env.example with fresh secrets; False if it already existed."""
+    if path.exists():
+        left = env_file.placeholders_left(path.read_text())
+        if left:
+            log.warning("%s still has change-me-... values for %s: replace them", path, ", ".join(left))
+        return False
+    text = env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid())
+    # Secrets inside: readable by the owner only, from the first byte.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    log.info("wrote %s with fresh secrets (from .env.example)", path)
+    return True
+
+
+def _offline(value: str | None) -> bool | None:
+    return None if value in (None, "") else value not in ("0", "false", "no")
+
+
+def cmd_up(project: Project, offline: bool | None) -> int:
+    started = time.monotonic()
+    engine_up()
+    write_env_if_missing(project.env_file)
+    images = ensure_base_images(offline)
+    for image, seconds in images.items():
+        if image != "total":
+            log.info("base image %s: %.0fs", image, seconds)
+    build_s = project.build()
+    up_s = project.up()
+    print(project.ps(), file=sys.stderr)
+    log.info(
+        "stack healthy: base images %.0fs, build %.0fs, start to healthy %.0fs, total %.0fs",
+        images["total"],
+        build_s,
+        up_s,
+        time.monotonic() - started,
+    )
+    print_urls(project)
+    return 0
+
+
+def print_urls(project: Project) -> None:
+    admin = project.variables().get("AIRFLOW_ADMIN_USERNAME", "admin")
+    for what, url in project.urls().items():
+        print(f"  {what:<22} {url}")
+    print(f"  Airflow login: {admin} / AIRFLOW_ADMIN_PASSWORD from {project.env_file}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--env-file", type=Path, default=REPO_ROOT / ".env", help="default: .env in the repository"
+    )
+    p.add_argument(
+        "--project-name",
+        default=os.environ.get("COMPOSE_PROJECT_NAME") or "txmon",
+        help="Compose project name (default: COMPOSE_PROJECT_NAME or txmon)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build, start, wait for health, print URLs")
+    up.add_argument(
+        "--offline",
+        default=os.environ.get("OFFLINE"),
+        help="1: build stand-in base images without trying a registry; 0: only pull; "
+        "unset (default): pull, and build stand-ins when no registry answers",
+    )
+    down = sub.add_parser("down", help="stop the stack (data volumes stay)")
+    down.add_argument("--volumes", action="store_true", help="also delete the data volumes")
+    sub.add_parser("env", help="write .env with fresh secrets unless it exists")
+    sub.add_parser("urls", help="print where the stack listens")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="deploy: %(message)s")
+    project = Project(args.project_name, args.env_file)
+    try:
+        if args.command == "up":
+            return cmd_up(project, _offline(args.offline))
+        if args.command == "down":
+            project.down(volumes=args.volumes)
+            return 0
+        if args.command == "env":
+            if not write_env_if_missing(args.env_file):
+                log.info("%s exists; left as it is", args.env_file)
+            return 0
+        print_urls(project)
+        return 0
+    except DeployError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

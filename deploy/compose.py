@@ -1,0 +1,217 @@
+"""The Compose stack as a project: `docker compose` with one project name and one env file.
+
+`make compose-up` and the end-to-end tests (tests/compose/) both go through `Project`, so
+the test run starts the stack exactly as a user's `make compose-up` does, only under its own
+project name and host ports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+ENGINE_SCRIPT = REPO_ROOT / "docker" / "engine.sh"
+BASE_IMAGES_SCRIPT = REPO_ROOT / "docker" / "offline" / "build-base-images.sh"
+
+# variable -> (default, what is behind it), as in docker-compose.yml's `ports:`.
+HOST_PORTS = {
+    "ZOOKEEPER_HOST_PORT": (2181, "ZooKeeper"),
+    "KAFKA_HOST_PORT": (9092, "Kafka"),
+    "POSTGRES_HOST_PORT": (5432, "transactions DB"),
+    "AIRFLOW_POSTGRES_HOST_PORT": (5433, "Airflow's metadata DB"),
+    "AIRFLOW_HOST_PORT": (8080, "Airflow UI/API"),
+}
+
+
+class DeployError(Exception):
+    """A step of bringing the stack up or down failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Project:
+    """One Compose project: `name` keeps its containers, networks and volumes apart from any
+    other on the engine; `env_file` replaces .env. `environ` is the environment `docker
+    compose` runs with (the process environment wins over the env file, as everywhere)."""
+
+    name: str
+    env_file: Path
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def argv(self, *args: str) -> list[str]:
+        return [
+            "docker",
+            "compose",
+            "--project-directory",
+            str(REPO_ROOT),
+            "--file",
+            str(COMPOSE_FILE),
+            "--project-name",
+            self.name,
+            "--env-file",
+            str(self.env_file),
+            *args,
+        ]
+
+    def run(
+        self, *args: str, timeout: float = 900, capture: bool = False, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        log.debug("running %s", " ".join(self.argv(*args)))
+        result = subprocess.run(
+            self.argv(*args),
+            env=dict(self.environ),
+            cwd=REPO_ROOT,
+            timeout=timeout,
+            text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+        )
+        if check and result.returncode != 0:
+            detail = (result.stderr or "").strip()[-2000:] if capture else "(output above)"
+            raise DeployError(f"`docker compose {' '.join(args)}` failed ({result.returncode}): {detail}")
+        return result
+
+    def variables(self) -> dict[str, str]:
+        """The env file's values, with the process environment winning, as Compose reads them."""
+        values = {k: v for k, v in dotenv_values(self.env_file).items() if v is not None}
+        values.update({k: v for k, v in self.environ.items() if k in values or k in HOST_PORTS})
+        return values
+
+    def host_port(self, variable: str) -> int:
+        return int(self.variables().get(variable) or HOST_PORTS[variable][0])
+
+    def urls(self) -> dict[str, str]:
+        port = self.host_port
+        return {
+            "Airflow UI/API": f"http://localhost:{port('AIRFLOW_HOST_PORT')}",
+            "transactions DB": f"postgresql://{self.variables().get('POSTGRES_USER', 'txmon_app')}"
+            f"@localhost:{port('POSTGRES_HOST_PORT')}/{self.variables().get('POSTGRES_DB', 'transactions')}",
+            "Kafka": f"localhost:{port('KAFKA_HOST_PORT')}",
+            "ZooKeeper": f"localhost:{port('ZOOKEEPER_HOST_PORT')}",
+            "Airflow's metadata DB": f"localhost:{port('AIRFLOW_POSTGRES_HOST_PORT')}",
+        }
+
+    def build(self) -> float:
+        """Build the three images (each once); returns the seconds it took."""
+        started = time.monotonic()
+        self.run("build")
+        return time.monotonic() - started
+
+    def up(self, *services: str, wait_timeout_s: int = 600, extra: Sequence[str] = ()) -> float:
+        """`up -d --wait`: returns once every service is healthy (one-shot jobs done), or
+        raises with the unhealthy services' last log lines. Returns the seconds it took."""
+        started = time.monotonic()
+        result = self.run(
+            "up", "--detach", "--wait", "--wait-timeout", str(wait_timeout_s), *extra, *services, check=False
+        )
+        if result.returncode != 0:
+            raise DeployError(f"the stack did not become healthy:\n{self.diagnose()}")
+        return time.monotonic() - started
+
+    def down(self, *, volumes: bool = False, timeout: float = 300) -> None:
+        self.run("down", "--remove-orphans", *(["--volumes"] if volumes else []), timeout=timeout)
+
+    def ps(self) -> str:
+        return self.run(
+            "ps", "--all", "--format", "table {{.Service}}\t{{.State}}\t{{.Status}}", capture=True
+        ).stdout
+
+    def diagnose(self, lines: int = 30) -> str:
+        """Which services are not healthy, and the end of their logs."""
+        status = self.run(
+            "ps",
+            "--all",
+            "--format",
+            "{{.Service}}\t{{.State}}\t{{.Health}}\t{{.ExitCode}}",
+            capture=True,
+            check=False,
+        ).stdout
+        report = [status]
+        for row in status.splitlines():
+            service, state, health, exit_code = ([*row.split("\t"), "", "", ""])[:4]
+            healthy = health in ("", "healthy") and (state == "running" or exit_code == "0")
+            if not healthy:
+                logs = self.run(
+                    "logs", "--no-color", "--tail", str(lines), service, capture=True, check=False
+                )
+                report.append(
+                    f"--- {service} ({state} {health} exit={exit_code}) ---\n{logs.stdout}{logs.stderr}"
+                )
+        return "\n".join(report)
+
+
+def engine_up() -> None:
+    """Docker engine and Compose plugin installed and answering (docker/engine.sh up)."""
+    result = subprocess.run(["bash", str(ENGINE_SCRIPT), "up"], timeout=900, check=False)
+    if result.returncode != 0:
+        raise DeployError("no Docker engine: docker/engine.sh up failed (its messages are above)")
+
+
+def engine_started_here() -> bool:
+    """Whether the answering engine is one docker/engine.sh started (and `down` would stop)."""
+    result = subprocess.run(
+        ["bash", str(ENGINE_SCRIPT), "status"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "started by docker/engine.sh" in result.stdout
+
+
+def engine_down() -> None:
+    subprocess.run(["bash", str(ENGINE_SCRIPT), "down"], timeout=300, check=False)
+
+
+def missing_base_images() -> list[str]:
+    """The base images the Dockerfiles and docker-compose.yml name that are not present locally."""
+    result = subprocess.run(
+        ["bash", str(BASE_IMAGES_SCRIPT), "--list"], capture_output=True, text=True, timeout=120, check=True
+    )
+    rows = [line.split(None, 1) for line in result.stdout.splitlines() if line.strip()]
+    # The first row is the stand-ins' own Debian base, which no project file names.
+    return [tag for state, tag in rows[1:] if state == "missing"]
+
+
+def ensure_base_images(offline: bool | None = None) -> dict[str, float]:
+    """Pull the missing base images, or build stand-ins where no registry answers.
+
+    `offline`: True builds stand-ins without trying a registry, False only pulls, None tries
+    a pull and falls back to stand-ins when it fails. Returns seconds per image obtained
+    (stand-ins build in parallel, so they overlap) and "total".
+    """
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    missing = missing_base_images()
+    if offline is not True:
+        for image in list(missing):
+            pulled_at = time.monotonic()
+            pulled = subprocess.run(["docker", "pull", image], timeout=900, check=False)
+            if pulled.returncode != 0:
+                if offline is False:
+                    raise DeployError(f"cannot pull {image}, and OFFLINE=0 forbids building a stand-in")
+                log.warning("no registry answers for %s: building stand-ins (docker/offline/)", image)
+                break
+            timings[image] = time.monotonic() - pulled_at
+            missing.remove(image)
+    if missing:
+        result = subprocess.run(
+            ["bash", str(BASE_IMAGES_SCRIPT)], stdout=subprocess.PIPE, text=True, timeout=1800, check=False
+        )
+        if result.returncode != 0:
+            raise DeployError(
+                "building the stand-in base images failed (docker/offline/build-base-images.sh, output above)"
+            )
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "built":
+                timings[parts[1]] = float(parts[2])
+    timings["total"] = time.monotonic() - started
+    return timings

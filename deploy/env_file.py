@@ -1,0 +1,77 @@
+"""A `.env` for the Compose stack: .env.example with every `change-me-...` secret replaced.
+
+Pure text in, text out (`render`); the caller decides where it is written. Every secret is 64
+random bytes in URL-safe base64 (Airflow asks for at least 64 bytes of JWT secret, and the
+alphabet survives a connection URL and a JSON string), except the Fernet key, whose format is
+fixed: 32 bytes, URL-safe base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+
+PLACEHOLDER = "change-me-"
+SECRET_BYTES = 64
+FERNET_VARIABLE = "AIRFLOW_FERNET_KEY"
+UID_VARIABLE = "AIRFLOW_UID"
+# Airflow's image runs as this uid when AIRFLOW_UID is not a real user's.
+AIRFLOW_IMAGE_UID = 50000
+
+_ASSIGNMENT = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def new_fernet_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def airflow_uid(host_uid: int) -> int:
+    """The host user's uid, so files in ./airflow-data stay theirs; root's files would be
+    root's anyway, so the image's own uid then."""
+    return host_uid if host_uid != 0 else AIRFLOW_IMAGE_UID
+
+
+def render(
+    example: str,
+    *,
+    host_uid: int,
+    overrides: Mapping[str, str] | None = None,
+    secret: Callable[[], str] = new_secret,
+    fernet_key: Callable[[], str] = new_fernet_key,
+) -> str:
+    """`example` with each placeholder replaced by a fresh secret, AIRFLOW_UID set for
+    `host_uid`, and `overrides` applied to the variables they name (each must exist)."""
+    pending = dict(overrides or {})
+    out = []
+    for line in example.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match:
+            name, value = match["name"], match["value"]
+            if name in pending:
+                value = pending.pop(name)
+            elif value.startswith(PLACEHOLDER):
+                value = fernet_key() if name == FERNET_VARIABLE else secret()
+            elif name == UID_VARIABLE:
+                value = str(airflow_uid(host_uid))
+            line = f"{name}={value}"
+        out.append(line)
+    if pending:
+        raise KeyError(f"not variables of .env.example: {sorted(pending)}")
+    return "\n".join(out) + "\n"
+
+
+def placeholders_left(text: str) -> list[str]:
+    """Names whose value is still a placeholder (a hand-written .env may have some)."""
+    names = []
+    for line in text.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match and match["value"].startswith(PLACEHOLDER):
+            names.append(match["name"])
+    return names

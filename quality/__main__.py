@@ -1,0 +1,3 @@
+from quality.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,339 @@
+"""Apache Kafka in ZooKeeper mode, as the Compose design runs it: the jars, ZooKeeper, one broker.
+
+The jars come from `stack/kafka/pom.xml` (the one place Kafka's version is pinned), resolved once
+with Maven into `${TXMON_CACHE_DIR:-~/.cache/txmon}/kafka-<version>-<pom hash>/lib`, or from
+TXMON_KAFKA_LIB_DIR. Where Maven cannot work, `MavenUnavailable` tells the orchestrator to fall
+back to tansu (stack/tansu.py). The Compose image (docker/kafka-entrypoint.sh) runs the same
+command lines and properties; tests/unit/test_compose.py holds the two together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from reports.zookeeper import zk_command
+from stack.common import HOST, Daemon, Runtime, cache_dir, file_lock, kafka_answers, write_atomic
+from utils.config import REPO_ROOT
+from utils.errors import StackError
+
+log = logging.getLogger(__name__)
+
+KAFKA_POM = REPO_ROOT / "stack" / "kafka" / "pom.xml"
+LOG4J_PROPERTIES = REPO_ROOT / "stack" / "kafka" / "log4j.properties"
+ZK_HEAP = "-Xmx256m"
+KAFKA_HEAP = "-Xmx512m"
+BROKER_ID = 0
+# Shorter than Kafka's 18 s default: after a broker is SIGKILLed its registration in ZooKeeper
+# lives until this session expires, and a restart has to wait for that.
+KAFKA_ZK_SESSION_TIMEOUT_MS = 6000
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def render_properties(props: Mapping[str, object]) -> str:
+    """A Java .properties file. Backslashes are escaped: Java reads them as escapes."""
+    lines = ["# Written by stack/apache_kafka.py; rewritten on every start."]
+    for key, value in props.items():
+        text = str(value).replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"{key}={text}")
+    return "\n".join(lines) + "\n"
+
+
+def zookeeper_properties(data_dir: Path, port: int) -> dict[str, object]:
+    return {
+        "dataDir": data_dir,
+        "clientPort": port,
+        "clientPortAddress": HOST,
+        "tickTime": 2000,
+        "maxClientCnxns": 0,
+        # The admin server would take port 8080, which Airflow wants.
+        "admin.enableServer": "false",
+        # `ruok` is the readiness check; `dump` lists ephemeral nodes (a dead broker's registration).
+        "4lw.commands.whitelist": "ruok,srvr,mntr,dump",
+        # Keep a few snapshots instead of letting the data dir grow forever.
+        "autopurge.snapRetainCount": 3,
+        "autopurge.purgeInterval": 1,
+    }
+
+
+def kafka_properties(log_dir: Path, port: int, zk_port: int, *, partitions: int = 6) -> dict[str, object]:
+    """One broker in ZooKeeper mode, as in the Compose design; single-node replication settings."""
+    return {
+        "broker.id": BROKER_ID,
+        "listeners": f"PLAINTEXT://{HOST}:{port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "log.dirs": log_dir,
+        "zookeeper.connect": f"{HOST}:{zk_port}",
+        "zookeeper.session.timeout.ms": KAFKA_ZK_SESSION_TIMEOUT_MS,
+        "num.partitions": partitions,
+        "offsets.topic.replication.factor": 1,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        # A single member joins at once instead of waiting 3 s for others.
+        "group.initial.rebalance.delay.ms": 0,
+        "delete.topic.enable": "true",
+    }
+
+
+def java_argv(java: str, heap: str, main_class: str, config: Path, lib: Path) -> list[str]:
+    return [
+        java,
+        heap,
+        "-Djava.awt.headless=true",
+        "-XX:+ExitOnOutOfMemoryError",
+        f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES}",
+        "-cp",
+        f"{lib}/*",
+        main_class,
+        str(config),
+    ]
+
+
+def topics_in_log_dir(log_dir: Path) -> set[str]:
+    """Topics a broker holds on disk: its log dir has one `<topic>-<partition>` folder per partition
+    (deleted ones end in `-delete`, moving ones in `-future`/`-stray`: not matched)."""
+    try:
+        names = [p.name for p in log_dir.iterdir() if p.is_dir()]
+    except OSError:
+        return set()
+    return {m.group(1) for n in names if (m := re.fullmatch(r"(.+)-(\d+)", n))}
+
+
+def pom_kafka_version(pom_text: str) -> str:
+    """The `<kafka.version>` property of stack/kafka/pom.xml."""
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom_text)
+    if not match:
+        raise StackError(f"{KAFKA_POM}: no <kafka.version> property; it is the one place the version is set")
+    return match.group(1)
+
+
+def pom_digest(pom_bytes: bytes) -> str:
+    return hashlib.sha256(pom_bytes).hexdigest()
+
+
+def find_java(environ: Mapping[str, str]) -> str:
+    java_home = environ.get("JAVA_HOME", "")
+    candidate = Path(java_home) / "bin" / "java" if java_home else None
+    if candidate and candidate.exists():
+        return str(candidate)
+    found = shutil.which("java")
+    if not found:
+        raise StackError(
+            "java not found: Kafka and ZooKeeper need Java 11+ (17 tested). "
+            "Install it (apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
+        )
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka's jars: resolved once per pom into the cache
+# --------------------------------------------------------------------------------------------
+
+
+class MavenUnavailable(StackError):
+    """Kafka's jars cannot be had from Maven Central here (no mvn, no network): the case the
+    tansu fallback broker exists for."""
+
+
+_NETWORK_ERRORS = re.compile(
+    r"Could not transfer|Could not resolve|UnknownHost|Connection refused|Network is unreachable|"
+    r"Connect to .* failed|timed out|Temporary failure in name resolution|offline mode|"
+    # The first download is the dependency plugin itself; when it fails Maven says this instead.
+    r"No plugin found for prefix|Plugin .* could not be resolved",
+    re.IGNORECASE,
+)
+
+
+def _lib_ready(lib: Path, stamp: Path, digest: str) -> bool:
+    try:
+        return stamp.read_text().strip() == digest and any(lib.glob("kafka_2.*.jar"))
+    except OSError:
+        return False
+
+
+def kafka_lib_dir(
+    pom: Path = KAFKA_POM, *, environ: Mapping[str, str] | None = None, maven_timeout_s: float = 900.0
+) -> Path:
+    """The folder of Kafka's runtime jars, resolving it with Maven the first time.
+
+    The folder is named after the pom's hash: editing the pom resolves into a new one, and two
+    checkouts with different poms (branches, worktrees) never replace each other's jars under a
+    running broker. Resolution runs under a file lock so two processes never download into the
+    same folder at once.
+    `TXMON_KAFKA_LIB_DIR` points at a ready folder instead (e.g. a Kafka 3.9 distribution's libs/).
+    """
+    environ = os.environ if environ is None else environ
+    override = environ.get("TXMON_KAFKA_LIB_DIR", "").strip()
+    if override:
+        lib = Path(override).expanduser()
+        if not any(lib.glob("kafka_2.*.jar")) or not any(lib.glob("zookeeper-*.jar")):
+            raise StackError(
+                f"TXMON_KAFKA_LIB_DIR={lib} holds no kafka_2.*.jar and zookeeper-*.jar: point it at "
+                "a Kafka 3.9 distribution's libs/ folder, or unset it to resolve the jars with Maven"
+            )
+        return lib
+    pom_bytes = pom.read_bytes()
+    version = pom_kafka_version(pom_bytes.decode())
+    digest = pom_digest(pom_bytes)
+    base = cache_dir(environ) / f"kafka-{version}-{digest[:12]}"
+    lib, stamp = base / "lib", base / "pom.sha256"
+    if _lib_ready(lib, stamp, digest):
+        return lib
+    with file_lock(base.parent / f"{base.name}.lock"):
+        if _lib_ready(lib, stamp, digest):  # another process resolved it while we waited
+            return lib
+        _resolve_jars(pom, base, lib, stamp, digest, version, maven_timeout_s)
+    return lib
+
+
+def _resolve_jars(
+    pom: Path, base: Path, lib: Path, stamp: Path, digest: str, version: str, timeout_s: float
+) -> None:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise MavenUnavailable(
+            "mvn not found: the local stack resolves Apache Kafka's jars from Maven Central once. "
+            "Install Maven (apt-get install maven), or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 libs/ folder."
+        )
+    find_java(os.environ)  # mvn needs it too; name the fix before Maven fails obscurely
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f"lib.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("resolving Apache Kafka %s jars with Maven into %s (once; ~50 MB)", version, lib)
+    started = time.monotonic()
+    argv = [
+        mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            argv, cwd=base, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MavenUnavailable(
+            f"mvn did not finish in {timeout_s:.0f} s resolving Kafka {version}: is Maven Central reachable "
+            "(proxy/mirror in ~/.m2/settings.xml)? Or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 libs/ folder."
+        ) from None
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr).strip()  # Maven's colours
+    if result.returncode != 0 or not any(tmp.glob("kafka_2.*.jar")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        tail = "\n".join("    " + line for line in output.splitlines()[-20:])
+        if _NETWORK_ERRORS.search(output):
+            raise MavenUnavailable(
+                f"Maven could not download Apache Kafka {version} from Maven Central. Fix the network "
+                "or the proxy/mirror in ~/.m2/settings.xml, or set TXMON_KAFKA_LIB_DIR to a Kafka 3.9 "
+                f"distribution's libs/ folder. mvn said:\n{tail}"
+            )
+        raise StackError(f"mvn failed resolving {pom} (exit {result.returncode}):\n{tail}")
+    if lib.exists():
+        shutil.rmtree(lib)
+    tmp.rename(lib)
+    write_atomic(stamp, digest + "\n")
+    jars = list(lib.glob("*.jar"))
+    log.info("resolved %d jars in %.1f s", len(jars), time.monotonic() - started)
+
+
+# --------------------------------------------------------------------------------------------
+# The two processes
+# --------------------------------------------------------------------------------------------
+
+
+class ZooKeeper(Daemon):
+    name = "zookeeper"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "zk.properties"
+
+    def marker(self) -> str:
+        return str(self.config)
+
+    def answers(self) -> bool:
+        return zk_command(self.port, "ruok") == "imok"
+
+    def argv(self) -> list[str]:
+        lib = kafka_lib_dir(environ=self.rt.environ)
+        data = self.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(render_properties(zookeeper_properties(data, self.port)))
+        log.info("starting zookeeper on %s:%d", HOST, self.port)
+        main_class = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+        return java_argv(find_java(self.rt.environ), ZK_HEAP, main_class, self.config, lib)
+
+
+class ApacheKafka(Daemon):
+    """The broker (component `kafka`); starting it starts its ZooKeeper first."""
+
+    name = "kafka"
+
+    def __init__(self, rt: Runtime, port: int, zookeeper: ZooKeeper, *, partitions: int = 6) -> None:
+        super().__init__(rt, port)
+        self.zookeeper = zookeeper
+        self.partitions = partitions
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def marker(self) -> str:
+        return str(self.config)
+
+    def ready(self) -> bool:
+        return kafka_answers(self.bootstrap, timeout_s=2.0, expect_topics=topics_in_log_dir(self.data_dir))
+
+    def start(self) -> None:
+        self.zookeeper.start()
+        super().start()
+
+    def argv(self) -> list[str]:
+        self._wait_broker_deregistered()
+        lib = kafka_lib_dir(environ=self.rt.environ)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = kafka_properties(self.data_dir, self.port, self.zookeeper.port, partitions=self.partitions)
+        self.config.write_text(render_properties(props))
+        log.info("starting kafka on %s (ZooKeeper mode, broker %d)", self.bootstrap, BROKER_ID)
+        return java_argv(find_java(self.rt.environ), KAFKA_HEAP, "kafka.Kafka", self.config, lib)
+
+    def hint(self, log_text: str) -> str:
+        if "InconsistentClusterIdException" in log_text:
+            return (
+                f"\nfix: the broker's data ({self.data_dir}) belongs to another ZooKeeper cluster: "
+                "remove that folder (its topics are lost) or restore the ZooKeeper data"
+            )
+        return ""
+
+    def _wait_broker_deregistered(self) -> None:
+        """After a SIGKILL the dead broker's ZooKeeper registration lives until its session expires;
+        a broker started before that refuses to register (NodeExists). Wait it out."""
+        deadline = time.monotonic() + KAFKA_ZK_SESSION_TIMEOUT_MS / 1000 + 10
+        waited = False
+        while f"/brokers/ids/{BROKER_ID}" in zk_command(self.zookeeper.port, "dump"):
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"broker {BROKER_ID} is still registered in ZooKeeper on port {self.zookeeper.port}: "
+                    "is another broker using it? Stop that broker or give this stack its own ZooKeeper port"
+                )
+            if not waited:
+                log.info("waiting for the previous broker's ZooKeeper session to expire")
+                waited = True
+            time.sleep(0.5)

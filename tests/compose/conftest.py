@@ -1,0 +1,195 @@
+"""The Compose stack under a real Docker engine, for tests/compose/ (`make test-compose` only).
+
+One stack per session, started the way `make compose-up` starts it (deploy.compose) but under
+its own project name, env file and free host ports, so it runs beside a user's stack or a
+native one holding 5432/9092/2181/8080. The engine is started when none answers (and stopped
+at the end if this session started it); base images are pulled or, where no registry
+answers, built offline. Nothing here skips: an engine or a stack that cannot start fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from dotenv import dotenv_values
+
+from deploy import env_file
+from deploy.compose import (
+    ENV_EXAMPLE,
+    HOST_PORTS,
+    DeployError,
+    Project,
+    engine_down,
+    engine_started_here,
+    engine_up,
+    ensure_base_images,
+)
+
+T = TypeVar("T")
+
+_OFFSET = int(os.environ.get("TXMON_TEST_PORT_OFFSET", "0"))
+PROJECT_NAME = f"txmon-test{_OFFSET}"
+
+# Seconds per phase, printed at the end of the run (pytest_terminal_summary below).
+TIMINGS: dict[str, float] = {}
+MEASUREMENTS: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.compose)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TIMINGS and not MEASUREMENTS:
+        return
+    terminalreporter.section("Compose stack")
+    for phase, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"{phase:<40} {seconds:6.0f} s")
+    for line in MEASUREMENTS:
+        terminalreporter.write_line(line)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 1.0) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[None]:
+    answered_before = bool(shutil.which("docker")) and (
+        subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
+    started = time.monotonic()
+    try:
+        engine_up()
+    except DeployError as exc:
+        pytest.fail(f"{exc}: the Compose tests need a Docker engine", pytrace=False)
+    TIMINGS["engine (and Compose plugin) ready"] = time.monotonic() - started
+    try:
+        yield
+    finally:
+        if not answered_before and engine_started_here():
+            engine_down()
+
+
+@pytest.fixture(scope="session")
+def project(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """The running stack: built, started, every service healthy."""
+    env_path = tmp_path_factory.mktemp("compose") / ".env"
+    ports = {variable: str(free_port()) for variable in HOST_PORTS}
+    env_path.write_text(env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid(), overrides=ports))
+    # The env file alone decides: a variable of the developer's shell (or of CI) with the same
+    # name as one in .env.example would otherwise win over it.
+    documented = set(dotenv_values(ENV_EXAMPLE))
+    environ = {k: v for k, v in os.environ.items() if k not in documented and k != "COMPOSE_PROJECT_NAME"}
+    stack = Project(PROJECT_NAME, env_path, environ)
+    # Leftovers of an interrupted earlier run of this project (same name) would be reused.
+    stack.down(volumes=True)
+    try:
+        images = ensure_base_images()
+        TIMINGS["base images (pulled or built offline)"] = images.pop("total")
+        TIMINGS.update({f"  {image}": seconds for image, seconds in images.items()})
+        TIMINGS["docker compose build"] = stack.build()
+        TIMINGS["docker compose up until healthy"] = stack.up()
+    except (DeployError, subprocess.TimeoutExpired) as exc:
+        stack.down(volumes=True)
+        pytest.fail(f"the Compose stack did not come up: {exc}", pytrace=False)
+    try:
+        yield stack
+    finally:
+        stack.down(volumes=True)
+
+
+@pytest.fixture(scope="session")
+def variables(project: Project) -> dict[str, str]:
+    return project.variables()
+
+
+@pytest.fixture(scope="session")
+def psql(project: Project, variables: dict[str, str]) -> Callable[[str], list[list[str]]]:
+    """Run SQL with the psql client on the published port, as the app role; rows of fields."""
+    client = shutil.which("psql")
+    if client is None:
+        pytest.fail("psql is not installed: apt-get install postgresql-client", pytrace=False)
+    port = project.host_port("POSTGRES_HOST_PORT")
+
+    def run(sql: str) -> list[list[str]]:
+        result = subprocess.run(
+            [
+                client,
+                "--no-psqlrc",
+                "--quiet",
+                "--tuples-only",
+                "--no-align",
+                "--field-separator=\t",
+                "--set=ON_ERROR_STOP=1",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--username={variables['POSTGRES_USER']}",
+                f"--dbname={variables['POSTGRES_DB']}",
+                "--file=-",
+            ],
+            input=sql,
+            env={**os.environ, "PGPASSWORD": variables["POSTGRES_PASSWORD"], "PGCONNECT_TIMEOUT": "10"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"psql failed: {result.stderr}"
+        return [line.split("\t") for line in result.stdout.splitlines() if line]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(project: Project) -> str:
+    return f"localhost:{project.host_port('KAFKA_HOST_PORT')}"
+
+
+@pytest.fixture(scope="session")
+def host_producer(project: Project, kafka_bootstrap: str) -> Callable[..., subprocess.Popen[str]]:
+    """Start the project's producer on the host, as a user would, against the published port."""
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        env = {
+            **os.environ,
+            # The stack's settings (topic, accounts, ...) from its env file; the broker as the
+            # host reaches it.
+            "TXMON_ENV_FILE": str(project.env_file),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "LOG_FORMAT": "text",
+        }
+        return subprocess.Popen(
+            [sys.executable, "producer/transaction_producer.py", *args],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    return start

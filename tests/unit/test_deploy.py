@@ -1,0 +1,85 @@
+"""deploy/: the `.env` with fresh secrets and the Compose project wrapper, without an engine."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from dotenv import dotenv_values
+
+from deploy import env_file
+from deploy.compose import ENV_EXAMPLE, HOST_PORTS, Project
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ENV_EXAMPLE.read_text()
+
+
+def parse(text: str, tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / ".env"
+    path.write_text(text)
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def test_every_placeholder_gets_its_own_fresh_secret(tmp_path: Path) -> None:
+    example = parse(EXAMPLE, tmp_path)
+    placeholders = {k for k, v in example.items() if v.startswith(env_file.PLACEHOLDER)}
+    assert {"POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"} <= placeholders
+    rendered = parse(env_file.render(EXAMPLE, host_uid=1000), tmp_path)
+    assert rendered.keys() == example.keys()
+    secrets = {k: rendered[k] for k in placeholders - {env_file.FERNET_VARIABLE}}
+    assert len(set(secrets.values())) == len(secrets)
+    for name, value in secrets.items():
+        # 64 random bytes, URL-safe base64 without padding: safe in a URL and in JSON.
+        assert re.fullmatch(r"[A-Za-z0-9_-]{86}", value), name
+    Fernet(rendered[env_file.FERNET_VARIABLE].encode())
+    assert not env_file.placeholders_left(env_file.render(EXAMPLE, host_uid=1000))
+    # Everything else is the example's value.
+    for name in example.keys() - placeholders - {env_file.UID_VARIABLE}:
+        assert rendered[name] == example[name], name
+
+
+def test_two_renderings_share_no_secret(tmp_path: Path) -> None:
+    first, second = (parse(env_file.render(EXAMPLE, host_uid=1000), tmp_path) for _ in range(2))
+    placeholders = env_file.placeholders_left(EXAMPLE)
+    assert placeholders and all(first[name] != second[name] for name in placeholders)
+
+
+@pytest.mark.parametrize(("host_uid", "expected"), [(1000, "1000"), (0, "50000")])
+def test_airflow_uid_is_the_host_users_unless_root(host_uid: int, expected: str, tmp_path: Path) -> None:
+    assert parse(env_file.render(EXAMPLE, host_uid=host_uid), tmp_path)["AIRFLOW_UID"] == expected
+
+
+def test_overrides_replace_named_variables_and_must_exist(tmp_path: Path) -> None:
+    rendered = parse(env_file.render(EXAMPLE, host_uid=0, overrides={"KAFKA_HOST_PORT": "40001"}), tmp_path)
+    assert rendered["KAFKA_HOST_PORT"] == "40001"
+    with pytest.raises(KeyError, match="NOT_A_VARIABLE"):
+        env_file.render(EXAMPLE, host_uid=0, overrides={"NOT_A_VARIABLE": "1"})
+
+
+def test_project_runs_compose_with_its_name_and_env_file(tmp_path: Path) -> None:
+    env_path = tmp_path / ".env"
+    env_path.write_text(
+        "KAFKA_HOST_PORT=40002\nPOSTGRES_HOST_PORT=40003\nPOSTGRES_USER=app\nPOSTGRES_DB=tx\n"
+    )
+    project = Project("txmon-x", env_path, environ={"POSTGRES_HOST_PORT": "40004"})
+    argv = project.argv("up", "--detach")
+    assert argv[:2] == ["docker", "compose"] and argv[-2:] == ["up", "--detach"]
+    assert argv[argv.index("--project-name") + 1] == "txmon-x"
+    assert argv[argv.index("--env-file") + 1] == str(env_path)
+    assert project.host_port("KAFKA_HOST_PORT") == 40002
+    # The process environment wins, as it does for Compose itself.
+    assert project.host_port("POSTGRES_HOST_PORT") == 40004
+    assert project.host_port("AIRFLOW_HOST_PORT") == HOST_PORTS["AIRFLOW_HOST_PORT"][0]
+    urls = project.urls()
+    assert urls["Kafka"] == "localhost:40002"
+    assert urls["transactions DB"] == "postgresql://app@localhost:40004/tx"
+
+
+def test_default_test_run_leaves_out_only_the_compose_tests() -> None:
+    """`make test` must not need a Docker engine, and must not miss any other room of tests."""
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    rooms = {p.name for p in (REPO_ROOT / "tests").iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert {Path(p).name for p in config["testpaths"]} == rooms - {"compose"}

@@ -1,0 +1,82 @@
+"""docker/prometheus/: the scrape config is valid, the alerting rules pass `promtool test rules`,
+and every metric they read is one the producer or consumer exports. Needs promtool (Debian's
+`prometheus` package; .ci/run installs it): without it these tests fail, never skip."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.metrics import ConsumerMetrics
+from producer.metrics import ProducerCollector, ProducerCounts
+
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "docker" / "prometheus"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is missing: `apt-get install -y prometheus` (Debian) provides it")
+    return path
+
+
+def run(promtool: str, *args: str) -> str:
+    proc = subprocess.run([promtool, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_config_and_rule_files_are_valid(promtool: str) -> None:
+    out = run(promtool, "check", "config", "prometheus.yml")
+    assert "SUCCESS" in out and "alerts.yml" in out
+
+
+def test_alerting_rules_pass_their_tests(promtool: str) -> None:
+    assert "SUCCESS" in run(promtool, "test", "rules", "alerts.test.yml")
+
+
+def test_every_alert_has_a_test_and_says_the_fix() -> None:
+    rules = [
+        r for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"] for r in g["rules"]
+    ]
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
+    tested = {case["alertname"] for t in tests for case in t.get("alert_rule_test", []) if case["exp_alerts"]}
+    assert {r["alert"] for r in rules} == tested
+    assert all(r["annotations"]["fix"] for r in rules)
+
+
+def _exported() -> set[str]:
+    consumer = ConsumerMetrics("g", CollectorRegistry())
+    consumer.set_lag({("t", 0): 1})
+    producer = CollectorRegistry()
+    producer.register(ProducerCollector(lambda: ProducerCounts(1, 1, 0, 1.0, 0.0)))
+    names = set()
+    for registry in (consumer.registry, producer):
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            names.add(family.name)  # a histogram's name, as annotations mention it
+            names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_rules_read_only_metrics_we_export() -> None:
+    used = set(re.findall(r"\btxmon_[a-z_]+", (PROMETHEUS_DIR / "alerts.yml").read_text()))
+    assert used, "the parse found the metrics"
+    assert used <= _exported(), sorted(used - _exported())
+
+
+def test_the_readmes_queries_are_the_tested_ones() -> None:
+    readme = (PROMETHEUS_DIR.parents[1] / "README.md").read_text()
+    block = re.search(r"```promql\n(.*?)```", readme, re.S)
+    assert block, "README.md has a ```promql block of operator queries"
+    queries = [line for line in block.group(1).splitlines() if line.strip()]
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
+    tested = [case["expr"] for t in tests for case in t.get("promql_expr_test", [])]
+    assert len(queries) == 5 and queries == tested

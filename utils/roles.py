@@ -1,0 +1,289 @@
+"""The database's roles and what each may do: one definition, rendered to SQL with psycopg2.sql.
+
+    owner role (POSTGRES_MIGRATION_USER)  owns the database, hence its schema and the tables the
+                                          migrations create; the migration runner logs in as it
+    app role   (POSTGRES_USER)            what the producer, consumer and DAGs log in as: reads and
+                                          writes rows, owns nothing, so it cannot drop or alter tables
+
+Three places apply this definition, each with the rights it has:
+  - the native stack (stack/postgres.py) and Compose's one-shot `db-roles` service
+    (`python -m utils.roles provision`), as the superuser: the roles, the database, who may connect;
+  - the migration runner (utils/schema.py), as the owner, after the migrations: table privileges.
+
+To change what a role may do with a table, change its line in APP_TABLE_PRIVILEGES; a new
+migration's table needs a line too (tests/unit/test_roles.py fails until it has one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+if __package__ in (None, ""):  # `python utils/roles.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from utils.config import PostgresSettings, load_settings
+from utils.errors import ConfigError, DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# The cluster's superuser: initdb's (native) and the postgres image's (Compose) POSTGRES_USER.
+SUPERUSER = "postgres"
+SCHEMA = "public"
+
+# Both roles log in and may do nothing cluster-wide: no superuser, no new databases or roles,
+# no replication, no bypassing row-level security.
+LOGIN_ONLY = ("LOGIN", "NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS")
+OWNER_ATTRIBUTES = LOGIN_ONLY
+APP_ATTRIBUTES = LOGIN_ONLY
+
+# Nobody but the owner (implicitly) and the app role may connect. TEMPORARY: the consumer's COPY
+# goes through a temporary staging table.
+APP_DATABASE_PRIVILEGES = ("CONNECT", "TEMPORARY")
+APP_SCHEMA_PRIVILEGES = ("USAGE",)
+# bigserial keys: inserting a row takes the next value of its sequence.
+APP_SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
+
+READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
+# What the app role may do with each table's rows, one line per table. A table not listed gets
+# nothing (and a warning from the migration runner).
+APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "transactions": READ_WRITE,
+        "alerts": READ_WRITE,
+        "rejected_transactions": READ_WRITE,
+        "daily_summary": READ_WRITE,
+        "rule_quality": READ_WRITE,
+        "pipeline_metrics": READ_WRITE,
+        "reconciliation": READ_WRITE,
+        # Rule sets: the consumer reads them; publishing and activating run as the owner role
+        # (python -m consumer.rulesets), so the pipeline can never change what it evaluates.
+        "rule_set_versions": ("SELECT",),
+        "rule_set_active": ("SELECT",),
+        "rule_set_activations": ("SELECT",),
+        # The consumer's offsets and the DLQ publisher's progress: read, made, moved on.
+        "consumer_offsets": ("SELECT", "INSERT", "UPDATE"),
+        "dlq_progress": ("SELECT", "INSERT", "UPDATE"),
+        # The migration history: readable (migrate's up-to-date check runs as any role), never written.
+        "schema_migrations": ("SELECT",),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleNames:
+    """The two roles' names, which settings choose (POSTGRES_MIGRATION_USER, POSTGRES_USER)."""
+
+    owner: str
+    app: str
+
+    def __post_init__(self) -> None:
+        if not self.owner or not self.app:
+            raise ConfigError(
+                "the owner role (POSTGRES_MIGRATION_USER) and the app role (POSTGRES_USER) both need a name"
+            )
+        if self.owner == self.app:
+            raise ConfigError(
+                f"POSTGRES_MIGRATION_USER and POSTGRES_USER are both {self.app!r}: the owner role and "
+                "the app role must differ, or the pipeline could drop its own tables"
+            )
+        if SUPERUSER in (self.owner, self.app):
+            raise ConfigError(f"{SUPERUSER!r} is the superuser: give the pipeline's roles other names")
+
+    @classmethod
+    def from_settings(cls, pg: PostgresSettings) -> RoleNames:
+        return cls(owner=pg.migration_user, app=pg.user)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering (pure: statements as psycopg2.sql objects, executed by the functions below)
+# --------------------------------------------------------------------------------------------
+
+
+def _keywords(words: Iterable[str]) -> sql.Composable:
+    return sql.SQL(" ").join(sql.SQL(w) for w in words)
+
+
+def _list(words: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL(w) for w in words)
+
+
+def role_statement(name: str, attributes: Sequence[str], *, exists: bool) -> sql.Composed:
+    """CREATE (or ALTER, when it exists) ROLE with its attributes; the password is the one parameter
+    (`%s`), so it never appears in the statement text."""
+    verb = "ALTER" if exists else "CREATE"
+    return sql.SQL("{} ROLE {} WITH {} PASSWORD %s").format(
+        sql.SQL(verb), sql.Identifier(name), _keywords(attributes)
+    )
+
+
+def create_database_statement(db: str, owner: str) -> sql.Composed:
+    return sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8'").format(
+        sql.Identifier(db), sql.Identifier(owner)
+    )
+
+
+def database_statements(db: str, names: RoleNames) -> list[sql.Composed]:
+    """The owner owns the database; PUBLIC may do nothing with it, the app role what the definition
+    says. Revoke first, so that applying a narrower definition takes privileges away too."""
+    database, owner, app = sql.Identifier(db), sql.Identifier(names.owner), sql.Identifier(names.app)
+    return [
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, owner),
+        sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(database, app),
+        sql.SQL("GRANT {} ON DATABASE {} TO {}").format(_list(APP_DATABASE_PRIVILEGES), database, app),
+    ]
+
+
+def table_statements(app: str, tables: Iterable[str]) -> list[sql.Composed]:
+    """The app role's privileges on the schema, its sequences and each of `tables` that the
+    definition lists (revoked first, so a narrower definition takes privileges away)."""
+    role, schema = sql.Identifier(app), sql.Identifier(SCHEMA)
+    out = [
+        sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(_list(APP_SCHEMA_PRIVILEGES), schema, role),
+        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(schema, role),
+        sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+            _list(APP_SEQUENCE_PRIVILEGES), schema, role
+        ),
+    ]
+    for table in sorted(set(tables) & APP_TABLE_PRIVILEGES.keys()):
+        name = sql.Identifier(SCHEMA, table)
+        out.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(name, role))
+        if APP_TABLE_PRIVILEGES[table]:
+            out.append(
+                sql.SQL("GRANT {} ON TABLE {} TO {}").format(_list(APP_TABLE_PRIVILEGES[table]), name, role)
+            )
+    return out
+
+
+def _execute_atomically(cur: psycopg2.extensions.cursor, statements: Sequence[sql.Composable]) -> None:
+    # One query string runs as one transaction even on an autocommit connection: the app role
+    # never sees a moment between a REVOKE and its GRANT.
+    cur.execute(sql.SQL(";\n").join(statements))
+
+
+# --------------------------------------------------------------------------------------------
+# Applying it
+# --------------------------------------------------------------------------------------------
+
+
+def provision(
+    conn: psycopg2.extensions.connection, db: str, names: RoleNames, passwords: Mapping[str, str]
+) -> None:
+    """As the superuser: both roles (created or updated, so the passwords always match
+    `passwords`, keyed by role name), the database (created if missing) and who may connect.
+    Idempotent; the connection is switched to autocommit (CREATE DATABASE needs it)."""
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name, attributes in ((names.owner, OWNER_ATTRIBUTES), (names.app, APP_ATTRIBUTES)):
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            exists = cur.fetchone() is not None
+            cur.execute(role_statement(name, attributes, exists=exists), (passwords[name],))
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+        if cur.fetchone() is None:
+            log.info("creating database %s owned by %s", db, names.owner)
+            cur.execute(create_database_statement(db, names.owner))
+        grant_database_privileges(cur, db, names)
+    log.info("roles %r (owner of %s) and %r (app) provisioned", names.owner, db, names.app)
+
+
+def grant_database_privileges(cur: psycopg2.extensions.cursor, db: str, names: RoleNames) -> None:
+    """As the superuser or the database's owner: its owner and who may connect."""
+    _execute_atomically(cur, database_statements(db, names))
+
+
+def grant_table_privileges(cur: psycopg2.extensions.cursor, app: str) -> None:
+    """As the owner, after the migrations: the app role's privileges on what they created."""
+    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))
+    tables = {row[0] for row in cur.fetchall()}
+    for table in sorted(tables - APP_TABLE_PRIVILEGES.keys()):
+        log.warning(
+            "table %s has no line in utils/roles.py's APP_TABLE_PRIVILEGES: role %s gets no privileges on it",
+            table,
+            app,
+        )
+    _execute_atomically(cur, table_statements(app, tables))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: Compose's one-shot `db-roles` service
+# --------------------------------------------------------------------------------------------
+
+
+def _connect_superuser(pg: PostgresSettings, timeout_s: float) -> psycopg2.extensions.connection:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return psycopg2.connect(
+                host=pg.host,
+                port=pg.port,
+                dbname="postgres",
+                user=SUPERUSER,
+                password=pg.superuser_password,
+                connect_timeout=pg.connect_timeout_s,
+                application_name="txmon-roles",
+            )
+        except psycopg2.OperationalError as exc:
+            if "password authentication failed" in str(exc) or time.monotonic() > deadline:
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL at {pg.host}:{pg.port} as {SUPERUSER!r}: "
+                    f"{str(exc).strip()}. Check POSTGRES_SUPERUSER_PASSWORD (.env) and that the server runs"
+                ) from exc
+            time.sleep(1.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from utils.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m utils.roles", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser(
+        "provision",
+        help="as the superuser: create or update the owner and app roles, the database, who may connect "
+        "[env: POSTGRES_SUPERUSER_PASSWORD, POSTGRES_MIGRATION_USER/_PASSWORD, POSTGRES_USER/_PASSWORD, "
+        "POSTGRES_DB]",
+    )
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        pg = settings.postgres
+        names = RoleNames.from_settings(pg)
+        missing = [
+            var
+            for var, value in (
+                ("POSTGRES_SUPERUSER_PASSWORD", pg.superuser_password),
+                ("POSTGRES_MIGRATION_PASSWORD", pg.migration_password),
+                ("POSTGRES_PASSWORD", pg.password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"set {', '.join(missing)} (see .env.example)")
+        conn = _connect_superuser(pg, args.wait)
+        try:
+            provision(conn, pg.db, names, {names.owner: pg.migration_password, names.app: pg.password})
+        finally:
+            conn.close()
+    except (ConfigError, DatabaseUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg2.Error as exc:
+        print(f"error: provisioning the roles failed: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    print(f"roles ready: {names.owner} (owner of {pg.db}), {names.app} (app)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

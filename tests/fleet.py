@@ -30,6 +30,13 @@ from tests.support import ConsumerProcess, generated, query, scalar, wait_until
 from utils.config import Settings
 
 BAD_RATE = 0.01  # one bad message per ~100 good ones
+# Tight state limits, so that eviction is part of every run: per account at most 10 events within
+# 30 minutes of its newest (enough for the velocity rule's 9), and 300 accounts in memory.
+EVICTING: dict[str, Any] = {
+    "state_history_hours": 0.5,
+    "state_max_events_per_account": 10,
+    "state_max_accounts": 300,
+}
 
 
 @dataclass(frozen=True, slots=True)

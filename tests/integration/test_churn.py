@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from stack.orchestrator import LocalStack
+from tests import fleet
 from tests.fleet import (
     Consumers,
     check_end_state,
@@ -45,10 +46,9 @@ from utils.config import PostgresSettings, Settings
 pytestmark = pytest.mark.slow
 
 # Tight per-account bounds and a small cache, as in the fault suite: eviction and reloading are
-# part of every run here.
+# part of every run here; a frozen member's open transaction is ended after 5 s.
 EVICTING: dict[str, Any] = {
-    "state_history_hours": 2.0,
-    "state_max_events_per_account": 8,
+    **fleet.EVICTING,
     "state_max_accounts": 100,
     "idle_in_transaction_timeout_ms": 5000,
 }

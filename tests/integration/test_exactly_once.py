@@ -320,9 +320,9 @@ def test_rules_see_the_event_time_window_whenever_the_consumer_runs(
     settings_factory: Callable[..., Settings], tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
     """X has five purchases of 100 within 40 minutes; another account's message then moves the
-    stream's event time two hours on. X's late 700 at minute 45 is a spike against X's own
+    stream's event time two hours on. X's late 900 at minute 45 is a spike against X's own
     history (a per-account, event-time bound keeps it, whatever the clock did meanwhile). Z's
-    700 at 1h50, arriving after five purchases of 100 timed 2h-2h40, is no spike: they happened
+    900 at 1h50, arriving after five purchases of 100 timed 2h-2h40, is no spike: they happened
     later, so they are not history."""
     s = settings_factory(partitions=1, max_poll_records=100, state_history_hours=1.0)
     t0 = DEFAULT_START + timedelta(hours=12)
@@ -337,15 +337,16 @@ def test_rules_see_the_event_time_window_whenever_the_consumer_runs(
             account_id=account,
             timestamp=when,
             amount=amount,
+            currency="USD",
             simulated_scenario=None,
         )
         return (0, *encode(d))
 
     batch1 = [*(at("X", m, 100.0) for m in (0, 10, 20, 30, 40)), at("Y", 120, 100.0)]
     batch2 = [
-        at("X", 45, 700.0),
+        at("X", 45, 900.0),
         *(at("Z", m, 100.0) for m in (120, 130, 140, 150, 160)),
-        at("Z", 110, 700.0),
+        at("Z", 110, 900.0),
     ]
     fleet = Consumers(s, tmp_path, children)
     fleet.start("c")
@@ -426,7 +427,7 @@ def test_accounts_load_within_the_statement_timeout_however_big_the_table(
         s.postgres,
         f"""INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency,
                 "timestamp", channel, country, merchant, schema_version, {topic_col[0]}kafka_partition, kafka_offset)
-            SELECT 'old-' || i, (%(accounts)s::text[])[1 + i %% %(n)s], 'purchase', 20 + i %% 50, 'EUR',
+            SELECT 'old-' || i, (%(accounts)s::text[])[1 + i %% %(n)s], 'purchase', 20 + i %% 50, 'USD',
                    %(start)s::timestamptz - make_interval(secs => 1 + i * 0.25), 'pos', 'DE', 'Old Shop', 1,
                    {topic_col[1]}0, -i
             FROM generate_series(1, 300000) AS i""",
@@ -436,7 +437,8 @@ def test_accounts_load_within_the_statement_timeout_however_big_the_table(
     rows = query(
         s.postgres,
         "SELECT account_id, transaction_id, amount::float8, merchant, country::text, latitude, longitude, "
-        'extract(epoch FROM "timestamp")::float8, kafka_partition, kafka_offset FROM transactions',
+        'extract(epoch FROM "timestamp")::float8, currency::text, coalesce(amount_base, amount)::float8, '
+        "kafka_partition, kafka_offset FROM transactions",
     )
     fleet = Consumers(s, tmp_path, children)
     fleet.start("c")

@@ -15,8 +15,8 @@ what Kafka holds, in partition order, every account in memory from its first mes
 costs about a second, and it is what a clean run stores: rules only read their account's
 history, an account lives in one partition, and partition order is what every consumer sees
 however often it is killed or rebalanced. The state limits are tight on purpose (`EVICTING`):
-a 2 h / 8-event history per account over a stream spanning ~14 h of event time, and room for
-only 300 of the 1,000 accounts in memory, so time and count eviction fire all the time and the
+a 30-minute / 10-event history per account over a stream spanning ~7 h of event time, and room
+for only 300 of its ~700 accounts in memory, so time and count eviction fire all the time and the
 consumer keeps loading accounts back from PostgreSQL; the model applies the same per-account
 bounds, and `check_end_state` asserts that they change the alerts (eviction is really active).
 
@@ -44,6 +44,7 @@ import pytest
 from producer.generator import DEFAULT_START
 from stack.orchestrator import LocalStack
 from tests.fleet import (
+    EVICTING,
     Consumers,
     Msg,
     bad_message,
@@ -68,12 +69,6 @@ N = 20_000  # good transactions per scenario
 BAD_RATE = 0.01  # one bad message per ~100 good ones
 MAX_POLL = 500  # small batches, so faults land between and inside them
 OUTAGE_S = 12.0  # how long PostgreSQL / the broker stay down
-# Per-account history of 2 h / 8 events, 300 accounts in memory (of 1,000): eviction is active.
-EVICTING: dict[str, Any] = {
-    "state_history_hours": 2.0,
-    "state_max_events_per_account": 8,
-    "state_max_accounts": 300,
-}
 
 
 # --------------------------------------------------------------------------------------------

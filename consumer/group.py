@@ -32,7 +32,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumer import offsets, storage
+from consumer import offsets
 from consumer.offsets import StartKind
 from utils.config import Settings
 
@@ -166,30 +166,19 @@ class GroupMember:
             return False
         new = [tp for tp in tps if tp.partition not in stored]
         if new:
-            # No row yet: start after what is already stored, else at Kafka's committed offset (a
-            # consumer from before offsets lived here), else at the log start. The group
-            # coordinator answers nothing while a rebalance is pending: ask briefly, retry later.
-            ends = db_call(
-                lambda conn: storage.stored_ends(conn, self.topic, [tp.partition for tp in new]),
-                "finding where the stored rows end",
-            )
-            if ends is None:
-                return False
+            # No row yet (a new group, or one from before offsets lived here): Kafka's committed
+            # offset, else the log start, recorded before anything is read. The coordinator
+            # answers nothing while a rebalance is pending: ask briefly, retry after polling.
             starts = {}
             for tp in new:
-                start = ends[tp.partition]
-                if start == 0:
-                    try:
-                        committed = self.consumer.committed(tp, timeout_ms=2_000)
-                    except KafkaError as exc:
-                        log.info(
-                            "partition %d: no committed offset from Kafka yet (%s); retrying",
-                            tp.partition,
-                            exc,
-                        )
-                        return False
-                    start = log_start[tp] if committed is None else committed
-                starts[tp.partition] = start
+                try:
+                    committed = self.consumer.committed(tp, timeout_ms=2_000)
+                except KafkaError as exc:
+                    log.info(
+                        "partition %d: no committed offset from Kafka yet (%s); retrying", tp.partition, exc
+                    )
+                    return False
+                starts[tp.partition] = log_start[tp] if committed is None else committed
 
             def create(conn: psycopg2.extensions.connection) -> dict[int, offsets.Stored]:
                 offsets.create(conn, self.group, self.topic, starts, topic_id)

@@ -1,7 +1,6 @@
 """The consumer's SQL for transactions: one polled batch written idempotently in the caller's
 transaction (COPY, with an idempotent staging path for replays), the rows the database refuses,
-the query that loads accounts into memory, and where each partition's stored rows end.
-Offsets live in consumer/offsets.py.
+and the query that loads accounts into memory. Offsets live in consumer/offsets.py.
 """
 
 from __future__ import annotations
@@ -187,8 +186,8 @@ def _insert_via_staging(
 ) -> set[tuple[int, int]]:
     """The idempotent path: only rows whose transaction_id is new are inserted. Returns the
     (partition, offset) of the rows inserted; raises StoredElsewhere for ids stored elsewhere.
-    A row whose (topic, partition, offset) is taken by another id still raises UniqueViolation:
-    that is a recreated topic, never "already stored"."""
+    "Already stored" takes the same id at the same (topic, partition, offset): a recreated topic
+    repeats positions with other messages, which are new rows."""
     _ensure_staging(cur)
     _copy_in(cur, "txn_stage", payload)
     cur.execute(
@@ -303,22 +302,3 @@ def load_accounts(
             {"accounts": list(account_ids), "topic": topic, "k": max_per_account},
         )
         return cur.fetchall()
-
-
-def stored_ends(
-    conn: psycopg2.extensions.connection, topic: str, partitions: Sequence[int]
-) -> dict[int, int]:
-    """Per partition, one past the highest offset stored or rejected (0: nothing yet): where a
-    partition without a stored consumer offset must start, so that nothing is replayed."""
-    with conn.cursor() as cur:
-        cur.execute(
-            """
-            SELECT p, greatest(
-                (SELECT max(kafka_offset) FROM transactions WHERE kafka_topic = %(topic)s AND kafka_partition = p),
-                (SELECT max(kafka_offset) FROM rejected_transactions
-                 WHERE kafka_topic = %(topic)s AND kafka_partition = p))
-            FROM unnest(%(parts)s::int[]) AS p
-            """,
-            {"topic": topic, "parts": list(partitions)},
-        )
-        return {int(p): (-1 if m is None else int(m)) + 1 for p, m in cur.fetchall()}

@@ -21,10 +21,9 @@ from utils.database import Database
 
 log = logging.getLogger(__name__)
 
-# What identifies one log of offsets. Transactions carry no topic yet, so every row counts as the
-# one topic the consumer reads ('' below). Once `transactions.kafka_topic` exists, this line
-# becomes "kafka_topic, kafka_partition" and reconciliation is per topic and partition.
-_STREAM = sql.SQL("''::text AS kafka_topic, kafka_partition")
+# What identifies one log of offsets: the topic and the partition (transactions carry their topic
+# since migration 040), so reconciliation is per topic and partition.
+_STREAM = sql.SQL("kafka_topic, kafka_partition")
 
 _OFFSETS_SQL = sql.SQL(
     """

@@ -1,18 +1,13 @@
 -- Exactly once by construction: the consumer's offsets live here, in the same transaction as the
 -- rows they account for; a message is identified by its topic as well as its partition and
--- offset; the dead-letter topic is published from rejected_transactions (an outbox).
+-- offset (a recreated topic repeats positions: its messages are told apart by their ids); the
+-- dead-letter topic is published from rejected_transactions (an outbox).
 
 -- Rows stored before this migration came from the default topic; if yours had another name,
 -- run as the owner: UPDATE transactions SET kafka_topic = '<name>' WHERE kafka_topic = 'transactions'.
 -- (A constant default is instant on PostgreSQL 11+; dropping it makes the writer name the topic.)
 ALTER TABLE transactions ADD COLUMN kafka_topic text NOT NULL DEFAULT 'transactions';
 ALTER TABLE transactions ALTER COLUMN kafka_topic DROP DEFAULT;
-
--- One row per Kafka message. Offsets only grow within a partition, so each insert lands at the
--- right edge of its partition's range. It answers replay checks, "where do the stored rows of a
--- partition end" and reconciliation; a recreated topic whose new messages land on stored
--- positions fails loudly here instead of passing as "already stored".
-CREATE UNIQUE INDEX transactions_position_idx ON transactions (kafka_topic, kafka_partition, kafka_offset);
 
 -- The per-partition state rebuild is gone: accounts are loaded by account_id and topic, newest
 -- first, LIMIT k per account (consumer/storage.py load_accounts), which this index answers with

@@ -147,7 +147,7 @@ def data_cleanup() -> None:
         from reports.retention import cleanup
         from utils.database import configured_database
 
-        with configured_database() as (settings, db):
+        with configured_database(retention=True) as (settings, db):
             return cleanup(db, settings)
 
     retention()

@@ -16,6 +16,9 @@ The daily aggregates (daily_summary, rule_quality, reconciliation) are kept: the
 are what remains of a purged day. Deletes run in bounded batches (short locks, steady WAL).
 
     python -m reports.retention [--days N]     # what the DAG runs, without Airflow
+
+It logs in as the retention role (POSTGRES_RETENTION_USER): the only role that may delete rows of
+the audit tables (utils/roles.py).
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=None, help="keep this many days [env: RETENTION_DAYS]")
     args = parser.parse_args(argv)
     try:
-        with configured_database() as (settings, db):
+        with configured_database(retention=True) as (settings, db):
             configure_logging(settings.log_level, settings.log_format)
             if args.days is not None:
                 settings = dataclasses.replace(settings, retention_days=args.days)

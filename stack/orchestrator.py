@@ -44,7 +44,7 @@ from stack.common import (
     tcp_answers,
     write_atomic,
 )
-from stack.postgres import APP_ROLE, DB_NAME, OWNER_ROLE, SUPERUSER, Postgres
+from stack.postgres import APP_ROLE, DB_NAME, OWNER_ROLE, RETENTION_ROLE, SUPERUSER, Postgres
 from stack.tansu import TansuBroker
 from utils import roles
 from utils.config import PostgresSettings, load_settings
@@ -85,6 +85,8 @@ class StackEnv:
     postgres_password: str = field(repr=False)
     postgres_migration_user: str = ""
     postgres_migration_password: str = field(default="", repr=False)
+    postgres_retention_user: str = ""
+    postgres_retention_password: str = field(default="", repr=False)
 
     def as_environ(self) -> dict[str, str]:
         """The variables utils/config.py reads, named after the fields (KAFKA_BOOTSTRAP_SERVERS, ...)."""
@@ -99,6 +101,8 @@ class StackEnv:
             password=self.postgres_password,
             migration_user=self.postgres_migration_user,
             migration_password=self.postgres_migration_password,
+            retention_user=self.postgres_retention_user or PostgresSettings().retention_user,
+            retention_password=self.postgres_retention_password,
         )
 
 
@@ -377,7 +381,7 @@ class LocalStack:
         if state.get("postgres") == "external" and self.existing_postgres:
             pg = self.existing_postgres
             return StackEnv(bootstrap, pg.host, pg.port, pg.db, pg.user, pg.password, pg.migration_user,
-                            pg.migration_password)  # fmt: skip
+                            pg.migration_password, pg.retention_user, pg.retention_password)  # fmt: skip
         passwords = self.postgres.passwords()
         return StackEnv(
             kafka_bootstrap_servers=bootstrap,
@@ -388,6 +392,8 @@ class LocalStack:
             postgres_password=passwords[APP_ROLE],
             postgres_migration_user=OWNER_ROLE,
             postgres_migration_password=passwords[OWNER_ROLE],
+            postgres_retention_user=RETENTION_ROLE,
+            postgres_retention_password=passwords[RETENTION_ROLE],
         )
 
     def superuser_password(self) -> str:

@@ -56,6 +56,10 @@ class PostgresSettings:
     migration_password: str = env("POSTGRES_MIGRATION_PASSWORD", "", secret=True)
     # Only `python -m utils.roles provision` (Compose's db-roles service) reads it.
     superuser_password: str = env("POSTGRES_SUPERUSER_PASSWORD", "", secret=True)
+    retention_user: str = env(
+        "POSTGRES_RETENTION_USER", "txmon_retention", "the role the retention cleanup deletes old rows as"
+    )
+    retention_password: str = env("POSTGRES_RETENTION_PASSWORD", "", secret=True)
     pool_max: int = env("POSTGRES_POOL_MAX", 4)
     connect_timeout_s: int = env("POSTGRES_CONNECT_TIMEOUT", 5)
     statement_timeout_ms: int = env("POSTGRES_STATEMENT_TIMEOUT_MS", 60000)
@@ -75,6 +79,15 @@ class PostgresSettings:
             "application_name": "txmon",
         }
         return " ".join(f"{k}={_libpq_quote(v)}" for k, v in parts.items() if v != "")
+
+    def as_retention(self) -> PostgresSettings:
+        """The same database as the retention role, which alone may delete old rows."""
+        if not self.retention_password:
+            raise ConfigError(
+                f"POSTGRES_RETENTION_PASSWORD is not set: the cleanup deletes old rows as the role "
+                f"{self.retention_user!r} (POSTGRES_RETENTION_USER), since the app role may not delete"
+            )
+        return dataclasses.replace(self, user=self.retention_user, password=self.retention_password)
 
 
 def _libpq_quote(value: str) -> str:

@@ -182,11 +182,12 @@ class Database:
 
 
 @contextmanager
-def configured_database(maxconn: int = 2) -> Iterator[tuple[Settings, Database]]:
+def configured_database(maxconn: int = 2, *, retention: bool = False) -> Iterator[tuple[Settings, Database]]:
     """Settings from the environment and a small pool, closed afterwards: what one Airflow task
-    or CLI command needs (the consumer keeps its own pool for its lifetime)."""
+    or CLI command needs (the consumer keeps its own pool for its lifetime). `retention`: log in
+    as the retention role, the one that may delete old rows."""
     settings = load_settings()
-    db = Database(settings.postgres, maxconn=maxconn)
+    db = Database(settings.postgres.as_retention() if retention else settings.postgres, maxconn=maxconn)
     try:
         yield settings, db
     finally:

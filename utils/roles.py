@@ -3,7 +3,11 @@
     owner role (POSTGRES_MIGRATION_USER)  owns the database, hence its schema and the tables the
                                           migrations create; the migration runner logs in as it
     app role   (POSTGRES_USER)            what the producer, consumer and DAGs log in as: reads and
-                                          writes rows, owns nothing, so it cannot drop or alter tables
+                                          writes rows, owns nothing, so it cannot drop or alter tables;
+                                          the audit tables (transactions, alerts, rejected_transactions)
+                                          it may only read and add to
+    retention  (POSTGRES_RETENTION_USER)  what the retention cleanup logs in as: reads and deletes
+                                          old rows of the tables it purges, nothing else
 
 Three places apply this definition, each with the rights it has:
   - the native stack (stack/postgres.py) and Compose's one-shot `db-roles` service
@@ -46,22 +50,27 @@ SCHEMA = "public"
 LOGIN_ONLY = ("LOGIN", "NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS")
 OWNER_ATTRIBUTES = LOGIN_ONLY
 APP_ATTRIBUTES = LOGIN_ONLY
+RETENTION_ATTRIBUTES = LOGIN_ONLY
 
 # Nobody but the owner (implicitly) and the app role may connect. TEMPORARY: the consumer's COPY
 # goes through a temporary staging table.
 APP_DATABASE_PRIVILEGES = ("CONNECT", "TEMPORARY")
+RETENTION_DATABASE_PRIVILEGES = ("CONNECT",)
 APP_SCHEMA_PRIVILEGES = ("USAGE",)
 # bigserial keys: inserting a row takes the next value of its sequence.
 APP_SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
 
 READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
+# The audit trail: what happened is only ever added to (the consumer's writes are idempotent
+# INSERTs); what is old goes through the retention role.
+INSERT_ONLY = ("SELECT", "INSERT")
 # What the app role may do with each table's rows, one line per table. A table not listed gets
 # nothing (and a warning from the migration runner).
 APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "transactions": READ_WRITE,
-        "alerts": READ_WRITE,
-        "rejected_transactions": READ_WRITE,
+        "transactions": INSERT_ONLY,
+        "alerts": INSERT_ONLY,
+        "rejected_transactions": INSERT_ONLY,
         "daily_summary": READ_WRITE,
         "rule_quality": READ_WRITE,
         "pipeline_metrics": READ_WRITE,
@@ -78,14 +87,25 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "schema_migrations": ("SELECT",),
     }
 )
+# What the retention role may do: count and delete what has expired (reports/retention.py).
+# A transaction's alerts go with it by ON DELETE CASCADE, which PostgreSQL runs as alerts' owner.
+RETENTION_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "transactions": ("SELECT", "DELETE"),
+        "rejected_transactions": ("SELECT", "DELETE"),
+        "pipeline_metrics": ("SELECT", "DELETE"),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RoleNames:
-    """The two roles' names, which settings choose (POSTGRES_MIGRATION_USER, POSTGRES_USER)."""
+    """The roles' names, which settings choose (POSTGRES_MIGRATION_USER, POSTGRES_USER,
+    POSTGRES_RETENTION_USER). `retention` is empty where no retention role is set up."""
 
     owner: str
     app: str
+    retention: str = ""
 
     def __post_init__(self) -> None:
         if not self.owner or not self.app:
@@ -97,12 +117,17 @@ class RoleNames:
                 f"POSTGRES_MIGRATION_USER and POSTGRES_USER are both {self.app!r}: the owner role and "
                 "the app role must differ, or the pipeline could drop its own tables"
             )
-        if SUPERUSER in (self.owner, self.app):
+        if self.retention in (self.owner, self.app):
+            raise ConfigError(
+                f"POSTGRES_RETENTION_USER is {self.retention!r}, a role the pipeline already uses: the "
+                "retention role must be its own, or the app role could delete the audit trail"
+            )
+        if SUPERUSER in (self.owner, self.app, self.retention):
             raise ConfigError(f"{SUPERUSER!r} is the superuser: give the pipeline's roles other names")
 
     @classmethod
     def from_settings(cls, pg: PostgresSettings) -> RoleNames:
-        return cls(owner=pg.migration_user, app=pg.user)
+        return cls(owner=pg.migration_user, app=pg.user, retention=pg.retention_user)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,16 +162,27 @@ def database_statements(db: str, names: RoleNames) -> list[sql.Composed]:
     """The owner owns the database; PUBLIC may do nothing with it, the app role what the definition
     says. Revoke first, so that applying a narrower definition takes privileges away too."""
     database, owner, app = sql.Identifier(db), sql.Identifier(names.owner), sql.Identifier(names.app)
-    return [
+    out = [
         sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, owner),
         sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(database, app),
         sql.SQL("GRANT {} ON DATABASE {} TO {}").format(_list(APP_DATABASE_PRIVILEGES), database, app),
     ]
+    if names.retention:
+        retention = sql.Identifier(names.retention)
+        out += [
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(database, retention),
+            sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                _list(RETENTION_DATABASE_PRIVILEGES), database, retention
+            ),
+        ]
+    return out
 
 
-def table_statements(app: str, tables: Iterable[str]) -> list[sql.Composed]:
-    """The app role's privileges on the schema, its sequences and each of `tables` that the
-    definition lists (revoked first, so a narrower definition takes privileges away)."""
+def table_statements(app: str, tables: Iterable[str], retention: str = "") -> list[sql.Composed]:
+    """The app role's (and the retention role's, when named) privileges on the schema, the
+    sequences and each of `tables` that the definition lists (revoked first, so a narrower
+    definition takes privileges away)."""
+    tables = set(tables)
     role, schema = sql.Identifier(app), sql.Identifier(SCHEMA)
     out = [
         sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(_list(APP_SCHEMA_PRIVILEGES), schema, role),
@@ -162,6 +198,18 @@ def table_statements(app: str, tables: Iterable[str]) -> list[sql.Composed]:
             out.append(
                 sql.SQL("GRANT {} ON TABLE {} TO {}").format(_list(APP_TABLE_PRIVILEGES[table]), name, role)
             )
+    if retention:
+        purger = sql.Identifier(retention)
+        out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, purger))
+        for table in sorted(tables):
+            name = sql.Identifier(SCHEMA, table)
+            out.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(name, purger))
+            if table in RETENTION_TABLE_PRIVILEGES:
+                out.append(
+                    sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+                        _list(RETENTION_TABLE_PRIVILEGES[table]), name, purger
+                    )
+                )
     return out
 
 
@@ -179,12 +227,23 @@ def _execute_atomically(cur: psycopg2.extensions.cursor, statements: Sequence[sq
 def provision(
     conn: psycopg2.extensions.connection, db: str, names: RoleNames, passwords: Mapping[str, str]
 ) -> None:
-    """As the superuser: both roles (created or updated, so the passwords always match
-    `passwords`, keyed by role name), the database (created if missing) and who may connect.
-    Idempotent; the connection is switched to autocommit (CREATE DATABASE needs it)."""
+    """As the superuser: the roles (created or updated, so the passwords always match
+    `passwords`, keyed by role name; the retention role only when named and given a password),
+    the database (created if missing) and who may connect. Idempotent; the connection is
+    switched to autocommit (CREATE DATABASE needs it)."""
     conn.autocommit = True
+    if names.retention and not passwords.get(names.retention):
+        log.warning(
+            "no password for the retention role %r (POSTGRES_RETENTION_PASSWORD): not set up, so the "
+            "retention cleanup cannot run",
+            names.retention,
+        )
+        names = RoleNames(owner=names.owner, app=names.app)
+    wanted = [(names.owner, OWNER_ATTRIBUTES), (names.app, APP_ATTRIBUTES)]
+    if names.retention:
+        wanted.append((names.retention, RETENTION_ATTRIBUTES))
     with conn.cursor() as cur:
-        for name, attributes in ((names.owner, OWNER_ATTRIBUTES), (names.app, APP_ATTRIBUTES)):
+        for name, attributes in wanted:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
             exists = cur.fetchone() is not None
             cur.execute(role_statement(name, attributes, exists=exists), (passwords[name],))
@@ -201,17 +260,23 @@ def grant_database_privileges(cur: psycopg2.extensions.cursor, db: str, names: R
     _execute_atomically(cur, database_statements(db, names))
 
 
-def grant_table_privileges(cur: psycopg2.extensions.cursor, app: str) -> None:
-    """As the owner, after the migrations: the app role's privileges on what they created."""
+def grant_table_privileges(cur: psycopg2.extensions.cursor, app: str, retention: str = "") -> None:
+    """As the owner, after the migrations: the app role's privileges on what they created, and
+    the retention role's where that role exists."""
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))
     tables = {row[0] for row in cur.fetchall()}
+    if retention:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (retention,))
+        if cur.fetchone() is None:
+            log.warning("role %s does not exist: the retention cleanup has no role to run as", retention)
+            retention = ""
     for table in sorted(tables - APP_TABLE_PRIVILEGES.keys()):
         log.warning(
             "table %s has no line in utils/roles.py's APP_TABLE_PRIVILEGES: role %s gets no privileges on it",
             table,
             app,
         )
-    _execute_atomically(cur, table_statements(app, tables))
+    _execute_atomically(cur, table_statements(app, tables, retention))
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provision",
         help="as the superuser: create or update the owner and app roles, the database, who may connect "
         "[env: POSTGRES_SUPERUSER_PASSWORD, POSTGRES_MIGRATION_USER/_PASSWORD, POSTGRES_USER/_PASSWORD, "
-        "POSTGRES_DB]",
+        "POSTGRES_RETENTION_USER/_PASSWORD, POSTGRES_DB]",
     )
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the server (default 60)")
     args = parser.parse_args(argv)
@@ -272,7 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"set {', '.join(missing)} (see .env.example)")
         conn = _connect_superuser(pg, args.wait)
         try:
-            provision(conn, pg.db, names, {names.owner: pg.migration_password, names.app: pg.password})
+            passwords = {names.owner: pg.migration_password, names.app: pg.password}
+            passwords[names.retention] = pg.retention_password
+            provision(conn, pg.db, names, passwords)
         finally:
             conn.close()
     except (ConfigError, DatabaseUnavailable) as exc:

@@ -91,8 +91,9 @@ def _seed(s: Settings) -> str:
             for i in range(2):
                 cur.execute(
                     """INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency,
-                           "timestamp", channel, country, schema_version, kafka_partition, kafka_offset, processed_at)
-                       VALUES (%s, 'ACC-OLD', 'purchase', 1, 'EUR', %s, 'pos', 'DE', 1, 99, %s, %s)""",
+                           "timestamp", channel, country, schema_version, kafka_topic, kafka_partition,
+                           kafka_offset, processed_at)
+                       VALUES (%s, 'ACC-OLD', 'purchase', 1, 'EUR', %s, 'pos', 'DE', 1, 'old', 99, %s, %s)""",
                     (f"old-{i}", old, i, old),
                 )
     finally:

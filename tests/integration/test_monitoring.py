@@ -164,8 +164,9 @@ def test_cleanup_says_first_what_it_deletes_and_keeps_what_was_processed_recentl
         ):
             cur.execute(
                 """INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency,
-                       "timestamp", channel, country, schema_version, kafka_partition, kafka_offset, processed_at)
-                   VALUES (%s, 'ACC1', 'purchase', 1, 'EUR', %s, 'pos', 'DE', 1, 0, %s, %s)""",
+                       "timestamp", channel, country, schema_version, kafka_topic, kafka_partition,
+                       kafka_offset, processed_at)
+                   VALUES (%s, 'ACC1', 'purchase', 1, 'EUR', %s, 'pos', 'DE', 1, 't', 0, %s, %s)""",
                 (f"t{i}", event, i, processed),
             )
     settings = dataclasses.replace(
@@ -174,8 +175,12 @@ def test_cleanup_says_first_what_it_deletes_and_keeps_what_was_processed_recentl
         data_dir=str(tmp_path),
         retention_days=90,
     )
-    with caplog.at_level(logging.INFO, logger="reports.retention"):
-        counts = retention.cleanup(db, settings)
+    purger = Database(fresh_db.as_retention())  # the app role may not delete (utils/roles.py)
+    try:
+        with caplog.at_level(logging.INFO, logger="reports.retention"):
+            counts = retention.cleanup(purger, settings)
+    finally:
+        purger.close()
     first = caplog.records[0].getMessage()
     assert first.startswith("retention (RETENTION_DAYS=90): will delete what is older than ")
     assert "1 transactions, 0 rejected_transactions, 0 pipeline_metrics" in first

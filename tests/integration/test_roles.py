@@ -87,18 +87,25 @@ def relation_grants(
 def assert_roles_as_defined(cur: psycopg2.extensions.cursor, names: roles.RoleNames) -> None:
     assert role_attributes(cur, names.owner) == expected_attributes(roles.OWNER_ATTRIBUTES)
     assert role_attributes(cur, names.app) == expected_attributes(roles.APP_ATTRIBUTES)
+    assert role_attributes(cur, names.retention) == expected_attributes(roles.RETENTION_ATTRIBUTES)
 
 
 def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: roles.RoleNames) -> None:
     owner, grants = database_grants(cur, db)
     assert owner == names.owner
-    assert grants == {names.app: set(roles.APP_DATABASE_PRIVILEGES)}  # and nothing for PUBLIC
+    assert grants == {
+        names.app: set(roles.APP_DATABASE_PRIVILEGES),
+        names.retention: set(roles.RETENTION_DATABASE_PRIVILEGES),
+    }  # and nothing for PUBLIC
 
 
 def assert_tables_as_defined(conn: psycopg2.extensions.connection, names: roles.RoleNames) -> None:
     with conn.cursor() as cur:
         tables = relation_grants(cur, ("r", "p"))
-        assert tables == {t: {names.app: set(p)} for t, p in roles.APP_TABLE_PRIVILEGES.items() if p}
+        expected = {t: {names.app: set(p)} for t, p in roles.APP_TABLE_PRIVILEGES.items() if p}
+        for table, privileges in roles.RETENTION_TABLE_PRIVILEGES.items():
+            expected[table][names.retention] = set(privileges)
+        assert tables == expected
         sequences = relation_grants(cur, ("S",))
         assert sequences, "the migrations create bigserial keys"
         assert all(g == {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)} for g in sequences.values()), (
@@ -107,6 +114,11 @@ def assert_tables_as_defined(conn: psycopg2.extensions.connection, names: roles.
         cur.execute(
             "SELECT has_schema_privilege(%s, 'public', 'USAGE'), has_schema_privilege(%s, 'public', 'CREATE')",
             (names.app, names.app),
+        )
+        assert cur.fetchone() == (True, False)
+        cur.execute(
+            "SELECT has_schema_privilege(%s, 'public', 'USAGE'), has_schema_privilege(%s, 'public', 'CREATE')",
+            (names.retention, names.retention),
         )
         assert cur.fetchone() == (True, False)
 
@@ -140,7 +152,7 @@ def test_provision_cli_sets_up_what_compose_needs(
     """`python -m utils.roles provision` (Compose's db-roles) with other role names, then the
     migrations as the owner: the same privileges, and the roles log in with their passwords."""
     suffix = uuid.uuid4().hex[:8]
-    names = roles.RoleNames(owner=f"it_owner_{suffix}", app=f"it_app_{suffix}")
+    names = roles.RoleNames(owner=f"it_owner_{suffix}", app=f"it_app_{suffix}", retention=f"it_ret_{suffix}")
     db = f"it_roles_{suffix}"
     pg = PostgresSettings(
         host="127.0.0.1",
@@ -150,6 +162,8 @@ def test_provision_cli_sets_up_what_compose_needs(
         password=f"app pw '{suffix}",  # a quote and a space: the password is a parameter
         migration_user=names.owner,
         migration_password=f"owner-{suffix}",
+        retention_user=names.retention,
+        retention_password=f"retention-{suffix}",
     )
     monkeypatch.setenv("TXMON_ENV_FILE", str(tmp_path / "none.env"))
     for key, value in {
@@ -160,6 +174,8 @@ def test_provision_cli_sets_up_what_compose_needs(
         "POSTGRES_PASSWORD": pg.password,
         "POSTGRES_MIGRATION_USER": pg.migration_user,
         "POSTGRES_MIGRATION_PASSWORD": pg.migration_password,
+        "POSTGRES_RETENTION_USER": pg.retention_user,
+        "POSTGRES_RETENTION_PASSWORD": pg.retention_password,
         "POSTGRES_SUPERUSER_PASSWORD": native_stack.superuser_password(),
     }.items():
         monkeypatch.setenv(key, value)
@@ -175,10 +191,13 @@ def test_provision_cli_sets_up_what_compose_needs(
         with contextlib.closing(psycopg2.connect(pg.dsn())) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_user")
             assert cur.fetchone() == (names.app,)
+        with contextlib.closing(psycopg2.connect(pg.as_retention().dsn())) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == (names.retention,)
     finally:
         with contextlib.closing(native_stack.postgres.connect_superuser()) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-                for role in (names.app, names.owner):
+                for role in (names.app, names.retention, names.owner):
                     cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -2,7 +2,9 @@
 
 The pipeline logs in as the app role (POSTGRES_USER); migrations run as the owner role
 (POSTGRES_MIGRATION_USER). The app role may read and write rows and nothing else: it owns no
-table, cannot change the schema or the migration history, and is no superuser. The consumer works
+table, cannot change the schema or the migration history, and is no superuser; the audit tables
+(transactions, alerts, rejected_transactions) it may only read and add to. Only the retention
+role (POSTGRES_RETENTION_USER) deletes old audit rows, and it may do nothing else. The consumer works
 with only the app role's credentials, as in the Compose stack (where it never gets the owner's).
 """
 
@@ -88,6 +90,13 @@ FORBIDDEN = (
     "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'evil', 'x')",
     "UPDATE schema_migrations SET checksum = 'x'",
     "DELETE FROM schema_migrations",
+    # The audit trail is only added to: the consumer never changes or deletes what it stored.
+    "UPDATE transactions SET amount = 0",
+    "DELETE FROM transactions",
+    "UPDATE alerts SET severity = 'low'",
+    "DELETE FROM alerts",
+    "UPDATE rejected_transactions SET reason = 'x'",
+    "DELETE FROM rejected_transactions",
     "CREATE ROLE evil",
     "ALTER ROLE CURRENT_USER SUPERUSER",
     "CREATE DATABASE evil",
@@ -127,6 +136,40 @@ def test_app_role_reads_and_writes_rows(app_conn: psycopg2.extensions.connection
         # The consumer's staging table is a temp table: allowed without CREATE on the schema.
         cur.execute("CREATE TEMP TABLE stage (LIKE transactions) ON COMMIT DROP")
     app_conn.rollback()
+
+
+def test_only_the_retention_role_deletes_audit_rows_and_alerts_go_with_their_transaction(
+    app_conn: psycopg2.extensions.connection, fresh_db: PostgresSettings
+) -> None:
+    with app_conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency, "
+            '"timestamp", channel, country, schema_version, kafka_topic, kafka_partition, kafka_offset) '
+            "VALUES ('sec-old', 'acct', 'purchase', 1.50, 'EUR', now(), 'pos', 'DE', 1, 't', 0, 0)"
+        )
+        cur.execute(
+            "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message) "
+            "VALUES ('sec-old', 'acct', 'high_amount', 'high', 'x')"
+        )
+    conn = psycopg2.connect(fresh_db.as_retention().dsn())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for statement in (
+                "INSERT INTO transactions (transaction_id) VALUES ('x')",
+                "UPDATE transactions SET amount = 0",
+                "DELETE FROM alerts",
+                "SELECT * FROM alerts",
+                "DELETE FROM daily_summary",
+                "DELETE FROM consumer_offsets",
+            ):
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cur.execute(statement)
+            cur.execute("DELETE FROM transactions WHERE transaction_id = 'sec-old'")
+            assert cur.rowcount == 1
+    finally:
+        conn.close()
+    assert scalar(fresh_db, "SELECT count(*) FROM alerts WHERE transaction_id = 'sec-old'") == 0
 
 
 def test_consumer_runs_with_only_the_app_role(

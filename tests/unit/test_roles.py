@@ -38,14 +38,36 @@ def test_every_table_the_migrations_create_has_a_line() -> None:
     assert set(roles.APP_TABLE_PRIVILEGES) == created | {"schema_migrations"}
 
 
-def test_the_app_role_reads_and_writes_rows_but_only_reads_the_migration_history_and_rule_sets() -> None:
+def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_rule_sets() -> None:
     privileges = dict(roles.APP_TABLE_PRIVILEGES)
     assert privileges.pop("schema_migrations") == ("SELECT",)
     for table in ("rule_set_versions", "rule_set_active", "rule_set_activations"):
         assert privileges.pop(table) == ("SELECT",)
+    for table in ("transactions", "alerts", "rejected_transactions"):
+        assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
     for table in ("consumer_offsets", "dlq_progress"):
-        assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")
-    assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}
+        assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")  # advanced, never deleted
+    assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}  # the DAGs' tables
+
+
+def test_only_the_retention_role_deletes_and_only_what_expires() -> None:
+    assert dict(roles.RETENTION_TABLE_PRIVILEGES) == {
+        "transactions": ("SELECT", "DELETE"),
+        "rejected_transactions": ("SELECT", "DELETE"),
+        "pipeline_metrics": ("SELECT", "DELETE"),
+    }
+    statements = [render(s) for s in roles.table_statements("app", ["alerts", "transactions"], "purge")]
+    assert statements[-4:] == [
+        'GRANT USAGE ON SCHEMA "public" TO "purge"',
+        'REVOKE ALL ON TABLE "public"."alerts" FROM "purge"',  # cascaded from transactions
+        'REVOKE ALL ON TABLE "public"."transactions" FROM "purge"',
+        'GRANT SELECT, DELETE ON TABLE "public"."transactions" TO "purge"',
+    ]
+    names = roles.RoleNames(owner="o", app="a", retention="r")
+    assert [render(s) for s in roles.database_statements("db", names)][-2:] == [
+        'REVOKE ALL ON DATABASE "db" FROM "r"',
+        'GRANT CONNECT ON DATABASE "db" TO "r"',
+    ]
 
 
 @pytest.mark.parametrize("attributes", [roles.OWNER_ATTRIBUTES, roles.APP_ATTRIBUTES])
@@ -87,7 +109,7 @@ def test_table_statements_revoke_then_grant_each_listed_table_that_exists() -> N
         'REVOKE ALL ON ALL SEQUENCES IN SCHEMA "public" FROM "txmon_app"',
         'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "public" TO "txmon_app"',
         'REVOKE ALL ON TABLE "public"."alerts" FROM "txmon_app"',
-        'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "public"."alerts" TO "txmon_app"',
+        'GRANT SELECT, INSERT ON TABLE "public"."alerts" TO "txmon_app"',
         'REVOKE ALL ON TABLE "public"."schema_migrations" FROM "txmon_app"',
         'GRANT SELECT ON TABLE "public"."schema_migrations" TO "txmon_app"',
     ]  # "other" is not in the definition: nothing granted on it
@@ -95,15 +117,13 @@ def test_table_statements_revoke_then_grant_each_listed_table_that_exists() -> N
 
 def test_one_line_changes_one_tables_privileges(monkeypatch: pytest.MonkeyPatch) -> None:
     before = [render(s) for s in roles.table_statements("app", roles.APP_TABLE_PRIVILEGES)]
-    monkeypatch.setattr(
-        roles, "APP_TABLE_PRIVILEGES", {**roles.APP_TABLE_PRIVILEGES, "alerts": ("INSERT", "SELECT")}
-    )
+    monkeypatch.setattr(roles, "APP_TABLE_PRIVILEGES", {**roles.APP_TABLE_PRIVILEGES, "alerts": ("SELECT",)})
     after = [render(s) for s in roles.table_statements("app", roles.APP_TABLE_PRIVILEGES)]
     changed = [(b, a) for b, a in zip(before, after, strict=True) if a != b]
     assert changed == [
         (
-            'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "public"."alerts" TO "app"',
-            'GRANT INSERT, SELECT ON TABLE "public"."alerts" TO "app"',
+            'GRANT SELECT, INSERT ON TABLE "public"."alerts" TO "app"',
+            'GRANT SELECT ON TABLE "public"."alerts" TO "app"',
         )
     ]
 
@@ -119,6 +139,8 @@ def test_one_line_changes_one_tables_privileges(monkeypatch: pytest.MonkeyPatch)
 def test_role_names_are_checked(owner: str, app: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         roles.RoleNames(owner=owner, app=app)
+    with pytest.raises(ConfigError, match="its own"):
+        roles.RoleNames(owner="o", app="a", retention="a")
 
 
 def test_provision_cli_names_the_missing_secrets(

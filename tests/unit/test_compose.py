@@ -202,6 +202,7 @@ def test_required_secrets_stop_compose_with_a_message(raw: str) -> None:
         "POSTGRES_PASSWORD",
         "POSTGRES_MIGRATION_PASSWORD",
         "POSTGRES_SUPERUSER_PASSWORD",
+        "POSTGRES_RETENTION_PASSWORD",
         "AIRFLOW_POSTGRES_PASSWORD",
         "AIRFLOW_ADMIN_PASSWORD",
         "AIRFLOW_FERNET_KEY",
@@ -419,6 +420,10 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
         by_group.setdefault(group, set()).add(field.metadata["env"])
     logging_vars = {"LOG_LEVEL", "LOG_FORMAT"}
     migration_vars = {"POSTGRES_MIGRATION_USER", "POSTGRES_MIGRATION_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD"}
+    migration_vars |= {
+        "POSTGRES_RETENTION_USER",
+        "POSTGRES_RETENTION_PASSWORD",
+    }  # the cleanup's, not the consumer's
     expected = {
         "consumer": (
             by_group["kafka"]
@@ -445,6 +450,8 @@ def test_each_service_gets_the_settings_it_reads(services: dict[str, Any]) -> No
 
     assert having("POSTGRES_MIGRATION_PASSWORD") == {"db-roles", "db-migrate"}
     assert having("POSTGRES_SUPERUSER_PASSWORD") == {"db-roles"}
+    # The retention role's to the job that creates it and to Airflow, whose cleanup task deletes as it.
+    assert having("POSTGRES_RETENTION_PASSWORD") == {"db-roles"} | AIRFLOW_SERVICES - {"airflow-init"}
     assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_SUPERUSER_PASSWORD")
 
 

@@ -19,6 +19,11 @@ class PrometheusAPI:
         assert body["status"] == "success", body
         return body["data"]
 
+    def front_page(self) -> str:
+        """What a browser shows at the URL `make compose-up` prints (redirects followed)."""
+        with urllib.request.urlopen(self.base_url + "/", timeout=30) as response:
+            return str(response.read().decode(errors="replace"))
+
     def targets(self, job: str) -> list[dict[str, Any]]:
         """The active targets of `job`, as the Targets page lists them."""
         active = self._get("/api/v1/targets", state="active")["activeTargets"]

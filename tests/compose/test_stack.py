@@ -292,6 +292,8 @@ def prometheus(project: Project) -> PrometheusAPI:
 
 
 def test_prometheus_scrapes_the_producer_and_its_sent_counter_grows(prometheus: PrometheusAPI) -> None:
+    assert "<title>Prometheus Time Series Collection and Processing Server</title>" in prometheus.front_page()
+
     def scraped() -> list[float] | None:
         (target,) = prometheus.targets("txmon-producer")
         sent = prometheus.samples("txmon_producer_messages_sent_total")

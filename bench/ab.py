@@ -29,8 +29,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness, stats
+from bench.context import CONSUMER_IDLE_S, consume_timeout, produce
 from bench.harness import Child, Sampler, Workspace
-from bench.run import CONSUMER_IDLE_S, _consume_timeout, _produce
 from utils.config import Settings
 from utils.logs import configure_logging
 
@@ -61,7 +61,7 @@ def consume_once(settings: Settings, tree: Path, log_path: Path, count: int) -> 
         log_path,
     )
     with Sampler([child.pid], 0.25) as sampler:
-        rc = child.wait(_consume_timeout(count))
+        rc = child.wait(consume_timeout(count))
     st = harness.stored_stats(settings.postgres)
     window = stats.steady_window(st["groups"])
     return {
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             trees = {"A": unpack(args.base, Path(tmp)), "B": harness.REPO}
             base = ws.settings("src")
             log.info("producing %d transactions once", args.count)
-            _produce(base, args.count, args.seed)
+            produce(base, args.count, args.seed)
             logs = harness.REPO / "bench" / "results" / f"{run_id}-logs"  # kept: a failed round is read there
             for r in range(args.rounds):
                 for side in ("A", "B") if r % 2 == 0 else ("B", "A"):

@@ -6,10 +6,12 @@ Once a day, for the previous UTC day (the run's data interval):
 0. **day_complete**: waits until every partition has stored an event past the day's end (consumer
    lag and late events at midnight), at most `REPORT_MAX_WAIT_MINUTES` (120) after it; a manual
    run goes at once. The report says how complete the day was either way.
-1. **summary**: counts by type, currency, country and channel (amounts per currency only: they
-   are not converted); alerts by type and severity; rejections by reason → table `daily_summary`.
-2. **alert_analysis**: alert rate per rule, precision and recall against the producer's
-   `simulated_scenario` labels, top accounts and merchants → table `rule_quality`.
+1. **summary**: counts by type, currency, country and channel, with amounts in `BASE_CURRENCY`
+   (and per currency as sent); alerts by type and severity; rejections by reason → table
+   `daily_summary`.
+2. **alert_analysis**: per rule, the incidents of its scenario injected and caught (recall), its
+   alerts, those on any incident (precision) and per 1,000 transactions, against the simulator's
+   incident labels, as `make quality` scores a run → table `rule_quality`.
 3. **reconciliation**: per Kafka partition, the offsets the consumer stored or rejected that day,
    any ranges it skipped, and restarts of the offsets (a recreated topic) → table `reconciliation`.
 4. **report**: `<AIRFLOW_DATA_DIR>/reports/<YYYY-MM-DD>/` with `report.html` (charts embedded),
@@ -127,9 +129,9 @@ def transaction_reporting() -> None:
         from utils.database import configured_database
 
         day = _day()
-        with configured_database() as (_, db):
+        with configured_database() as (settings, db):
             queries.ensure_schema(db)
-            rows = queries.build_daily_summary(db, day)
+            rows = queries.build_daily_summary(db, day, settings.rules.rate_table())
         total = next((r.txn_count for r in rows if r.dimension == "total"), 0)
         return {"day": day.isoformat(), "transactions": total, "rows": len(rows)}
 
@@ -144,7 +146,9 @@ def transaction_reporting() -> None:
         return {
             "day": day.isoformat(),
             "alerts": {r.alert_type: r.alerts for r in analysis.rules},
-            "labels_present": analysis.labels_present,
+            "ground_truth": analysis.ground_truth,
+            "incidents": sum(r.incidents for r in analysis.rules),
+            "caught": sum(r.caught for r in analysis.rules),
         }
 
     @task
@@ -170,7 +174,9 @@ def transaction_reporting() -> None:
 
         day = _day()
         with configured_database() as (settings, db):
-            figures = queries.gather_figures(db, day, noisy_alert_rate=settings.report.noisy_alert_rate)
+            figures = queries.gather_figures(
+                db, day, settings.rules.rate_table(), noisy_alert_rate=settings.report.noisy_alert_rate
+            )
         out = write_report(day, figures, settings.data_dir)
         c = figures.completeness
         runs.publish(

@@ -5,10 +5,10 @@ schedules them. The daily report, in the order a run goes through it:
 
     day.py            which UTC day a run covers, and its bounds
     completeness.py   whether every partition stored past the day's end (the scheduled run waits)
-    queries.py        the day's SQL: summary, rule quality, the report's figures
+    queries.py        the day's SQL: summary (amounts in the base currency), rule quality, the report's figures
     reconciliation.py the day's offsets per partition, their gaps and restarts (SQL)
     offsets.py        pure arithmetic of reconciliation: runs of offsets, gaps, restarts
-    scoring.py        pure arithmetic of rules: precision/recall, noisy rules
+    scoring.py        pure arithmetic of rules: a day's incident-level figures (utils/rule_quality), noisy rules
     figures.py        the plain data all of them pass around
     charts.py         matplotlib charts as inline SVG
     page.py           the HTML page, rendered from templates/report.html.j2

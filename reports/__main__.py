@@ -27,11 +27,12 @@ from utils.errors import ConfigError, DatabaseUnavailable
 
 def build_report(db: Database, settings: Settings, day: date) -> tuple[Path, ReportFigures]:
     """Every step of `day`'s report, in the DAG's order; returns report.html and the figures."""
+    rates = settings.rules.rate_table()
     queries.ensure_schema(db)
-    queries.build_daily_summary(db, day)
+    queries.build_daily_summary(db, day, rates)
     queries.analyse_alerts(db, day)
     reconcile_day(db, day)
-    figures = queries.gather_figures(db, day, noisy_alert_rate=settings.report.noisy_alert_rate)
+    figures = queries.gather_figures(db, day, rates, noisy_alert_rate=settings.report.noisy_alert_rate)
     return write_report(day, figures, settings.data_dir) / "report.html", figures
 
 

@@ -95,8 +95,8 @@ def _per_rule(figures: ReportFigures) -> str:
     ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
     for i, r in enumerate(rules):
         label = f"{r.alerts:,}"
-        if r.alert_type in noisy and r.alert_rate is not None:
-            label += f"  (on {r.alert_rate:.0%} of transactions: flagged)"
+        if r.alert_type in noisy and r.alerts_per_1000 is not None:
+            label += f"  (on {r.alerts_per_1000 / 1000:.0%} of transactions: flagged)"
         ax.annotate(
             label,
             (max(r.alerts, 0.8 if log else 0), i),
@@ -123,7 +123,7 @@ def _amounts(figures: ReportFigures) -> str:
     ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
-    ax.set_xlabel("amount in the transaction's own currency (not converted; log scale)")
+    ax.set_xlabel(f"amount in {figures.base_currency} (log scale)")
     ax.set_ylabel("transactions")
     ax.set_title("Amount distribution")
     return _svg(fig, "amounts")

@@ -9,6 +9,8 @@ from decimal import Decimal
 
 from reports.completeness import Completeness
 from reports.offsets import PartitionReconciliation
+from utils.money import DEFAULT_BASE
+from utils.rule_quality import RuleScore
 
 # The breakdowns of the summary, in the order the report shows them.
 SUMMARY_DIMENSIONS = (
@@ -28,8 +30,16 @@ class SummaryRow:
     dimension: str
     key: str
     txn_count: int
-    amount_sum: Decimal
+    amount_sum: Decimal  # nominal: one currency only in the currency breakdown
     alert_count: int
+    # The same transactions in the base currency (utils/money.py), which may be added across
+    # currencies; None on rows computed before migration 022.
+    amount_base_sum: Decimal | None = None
+    base_currency: str | None = None
+    converted_by_report: int = 0  # stored without amount_base: converted by the report itself
+
+
+SUMMARY_COLUMNS = [f.name for f in dataclasses.fields(SummaryRow)]
 
 
 def dimension_order(row: SummaryRow) -> tuple[int, int, str]:
@@ -37,41 +47,9 @@ def dimension_order(row: SummaryRow) -> tuple[int, int, str]:
     return (SUMMARY_DIMENSIONS.index(row.dimension), -row.txn_count, row.key)
 
 
-@dataclass(frozen=True, slots=True)
-class RuleCounts:
-    """What SQL counts for one rule on one day; `scoring.score_rule` turns it into rates."""
-
-    alert_type: str
-    scenario: str | None
-    alerts: int  # = alerted transactions: the schema allows one alert per rule and transaction
-    true_positives: int  # alerted transactions labelled with `scenario`
-    alerts_on_fraud: int  # alerted transactions labelled with any scenario
-    labelled: int  # transactions of the day labelled with `scenario`
-    labelled_accounts: int
-    detected_accounts: int
-
-
-@dataclass(frozen=True, slots=True)
-class RuleQuality:
-    """One row of table `rule_quality` (its columns, in this order) and of the rules table."""
-
-    alert_type: str
-    scenario: str | None
-    alerts: int
-    alert_rate: float | None
-    labelled: int | None
-    true_positives: int | None
-    false_positives: int | None
-    false_negatives: int | None
-    precision: float | None
-    recall: float | None
-    alerts_on_fraud: int | None
-    precision_any_fraud: float | None
-    labelled_accounts: int | None
-    detected_accounts: int | None
-
-
-RULE_QUALITY_COLUMNS = [f.name for f in dataclasses.fields(RuleQuality)]
+# One row of table `rule_quality` and of the rules table: utils.rule_quality's RuleScore, in
+# these columns, plus the day's `ground_truth` flag (ReportFigures.ground_truth).
+RULE_QUALITY_COLUMNS = [f.name for f in dataclasses.fields(RuleScore)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,28 +62,31 @@ class TopEntry:
     amount_sum: Decimal  # nominal: a sum in one currency only when `currencies` has one entry
     alert_types: tuple[str, ...]
     currencies: tuple[str, ...] = ()
+    amount_base_sum: Decimal | None = None  # in the base currency, whatever `currencies` holds
 
 
 @dataclass(frozen=True, slots=True)
 class AlertAnalysis:
+    """What the alert_analysis step stores for one day (table rule_quality)."""
+
     day: date
     transactions: int
-    labels_present: bool
-    rules: list[RuleQuality]
-    top_accounts: list[TopEntry]
-    top_merchants: list[TopEntry]
+    ground_truth: bool  # the day's transactions carry the simulator's incident labels
+    rules: list[RuleScore]
 
 
 @dataclass(frozen=True, slots=True)
 class HourVolume:
     hour: int  # 0-23, UTC
     txn_count: int
-    amount_sum: Decimal
+    amount_base_sum: Decimal  # in ReportFigures.base_currency
     alert_count: int
 
 
 @dataclass(frozen=True, slots=True)
 class AmountBucket:
+    """Transactions whose amount in the base currency is in [lower, upper)."""
+
     lower: float
     upper: float
     txn_count: int
@@ -117,7 +98,7 @@ class ReportFigures:
 
     day: date
     summary: list[SummaryRow]
-    rules: list[RuleQuality]
+    rules: list[RuleScore]
     top_accounts: list[TopEntry]
     top_merchants: list[TopEntry]
     reconciliation: list[PartitionReconciliation]
@@ -128,11 +109,18 @@ class ReportFigures:
         default_factory=list
     )  # the day's transactions by processing day
     noisy_alert_rate: float = 0.05  # REPORT_NOISY_ALERT_RATE: rules alerting more often are flagged
+    ground_truth: bool = False  # the rules could be scored against the simulator's incidents
+    base_currency: str = DEFAULT_BASE  # BASE_CURRENCY of the run: every amount added across currencies
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def transactions(self) -> int:
-        return next((r.txn_count for r in self.summary if r.dimension == "total"), 0)
+        total = self.total_row
+        return total.txn_count if total else 0
 
     def total(self, dimension: str) -> int:
         return sum(r.txn_count for r in self.summary if r.dimension == dimension)
+
+    @property
+    def total_row(self) -> SummaryRow | None:
+        return next((r for r in self.summary if r.dimension == "total"), None)

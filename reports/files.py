@@ -18,7 +18,7 @@ from typing import Any
 
 from reports.charts import render_charts
 from reports.errors import ReportError
-from reports.figures import RULE_QUALITY_COLUMNS, ReportFigures
+from reports.figures import RULE_QUALITY_COLUMNS, SUMMARY_COLUMNS, ReportFigures
 from reports.page import render_page
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,9 @@ def report_dir(data_dir: str | Path, day: date) -> Path:
 
 
 def write_report(day: date, figures: ReportFigures, data_dir: str | Path) -> Path:
-    """Write `<data_dir>/reports/<day>/` report.html (self-contained: charts as embedded PNGs),
-    summary.csv, alerts.csv (one row per rule) and figures.json; returns the directory.
+    """Write `<data_dir>/reports/<day>/` report.html (self-contained: charts as inline SVG),
+    summary.csv (daily_summary's columns), alerts.csv (one row per rule: rule_quality's columns)
+    and figures.json; returns the directory.
     A rerun replaces the files."""
     if figures.day != day:
         raise ReportError(f"figures are for {figures.day}, not {day}")
@@ -89,13 +90,16 @@ def write_report(day: date, figures: ReportFigures, data_dir: str | Path) -> Pat
     _write_atomic(
         out / "summary.csv",
         _csv(
-            ("day", "dimension", "key", "txn_count", "amount_sum", "alert_count"),
-            ((day, r.dimension, r.key, r.txn_count, r.amount_sum, r.alert_count) for r in figures.summary),
+            ("day", *SUMMARY_COLUMNS),
+            ((day, *dataclasses.astuple(r)) for r in figures.summary),
         ),
     )
     _write_atomic(
         out / "alerts.csv",
-        _csv(("day", *RULE_QUALITY_COLUMNS), ((day, *dataclasses.astuple(r)) for r in figures.rules)),
+        _csv(
+            ("day", *RULE_QUALITY_COLUMNS, "ground_truth"),
+            ((day, *dataclasses.astuple(r), figures.ground_truth) for r in figures.rules),
+        ),
     )
     _write_atomic(out / "figures.json", figures_to_json(figures))
     log.info("report for %s written to %s", day, out)

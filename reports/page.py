@@ -1,9 +1,9 @@
 """The report page: `templates/report.html.j2` rendered with Jinja2 (autoescaped) from the
-figures and the charts' PNGs.
+figures and the charts' inline SVG.
 
 What the page says in words is decided here, in plain functions the unit tests read: the cells
-of each table, the amounts (never one sum over several currencies), how complete the day was,
-which rules are flagged, what reconciliation found.
+of each table, the amounts (added across currencies only in the base currency), how complete the
+day was, the rules' incident-level figures and which are flagged, what reconciliation found.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from markupsafe import Markup, escape
 
 from reports import units
 from reports.completeness import Completeness
-from reports.figures import SUMMARY_DIMENSIONS, ReportFigures, RuleQuality
+from reports.figures import SUMMARY_DIMENSIONS, ReportFigures, TopEntry
 from reports.offsets import OffsetRun, PartitionReconciliation
 from reports.scoring import noisy_rules
+from utils.money import format_amount
+from utils.rule_quality import RuleScore
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -44,59 +46,81 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def amount_text(amount: Decimal, currencies: Sequence[str]) -> str:
-    """An amount with its currency, or why there is none: amounts are nominal, in each
-    transaction's own currency, and are not converted, so a sum over several currencies would
-    add yen to euros. (Once a base currency exists this is the one place to show it.)"""
-    if len(currencies) == 1:
-        return f"{amount:,.2f} {currencies[0]}"
-    if not currencies:
+def money(amount: Decimal | None, currency: str | None, *, code: bool = True) -> str:
+    """An amount as a person reads it: "1,234.50 EUR", "150,000 JPY" (the currency's own
+    decimals; without the code under a header that names it); "–" when not known."""
+    if amount is None or currency is None:
         return "–"
-    return f"not converted ({len(currencies)} currencies)"
+    text = format_amount(amount, currency)
+    return text if code else text.rsplit(" ", 1)[0]
+
+
+def amount_text(entry: TopEntry, base: str) -> str:
+    """What a top entry's transactions amount to: in the base currency, which adds any currencies,
+    and as sent when they are all in one other currency. Without a base sum (figures made before
+    there was one) a sum over several currencies is never shown: it would add yen to euros."""
+    nominal = money(entry.amount_sum, entry.currencies[0]) if len(entry.currencies) == 1 else None
+    if entry.amount_base_sum is None:
+        if nominal is not None:
+            return nominal
+        return f"not converted ({len(entry.currencies)} currencies)" if entry.currencies else "–"
+    in_base = money(entry.amount_base_sum, base)
+    if entry.currencies == (base,) or not entry.currencies:
+        return in_base
+    if nominal is not None:
+        return f"{nominal} = {in_base}"
+    return f"{in_base} ({len(entry.currencies)} currencies)"
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     header: str
-    value: Callable[[RuleQuality], Any]
-    numeric: bool = True
+    value: Callable[[RuleScore], Any]
     title: str = ""  # the header's tooltip
+    numeric: bool = True
+    scored: bool = True  # needs ground truth: left out on a day without incident labels
 
 
-def _accounts(r: RuleQuality) -> str | None:
-    if r.labelled_accounts is None:
-        return None
-    return f"{r.detected_accounts or 0:,} of {r.labelled_accounts:,}"
+def _share(value: float | None) -> str | None:
+    return None if value is None else units.percent(value)
 
 
-# The rules table, one place: a column more (incident-level figures) is a line more here.
+# The rules table, one place: the figures and the column names of `make quality`'s table
+# (utils.rule_quality.format_table), so the two read alike.
 RULE_COLUMNS = (
-    Column("rule", lambda r: r.alert_type, numeric=False),
+    Column("rule", lambda r: r.alert_type, numeric=False, scored=False),
     Column(
         "scenario",
         lambda r: r.scenario,
+        "the simulator's scenario this rule is built to catch",
         numeric=False,
-        title="the simulator's label this rule is scored against",
     ),
-    Column("alerts", lambda r: r.alerts),
     Column(
-        "alert rate",
-        lambda r: None if r.alert_rate is None else units.percent(r.alert_rate),
-        title="alerts / transactions of the day",
+        "incidents",
+        lambda r: r.incidents,
+        "incidents of the scenario injected: their first message is on this day",
     ),
-    Column("labelled", lambda r: r.labelled, title="transactions labelled with the scenario"),
-    Column("TP", lambda r: r.true_positives, title="alerted and labelled with the scenario"),
-    Column("FP", lambda r: r.false_positives, title="alerted, labelled otherwise or not at all"),
-    Column("FN", lambda r: r.false_negatives, title="labelled, not alerted by this rule"),
-    Column("precision", lambda r: r.precision),
-    Column("recall", lambda r: r.recall),
     Column(
-        "precision (any fraud)",
-        lambda r: r.precision_any_fraud,
-        title="alerts on transactions of any scenario / alerts",
+        "caught",
+        lambda r: r.caught,
+        "of those, incidents with an alert of this rule on any of their messages",
     ),
-    Column("accounts detected", _accounts, title="accounts of the scenario with at least one alert"),
+    Column("recall", lambda r: _share(r.recall), "caught / incidents"),
+    Column("alerts", lambda r: r.alerts, "alerts of this rule on this day's transactions", scored=False),
+    Column("on incidents", lambda r: r.alerts_on_incidents, "alerts on a message of any injected incident"),
+    Column("precision", lambda r: _share(r.precision), "alerts on incidents / alerts"),
+    Column(
+        "per 1,000 txns",
+        lambda r: None if r.alerts_per_1000 is None else f"{r.alerts_per_1000:,.2f}",
+        "alerts per 1,000 of this day's transactions",
+        scored=False,
+    ),
 )
+
+
+def rule_columns(ground_truth: bool) -> tuple[Column, ...]:
+    """The rules table's columns: without incident labels, only what needs none."""
+    return RULE_COLUMNS if ground_truth else tuple(c for c in RULE_COLUMNS if not c.scored)
 
 
 def completeness_text(c: Completeness | None, transactions: int) -> tuple[bool, str]:
@@ -190,10 +214,29 @@ class Totals:
         return self.rejected == self.rejection_table
 
 
-def summary_amounts(figures: ReportFigures) -> dict[str, bool]:
-    """Which summary tables show an amount column: only the currency breakdown, where each row
-    is one currency. Elsewhere a row mixes currencies and its sum means nothing."""
-    return {d: d == "currency" for d in SUMMARY_DIMENSIONS}
+def base_note(figures: ReportFigures) -> str:
+    """How the day's amounts were added: in which currency, and which rows the report converted."""
+    total = figures.total_row
+    if total is None or not total.txn_count:
+        return ""
+    if total.amount_base_sum is None:
+        return (
+            "Amounts are in each transaction's own currency and are not converted: this summary was "
+            "computed before the report added amounts in the base currency; rerun the day."
+        )
+    base = total.base_currency or figures.base_currency
+    text = (
+        f"Amounts added across currencies are in {base} (BASE_CURRENCY): each transaction's amount "
+        "converted with the rate table the consumer used to judge it (utils/money.py, FX_RATES). "
+        "The table by currency also shows each currency's own sum, as sent."
+    )
+    if total.converted_by_report:
+        text += (
+            f" {total.converted_by_report:,} of the day's {total.txn_count:,} transactions were stored "
+            f"before amounts were converted (no amount_base): the report converted them to {base} "
+            "with the current rate table."
+        )
+    return text
 
 
 def _sections(figures: ReportFigures, charts: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]]:
@@ -245,7 +288,7 @@ def render_page(figures: ReportFigures, charts: Mapping[str, tuple[str, str]]) -
     )
     complete_ok, complete_text = completeness_text(figures.completeness, figures.transactions)
     noisy = noisy_rules(figures.rules, figures.noisy_alert_rate)
-    currencies = [r for r in figures.summary if r.dimension == "currency"]
+    total = figures.total_row
     return (
         _environment()
         .get_template("report.html.j2")
@@ -260,13 +303,16 @@ def render_page(figures: ReportFigures, charts: Mapping[str, tuple[str, str]]) -
             rejected=figures.total("rejection_reason"),
             complete_ok=complete_ok,
             complete_text=complete_text,
+            total_amount=money(total.amount_base_sum, total.base_currency) if total else "–",
             dimensions=SUMMARY_DIMENSIONS,
-            show_amount=summary_amounts(figures),
-            n_currencies=len(currencies),
-            rule_columns=RULE_COLUMNS,
+            base_note=base_note(figures),
+            money=money,
+            ground_truth=figures.ground_truth,
+            rule_columns=rule_columns(figures.ground_truth),
             noisy=noisy,
             noisy_rate=units.percent(figures.noisy_alert_rate),
             amount_text=amount_text,
+            base=figures.base_currency,
             recon_rows=reconciliation_rows(parts),
             totals=totals,
             processed_on=figures.processed_on,

@@ -1,66 +1,65 @@
-"""The report's arithmetic on rules, pure functions over plain data: precision and recall against
-the producer's scenario labels, and which rules alert so often they are noise. (Reconciliation's
-arithmetic is in `reports.offsets`.)"""
+"""The report's arithmetic on rules, pure functions over plain data: the day's incident-level
+figures (utils/rule_quality.py, the scoring `make quality` uses too) and which rules alert so
+often they are noise. (Reconciliation's arithmetic is in `reports.offsets`.)
+
+A day cuts the stream at midnight, incidents included. The report counts:
+
+* **alerts** (and alerts on incidents, precision, alerts per 1,000 transactions): the alerts on
+  the day's transactions (event time), as the summary and the charts count them;
+* **incidents** (and caught, recall): the incidents whose first message falls on the day, each
+  scored whole: an alert of the rule on any of its messages catches it, also one on a message
+  past midnight. So every incident is counted on exactly one day, and recall never drops because
+  half an incident fell on the next day (an impossible journey that starts at 23:40 is alerted on
+  its far leg at 01:10). Alerts on yesterday's incidents are deserved (precision) but no catch.
+
+A day whose transactions carry no incident label (a real stream, a simulated one without fraud,
+or rows stored before incidents were recorded) has no ground truth: recall and precision are
+None, and the page says so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 
-from reports.figures import RuleCounts, RuleQuality
+from utils.rule_quality import RULE_SCENARIO, RuleScore, score_rules
 
-# The scenario label each rule is scored against. `rapid_repeat` is what the duplicate rule is
-# built to catch; velocity has no scenario of its own (normal traffic stays far below it, so
-# anything it raises is reported by count only).
-SCENARIO_FOR_RULE: dict[str, str | None] = {
-    "high_amount": "high_amount",
-    "velocity": None,
-    "card_testing": "card_testing",
-    "amount_spike": "amount_spike",
-    "impossible_travel": "impossible_travel",
-    "duplicate": "rapid_repeat",
-    "unusual_hour_high_value": "unusual_hour_high_value",
-}
+# An alert count from the day's SQL: (alert_type, incident id of the alerted message or None,
+# whether the message is on the day, how many such alerts).
+AlertCount = tuple[str, str | None, bool, int]
 
 
-def _ratio(numerator: int, denominator: int) -> float | None:
-    return numerator / denominator if denominator else None
+def _each(counts: Iterable[AlertCount], on_day: bool) -> Iterator[tuple[str, str | None]]:
+    for alert_type, incident, day, n in counts:
+        if day == on_day:
+            yield from repeat((alert_type, incident), n)
 
 
-def score_rule(counts: RuleCounts, transactions: int, *, labels_present: bool) -> RuleQuality:
-    """Precision and recall of one rule against the producer's scenario labels.
+def score_day(
+    transactions: int, incidents: Mapping[str, str], alerts: Iterable[AlertCount], *, ground_truth: bool
+) -> list[RuleScore]:
+    """Every rule's figures for one day, in RULE_SCENARIO's order, then any other alert type.
 
-    An alert is a true positive when its transaction carries the scenario mapped to the rule
-    (SCENARIO_FOR_RULE); `precision_any_fraud` is the looser reading, counting an alert on a
-    transaction of *any* scenario as deserved. Recall is per transaction: the lead-in legs of a
-    scenario (the first small charges of card testing, the first of a repeated payment, the
-    home leg of an impossible journey) are labelled but cannot be alerted by design, so recall
-    below 1 is expected; the account counts say whether the scenario was caught at all.
-
-    Without labels (`labels_present` False: a real stream, or none on that day) there is no
-    ground truth, so every quality figure is None rather than a misleading 0.
+    `incidents`: id -> scenario of the incidents whose first message falls on the day;
+    `alerts`: the day's alerts and the alerts on those incidents' messages past the day.
     """
-    scored = labels_present and counts.scenario is not None
-    tp = counts.true_positives if scored else None
-    return RuleQuality(
-        alert_type=counts.alert_type,
-        scenario=counts.scenario,
-        alerts=counts.alerts,
-        alert_rate=_ratio(counts.alerts, transactions),
-        labelled=counts.labelled if scored else None,
-        true_positives=tp,
-        false_positives=counts.alerts - counts.true_positives if scored else None,
-        false_negatives=counts.labelled - counts.true_positives if scored else None,
-        precision=_ratio(counts.true_positives, counts.alerts) if scored else None,
-        recall=_ratio(counts.true_positives, counts.labelled) if scored else None,
-        alerts_on_fraud=counts.alerts_on_fraud if labels_present else None,
-        precision_any_fraud=_ratio(counts.alerts_on_fraud, counts.alerts) if labels_present else None,
-        labelled_accounts=counts.labelled_accounts if scored else None,
-        detected_accounts=counts.detected_accounts if scored else None,
+    counts = list(alerts)
+    rules = [*RULE_SCENARIO, *sorted({a for a, _, on_day, _ in counts if on_day} - set(RULE_SCENARIO))]
+    elsewhere = [(a, i) for a, i in _each(counts, False) if i is not None]
+    return score_rules(
+        transactions,
+        incidents,
+        _each(counts, True),
+        rules=rules,
+        caught_elsewhere=elsewhere,
+        ground_truth=ground_truth,
     )
 
 
-def noisy_rules(rules: Iterable[RuleQuality], threshold: float) -> set[str]:
-    """Rules whose alert rate is above `threshold` (REPORT_NOISY_ALERT_RATE): alerting on that
-    share of all transactions, a rule cannot be mostly right when fraud is a few percent of the
-    traffic at most, and its alerts bury the others."""
-    return {r.alert_type for r in rules if r.alert_rate is not None and r.alert_rate > threshold}
+def noisy_rules(rules: Iterable[RuleScore], threshold: float) -> set[str]:
+    """Rules whose alerts are more than the share `threshold` (REPORT_NOISY_ALERT_RATE) of the
+    day's transactions: alerting that often, a rule cannot be mostly right when fraud is a few
+    percent of the traffic at most, and its alerts bury the others."""
+    return {
+        r.alert_type for r in rules if r.alerts_per_1000 is not None and r.alerts_per_1000 > 1000 * threshold
+    }

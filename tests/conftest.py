@@ -10,6 +10,7 @@ fails the tests; nothing is skipped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +28,13 @@ from utils.config import KafkaSettings, PostgresSettings, Settings, load_setting
 # TXMON_TEST_PORT_OFFSET so their stacks neither collide nor stop each other.
 _OFFSET = int(os.environ.get("TXMON_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {"zk_port": 32181 + _OFFSET, "kafka_port": 39092 + _OFFSET, "pg_port": 35432 + _OFFSET}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Airflow disposes of its ORM in an atexit hook and logs that through handlers bound to
+    # pytest's capture streams, which are closed by then: every run ended in "--- Logging
+    # error ---" tracebacks that hid the summary. Nothing logged that late is worth a traceback.
+    logging.raiseExceptions = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

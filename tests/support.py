@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,11 +33,13 @@ def produce(settings: Settings, count: int, seed: int, **kw: Any) -> ProducerSum
     return summary
 
 
-def generated(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
-    """Exactly what `produce(settings, count, seed)` sends (the generator is deterministic)."""
+def generated(
+    settings: Settings, count: int, seed: int, start: datetime = DEFAULT_START
+) -> list[dict[str, Any]]:
+    """Exactly what `produce(settings, count, seed, start=start)` sends (the generator is deterministic)."""
     ps = settings.producer
     gen = TransactionGenerator(
-        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated", DEFAULT_START
+        seed, AccountPool.create(ps.accounts, ps.account_seed), ps.fraud_rate, "simulated", start
     )
     return gen.next_batch(count)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from types import MappingProxyType
 
 from utils.models import CURRENCIES
@@ -144,7 +145,7 @@ class RateTable:
         return round(amount / self.factors[currency], MINOR_UNITS[currency])
 
 
-def format_amount(amount: float, currency: str) -> str:
+def format_amount(amount: float | Decimal, currency: str) -> str:
     """`1234.5, "USD"` -> "1,234.50 USD"; `1500, "JPY"` -> "1,500 JPY" (the currency's own decimals)."""
     return f"{amount:,.{MINOR_UNITS.get(currency, 2)}f} {currency}"
 

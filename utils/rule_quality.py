@@ -13,7 +13,11 @@ injected incident shares its id, lead-in legs and aftermath included. For each r
 * alerts per 1,000 transactions: the load the rule puts on analysts, ground truth or not.
 
 Without any incident in scope (a real stream) recall and precision are None, not 0. The daily
-report and `python -m quality` both call `score_rules`.
+report (reports/scoring.py, one UTC day as the scope) and `python -m quality` (one run) both call
+`score_rules`. A day cuts incidents at midnight; `caught_elsewhere` lets the day score each of its
+incidents whole, and `ground_truth` says that a day holding only the tail of an earlier incident
+still carries labels. A rule missing from RULE_SCENARIO (an alert type of older data) is scored on
+its alerts only: no scenario, no recall.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ RULE_SCENARIO: Mapping[str, str] = {
 @dataclass(frozen=True, slots=True)
 class RuleScore:
     alert_type: str
-    scenario: str
+    scenario: str | None  # None: a rule without a scenario of its own (not in RULE_SCENARIO)
     incidents: int  # injected incidents of `scenario`
     caught: int  # ... with at least one alert of this rule on one of their messages
     alerts: int
@@ -59,28 +63,45 @@ def score_rules(
     alerts: Iterable[tuple[str, str | None]],
     *,
     rules: Iterable[str] = RULE_SCENARIO,
+    caught_elsewhere: Iterable[tuple[str, str]] = (),
+    ground_truth: bool | None = None,
 ) -> list[RuleScore]:
     """Per-rule figures for one scope (a run, a day).
 
     `transactions`: stored transactions in scope; `incidents`: incident id -> scenario of every
     injected incident in scope; `alerts`: (alert_type, incident id of the alerted message or None
     for ordinary traffic), one per alert. Rules come out in `rules` order.
+
+    `caught_elsewhere`: (alert_type, incident id), one per alert outside the scope on a message of
+    an incident in scope (its part past midnight): such an alert catches the incident, but it is
+    not one of the scope's alerts (its own day counts it). `ground_truth`: whether the scope's
+    stream carries the simulator's labels at all (default: any incident in scope); without it
+    precision is None.
     """
     alerts_n: Counter[str] = Counter()
     on_incidents: Counter[str] = Counter()
     caught: dict[str, set[str]] = {}
+
+    def catch(alert_type: str, incident: str) -> None:
+        scenario = incidents.get(incident)  # None: an incident outside the scope
+        if scenario is not None and scenario == RULE_SCENARIO.get(alert_type):
+            caught.setdefault(alert_type, set()).add(incident)
+
     for alert_type, incident in alerts:
         alerts_n[alert_type] += 1
         if incident is not None:
             on_incidents[alert_type] += 1
-            if incidents.get(incident) == RULE_SCENARIO.get(alert_type):
-                caught.setdefault(alert_type, set()).add(incident)
+            catch(alert_type, incident)
+    for alert_type, incident in caught_elsewhere:
+        catch(alert_type, incident)
     per_scenario = Counter(incidents.values())
-    ground_truth = bool(incidents)
+    if ground_truth is None:
+        ground_truth = bool(incidents)
     out = []
     for rule in rules:
-        scenario = RULE_SCENARIO[rule]
-        n_alerts, injected, hits = alerts_n[rule], per_scenario[scenario], len(caught.get(rule, ()))
+        scenario = RULE_SCENARIO.get(rule)
+        injected = per_scenario[scenario] if scenario is not None else 0
+        n_alerts, hits = alerts_n[rule], len(caught.get(rule, ()))
         out.append(
             RuleScore(
                 alert_type=rule,
@@ -110,7 +131,7 @@ def format_table(scores: Iterable[RuleScore]) -> str:
     for s in scores:
         per_k = "–" if s.alerts_per_1000 is None else f"{s.alerts_per_1000:.2f}"
         lines.append(
-            f"| `{s.alert_type}` | {s.scenario} | {s.incidents:,} | {s.caught:,} | {_pct(s.recall)} | "
+            f"| `{s.alert_type}` | {s.scenario or '–'} | {s.incidents:,} | {s.caught:,} | {_pct(s.recall)} | "
             f"{s.alerts:,} | {s.alerts_on_incidents:,} | {_pct(s.precision)} | {per_k} |"
         )
     return "\n".join(lines)

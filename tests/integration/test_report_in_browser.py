@@ -25,6 +25,7 @@ from tests.browser import artifact, chromium
 from tests.support import consume, produce, scalar
 from utils.config import PostgresSettings, Settings
 from utils.database import Database
+from utils.rule_quality import RULE_SCENARIO, format_table
 
 DAY = DEFAULT_START.date()
 EMPTY_DAY = DAY.replace(day=2)
@@ -43,9 +44,11 @@ SECTIONS = [
 AXIS_LABELS = {
     "per-hour": {"transactions", "alerts", "hour of the day (UTC)"},
     "per-rule": {"alerts"},
-    "amounts": {"transactions", "amount in the transaction's own currency (not converted; log scale)"},
+    "amounts": {"transactions", "amount in USD (log scale)"},
 }
 NUMBER = re.compile(r"^[\d,.]+( M)?$")
+# The columns of `make quality`'s table: the report's rules table has the same.
+RULE_HEADER = [c.strip() for c in format_table([]).splitlines()[0].strip("|").split("|")]
 
 
 @pytest.fixture
@@ -66,16 +69,6 @@ def _build(s: Settings, data_dir: Path, day: Any) -> tuple[Path, ReportFigures]:
         db.close()
 
 
-def _one_line(page: Any, locator: Any) -> bool:
-    """The element's text takes one line on the screen."""
-    return bool(
-        locator.evaluate(
-            "el => { const r = document.createRange(); r.selectNodeContents(el);"
-            " const tops = new Set([...r.getClientRects()].map(b => Math.round(b.top))); return tops.size === 1; }"
-        )
-    )
-
-
 def test_the_report_of_a_seeded_day_as_a_person_sees_it(
     pipeline_settings: Settings, tmp_path: Path, page: Any
 ) -> None:
@@ -93,7 +86,6 @@ def test_the_report_of_a_seeded_day_as_a_person_sees_it(
     page.wait_for_load_state("load")
     assert page.title() == f"Transaction report {DAY}"
     assert page.locator("h1").inner_text() == f"Transaction report for {DAY} (UTC)"
-    assert page.locator("p.note").first.inner_text().startswith(f"{on_day:,} transactions, ")
     assert page.locator("h2").all_inner_texts() == SECTIONS
     assert page.locator("#no-transactions").count() == 0
 
@@ -130,21 +122,56 @@ def test_the_report_of_a_seeded_day_as_a_person_sees_it(
     hour_ticks = page.locator("h2#per-hour + figure.chart svg text").all_text_contents()
     assert any("," in t for t in hour_ticks), hour_ticks
 
-    # Tables: text left, numbers right, counts on one line, the rules table inside the column.
+    # The rules table: make quality's columns and figures, per incident, every rule with its
+    # incidents; text left, numbers right, inside the content column, each row on one line.
     rules = page.locator("table.rules")
     rules_box = rules.bounding_box()
     assert rules_box is not None and rules_box["x"] + rules_box["width"] <= body[1] + 1, (rules_box, body)
-    first_row = rules.locator("tbody tr").first.locator("td")
-    assert first_row.nth(0).evaluate("td => getComputedStyle(td).textAlign") in ("left", "start")
-    assert first_row.nth(2).evaluate("td => getComputedStyle(td).textAlign") == "right"
-    detected = rules.locator("tbody td:last-child")
-    for i in range(detected.count()):
-        cell = detected.nth(i)
-        if " of " in cell.inner_text():
-            assert _one_line(page, cell), cell.inner_text()
-    summary_cells = page.locator("h3:text-is('by currency') + table tbody td.n")
-    assert summary_cells.count() > 0
-    assert all(re.search(r" [A-Z]{3}$", t) for t in summary_cells.all_inner_texts()[1::3])  # amount EUR
+    assert rules.locator("thead th").all_inner_texts() == RULE_HEADER
+    assert page.locator("#no-labels").count() == 0
+    rows = rules.locator("tbody tr")
+    assert rows.count() == len(RULE_SCENARIO)
+    assert figures.ground_truth and [r.alert_type for r in figures.rules] == list(RULE_SCENARIO)
+    for i, score in enumerate(figures.rules):
+        cells = rows.nth(i).locator("td")
+        texts = [t.strip() for t in cells.all_inner_texts()]
+        assert texts[0] == score.alert_type and texts[1] == score.scenario, texts
+        assert texts[2:4] == [f"{score.incidents:,}", f"{score.caught:,}"], (score, texts)
+        assert score.incidents > 0 and texts[4].endswith("%"), (
+            score,
+            texts,
+        )  # seed 41 injects every scenario
+        assert texts[5:7] == [f"{score.alerts:,}", f"{score.alerts_on_incidents:,}"], (score, texts)
+        assert texts[8] == f"{score.alerts_per_1000:,.2f}", (score, texts)
+        for j in range(2, len(texts)):
+            assert cells.nth(j).evaluate("td => getComputedStyle(td).textAlign") == "right", (score, j)
+        assert cells.nth(0).evaluate("td => getComputedStyle(td).textAlign") in ("left", "start")
+        row_box = rows.nth(i).bounding_box()
+        assert row_box is not None and row_box["height"] < 30, (score, row_box)  # one line
+    assert sum(r.caught for r in figures.rules) > 0
+
+    # Amounts: the day's total in USD, each currency as sent beside its USD value.
+    total = figures.total_row
+    assert total is not None and total.amount_base_sum is not None
+    usd = f"{total.amount_base_sum:,.2f} USD"
+    assert page.locator("p.note").first.inner_text().startswith(f"{on_day:,} transactions ({usd}), ")
+    assert page.locator("h3:text-is('all transactions') + table thead th").all_inner_texts() == [
+        "",
+        "transactions",
+        "amount in USD",
+        "alerts",
+    ]
+    assert page.locator("h3:text-is('all transactions') + table tbody td").nth(2).inner_text() == usd[:-4]
+    currency_rows = page.locator("h3:text-is('by currency') + table tbody tr")
+    assert currency_rows.count() > 1
+    for i in range(currency_rows.count()):
+        code, _, as_sent, in_base, _ = currency_rows.nth(i).locator("td").all_inner_texts()
+        assert as_sent.endswith(f" {code}") and re.fullmatch(r"[\d,]+(\.\d\d)?", in_base), (
+            code,
+            as_sent,
+            in_base,
+        )
+    assert "in USD (BASE_CURRENCY)" in page.locator("#amounts-note").inner_text()
 
     shot = artifact(f"report-{DAY}.png")
     page.screenshot(path=str(shot), full_page=True)
@@ -168,3 +195,27 @@ def test_an_empty_day_says_so_instead_of_drawing_charts(
     shot = artifact(f"report-{EMPTY_DAY}-empty.png")
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 5_000
+
+
+def test_a_day_without_incident_labels_shows_alerts_only_and_says_why(
+    pipeline_settings: Settings, tmp_path: Path, page: Any
+) -> None:
+    s = dataclasses.replace(
+        pipeline_settings, producer=dataclasses.replace(pipeline_settings.producer, fraud_rate=0.0)
+    )
+    produce(s, 800, seed=43, start=DEFAULT_START)
+    assert consume(s).stored == 800
+    report, figures = _build(s, tmp_path, DAY)
+    assert not figures.ground_truth
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    banner = page.locator("#no-labels")
+    assert banner.is_visible() and banner.inner_text().startswith("No incident labels on this day.")
+    rules = page.locator("table.rules")
+    assert rules.locator("thead th").all_inner_texts() == ["rule", "alerts", "per 1,000 txns"]
+    assert rules.locator("tbody tr").count() == len(figures.rules) >= len(RULE_SCENARIO)
+    assert "–" not in rules.inner_text()  # no column of empty ratios
+    shot = artifact(f"report-{DAY}-no-labels.png")
+    page.locator("#rules").scroll_into_view_if_needed()
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000

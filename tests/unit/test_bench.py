@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench import stats
-from bench.run import SCALING, build_parser, merge_repeats, resolve_params, scaling_figures
+from bench.run import build_parser, resolve_params
+from bench.sections import SCALING, merge_repeats, scaling_figures
 
 # ------------------------------------------------------------------------------------ percentiles
 

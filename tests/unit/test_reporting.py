@@ -17,11 +17,12 @@ import pytest
 from reports.completeness import Completeness, Watermark, ready_to_report
 from reports.day import day_bounds, report_day
 from reports.errors import ReportError
-from reports.figures import AmountBucket, HourVolume, ReportFigures, RuleCounts, SummaryRow, TopEntry
+from reports.figures import AmountBucket, HourVolume, ReportFigures, SummaryRow, TopEntry
 from reports.files import write_report
 from reports.offsets import Offset, OffsetRun, PartitionReconciliation, find_gaps, reconcile
 from reports.page import amount_text, cell, completeness_text, render_page
-from reports.scoring import noisy_rules, score_rule
+from reports.scoring import noisy_rules, score_day
+from utils.rule_quality import RULE_SCENARIO, RuleScore, format_table, score_rules
 
 # --------------------------------------------------------------------------- the day
 
@@ -136,59 +137,78 @@ def test_rejections_written_after_their_batch_are_no_restart() -> None:
 # --------------------------------------------------------------------------- rule quality
 
 
-def _counts(**kw: object) -> RuleCounts:
-    base: dict[str, object] = {
-        "alert_type": "card_testing",
-        "scenario": "card_testing",
-        "alerts": 10,
-        "true_positives": 8,
-        "alerts_on_fraud": 9,
-        "labelled": 20,
-        "labelled_accounts": 4,
-        "detected_accounts": 3,
-    }
-    return RuleCounts(**{**base, **kw})  # type: ignore[arg-type]
+def _scores(rules: list[RuleScore]) -> dict[str, RuleScore]:
+    return {r.alert_type: r for r in rules}
 
 
-def test_precision_recall_and_error_counts() -> None:
-    q = score_rule(_counts(), 1000, labels_present=True)
-    assert (q.true_positives, q.false_positives, q.false_negatives) == (8, 2, 12)
-    assert q.precision == pytest.approx(0.8)
-    assert q.recall == pytest.approx(0.4)
-    assert q.precision_any_fraud == pytest.approx(0.9)
-    assert q.alert_rate == pytest.approx(0.01)
-    assert (q.labelled_accounts, q.detected_accounts) == (4, 3)
-
-
-def test_a_rule_without_a_scenario_reports_counts_only() -> None:
-    q = score_rule(
-        _counts(alert_type="velocity", scenario=None, true_positives=0, labelled=0), 500, labels_present=True
-    )
-    assert q.alerts == 10 and q.alert_rate == pytest.approx(0.02)
-    assert q.precision is None and q.recall is None and q.true_positives is None
-    assert q.false_negatives is None and q.labelled is None
-    # "Any fraud" precision still has a meaning: it needs labels, not a scenario.
-    assert q.precision_any_fraud == pytest.approx(0.9)
-
-
-def test_without_labels_nothing_is_scored() -> None:
-    q = score_rule(_counts(true_positives=0, alerts_on_fraud=0, labelled=0), 1000, labels_present=False)
-    assert q.alerts == 10
-    assert q.precision is None and q.recall is None and q.precision_any_fraud is None
-    assert q.false_positives is None
-
-
-def test_undefined_ratios_are_none_not_zero() -> None:
-    q = score_rule(
-        _counts(alerts=0, true_positives=0, alerts_on_fraud=0, labelled=0, detected_accounts=0),
+def test_a_day_scores_the_incidents_that_begin_on_it_whole() -> None:
+    # i1 (impossible travel) began at 23:40 and was alerted on its far leg after midnight; i2
+    # began on the day and was missed; i0 began yesterday, alerted today: deserved, no catch.
+    incidents = {"i1": "impossible_travel", "i2": "impossible_travel", "i3": "card_testing"}
+    alerts = [
+        ("impossible_travel", "i0", True, 1),
+        ("impossible_travel", None, True, 1),
+        ("impossible_travel", "i1", False, 1),
+        ("card_testing", "i3", True, 3),
+        ("card_testing", None, False, 5),  # not queried in practice; past the day, on no incident
+        ("velocity", None, True, 2),
+    ]
+    scores = _scores(score_day(2_000, incidents, alerts, ground_truth=True))
+    travel = scores["impossible_travel"]
+    assert (travel.incidents, travel.caught, travel.alerts, travel.alerts_on_incidents) == (2, 1, 2, 1)
+    assert travel.recall == 0.5 and travel.precision == 0.5 and travel.alerts_per_1000 == 1.0
+    card = scores["card_testing"]
+    assert (card.incidents, card.caught, card.alerts, card.recall, card.precision) == (1, 1, 3, 1.0, 1.0)
+    velocity = scores["velocity"]
+    assert (velocity.scenario, velocity.incidents, velocity.recall, velocity.precision) == (
+        "velocity_burst",
         0,
-        labels_present=True,
+        None,
+        0.0,
     )
-    assert q.precision is None and q.recall is None and q.alert_rate is None
-    assert (q.false_positives, q.false_negatives) == (0, 0)
-    # A scenario that happened but was never alerted: recall 0, precision undefined.
-    missed = score_rule(_counts(alerts=0, true_positives=0, alerts_on_fraud=0), 100, labels_present=True)
-    assert missed.recall == 0.0 and missed.precision is None and missed.false_negatives == 20
+
+
+def test_the_day_lists_every_rule_then_other_alert_types_it_holds() -> None:
+    scores = score_day(
+        100, {}, [("zz_retired", None, True, 4), ("old_elsewhere", "i", False, 1)], ground_truth=False
+    )
+    assert [r.alert_type for r in scores] == [*RULE_SCENARIO, "zz_retired"]
+    retired = scores[-1]
+    assert (retired.scenario, retired.alerts, retired.alerts_per_1000) == (None, 4, 40.0)
+
+
+def test_a_day_without_labels_has_no_recall_or_precision() -> None:
+    scores = score_day(1_000, {}, [("velocity", None, True, 10)], ground_truth=False)
+    assert all(r.recall is None and r.precision is None for r in scores)
+    assert _scores(scores)["velocity"].alerts_per_1000 == 10.0
+    # The hour after midnight holding only the end of yesterday's incident still has labels.
+    tail = score_day(100, {}, [("card_testing", "i0", True, 2)], ground_truth=True)
+    assert _scores(tail)["card_testing"].precision == 1.0 and _scores(tail)["card_testing"].recall is None
+    assert score_day(0, {}, [], ground_truth=False)[0].alerts_per_1000 is None
+
+
+def test_the_same_stream_scores_alike_as_one_run_and_as_its_days() -> None:
+    """A run's incidents split over two days: each day's incidents and catches add up to the run's
+    (`make quality`), however the incidents fall across midnight."""
+    incidents = {"a": "card_testing", "b": "card_testing", "c": "impossible_travel", "d": "high_amount"}
+    first_day = {"a", "c"}  # c crosses midnight: its alert is on day two
+    on = {  # (rule, incident, day of the alerted message)
+        ("card_testing", "a", 1),
+        ("card_testing", "b", 2),
+        ("impossible_travel", "c", 2),
+        ("high_amount", None, 1),
+    }
+    run = _scores(score_rules(100, incidents, [(r, i) for r, i, _ in on]))
+    days = []
+    for day in (1, 2):
+        mine = {i: s for i, s in incidents.items() if (i in first_day) == (day == 1)}
+        alerts = [(r, i, d == day, 1) for r, i, d in on if d == day or i in mine]
+        days.append(_scores(score_day(50, mine, alerts, ground_truth=True)))
+    for rule, total in run.items():
+        assert sum(d[rule].incidents for d in days) == total.incidents, rule
+        assert sum(d[rule].caught for d in days) == total.caught, rule
+        assert sum(d[rule].alerts for d in days) == total.alerts, rule
+    assert days[0]["impossible_travel"].caught == 1 and days[1]["impossible_travel"].alerts == 1
 
 
 # --------------------------------------------------------------------------- report files
@@ -197,19 +217,25 @@ EVIL = "<script>alert('x')</script> & \"quotes\""
 
 
 def _figures(day: date) -> ReportFigures:
-    quality = score_rule(_counts(alert_type=EVIL), 100, labels_present=True)
+    # 4 card-testing incidents, 3 caught; 10 alerts, 8 of them on incidents; 100 transactions.
+    quality = RuleScore(EVIL, "card_testing", 4, 3, 10, 8, 100.0, 0.75, 0.8)
     return ReportFigures(
         day=day,
         summary=[
-            SummaryRow("total", "", 100, Decimal("12345.67"), 12),
-            SummaryRow("country", EVIL, 3, Decimal("1.00"), 0),
+            SummaryRow("total", "", 100, Decimal("12345.67"), 12, Decimal("13210.87"), "USD", 0),
+            SummaryRow("country", EVIL, 3, Decimal("1.00"), 0, Decimal("1.08"), "USD", 0),
         ],
         rules=[quality],
-        top_accounts=[TopEntry(EVIL, 5, 4, Decimal("99.50"), ("card_testing", EVIL), ("EUR",))],
-        top_merchants=[TopEntry("Café <b>", 2, 2, Decimal("3.00"), ("duplicate",), ("EUR", "JPY"))],
+        top_accounts=[
+            TopEntry(EVIL, 5, 4, Decimal("99.50"), ("card_testing", EVIL), ("EUR",), Decimal("107.46"))
+        ],
+        top_merchants=[
+            TopEntry("Café <b>", 2, 2, Decimal("3.00"), ("duplicate",), ("EUR", "JPY"), Decimal("2.17"))
+        ],
         reconciliation=[PartitionReconciliation("", 0, None, [OffsetRun(0, 99, 97, 1, [(10, 11)])])],
         hourly=[HourVolume(3, 60, Decimal("100.00"), 5), HourVolume(4, 40, Decimal("50.00"), 7)],
         amounts=[AmountBucket(1.0, 1.78, 30), AmountBucket(1.78, 3.16, 70)],
+        ground_truth=True,
     )
 
 
@@ -256,7 +282,7 @@ def test_report_files_are_written_escaped_and_self_contained(tmp_path: Path) -> 
         "hour of the day (UTC)",
         "transactions",
         "alerts",
-        "amount in the transaction's own currency",
+        "amount in USD (log scale)",
     ):
         assert label in text, label
     assert "10–11" in text  # the reconciliation gap is shown
@@ -270,16 +296,33 @@ def test_report_files_are_written_escaped_and_self_contained(tmp_path: Path) -> 
         "txn_count": "100",
         "amount_sum": "12345.67",
         "alert_count": "12",
+        "amount_base_sum": "13210.87",
+        "base_currency": "USD",
+        "converted_by_report": "0",
     }
     assert rows[1]["key"] == EVIL  # CSV keeps the raw value; quoting is the csv module's job
     with (out / "alerts.csv").open() as f:
         rule = next(csv.DictReader(f))
-    assert rule["alert_type"] == EVIL and rule["precision"] == "0.8" and rule["labelled"] == "20"
+    assert rule == {
+        "day": "2026-03-10",
+        "alert_type": EVIL,
+        "scenario": "card_testing",
+        "incidents": "4",
+        "caught": "3",
+        "alerts": "10",
+        "alerts_on_incidents": "8",
+        "alerts_per_1000": "100.0",
+        "recall": "0.75",
+        "precision": "0.8",
+        "ground_truth": "True",
+    }
 
     data = json.loads((out / "figures.json").read_text())
     assert data["day"] == "2026-03-10"
     assert data["reconciliation"][0]["missing"] == 2
     assert data["reconciliation"][0]["runs"][0]["gaps"] == [[10, 11]]
+    assert data["rules"][0]["recall"] == 0.75 and data["ground_truth"] is True
+    assert data["base_currency"] == "USD" and data["summary"][0]["amount_base_sum"] == 13210.87
     assert data["summary"][0]["amount_sum"] == pytest.approx(12345.67)
 
 
@@ -329,14 +372,94 @@ def test_the_page_flags_missing_offsets_and_counts_with_separators() -> None:
     figures = _figures(day)
     page = render_page(figures, {"per-hour": SVG})
     text = _text(page)
-    assert "100 transactions, 10 alerts, 0 rejected messages" in text
+    assert "100 transactions (13,210.87 USD), 10 alerts, 0 rejected messages" in text
     assert '<p class="bad">2 offsets missing</p>' in page
-    assert "8 of 4" not in text and "3 of 4" in text  # accounts detected
     assert '<figure class="chart" role="img" aria-label="Transactions and alerts per hour"><svg' in page
     clean = dataclasses.replace(
         figures, reconciliation=[PartitionReconciliation("", 0, None, [OffsetRun(0, 99, 99, 1, [])])]
     )
     assert "offsets missing" not in render_page(clean, {})
+
+
+class _Rows(HTMLParser):
+    """The rules table as lists of cell texts: its header, then one list per rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._in = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._in = ("class", "rules") in attrs
+        elif self._in and tag == "tr":
+            self.rows.append([])
+        elif self._in and tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in = False
+        elif self._in and tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def rules_table(page: str) -> list[list[str]]:
+    parser = _Rows()
+    parser.feed(page)
+    return parser.rows
+
+
+def test_the_rules_table_shows_the_incident_level_figures_of_make_quality() -> None:
+    rules = score_day(
+        4_000,
+        {"i1": "card_testing", "i2": "card_testing", "i3": "impossible_travel"},
+        [
+            ("card_testing", "i1", True, 3),
+            ("card_testing", None, True, 1),
+            ("impossible_travel", "i3", False, 1),
+        ],
+        ground_truth=True,
+    )
+    page = render_page(dataclasses.replace(_figures(date(2026, 3, 10)), rules=rules), {})
+    header, *rows = rules_table(page)
+    # The columns of `make quality`'s table, in its order.
+    assert header == [c.strip() for c in format_table([]).splitlines()[0].strip("|").split("|")]
+    assert header[2:5] == ["incidents", "caught", "recall"] and header[-1] == "per 1,000 txns"
+    by_rule = {r[0]: r for r in rows}
+    assert [r[0] for r in rows] == list(RULE_SCENARIO)
+    assert by_rule["card_testing"] == [
+        "card_testing",
+        "card_testing",
+        "2",
+        "1",
+        "50.0%",
+        "4",
+        "3",
+        "75.0%",
+        "1.00",
+    ]
+    # Caught on its far leg past midnight: the alert is the next day's, the catch this day's.
+    assert by_rule["impossible_travel"][2:8] == ["1", "1", "100.0%", "0", "0", "–"]
+    assert by_rule["velocity"][1:5] == ["velocity_burst", "0", "0", "–"]
+    assert 'id="no-labels"' not in page and "Scored per incident" in _text(page)
+
+
+def test_a_day_without_labels_says_so_instead_of_showing_empty_ratios() -> None:
+    rules = score_day(1_000, {}, [("velocity", None, True, 7)], ground_truth=False)
+    figures = dataclasses.replace(_figures(date(2026, 3, 10)), rules=rules, ground_truth=False)
+    page = render_page(figures, {})
+    assert "No incident labels on this day." in _text(page)
+    header, *rows = rules_table(page)
+    assert header == ["rule", "alerts", "per 1,000 txns"]
+    assert ["velocity", "7", "7.00"] in rows
+    assert "recall" not in header and "Scored per incident" not in _text(page)
 
 
 def test_the_table_of_contents_links_every_section() -> None:
@@ -356,38 +479,54 @@ def test_the_table_of_contents_links_every_section() -> None:
         assert f'<a href="#{section}">' in page and f'id="{section}"' in page
 
 
-def test_amounts_are_never_summed_over_currencies() -> None:
+def test_amounts_are_added_across_currencies_only_in_the_base_currency() -> None:
     figures = dataclasses.replace(
         _figures(date(2026, 3, 10)),
         summary=[
-            SummaryRow("total", "", 100, Decimal("999999.00"), 12),
-            SummaryRow("transaction_type", "purchase", 100, Decimal("999999.00"), 12),
-            SummaryRow("currency", "EUR", 60, Decimal("1234.50"), 7),
-            SummaryRow("currency", "JPY", 40, Decimal("998764.50"), 5),
+            SummaryRow("total", "", 100, Decimal("999999.00"), 12, Decimal("7925.36"), "USD", 40),
+            SummaryRow(
+                "transaction_type", "purchase", 100, Decimal("999999.00"), 12, Decimal("7925.36"), "USD", 40
+            ),
+            SummaryRow("currency", "EUR", 60, Decimal("1234.50"), 7, Decimal("1333.26"), "USD", 0),
+            SummaryRow("currency", "JPY", 40, Decimal("983910.00"), 5, Decimal("6592.10"), "USD", 40),
         ],
     )
-    text = _text(render_page(figures, {}))
-    assert "999,999.00" not in text  # the total and the per-type sums add yen to euros
-    assert "1,234.50 EUR" in text and "998,764.50 JPY" in text
-    assert "Amount: not converted (2 currencies): see the table by currency." in text
-    assert "not converted (2 currencies)" in text  # the merchant with EUR and JPY transactions
-    assert amount_text(Decimal("99.5"), ("EUR",)) == "99.50 EUR"
+    page = render_page(figures, {})
+    text = _text(page)
+    assert "999,999.00" not in text  # the nominal total and per-type sums add yen to euros
+    assert "100 transactions (7,925.36 USD)" in text
+    assert "1,234.50 EUR" in text and "983,910 JPY" in text  # each currency as sent, its own decimals
+    assert "amount as sent amount in USD" in text and "7,925.36" in text
+    assert "40 of the day's 100 transactions were stored before amounts were converted" in text
+    # Top lists: one currency as sent and in USD; several only in USD.
+    assert "99.50 EUR = 107.46 USD" in text and "2.17 USD (2 currencies)" in text
+    entry = TopEntry("m", 1, 1, Decimal("1500"), ("duplicate",), ("JPY",), Decimal("10.05"))
+    assert amount_text(entry, "USD") == "1,500 JPY = 10.05 USD"
+    assert amount_text(dataclasses.replace(entry, currencies=("USD",)), "USD") == "10.05 USD"
+    # Figures from before base sums existed never add currencies.
+    old = dataclasses.replace(entry, currencies=("EUR", "JPY"), amount_base_sum=None)
+    assert amount_text(old, "USD") == "not converted (2 currencies)"
+    before = dataclasses.replace(
+        figures, summary=[SummaryRow("total", "", 100, Decimal("999999.00"), 12), *figures.summary[2:]]
+    )
+    assert "computed before the report added amounts in the base currency; rerun the day" in _text(
+        render_page(before, {})
+    )
 
 
 def test_rules_with_absurd_alert_rates_are_flagged() -> None:
-    rules = [
-        score_rule(
-            _counts(alert_type="velocity", scenario=None, alerts=340, true_positives=0),
-            1000,
-            labels_present=True,
-        ),
-        score_rule(_counts(), 1000, labels_present=True),
-    ]
+    rules = score_day(
+        1_000,
+        {"i": "card_testing"},
+        [("velocity", None, True, 340), ("card_testing", "i", True, 10)],
+        ground_truth=True,
+    )
     assert noisy_rules(rules, 0.05) == {"velocity"}  # 34% of transactions; card_testing 1%
     figures = dataclasses.replace(_figures(date(2026, 3, 10)), rules=rules)
     page = render_page(figures, {})
     assert '<tr class="flagged">' in page and page.count('<span class="flag">flagged</span>') == 1
     assert "Flagged: velocity alerted on more than 5.0% of the day's transactions." in _text(page)
+    assert noisy_rules(rules, 0.34) == set()  # strictly above the limit
 
 
 def _completeness(day: date, checked: datetime, *watermarks: datetime, late: int = 0) -> Completeness:

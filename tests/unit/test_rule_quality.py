@@ -49,3 +49,37 @@ def test_rules_come_out_in_the_order_asked_and_the_table_shows_them() -> None:
     assert "| `duplicate` | rapid_repeat | 1 | 1 | 100.0 % | 1 | 1 | 100.0 % | 10.00 |" in table
     assert "| `velocity` | velocity_burst | 0 | 0 | – | 0 | 0 | – | 0.00 |" in table
     assert scores[0].as_dict()["recall"] == 1.0
+
+
+def test_alerts_outside_the_scope_catch_its_incidents_without_counting_as_its_alerts() -> None:
+    # A day's scope: i1 began on the day and was alerted only past midnight; i9 began the day
+    # before (not in scope) and its alert on this day is deserved but no catch.
+    incidents = {"i1": "impossible_travel", "i2": "impossible_travel"}
+    s = by_rule(
+        1_000,
+        incidents,
+        [("impossible_travel", "i9"), ("impossible_travel", None)],
+        caught_elsewhere=[("impossible_travel", "i1"), ("high_amount", "i2"), ("impossible_travel", "i7")],
+    )["impossible_travel"]
+    assert (s.incidents, s.caught, s.alerts, s.alerts_on_incidents) == (2, 1, 2, 1)  # type: ignore[attr-defined]
+    assert s.recall == 0.5 and s.precision == 0.5  # type: ignore[attr-defined]
+
+
+def test_a_scope_with_labels_but_no_incident_of_its_own_still_has_precision() -> None:
+    # The hour after midnight holding only the end of yesterday's incident i9.
+    alerts = [("card_testing", "i9"), ("card_testing", None)]
+    assert by_rule(100, {}, alerts)["card_testing"].precision is None  # type: ignore[attr-defined]
+    s = by_rule(100, {}, alerts, ground_truth=True)["card_testing"]
+    assert s.precision == 0.5 and s.recall is None  # type: ignore[attr-defined]
+    unlabelled = by_rule(100, {"i1": "card_testing"}, alerts, ground_truth=False)["card_testing"]
+    assert unlabelled.precision is None  # type: ignore[attr-defined]
+
+
+def test_a_rule_without_a_scenario_is_scored_on_its_alerts_only() -> None:
+    scores = score_rules(
+        100, {"i1": "card_testing"}, [("retired_rule", "i1"), ("retired_rule", None)], rules=["retired_rule"]
+    )
+    [s] = scores
+    assert (s.scenario, s.incidents, s.caught, s.recall) == (None, 0, 0, None)
+    assert s.precision == 0.5 and s.alerts_per_1000 == 20.0
+    assert "| `retired_rule` | – | 0 | 0 | – | 2 | 1 | 50.0 % | 20.00 |" in format_table(scores)

@@ -1,0 +1,85 @@
+"""What every benchmark section shares: the run's context, producing a seeded stream, and the
+figures of one consumer run (read from the database, not from the consumer's own log)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from bench import stats
+from bench.harness import Sampler, Services, Workspace
+from producer.generator import Clock
+from producer.transaction_producer import ProducerSummary, run_producer
+from utils.config import Settings
+
+CONSUMER_IDLE_S = "2"
+SCALING_SESSION_TIMEOUT_MS = 60_000
+
+
+@dataclasses.dataclass
+class Context:
+    args: argparse.Namespace
+    services: Services
+    ws: Workspace
+    logs: Path
+    rss_series: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
+    scale_round: int = 0  # the scaling repeat running now (log file names)
+    memory: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def profile_path(self, name: str) -> Path | None:
+        """Where a profiled consumer writes its pyinstrument report (None without --profile)."""
+        return self.logs / f"{name}.pyinstrument.txt" if self.args.profile else None
+
+    def series(self, name: str, samples: list[tuple[float, int]]) -> None:
+        """Keep an RSS time series (seconds from the child's first sample, MB) for the chart and JSON."""
+        if samples:
+            t_first = samples[0][0]
+            self.rss_series[name] = [[round(t - t_first, 2), round(r / 2**20, 1)] for t, r in samples]
+
+
+def produce(
+    settings: Settings, count: int, seed: int, *, rate: float = 0.0, clock: Clock = "simulated"
+) -> ProducerSummary:
+    summary = run_producer(settings, count=count, rate=rate, seed=seed, clock=clock, progress_seconds=3600)
+    if summary.acked != count:
+        raise RuntimeError(
+            f"producer acked {summary.acked} of {count} (failed {summary.failed}, first error {summary.first_error})"
+        )
+    return summary
+
+
+def consume_timeout(count: int) -> float:
+    return 120.0 + count / 1000.0  # generous: 1,000 tx/s would be a dramatic regression
+
+
+def consumer_figures(
+    pg_stats: dict[str, Any], output: str, sampler: Sampler, pids: list[int], expected: int
+) -> dict[str, Any]:
+    """The figures of one consumer run, from the database (the summary line is a cross-check)."""
+    summary = stats.parse_consumer_summary(output)
+    count, groups = pg_stats["count"], pg_stats["groups"]
+    window = stats.steady_window(groups)
+    cpu_total = sum(sampler.cpu_total_s(p) for p in pids)
+    out = {
+        "stored": count,
+        "expected": expected,
+        "rate": stats.steady_rate(groups),
+        "span_rate": stats.steady_rate(groups, 0.0, 1.0),
+        "db_transactions": len(groups),
+        "alerts": pg_stats["alerts"],
+        "rejected": pg_stats["rejected"],
+        "cpu_s_total": round(cpu_total, 2),
+        "cpu_us_per_row": stats.cpu_us_per_row([sampler.cpu[p] for p in pids], window),
+        # Rate in each tenth of the rows: does the consumer slow down as tables and state grow?
+        "rate_by_tenth": [None if r is None else round(r) for r in stats.rate_profile(groups)],
+        "summary": summary,
+        # (seconds since the first commit, rows) per database transaction, for re-analysis.
+        "commits": [[round(t - groups[0][0], 3), n] for t, n in groups] if len(groups) <= 5000 else None,
+    }
+    if count != expected:
+        out["warning"] = f"stored {count} of {expected}"
+    if summary is not None and summary["stored"] != count:
+        out["summary_mismatch"] = f"summary says stored={summary['stored']}, database has {count}"
+    return out

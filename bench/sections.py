@@ -1,0 +1,429 @@
+"""The benchmark's measurements: throughput (with the naive consumer and the stage ceilings as
+baselines), latency at a fixed offered rate against a Kafka-only floor, memory over a long run,
+and scaling with consumers and partitions. bench/run.py runs them and writes the results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from bench import harness, stats
+from bench.context import (
+    CONSUMER_IDLE_S,
+    SCALING_SESSION_TIMEOUT_MS,
+    Context,
+    consume_timeout,
+    consumer_figures,
+    produce,
+)
+from bench.harness import Child, Sampler
+
+log = logging.getLogger("bench")
+
+SCALING = ((1, 6), (2, 6), (4, 6), (1, 3), (1, 1))  # (consumers, partitions)
+
+
+def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
+    """(a) produce, (b) the real consumer, (c) the naive consumer, (d) the stage ceilings: one topic."""
+    a, ws, n = ctx.args, ctx.ws, ctx.args.count
+    settings = ws.settings(f"tp{r}")
+    out: dict[str, Any] = {"topic": settings.kafka.topic}
+    try:
+        log.info("[throughput %d] producing %d transactions (acks=all, simulated clock)", r, n)
+        prod = produce(settings, n, a.seed)
+        out["produce"] = {"acked": prod.acked, "seconds": round(prod.elapsed_s, 2), "rate": prod.rate}
+
+        log.info("[throughput %d] real consumer (child process, --max-idle-seconds %s)", r, CONSUMER_IDLE_S)
+        child = Child.consumer(
+            settings,
+            ctx.logs / f"consumer-tp{r}.log",
+            "--max-idle-seconds",
+            CONSUMER_IDLE_S,
+            profile=ctx.profile_path(f"consumer-tp{r}"),
+        )
+        with Sampler([child.pid], 0.5) as sampler:
+            rc = child.wait(consume_timeout(n))
+        st = harness.stored_stats(settings.postgres)
+        out["consumer"] = {"exit_code": rc, **consumer_figures(st, child.output(), sampler, [child.pid], n)}
+        samples = sampler.samples[child.pid]
+        out["consumer"]["rss"] = stats.rss_summary(
+            samples, (st["first"], st["last"]) if st["first"] else None
+        )
+        if r == 0:
+            ctx.series("throughput, full speed", samples)
+            ctx.memory["throughput, full speed"] = out["consumer"]["rss"]
+        ws.drop_database(settings.postgres)
+
+        log.info("[throughput %d] naive consumer (row + commit, at most %.0fs)", r, a.naive_seconds)
+        naive_settings = dataclasses.replace(
+            settings,
+            postgres=ws.database(f"tp{r}-naive"),
+            kafka=dataclasses.replace(
+                settings.kafka, consumer_group=settings.kafka.consumer_group + "-naive"
+            ),
+        )
+        child = Child.naive(
+            naive_settings,
+            ctx.logs / f"naive-tp{r}.log",
+            "--max-messages", str(n), "--max-seconds", str(a.naive_seconds), "--max-idle-seconds", CONSUMER_IDLE_S,
+        )  # fmt: skip
+        rc = child.wait(a.naive_seconds + 120)
+        st = harness.stored_stats(naive_settings.postgres)
+        out["naive"] = {
+            "exit_code": rc,
+            "stored": st["count"],
+            "rate": stats.steady_rate(st["groups"]),
+            "span_rate": stats.span_rate(st["count"], st["first"] or 0, st["last"] or 0),
+        }
+        ws.drop_database(naive_settings.postgres)
+
+        log.info("[throughput %d] Kafka read ceiling (kafka-python + orjson decode)", r)
+        from bench import ceilings
+
+        read = ceilings.kafka_read(settings, n)
+        out["kafka_ceiling"] = {
+            "messages": read.messages,
+            "seconds": round(read.seconds, 3),
+            "rate": read.rate,
+        }
+        txns = ceilings.parse_rows(settings, read.records)
+        read.records.clear()
+        log.info("[throughput %d] COPY ceiling (write_batch, %d rows, no Kafka)", r, len(txns))
+        copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-copy"))
+        out["copy_ceiling"] = ceilings.copy_ceiling(copy_settings, txns)
+        ws.drop_database(copy_settings.postgres)
+        log.info("[throughput %d] staging COPY ceiling (write_batch's idempotent fallback)", r)
+        copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-stage"))
+        out["staging_ceiling"] = ceilings.copy_ceiling(copy_settings, txns, direct=False)
+        ws.drop_database(copy_settings.postgres)
+    finally:
+        ws.delete_topics([settings.kafka.topic, settings.kafka.dlq_topic])
+    out["figures"] = {
+        "produce": out.get("produce", {}).get("rate"),
+        "consumer": out.get("consumer", {}).get("rate"),
+        "consumer_span": out.get("consumer", {}).get("span_rate"),
+        "consumer_summary": (out.get("consumer", {}).get("summary") or {}).get("rate"),
+        "consumer_cpu_us_per_row": out.get("consumer", {}).get("cpu_us_per_row"),
+        "consumer_first_tenth": (out.get("consumer", {}).get("rate_by_tenth") or [None])[0],
+        "consumer_last_tenth": (out.get("consumer", {}).get("rate_by_tenth") or [None])[-1],
+        "naive": out.get("naive", {}).get("rate"),
+        "copy_ceiling": out.get("copy_ceiling", {}).get("rate"),
+        "staging_ceiling": out.get("staging_ceiling", {}).get("rate"),
+        "kafka_ceiling": out.get("kafka_ceiling", {}).get("rate"),
+    }
+    return out
+
+
+def section_throughput(ctx: Context) -> dict[str, Any]:
+    runs = []
+    errors = []
+    for r in range(ctx.args.repeat):
+        try:
+            runs.append(throughput_once(ctx, r))
+        except Exception as exc:
+            log.exception("throughput repeat %d failed", r)
+            errors.append(f"repeat {r}: {exc!r}")
+    keys = runs[0]["figures"].keys() if runs else ()
+    figures = {k: stats.median_or_none(run["figures"][k] for run in runs) for k in keys}
+    out: dict[str, Any] = {
+        "repeats": len(runs),
+        "figures": figures,
+        "per_repeat": [run["figures"] for run in runs],
+        "runs": runs,
+        "slowest_stage": stats.bottleneck(
+            {
+                "Kafka read": figures.get("kafka_ceiling"),
+                "COPY (write_batch)": figures.get("copy_ceiling"),
+            }
+        ),
+    }
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
+
+
+def latency_once(ctx: Context, label: str, rate: float, count: int, accounts: int) -> dict[str, Any]:
+    ws = ctx.ws
+    settings = ws.settings(f"lat-{label}", accounts=accounts)
+    out: dict[str, Any] = {
+        "label": f"consumer @ {rate:,.0f}/s" if rate else "consumer @ full speed",
+        "offered_rate": rate or None,
+        "count": count,
+        "accounts": accounts,
+    }
+    try:
+        # The consumer runs first and waits; it is stopped (SIGTERM) once every row is stored.
+        child = Child.consumer(
+            settings,
+            ctx.logs / f"consumer-lat-{label}.log",
+            "--max-idle-seconds",
+            "120",
+            profile=ctx.profile_path(f"consumer-lat-{label}"),
+        )
+        with Sampler([child.pid], 0.5) as sampler:
+            if not harness.wait_for_group(ws.admin, settings.kafka.consumer_group, 1, timeout=90):
+                child.stop()
+                child.wait(30)
+                raise RuntimeError(f"the consumer did not join its group within 90 s (log: {child.log_path})")
+            log.info("[latency %s] consumer joined; producing %d at %s (wall clock)", label, count,
+                     f"{rate:,.0f}/s" if rate else "full speed")  # fmt: skip
+            prod = produce(settings, count, ctx.args.seed, rate=rate, clock="wall")
+            stored = harness.wait_for_rows(
+                settings.postgres, prod.acked, consume_timeout(count), children=[child]
+            )
+            child.stop()
+            rc = child.wait(60)
+        values, excluded = harness.latencies(settings.postgres)
+        st = harness.stored_stats(settings.postgres)
+        out.update(
+            {
+                "exit_code": rc,
+                "produce_rate": prod.rate,
+                "stored": stored,
+                "excluded_scenario_rows": excluded,
+                "latency": stats.latency_summary(values),
+                "consumer": consumer_figures(st, child.output(), sampler, [child.pid], count),
+            }
+        )
+        samples = sampler.samples[child.pid]
+        out["rss"] = stats.rss_summary(samples, (st["first"], st["last"]) if st["first"] else None)
+        name = f"latency, {rate:,.0f}/s" if rate else "latency, full speed"
+        ctx.memory[name] = out["rss"]
+        ctx.series(name, samples)
+    finally:
+        ws.release(settings)
+    return out
+
+
+def latency_floor_once(ctx: Context, rate: float, count: int, accounts: int) -> dict[str, Any]:
+    """The same offered load read by bare kafka-python (bench/latency_floor.py): no DB, no rules."""
+    ws = ctx.ws
+    settings = ws.settings("lat-floor", accounts=accounts)
+    out: dict[str, Any] = {
+        "label": f"Kafka floor @ {rate:,.0f}/s",
+        "offered_rate": rate,
+        "count": count,
+        "accounts": accounts,
+    }
+    try:
+        child = Child.latency_floor(settings, ctx.logs / "latency-floor.log", "--count", str(count))
+        if not child.wait_for_output("ready", 60):
+            child.stop()
+            child.wait(10)
+            raise RuntimeError(f"the latency probe did not start (log: {child.log_path})")
+        prod = produce(settings, count, ctx.args.seed, rate=rate, clock="wall")
+        rc = child.wait(consume_timeout(count))
+        line = [x for x in child.output().splitlines() if x.startswith("latency floor: ")]
+        if not line:
+            raise RuntimeError(f"the latency probe printed no result (exit {rc}, log: {child.log_path})")
+        result = json.loads(line[-1].split(": ", 1)[1])
+        out.update(
+            {
+                "exit_code": rc,
+                "produce_rate": prod.rate,
+                "stored": result.pop("messages"),
+                "latency": result,
+            }
+        )
+    finally:
+        ws.release(settings)
+    return out
+
+
+def section_latency(ctx: Context) -> dict[str, Any]:
+    a = ctx.args
+    # Enough accounts that wall-clock traffic stays near 2 txns per account per minute, as the
+    # producer advises: otherwise the velocity rule fires on nearly every row and the latency
+    # measured is that of writing alerts.
+    accounts = max(1000, math.ceil(60 * a.latency_rate / 2))
+    runs = []
+    errors = []
+    plan: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    fixed = int(a.latency_rate * a.latency_seconds)
+    if fixed > 0:
+        plan.append(
+            (f"{a.latency_rate:.0f}/s", lambda: latency_once(ctx, "fixed", a.latency_rate, fixed, accounts))
+        )
+    if a.latency_full_count > 0:
+        plan.append(("full speed", lambda: latency_once(ctx, "full", 0.0, a.latency_full_count, accounts)))
+    floor = int(a.latency_rate * a.latency_floor_seconds)
+    if floor > 0:
+        plan.append(("Kafka floor", lambda: latency_floor_once(ctx, a.latency_rate, floor, accounts)))
+    for label, fn in plan:
+        try:
+            runs.append(fn())
+        except Exception as exc:
+            log.exception("latency run %s failed", label)
+            errors.append(f"{label}: {exc!r}")
+            runs.append({"label": label, "error": repr(exc)})
+    out: dict[str, Any] = {"runs": runs, "accounts": accounts}
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
+
+
+def section_long(ctx: Context) -> dict[str, Any]:
+    """--long: one consumer over `--long-count` transactions, RSS every second."""
+    ws, n = ctx.ws, ctx.args.long_count
+    settings = ws.settings("long")
+    try:
+        log.info("[long] producing %d transactions", n)
+        prod = produce(settings, n, ctx.args.seed)
+        log.info("[long] consuming them (RSS sampled every second)")
+        child = Child.consumer(
+            settings, ctx.logs / "consumer-long.log", "--max-idle-seconds", CONSUMER_IDLE_S
+        )
+        with Sampler([child.pid], 1.0) as sampler:
+            rc = child.wait(consume_timeout(n) + 600)
+        st = harness.stored_stats(settings.postgres)
+        samples = sampler.samples[child.pid]
+        rss = stats.rss_summary(samples, (st["first"], st["last"]) if st["first"] else None)
+        ctx.memory[f"long ({n:,})"] = rss
+        ctx.series(f"long ({n:,})", samples)
+        return {
+            "count": n,
+            "produce_rate": prod.rate,
+            "exit_code": rc,
+            "consumer": consumer_figures(st, child.output(), sampler, [child.pid], n),
+            "rss": rss,
+        }
+    finally:
+        ws.release(settings)
+
+
+def scaling_once(ctx: Context, consumers: int, partitions: int) -> dict[str, Any]:
+    """K consumers in one group on a P-partition topic.
+
+    Started one after another on a 2-core box, the first consumer would drain a pre-produced
+    topic before the last one has even joined. So the consumers start on the empty topic, and
+    once the group is stable with every member holding partitions they are frozen (SIGSTOP),
+    the N transactions are produced, and they are thawed (SIGCONT) all at once; SIGTERM stops
+    them once every row is stored. The session timeout is raised to 60 s so that the frozen
+    members stay in the group.
+    """
+    ws, n = ctx.ws, ctx.args.scale_count
+    settings = ws.settings(f"sc-c{consumers}p{partitions}", partitions=partitions)
+    settings = dataclasses.replace(
+        settings,
+        consumer=dataclasses.replace(settings.consumer, session_timeout_ms=SCALING_SESSION_TIMEOUT_MS),
+    )
+    out: dict[str, Any] = {"consumers": consumers, "partitions": partitions, "count": n}
+    children: list[Child] = []
+    try:
+        log.info("[scaling] %d consumer(s) on %d partitions, %d transactions", consumers, partitions, n)
+        children = [
+            Child.consumer(
+                settings,
+                ctx.logs / f"consumer-sc-r{ctx.scale_round}-c{consumers}p{partitions}-{i}.log",
+                "--max-idle-seconds",
+                "300",
+            )
+            for i in range(consumers)
+        ]
+        with Sampler([c.pid for c in children], 0.25) as sampler:
+            group = settings.kafka.consumer_group
+            if not harness.wait_for_group(ws.admin, group, min(consumers, partitions), timeout=120):
+                raise RuntimeError(f"{consumers} consumers did not form a stable group within 120 s")
+            for c in children:
+                c.pause()
+            produce(settings, n, ctx.args.seed)
+            for c in children:
+                c.resume()
+            stored = harness.wait_for_rows(
+                settings.postgres, n, consume_timeout(n), children=children, interval=1.0
+            )
+            for c in children:
+                c.stop()
+            codes = [c.wait(60) for c in children]
+        st = harness.stored_stats(settings.postgres)
+        figures = consumer_figures(st, "", sampler, [c.pid for c in children], n)
+        per_child = [stats.parse_consumer_summary(c.output()) for c in children]
+        out.update(
+            {
+                "exit_codes": codes,
+                **{
+                    k: figures[k]
+                    for k in ("stored", "rate", "span_rate", "db_transactions", "cpu_us_per_row")
+                },
+                "peak_rss_mb": sampler.peak_mb(),
+                "per_consumer_stored": [s["stored"] if s else None for s in per_child],
+            }
+        )
+        if stored != n:
+            out["warning"] = f"stored {stored} of {n}"
+    finally:
+        for c in children:  # never leave a frozen child behind
+            c.resume()
+            c.stop()
+            c.wait(30)
+        ws.release(settings)
+    return out
+
+
+def section_scaling(ctx: Context) -> dict[str, Any]:
+    """Every configuration once per repeat, interleaved, so a noisy minute hits all of them."""
+    runs = []
+    errors = []
+    for r in range(ctx.args.scale_repeat):
+        ctx.scale_round = r
+        for consumers, partitions in SCALING:
+            try:
+                run = scaling_once(ctx, consumers, partitions)
+            except Exception as exc:
+                log.exception("scaling run %dc/%dp failed", consumers, partitions)
+                errors.append(f"{consumers}c/{partitions}p: {exc!r}")
+                run = {"consumers": consumers, "partitions": partitions, "rate": None, "error": repr(exc)}
+            runs.append({"repeat": r, **run})
+    summary = []
+    for consumers, partitions in SCALING:
+        mine = [x for x in runs if (x["consumers"], x["partitions"]) == (consumers, partitions)]
+        summary.append(
+            {
+                "consumers": consumers,
+                "partitions": partitions,
+                "rate": stats.median_or_none(x.get("rate") for x in mine),
+                "rates": [x.get("rate") for x in mine],
+                "cpu_us_per_row": stats.median_or_none(x.get("cpu_us_per_row") for x in mine),
+                "peak_rss_mb": max((x.get("peak_rss_mb") or 0 for x in mine), default=None),
+            }
+        )
+    per_repeat = [
+        scaling_figures([x for x in runs if x["repeat"] == r]) for r in range(ctx.args.scale_repeat)
+    ]
+    out: dict[str, Any] = {
+        "repeats": ctx.args.scale_repeat,
+        "summary": summary,
+        "per_repeat": per_repeat,
+        "runs": runs,
+    }
+    if errors:
+        out["error"] = "; ".join(errors)
+    return out
+
+
+def scaling_figures(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    by = {(r["consumers"], r["partitions"]): r.get("rate") for r in runs}
+    return {
+        "scale_c1": by.get((1, 6)),
+        "scale_c2": by.get((2, 6)),
+        "scale_c4": by.get((4, 6)),
+        "scale_p3": by.get((1, 3)),
+        "scale_p1": by.get((1, 1)),
+    }
+
+
+def merge_repeats(*families: list[dict[str, float | None]]) -> list[dict[str, float | None]]:
+    """Repeat i of every family in one dict (ratios are taken within a repeat, then the median)."""
+    n = max((len(f) for f in families), default=0)
+    merged = []
+    for i in range(n):
+        d: dict[str, float | None] = {}
+        for f in families:
+            if i < len(f):
+                d.update(f[i])
+        merged.append(d)
+    return merged or [{}]

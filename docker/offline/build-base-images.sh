@@ -93,7 +93,10 @@ as_root() {
 build_base() {
     local mirror rootfs started=$SECONDS
     mirror=$(debian_mirror)
-    command -v debootstrap >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        as_root apt-get update -qq >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    fi
     rootfs=$WORK_DIR/rootfs
     as_root rm -rf "$rootfs"
     mkdir -p "$WORK_DIR"

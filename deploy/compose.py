@@ -32,6 +32,7 @@ HOST_PORTS = {
     "POSTGRES_HOST_PORT": (5432, "transactions DB"),
     "AIRFLOW_POSTGRES_HOST_PORT": (5433, "Airflow's metadata DB"),
     "AIRFLOW_HOST_PORT": (8080, "Airflow UI/API"),
+    "PROMETHEUS_HOST_PORT": (9090, "Prometheus"),
 }
 
 
@@ -95,6 +96,8 @@ class Project:
         port = self.host_port
         return {
             "Airflow UI/API": f"http://localhost:{port('AIRFLOW_HOST_PORT')}",
+            "Airflow reports": f"http://localhost:{port('AIRFLOW_HOST_PORT')}/txmon/reports/",
+            "Prometheus": f"http://localhost:{port('PROMETHEUS_HOST_PORT')}",
             "transactions DB": f"postgresql://{self.variables().get('POSTGRES_USER', 'txmon_app')}"
             f"@localhost:{port('POSTGRES_HOST_PORT')}/{self.variables().get('POSTGRES_DB', 'transactions')}",
             "Kafka": f"localhost:{port('KAFKA_HOST_PORT')}",
@@ -103,7 +106,7 @@ class Project:
         }
 
     def build(self) -> float:
-        """Build the three images (each once); returns the seconds it took."""
+        """Build the project's images (each once); returns the seconds it took."""
         started = time.monotonic()
         self.run("build")
         return time.monotonic() - started

@@ -7,7 +7,7 @@
 #   docker/engine.sh status   say which daemon answers and who started it
 #
 # What `up` does, each step only when needed:
-#   - `docker` missing        apt-get install docker.io (Debian's engine, 20.10 on bookworm)
+#   - `dockerd` missing       apt-get install docker.io (Debian's engine, 20.10 on bookworm)
 #   - `docker compose` fails  build the plugin from the Go module proxy (no GitHub needed) and
 #                             install it as a CLI plugin; the binary is cached across runs
 #   - `docker info` fails     start dockerd detached, its output in a log file, and wait
@@ -36,8 +36,10 @@ as_root() {
 }
 
 ensure_client() {
-    command -v docker >/dev/null 2>&1 && return
-    log "no docker client: apt-get install docker.io"
+    # Both halves: a machine may ship the client alone (ours do: /usr/local/bin/docker), and a
+    # client without dockerd cannot start an engine.
+    command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 && return
+    log "no docker engine (dockerd): apt-get install docker.io"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >&2
 }

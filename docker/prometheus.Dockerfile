@@ -1,9 +1,10 @@
-# Prometheus from Debian's package: no registry image beyond the Debian base the other images
-# use. The configuration is mounted, not copied (docker-compose.yml):
+# Prometheus from Debian's package (2.42 on bookworm, as the promtool the unit tests use): no
+# registry image beyond Debian's, which docker/offline/ builds a stand-in for. The configuration
+# is mounted, not copied (docker-compose.yml):
 #   ./docker/prometheus/prometheus.yml -> /etc/prometheus/prometheus.yml
 #   ./docker/prometheus/alerts.yml     -> /etc/prometheus/alerts.yml
 #
-#   docker build -f docker/prometheus.Dockerfile -t txmon-prometheus docker/prometheus
+# Build context: the repository root (nothing is copied from it).
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}

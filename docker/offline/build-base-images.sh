@@ -5,7 +5,7 @@
 #   docker/offline/build-base-images.sh --list   print the tags and whether each exists
 #
 # The project's Dockerfiles and docker-compose.yml name public base images (python slim,
-# Maven + Temurin JDK, Temurin JRE, postgres, apache/airflow). This script builds a stand-in
+# Maven + Temurin JDK, Temurin JRE, postgres, apache/airflow, debian slim). This script builds a stand-in
 # for each from what such networks do reach (a Debian mirror, PyPI, Maven Central, or their
 # internal mirrors) and tags it with exactly that name, so the project's own files stay what
 # users with a registry run:
@@ -16,7 +16,7 @@
 #   2. docker/offline/<name>.Dockerfile on top of it, each tagged with the name the project
 #      uses; a tag that already exists locally is left alone (delete it to rebuild)
 # The names are read from the project's files (ARG *_IMAGE defaults, ${POSTGRES_IMAGE:-...});
-# PYTHON_IMAGE, MAVEN_IMAGE, JRE_IMAGE, AIRFLOW_IMAGE, POSTGRES_IMAGE override them.
+# PYTHON_IMAGE, MAVEN_IMAGE, JRE_IMAGE, AIRFLOW_IMAGE, POSTGRES_IMAGE, DEBIAN_IMAGE override them.
 # Inside an air-gapped network, point the builds at internal mirrors; the project's own
 # images, built on these, inherit the settings:
 #   DEBIAN_MIRROR    debootstrap's mirror (default: the host's apt sources, copied in as well)
@@ -53,17 +53,19 @@ PYTHON_IMAGE=${PYTHON_IMAGE:-$(arg_default PYTHON_IMAGE "$REPO_ROOT/Dockerfile")
 MAVEN_IMAGE=${MAVEN_IMAGE:-$(arg_default MAVEN_IMAGE "$REPO_ROOT/docker/kafka.Dockerfile")}
 JRE_IMAGE=${JRE_IMAGE:-$(arg_default JRE_IMAGE "$REPO_ROOT/docker/kafka.Dockerfile")}
 AIRFLOW_IMAGE=${AIRFLOW_IMAGE:-$(arg_default AIRFLOW_IMAGE "$REPO_ROOT/docker/airflow.Dockerfile")}
+DEBIAN_IMAGE=${DEBIAN_IMAGE:-$(arg_default DEBIAN_IMAGE "$REPO_ROOT/docker/prometheus.Dockerfile")}
 POSTGRES_IMAGE=${POSTGRES_IMAGE:-$(sed -n 's/.*\${POSTGRES_IMAGE:-\([^}]*\)}.*/\1/p' "$REPO_ROOT/docker-compose.yml" | head -n 1)}
 [[ -n $POSTGRES_IMAGE ]] || die "no \${POSTGRES_IMAGE:-...} in docker-compose.yml"
 
 # stand-in name -> tag, in build order (python first: postgres and airflow build on it).
-NAMES=(python maven jre postgres airflow)
+NAMES=(python maven jre postgres airflow debian)
 declare -A TAGS=(
     [python]=$PYTHON_IMAGE
     [maven]=$MAVEN_IMAGE
     [jre]=$JRE_IMAGE
     [postgres]=$POSTGRES_IMAGE
     [airflow]=$AIRFLOW_IMAGE
+    [debian]=$DEBIAN_IMAGE
 )
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -91,7 +93,10 @@ as_root() {
 build_base() {
     local mirror rootfs started=$SECONDS
     mirror=$(debian_mirror)
-    command -v debootstrap >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        as_root apt-get update -qq >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    fi
     rootfs=$WORK_DIR/rootfs
     as_root rm -rf "$rootfs"
     mkdir -p "$WORK_DIR"
@@ -179,8 +184,8 @@ main() {
 
     local -A pids=()
     wants() { [[ " ${missing[*]} " == *" $1 "* ]]; }
-    # python first when postgres or airflow need it; maven and jre meanwhile.
-    for name in python maven jre; do
+    # python first when postgres or airflow need it; maven, jre and debian meanwhile.
+    for name in python maven jre debian; do
         if wants "$name"; then
             build_one "$name" &
             pids[$name]=$!

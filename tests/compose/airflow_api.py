@@ -14,6 +14,11 @@ TERMINAL = {"success", "failed"}
 FAILED_TASK_STATES = {"failed", "up_for_retry", "upstream_failed"}
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class AirflowAPI:
     def __init__(self, base_url: str, username: str, password: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -56,8 +61,25 @@ class AirflowAPI:
         )
         return str(run["dag_run_id"])
 
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"))
+
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"])
+        return str(self.run(dag_id, run_id)["state"])
+
+    def plugins(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/v2/plugins")["plugins"])
+
+    def fetch(self, path: str, *, signed_in: bool = True) -> tuple[int, dict[str, str], bytes]:
+        """GET a page as a browser would, signed in (a bearer token) or not, without following
+        redirects: (status, lower-cased headers, body)."""
+        headers = {"Authorization": f"Bearer {self.token()}"} if signed_in else {}
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(urllib.request.Request(self.base_url + path, headers=headers), timeout=30) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
     def runs(self, dag_id: str, run_type: str) -> list[str]:
         found = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?run_type={run_type}&limit=100")

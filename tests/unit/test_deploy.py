@@ -76,6 +76,7 @@ def test_project_runs_compose_with_its_name_and_env_file(tmp_path: Path) -> None
     urls = project.urls()
     assert urls["Kafka"] == "localhost:40002"
     assert urls["transactions DB"] == "postgresql://app@localhost:40004/tx"
+    assert urls["Prometheus"] == f"http://localhost:{HOST_PORTS['PROMETHEUS_HOST_PORT'][0]}"
 
 
 def test_default_test_run_leaves_out_only_the_compose_tests() -> None:
@@ -83,3 +84,13 @@ def test_default_test_run_leaves_out_only_the_compose_tests() -> None:
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     rooms = {p.name for p in (REPO_ROOT / "tests").iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
     assert {Path(p).name for p in config["testpaths"]} == rooms - {"compose"}
+
+
+def test_every_published_port_is_known_to_deploy() -> None:
+    """The end-to-end test moves each of these to a free port, and `make compose-up` prints them:
+    a port docker-compose.yml publishes that deploy/ does not know would stay at its default."""
+    compose = (REPO_ROOT / "docker-compose.yml").read_text()
+    published = set(re.findall(r'"127\.0\.0\.1:\$\{([A-Z_]+):-\d+\}:\d+"', compose))
+    assert published == set(HOST_PORTS)
+    for variable, (default, _) in HOST_PORTS.items():
+        assert f"${{{variable}:-{default}}}" in compose, variable

@@ -18,6 +18,7 @@ PROJECT_DOCKERFILES = [
     REPO_ROOT / "Dockerfile",
     REPO_ROOT / "docker" / "kafka.Dockerfile",
     REPO_ROOT / "docker" / "airflow.Dockerfile",
+    REPO_ROOT / "docker" / "prometheus.Dockerfile",
 ]
 SCRIPTS = [
     REPO_ROOT / "docker" / "engine.sh",
@@ -43,6 +44,7 @@ def project_images() -> dict[str, str]:
         "jre": arg_default(REPO_ROOT / "docker" / "kafka.Dockerfile", "JRE_IMAGE"),
         "postgres": postgres.group(1),
         "airflow": arg_default(REPO_ROOT / "docker" / "airflow.Dockerfile", "AIRFLOW_IMAGE"),
+        "debian": arg_default(REPO_ROOT / "docker" / "prometheus.Dockerfile", "DEBIAN_IMAGE"),
     }
 
 
@@ -92,6 +94,10 @@ def test_stand_in_versions_match_their_tags() -> None:
     assert arg_default(OFFLINE / "airflow.Dockerfile", "AIRFLOW_VERSION") == airflow_version
     assert airflow_python == python_minor.group(1)
     assert f"apache-airflow=={airflow_version}" in (REPO_ROOT / "requirements.txt").read_text()
+
+    # The debootstrapped base is bookworm (Debian 12), and the stand-in checks it is.
+    assert images["debian"] == "debian:bookworm-slim"
+    assert "grep -q '^12\\.' /etc/debian_version" in (OFFLINE / "debian.Dockerfile").read_text()
 
 
 def test_stand_ins_build_on_the_offline_base_or_each_other() -> None:

@@ -80,3 +80,37 @@ def test_the_readmes_queries_are_the_tested_ones() -> None:
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
     tested = [case["expr"] for t in tests for case in t.get("promql_expr_test", [])]
     assert len(queries) == 5 and queries == tested
+
+
+def test_compose_runs_it_against_the_services_and_ports_it_scrapes() -> None:
+    """Every target in prometheus.yml is a Compose service serving metrics on that port, on an
+    address Prometheus reaches; the Prometheus service mounts the configuration and its rule
+    files where the image's command and `rule_files` look for them."""
+    root = PROMETHEUS_DIR.parents[1]
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    targets: list[tuple[str, str]] = []
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets += [tuple(target.rsplit(":", 1)) for target in static["targets"]]  # type: ignore[misc]
+        for dns in job.get("dns_sd_configs", []):
+            targets += [(name, str(dns["port"])) for name in dns["names"]]
+    scraped = set()
+    for host, port in targets:
+        if host == "localhost":
+            continue  # Prometheus itself
+        env = services[host]["environment"]
+        ports = [str(value) for key, value in env.items() if key.endswith("_METRICS_PORT")]
+        assert ports == [port], f"{host} serves metrics on {ports}, prometheus.yml scrapes {port}"
+        assert env["METRICS_ADDRESS"] == "0.0.0.0", f"{host}'s metrics must listen beyond loopback"
+        scraped.add(host)
+    assert scraped == {"producer", "consumer"}
+
+    prometheus = services["prometheus"]
+    mounts = dict(volume.split(":")[:2] for volume in prometheus["volumes"])
+    command = (root / "docker" / "prometheus.Dockerfile").read_text()
+    assert mounts["./docker/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in command
+    for rule_file in config["rule_files"]:
+        assert mounts[f"./docker/prometheus/{rule_file}"] == f"/etc/prometheus/{rule_file}"
+    assert f"--storage.tsdb.path={mounts['prometheus_data']}" in command

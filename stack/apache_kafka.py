@@ -303,7 +303,17 @@ class ApacheKafka(Daemon):
 
     def start(self) -> None:
         self.zookeeper.start()
-        super().start()
+        try:
+            super().start()
+        except StackError as error:
+            if "NodeExistsException" not in str(error):
+                raise
+            # A ZooKeeper restarted after an unclean stop restores the dead broker's session from
+            # its log and lists it only once loaded, so _wait_broker_deregistered can miss it; the
+            # session expires KAFKA_ZK_SESSION_TIMEOUT_MS after ZooKeeper's start. One more try.
+            log.info("kafka: the previous broker's ZooKeeper session was still alive; retrying once it expires")
+            time.sleep(KAFKA_ZK_SESSION_TIMEOUT_MS / 1000 + 2)
+            super().start()
 
     def argv(self) -> list[str]:
         self._wait_broker_deregistered()

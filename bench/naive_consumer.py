@@ -25,9 +25,24 @@ from kafka import KafkaConsumer
 from consumer.storage import TXN_COLUMNS
 from utils.config import load_settings
 
-_MESSAGE_FIELDS = [c for c in TXN_COLUMNS if c not in ("kafka_topic", "kafka_partition", "kafka_offset")]
 _COLUMNS_SQL = ", ".join(f'"{c}"' for c in TXN_COLUMNS)
 _INSERT = f"INSERT INTO transactions ({_COLUMNS_SQL}) VALUES ({', '.join(['%s'] * len(TXN_COLUMNS))})"
+
+
+def naive_row(
+    value: bytes, topic: str, partition: int, offset: int, timestamp_ms: int | None
+) -> list[object]:
+    """The message's fields by column name, its Kafka coordinates after them; nothing checked or
+    converted (amount_base stays NULL), as the first consumer anyone writes would do."""
+    msg = json.loads(value)
+    coordinates = {
+        "kafka_topic": topic,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+        "kafka_timestamp_ms": timestamp_ms,
+        "timestamp": datetime.fromisoformat(msg["timestamp"]),
+    }
+    return [coordinates[c] if c in coordinates else msg.get(c) for c in TXN_COLUMNS]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 for tp, recs in records.items():
                     for rec in recs:
-                        msg = json.loads(rec.value)
-                        row = [msg.get(c) for c in _MESSAGE_FIELDS]
-                        row[TXN_COLUMNS.index("timestamp")] = datetime.fromisoformat(msg["timestamp"])
-                        cur.execute(_INSERT, (*row, tp.topic, tp.partition, rec.offset))
+                        cur.execute(
+                            _INSERT, naive_row(rec.value, tp.topic, tp.partition, rec.offset, rec.timestamp)
+                        )
                         conn.commit()
                         stored += 1
                 first = first or time.monotonic()

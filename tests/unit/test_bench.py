@@ -319,3 +319,18 @@ def test_ab_unpacks_the_base_revision_as_plain_files(tmp_path: Path) -> None:
     ).stdout
     assert (tree / script).read_bytes() == committed
     assert not (tree / ".git").exists()
+
+
+def test_naive_row_fills_every_column_by_name() -> None:
+    # The baseline inserts into the real table: a column added or reordered must not shift its
+    # values into the wrong place (a Kafka topic landed in an integer column once).
+    from bench.naive_consumer import naive_row
+    from consumer.storage import TXN_COLUMNS
+    from tests.unit.test_validation import message
+
+    row = dict(zip(TXN_COLUMNS, naive_row(message(), "t", 3, 42, 1_700_000_000_000), strict=True))
+    assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("t", 3, 42)
+    assert row["kafka_timestamp_ms"] == 1_700_000_000_000
+    assert row["timestamp"].tzinfo is not None
+    assert row["amount_base"] is None
+    assert row["transaction_id"] and row["account_id"]

@@ -311,7 +311,9 @@ class ApacheKafka(Daemon):
             # A ZooKeeper restarted after an unclean stop restores the dead broker's session from
             # its log and lists it only once loaded, so _wait_broker_deregistered can miss it; the
             # session expires KAFKA_ZK_SESSION_TIMEOUT_MS after ZooKeeper's start. One more try.
-            log.info("kafka: the previous broker's ZooKeeper session was still alive; retrying once it expires")
+            log.info(
+                "kafka: the previous broker's ZooKeeper session was still alive; retrying once it expires"
+            )
             time.sleep(KAFKA_ZK_SESSION_TIMEOUT_MS / 1000 + 2)
             super().start()
 

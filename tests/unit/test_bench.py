@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,7 @@ def test_naive_row_fills_every_column_by_name() -> None:
     row = dict(zip(TXN_COLUMNS, naive_row(message(), "t", 3, 42, 1_700_000_000_000), strict=True))
     assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("t", 3, 42)
     assert row["kafka_timestamp_ms"] == 1_700_000_000_000
-    assert row["timestamp"].tzinfo is not None
+    stamp = row["timestamp"]
+    assert isinstance(stamp, datetime) and stamp.tzinfo is not None
     assert row["amount_base"] is None
     assert row["transaction_id"] and row["account_id"]

@@ -10,6 +10,7 @@ import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -270,10 +271,15 @@ def insert_rejections(cur: psycopg2.extensions.cursor, rejections: Iterable[Reje
 
 
 def load_accounts(
-    conn: psycopg2.extensions.connection, topic: str, account_ids: Sequence[str], max_per_account: int
+    conn: psycopg2.extensions.connection,
+    topic: str,
+    account_ids: Sequence[str],
+    max_per_account: int,
+    before: datetime | None = None,
 ) -> list[tuple[Any, ...]]:
     """The newest `max_per_account` stored transactions of each account from `topic`, in
-    `consumer.account_state.HistoryRow` order, ascending per account in stream order.
+    `consumer.account_state.HistoryRow` order, ascending per account in stream order; with
+    `before`, of those with an earlier event time (the backtest's history at its `since`).
 
     One query whatever the number of accounts, and bounded: per account an index scan of
     (account_id, kafka_topic, "timestamp") that stops after `max_per_account` rows. The age bound
@@ -294,11 +300,12 @@ def load_accounts(
             CROSS JOIN LATERAL (
                 SELECT * FROM transactions t
                 WHERE t.account_id = a.account_id AND t.kafka_topic = %(topic)s
+                  AND (%(before)s::timestamptz IS NULL OR t."timestamp" < %(before)s)
                 ORDER BY t."timestamp" DESC, t.kafka_partition DESC, t.kafka_offset DESC
                 LIMIT %(k)s
             ) t
             ORDER BY 1, epoch, t.kafka_partition, t.kafka_offset
             """,
-            {"accounts": list(account_ids), "topic": topic, "k": max_per_account},
+            {"accounts": list(account_ids), "topic": topic, "k": max_per_account, "before": before},
         )
         return cur.fetchall()

@@ -6,6 +6,7 @@ honoured."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -219,7 +220,7 @@ def test_a_bounded_replay_equals_the_full_one_on_its_window() -> None:
     assert got.alerts == expected
     assert compare(stored(a for a in alerts if a.transaction_id in in_window), got).identical
     # What the per-partition offset start is for: messages sent after a later-stamped one.
-    assert any(b.epoch < a.epoch for ts in partitions(txns) for a, b in zip(ts, ts[1:], strict=False))
+    assert any(b.epoch < a.epoch for ts in partitions(txns) for a, b in itertools.pairwise(ts))
 
 
 def test_without_the_accounts_history_a_bounded_replay_would_differ() -> None:
@@ -232,7 +233,7 @@ def test_without_the_accounts_history_a_bounded_replay_would_differ() -> None:
 
 
 def test_version_switches_by_offset_are_honoured() -> None:
-    txns, alerts = _live()
+    txns, _alerts = _live()
     strict = edited("velocity", parameters={"velocity_count": 2})  # version 7: many more alerts
     p0 = [t for t in txns if t.kafka_partition == 0]
     switch = p0[len(p0) // 2].kafka_offset
@@ -265,7 +266,7 @@ def test_before_the_first_row_the_version_the_alerts_carry() -> None:
     vmap = VersionMap([(0, 10**9, 4)], alerts)
     assert vmap.at(0, 0) == 3 and vmap.at(0, 10**9) == 4 and vmap.conflicts == []
     assert vmap.versions() == {3, 4}
-    mixed = alerts + [dataclasses.replace(alerts[0], transaction_id="x", version=None)]
+    mixed = [*alerts, dataclasses.replace(alerts[0], transaction_id="x", version=None)]
     vmap = VersionMap([], mixed)
     assert vmap.conflicts == [alerts[0].partition]
     assert vmap.at(alerts[0].partition, 0) is None  # disagreeing alerts: the environment's settings

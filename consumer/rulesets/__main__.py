@@ -194,7 +194,11 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         what = "the versions that ran" if self_check else str(args.file)
-        window = f"event time [{args.since or 'start'}, {args.until or 'end'})"
+        window = (
+            "all event times"
+            if args.since is None and args.until is None
+            else f"event time [{args.since or 'start'}, {args.until or 'end'})"
+        )
         print(
             f"backtest of {what} on {outcome.transactions:,} transactions of {scope.topic} ({window}) "
             f"in {run.elapsed_s:.1f} s ({rate:,.0f}/s)"

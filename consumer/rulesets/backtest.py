@@ -206,7 +206,7 @@ def replay(
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     """One line of the diff: an alert the candidate adds, removes, or raises differently
-    (`changed`: same message and rule, another severity or other details)."""
+    (`changed`: same message and rule, another severity, or in the self-check other details)."""
 
     change: str  # added | removed | changed
     transaction_id: str
@@ -244,9 +244,17 @@ class Outcome:
 
 
 def compare(
-    stored: Iterable[StoredAlert], replayed: Replayed, *, rules: Sequence[str] = RULE_NAMES
+    stored: Iterable[StoredAlert],
+    replayed: Replayed,
+    *,
+    details: bool = True,
+    rules: Sequence[str] = RULE_NAMES,
 ) -> Outcome:
-    """The candidate's alerts against the stored ones of the same scope, per rule and one by one."""
+    """The candidate's alerts against the stored ones of the same scope, per rule and one by one.
+
+    `details`: whether an alert whose details differ is `changed` (the self-check: exactly what
+    ran). A candidate's alerts cite its own parameters (a threshold, a multiplier), so for a
+    candidate only a new severity counts as a change."""
     kept = {(a.transaction_id, a.alert_type): a for a in stored}
     new = replayed.alerts
     changes: list[AlertChange] = []
@@ -257,7 +265,7 @@ def compare(
             changes.append(AlertChange("removed", key[0], key[1], s.severity, s.details))
         elif s is None:
             changes.append(AlertChange("added", key[0], key[1], c.severity, c.details))
-        elif s.severity != c.severity or dict(s.details) != c.details:
+        elif s.severity != c.severity or (details and dict(s.details) != c.details):
             changes.append(
                 AlertChange("changed", key[0], key[1], c.severity, c.details, s.severity, s.details)
             )

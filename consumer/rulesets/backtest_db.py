@@ -182,7 +182,7 @@ def run_backtest(settings: Settings, scope: Scope, candidate: RuleSet | None) ->
             until=None if scope.until is None else scope.until.timestamp(),
             progress=_progress_logger(started),
         )
-        outcome = compare(stored, replayed)
+        outcome = compare(stored, replayed, details=candidate is None)
     finally:
         conn.close()
     return Run(outcome, time.monotonic() - started, versions, conflicts)

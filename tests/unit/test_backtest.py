@@ -147,21 +147,38 @@ def test_raising_a_threshold_removes_only_the_alerts_below_it() -> None:
     alerts = _live()[1]
     high = sorted(a.details["amount_base"] for a in alerts if a.alert_type == "high_amount")
     threshold = high[len(high) // 2]  # about half of them fall below
-    outcome = compare(stored(alerts), run(edited("high_amount", parameters={"high_amount": threshold})))
+    outcome = compare(
+        stored(alerts), run(edited("high_amount", parameters={"high_amount": threshold})), details=False
+    )
     below = keys(a for a in alerts if a.alert_type == "high_amount" and a.details["amount_base"] < threshold)
     assert below and len(below) < len(high)
     removed = {(c.transaction_id, c.rule) for c in outcome.changes if c.change == "removed"}
     assert removed == below
     assert not [c for c in outcome.changes if c.change == "added"]
-    # The kept ones now cite the new threshold (and some escalate to critical): nothing else moves.
+    # Kept ones that were critical (5x the old threshold) and are not 5x the new one are high now.
     changed = [c for c in outcome.changes if c.change == "changed"]
-    assert changed and {c.rule for c in changed} == {"high_amount"}
-    assert all(c.details["threshold"] == threshold for c in changed)
+    assert changed and {(c.rule, c.stored_severity, c.severity) for c in changed} == {
+        ("high_amount", "critical", "high")
+    }
+    assert {(c.transaction_id, c.rule) for c in changed} == keys(
+        a
+        for a in alerts
+        if a.alert_type == "high_amount"
+        and a.severity == "critical"
+        and a.details["amount_base"] < 5 * threshold
+    )
+    # The self-check's comparison also sees that every kept alert cites the new threshold.
+    exact = compare(
+        stored(alerts), run(edited("high_amount", parameters={"high_amount": threshold})), details=True
+    )
+    cited = [c for c in exact.changes if c.change == "changed"]
+    assert len(cited) == len(high) - len(below)
+    assert all(c.details["threshold"] == threshold for c in cited)
 
 
 def test_a_severity_change_is_a_change_of_every_alert_of_that_rule() -> None:
     alerts = _live()[1]
-    outcome = compare(stored(alerts), run(edited("duplicate", severity="high")))
+    outcome = compare(stored(alerts), run(edited("duplicate", severity="high")), details=False)
     dup = keys(a for a in alerts if a.alert_type == "duplicate")
     assert {(c.transaction_id, c.rule) for c in outcome.changes} == dup
     assert all(

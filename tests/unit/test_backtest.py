@@ -38,7 +38,13 @@ from utils.config import RuleThresholds, Settings
 from utils.models import Alert, Transaction
 
 PARTITIONS = 3
-SETTINGS = Settings()
+# Tight account windows (3 h, 20 events, over a ~12 h stream), so that both bounds evict.
+SETTINGS = dataclasses.replace(
+    Settings(),
+    consumer=dataclasses.replace(
+        Settings().consumer, state_history_hours=3.0, state_max_events_per_account=20
+    ),
+)
 ENV = SETTINGS.rules
 LIMITS = StateLimits.from_settings(SETTINGS.consumer)
 

@@ -22,13 +22,21 @@ from typing import Protocol, TypeVar
 from kafka import TopicPartition
 
 from consumer.account_state import AccountStates, Event
-from consumer.rules import evaluate
+from consumer.rules import ALL_RULES, Rule, evaluate
 from consumer.validation import validate
 from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Alert, Rejection, Transaction
 from utils.money import RateTable
 
-__all__ = ["Batch", "Facts", "KafkaRecord", "RawByPosition", "evaluate_batch", "validate_records"]
+__all__ = [
+    "Batch",
+    "Facts",
+    "KafkaRecord",
+    "RawByPosition",
+    "evaluate_batch",
+    "evaluate_message",
+    "validate_records",
+]
 
 
 class KafkaRecord(Protocol):
@@ -208,13 +216,21 @@ def _reject(batch: Batch, t: Transaction, reason: str, detail: str) -> Rejection
 def evaluate_batch(batch: Batch, states: AccountStates, thresholds: RuleThresholds) -> None:
     """Run the rules over the batch's transactions in order, each against its account's history,
     then add it to that history. Every account must be held (`states.missing` loaded first)."""
-    active = states.active
     alerts, positions = batch.alerts, batch.alert_positions
     for t in batch.txns:
-        partition = t.kafka_partition
-        history = active(t.account_id, partition)
-        raised = evaluate(t, history, thresholds)
+        raised = evaluate_message(t, states, thresholds)
         if raised:
             alerts.extend(raised)
-            positions.extend([(partition, t.kafka_offset)] * len(raised))
-        history.add(Event.of(t))
+            positions.extend([(t.kafka_partition, t.kafka_offset)] * len(raised))
+
+
+def evaluate_message(
+    t: Transaction, states: AccountStates, thresholds: RuleThresholds, rules: Sequence[Rule] = ALL_RULES
+) -> list[Alert]:
+    """The alerts of one stored message against its account's history, which it then joins: the
+    one step every evaluation takes (the consumer's batches, the backtest's replay). Its account
+    must be held."""
+    history = states.active(t.account_id, t.kafka_partition)
+    raised = evaluate(t, history, thresholds, rules)
+    history.add(Event.of(t))
+    return raised

@@ -22,7 +22,7 @@ threshold of 10,000 means the same money in yen as in dollars.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from consumer.account_state import AccountHistory, Event
 from utils.config import RuleThresholds
@@ -31,6 +31,7 @@ from utils.models import Alert, Transaction
 from utils.money import MINOR_UNITS
 
 __all__ = [
+    "ALL_RULES",
     "RULES",
     "Rule",
     "amount_spike",
@@ -364,13 +365,16 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
-_RULE_FUNCTIONS = tuple(rule for _name, rule in RULES)  # runs per message: no unpacking there
+ALL_RULES: tuple[Rule, ...] = tuple(rule for _name, rule in RULES)  # per message: no unpacking there
 
 
-def evaluate(txn: Transaction, history: AccountHistory, thresholds: RuleThresholds) -> list[Alert]:
-    """Every alert `txn` raises against its account's history (which must not contain it yet)."""
+def evaluate(
+    txn: Transaction, history: AccountHistory, thresholds: RuleThresholds, rules: Sequence[Rule] = ALL_RULES
+) -> list[Alert]:
+    """Every alert `txn` raises against its account's history (which must not contain it yet),
+    from `rules` (a rule set's enabled ones), in RULES order."""
     alerts = []
-    for rule in _RULE_FUNCTIONS:
+    for rule in rules:
         alert = rule(txn, history, thresholds)
         if alert is not None:
             alerts.append(alert)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,10 +270,16 @@ def insert_rejections(cur: psycopg2.extensions.cursor, rejections: Iterable[Reje
 
 
 def load_accounts(
-    conn: psycopg2.extensions.connection, topic: str, account_ids: Sequence[str], max_per_account: int
+    conn: psycopg2.extensions.connection,
+    topic: str,
+    account_ids: Sequence[str],
+    max_per_account: int,
+    before: Mapping[int, int] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The newest `max_per_account` stored transactions of each account from `topic`, in
-    `consumer.account_state.HistoryRow` order, ascending per account in stream order.
+    `consumer.account_state.HistoryRow` order, ascending per account in stream order. With
+    `before` (partition -> offset), only rows below that offset of their partition: the history
+    the accounts had where a bounded backtest starts (a partition not in `before` gives none).
 
     One query whatever the number of accounts, and bounded: per account an index scan of
     (account_id, kafka_topic, "timestamp") that stops after `max_per_account` rows. The age bound
@@ -294,11 +300,20 @@ def load_accounts(
             CROSS JOIN LATERAL (
                 SELECT * FROM transactions t
                 WHERE t.account_id = a.account_id AND t.kafka_topic = %(topic)s
+                  AND (%(before_p)s::int[] IS NULL OR t.kafka_offset < (
+                      SELECT b.o FROM unnest(%(before_p)s::int[], %(before_o)s::bigint[]) AS b(p, o)
+                      WHERE b.p = t.kafka_partition))
                 ORDER BY t."timestamp" DESC, t.kafka_partition DESC, t.kafka_offset DESC
                 LIMIT %(k)s
             ) t
             ORDER BY 1, epoch, t.kafka_partition, t.kafka_offset
             """,
-            {"accounts": list(account_ids), "topic": topic, "k": max_per_account},
+            {
+                "accounts": list(account_ids),
+                "topic": topic,
+                "k": max_per_account,
+                "before_p": None if before is None else list(before),
+                "before_o": None if before is None else list(before.values()),
+            },
         )
         return cur.fetchall()

@@ -80,6 +80,8 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "rule_set_versions": ("SELECT",),
         "rule_set_active": ("SELECT",),
         "rule_set_activations": ("SELECT",),
+        # Where each partition's evaluation switched version: the consumer adds a line per switch.
+        "rule_set_applied": INSERT_ONLY,
         # The consumer's offsets and the DLQ publisher's progress: read, made, moved on.
         "consumer_offsets": ("SELECT", "INSERT", "UPDATE"),
         "dlq_progress": ("SELECT", "INSERT", "UPDATE"),

@@ -5,20 +5,28 @@
     python -m consumer.rulesets publish FILE --reason TEXT store FILE as a new version and activate it
     python -m consumer.rulesets history                    versions and activations, newest first
     python -m consumer.rulesets activate N [--reason TEXT] make version N active again (roll back)
+    python -m consumer.rulesets backtest [FILE] [--since T] [--until T] [--json] [--csv PATH]
+                                                           replay stored transactions with FILE (or,
+                                                           without it, the versions that ran: a self-check)
 
-`show`, `validate` and `history` work as the app role (POSTGRES_USER); `publish` and `activate`
-log in as the owner role (POSTGRES_MIGRATION_USER). Exit codes: 0 done, 1 the file or version
-is refused (nothing changed), 2 configuration or database problem.
+`show`, `validate`, `history` and `backtest` work as the app role (POSTGRES_USER); `publish` and
+`activate` log in as the owner role (POSTGRES_MIGRATION_USER). Exit codes: 0 done, 1 the file or
+version is refused (nothing changed), 2 configuration or database problem, 3 the backtest's
+self-check did not reproduce the stored alerts (the first differences are printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import dataclasses
 import getpass
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python consumer/rulesets/__main__.py`: make the repo importable
@@ -27,7 +35,7 @@ if __package__ in (None, ""):  # `python consumer/rulesets/__main__.py`: make th
 import psycopg2
 import psycopg2.extensions
 
-from consumer.rulesets import document, store
+from consumer.rulesets import backtest, backtest_db, document, store
 from consumer.rulesets.model import RuleSet, StateLimits
 from utils.config import Settings, load_settings
 from utils.database import connect
@@ -62,7 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     activate.add_argument("version", type=int)
     activate.add_argument("--reason", help="why (default: 'activated version N')")
     activate.add_argument("--by", default=_who(), help="who activates (default: your user name)")
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay stored transactions with FILE (without FILE: the versions that ran, a self-check)",
+    )
+    backtest.add_argument("file", type=Path, nargs="?", help="candidate rule set (YAML, as `show` prints)")
+    backtest.add_argument("--since", type=_instant, help="event time from (ISO 8601; UTC unless given)")
+    backtest.add_argument("--until", type=_instant, help="event time before (ISO 8601; UTC unless given)")
+    backtest.add_argument("--json", action="store_true", help="print the result as JSON")
+    backtest.add_argument("--csv", type=Path, metavar="PATH", help="write the added/removed/changed alerts")
     return parser
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-28T09:00") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Refused(TxmonError):
@@ -76,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
+        if args.cmd == "backtest":
+            return _backtest(args, settings)
         print(_run(args, settings), end="")
     except (Refused, document.RuleSetInvalid, store.UnknownVersion) as exc:
         print(f"refused: {exc}", file=sys.stderr)
@@ -126,6 +153,70 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
         log.info("rule set: version %d activated by %s", args.version, args.by)
         return f"version {args.version} is active\n"
     raise AssertionError(args.cmd)  # argparse allows only the commands above
+
+
+_SHOWN_DIFFERENCES = 10
+
+
+def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise Refused(f"--since {args.since.isoformat()} is not before --until {args.until.isoformat()}")
+    candidate = None if args.file is None else _read(args.file, settings)
+    scope = backtest_db.Scope(settings.kafka.topic, args.since, args.until)
+    run = backtest_db.run_backtest(settings, scope, candidate)
+    outcome = run.outcome
+    self_check = candidate is None
+    if args.csv is not None:
+        with args.csv.open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(backtest.csv_rows(outcome.changes))
+    rate = outcome.transactions / run.elapsed_s if run.elapsed_s > 0 else 0.0
+    first = outcome.changes[:_SHOWN_DIFFERENCES]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "mode": "self-check" if self_check else "candidate",
+                    "file": None if args.file is None else str(args.file),
+                    "topic": scope.topic,
+                    "since": None if args.since is None else args.since.isoformat(),
+                    "until": None if args.until is None else args.until.isoformat(),
+                    "versions": run.versions,
+                    "transactions": outcome.transactions,
+                    "elapsed_s": round(run.elapsed_s, 3),
+                    "transactions_per_s": round(rate),
+                    "identical": outcome.identical,
+                    "rules": [r.as_dict() for r in outcome.rules],
+                    "first_differences": [dataclasses.asdict(c) for c in first],
+                    "version_conflicts": run.conflicts,
+                },
+                indent=2,
+            )
+        )
+    else:
+        what = "the versions that ran" if self_check else str(args.file)
+        window = (
+            "all event times"
+            if args.since is None and args.until is None
+            else f"event time [{args.since or 'start'}, {args.until or 'end'})"
+        )
+        print(
+            f"backtest of {what} on {outcome.transactions:,} transactions of {scope.topic} ({window}) "
+            f"in {run.elapsed_s:.1f} s ({rate:,.0f}/s)"
+        )
+        print(backtest.format_table(outcome))
+        if run.conflicts:
+            print(f"partitions whose stored alerts carry different versions: {run.conflicts}")
+    if self_check and not outcome.identical:
+        print(
+            f"self-check FAILED: {len(outcome.changes)} alert(s) differ from the stored ones; the first:",
+            file=sys.stderr,
+        )
+        for c in first:
+            print(f"  {c.change} {c.rule} {c.transaction_id} {c.severity} {dict(c.details)}", file=sys.stderr)
+        return 3
+    if self_check and not args.json:
+        print("self-check passed: the replay reproduces every stored alert")
+    return 0
 
 
 def _read(path: Path, settings: Settings) -> RuleSet:

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
                     settings = dataclasses.replace(
                         base,
-                        postgres=ws.database(f"{side}{r}"),
+                        # Each side's own schema: a base from before a migration cannot read a newer one.
+                        postgres=ws.database(f"{side}{r}", trees[side] / "utils" / "migrations"),
                         kafka=dataclasses.replace(base.kafka, consumer_group=f"g-{run_id}-{side}{r}"),
                     )
                     res = consume_once(settings, trees[side], logs / f"{side}{r}.log", args.count)

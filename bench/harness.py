@@ -184,10 +184,11 @@ class Workspace:
         self._topics: list[str] = []
         self._dbs: list[str] = []
 
-    def database(self, label: str) -> PostgresSettings:
+    def database(self, label: str, migrations: Path = schema.MIGRATIONS_DIR) -> PostgresSettings:
+        """A fresh database with `migrations` applied (bench.ab gives the base revision its own)."""
         pg = self.stack.create_database(f"bench_{self.run_id}_{label}".lower().replace("-", "_")[:63])
         self._dbs.append(pg.db)
-        schema.migrate(pg)
+        schema.migrate(pg, migrations)
         return pg
 
     def drop_database(self, pg: PostgresSettings, *, timeout_s: float = 15.0) -> None:

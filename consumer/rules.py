@@ -367,10 +367,16 @@ RULES: tuple[tuple[str, Rule], ...] = (
 _RULE_FUNCTIONS = tuple(rule for _name, rule in RULES)  # runs per message: no unpacking there
 
 
-def evaluate(txn: Transaction, history: AccountHistory, thresholds: RuleThresholds) -> list[Alert]:
-    """Every alert `txn` raises against its account's history (which must not contain it yet)."""
+def evaluate(
+    txn: Transaction,
+    history: AccountHistory,
+    thresholds: RuleThresholds,
+    rules: tuple[Rule, ...] = _RULE_FUNCTIONS,
+) -> list[Alert]:
+    """Every alert `txn` raises against its account's history (which must not contain it yet);
+    `rules` are the functions to run, in RULES' order (a rule set's enabled ones)."""
     alerts = []
-    for rule in _RULE_FUNCTIONS:
+    for rule in rules:
         alert = rule(txn, history, thresholds)
         if alert is not None:
             alerts.append(alert)

@@ -17,6 +17,11 @@ by construction:
   fence or a rewind just empties the cache.
 * The dead-letter topic is published from `rejected_transactions` by a background thread
   (consumer/dlq.py), so a refusing DLQ never holds the pipeline up.
+* The rules are the active rule-set version (consumer/rulesets/reload.py), checked between
+  batches every RULESET_CHECK_SECONDS; each alert stores the version that raised it, and a
+  partition's switch of version is recorded in rule_set_applied in the batch's transaction
+  (consumer/rulesets/active.py says exactly when).
+* Prometheus metrics (consumer/metrics.py) on CONSUMER_METRICS_PORT, recorded once per batch.
 """
 
 from __future__ import annotations
@@ -51,7 +56,12 @@ from consumer.account_state import AccountStates
 from consumer.batch import Batch, Facts, KafkaRecord, evaluate_batch, validate_records
 from consumer.dlq import DlqPublisher
 from consumer.group import GroupMember
+from consumer.metrics import BatchStats, ConsumerMetrics
 from consumer.retry import Attempts, DbRetry
+from consumer.rulesets import store as rulesets_store
+from consumer.rulesets.active import switches
+from consumer.rulesets.model import StateLimits
+from consumer.rulesets.reload import RuleSetReloader
 from utils import database, schema
 from utils.config import Settings, load_settings
 from utils.database import ErrorKind, classify
@@ -132,6 +142,20 @@ class TransactionProcessor:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-writer")
         self._inflight: tuple[Batch, Future[storage.BatchResult]] | None = None
         self._last_done: float | None = None  # when the last batch was stored
+        self.rulesets = RuleSetReloader(
+            self.db, settings.rules, StateLimits.from_settings(cs), cs.ruleset_check_seconds
+        )
+        # partition -> the rule-set version rule_set_applied records for it: as committed, and as
+        # the batches prepared since will leave it (back to committed on a rewind).
+        self._recorded_committed: dict[int, int | None] = {}
+        self._recorded: dict[int, int | None] = {}
+        self._version_seen: int | None = None
+        self.metrics: ConsumerMetrics | None = None
+        if cs.metrics_port:
+            self.metrics = ConsumerMetrics(self.group)
+        self._metrics_server = (
+            None if self.metrics is None else self.metrics.serve(cs.metrics_port, settings.metrics_address)
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,6 +163,8 @@ class TransactionProcessor:
         """Poll and prepare batch k while batch k-1 is written by the writer thread. At most one
         batch is in flight, so the order of commits is the order of the stream."""
         self._migrate_with_retry()
+        self.rulesets.start(self.retry.call)
+        self._rule_set_version_seen()
         member = self.member = GroupMember(self.settings, self.stop_event)
         self.dlq = DlqPublisher(
             self.db, self._dlq_producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
@@ -157,6 +183,8 @@ class TransactionProcessor:
                 member.watch_assignment(now)
                 if not self._apply_rebalance():
                     break
+                if self.rulesets.poll(now).version != self._version_seen:
+                    self._rule_set_version_seen()
                 if not joined and member.owned:
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
@@ -221,6 +249,9 @@ class TransactionProcessor:
         self._writer.shutdown(wait=True)
         self.summary.db_retries = self.retry.retries
         self.db.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
 
     def _migrate_with_retry(self) -> None:
         while not self.stop_event.is_set():
@@ -249,6 +280,9 @@ class TransactionProcessor:
             if self._complete_inflight() is Outcome.STOPPED:
                 return False
             drops = self.member.take_drops()
+            for tp in drops:
+                self._recorded.pop(tp.partition, None)
+                self._recorded_committed.pop(tp.partition, None)
             dropped = self.states.drop_partitions(tp.partition for tp in drops)
             log.info(
                 "dropped %d accounts of partitions %s from memory",
@@ -264,6 +298,7 @@ class TransactionProcessor:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
         assert self._inflight is None and self.member is not None
         self.states.clear()
+        self._recorded = dict(self._recorded_committed)
         self.member.rewind()
         self.summary.rewinds += 1
         log.info("rewound to the stored offsets (%s)", why)
@@ -275,7 +310,14 @@ class TransactionProcessor:
         (a rewind, a rebalance while loading, or a stop) and are read again."""
         assert self.member is not None
         rebalances = self.member.rebalances
+        rules = self.rulesets.current  # one version for the whole batch
+        started = time.perf_counter()
         batch = validate_records(records, self.settings.validation, self.rates, self.facts)
+        validated = time.perf_counter()
+        unknown = {tp.partition: first for tp, (first, _last) in batch.spans.items()} if batch.spans else {}
+        unknown = {p: first for p, first in unknown.items() if p not in self._recorded}
+        if unknown and not self._load_recorded(unknown, rebalances):
+            return None
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it
@@ -300,8 +342,14 @@ class TransactionProcessor:
                 return None
             self.states.load(accounts, rows)
             self.summary.accounts_loaded += len(accounts)
-        evaluate_batch(batch, self.states, self.settings.rules)
+        evaluating = time.perf_counter()
+        evaluate_batch(batch, self.states, rules)
+        batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
+        batch.rule_set_switches = switches(
+            self._recorded, rules.version, {tp.partition: first for tp, (first, _last) in batch.spans.items()}
+        )
+        self._recorded.update({p: v for p, (_first, v) in batch.rule_set_switches.items()})
         owned = self.member.owned
         for tp, (_first, last) in batch.spans.items():
             st = owned[tp]
@@ -309,16 +357,46 @@ class TransactionProcessor:
             st.expected = last + 1
         return batch
 
+    def _load_recorded(self, starts: dict[int, int], rebalances: int) -> bool:
+        """The recorded rule-set version of partitions first read since their assignment. False:
+        the records were dropped (a stop, or a rebalance meanwhile) and are read again."""
+        assert self.member is not None
+
+        def read(conn: Any) -> dict[int, int | None]:
+            with conn.cursor() as cur:
+                return rulesets_store.recorded_versions(cur, self.group, self.topic, starts)
+
+        recorded = self.retry.call(read, f"reading the rule-set versions of partitions {sorted(starts)}")
+        if recorded is None:
+            return False
+        if self.member.rebalances != rebalances:
+            if self._complete_inflight() is Outcome.DONE:
+                self._rewind("partitions moved while their rule-set versions were read")
+            return False
+        self._recorded.update(recorded)
+        self._recorded_committed.update(recorded)
+        return True
+
     def _write_once(self, batch: Batch) -> storage.BatchResult:
+        started = time.perf_counter()
         with self.db.connection() as conn:
             with conn.cursor() as cur:
                 moves = {tp.partition: move for tp, move in batch.moves.items()}
                 fenced = offsets.advance(cur, self.group, self.topic, moves)
-            if fenced:
-                raise Fenced(fenced)
-            return storage.write_batch(
-                conn, batch.txns, batch.alerts, batch.rejections, alert_positions=batch.alert_positions
+                if fenced:
+                    raise Fenced(fenced)
+                rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
+            result = storage.write_batch(
+                conn,
+                batch.txns,
+                batch.alerts,
+                batch.rejections,
+                alert_positions=batch.alert_positions,
+                rule_set_version=batch.rule_set_version,
             )
+        result.write_s = time.perf_counter() - started
+        result.stored_at = time.time()
+        return result
 
     def _complete_inflight(self) -> Outcome:
         """Wait for the batch in flight and account for it, retrying it as its errors call for."""
@@ -392,6 +470,9 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
+        self._recorded_committed.update({p: v for p, (_first, v) in batch.rule_set_switches.items()})
+        if self.metrics is not None:
+            self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:
             self.dlq.wake()
         s = self.summary
@@ -405,6 +486,32 @@ class TransactionProcessor:
         self._last_done = time.monotonic()
 
     # ------------------------------------------------------------------ helpers
+
+    def _rule_set_version_seen(self) -> None:
+        self._version_seen = self.rulesets.current.version
+        if self.metrics is not None:
+            self.metrics.set_rule_set_version(self._version_seen)
+
+    def _record_metrics(self, batch: Batch, result: storage.BatchResult) -> None:
+        """Once per batch, after its commit. The delays are those of the rows this batch
+        inserted (a replayed row's delay would measure the replay, not the pipeline)."""
+        assert self.metrics is not None and self.member is not None
+        txns = batch.txns
+        if result.inserted != len(txns):
+            txns = [t for t in txns if (t.kafka_partition, t.kafka_offset) in (result.inserted_at or ())]
+        self.metrics.record_batch(
+            BatchStats(
+                stored=result.inserted,
+                rejected=result.rejected_inserted,  # a replayed rejection is already stored
+                already_stored=result.already_stored + len(batch.rejections) - result.rejected_inserted,
+                alerts=result.alerts_by_rule_severity,
+                evaluation_s=batch.evaluation_s,
+                write_s=result.write_s,
+                event_epochs=(t.timestamp.timestamp() for t in txns),
+                stored_at=result.stored_at,
+            )
+        )
+        self.metrics.set_lag(self.member.lag())
 
     def _touch_health(self) -> None:
         path = self.settings.consumer.health_file

@@ -430,6 +430,8 @@ class TransactionProcessor:
                 )
                 for p in error.partitions:
                     self.member.set_up_again(TopicPartition(self.topic, p))
+                    # Its owner meanwhile may have recorded rule-set switches: read them again.
+                    self._recorded_committed.pop(p, None)
                 self._rewind("fenced")
                 return Outcome.REWOUND
             if isinstance(error, storage.StoredElsewhere):

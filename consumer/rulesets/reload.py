@@ -43,6 +43,7 @@ class RuleSetReloader:
         self.current = ActiveRules.environment(base)
         self._refused: int | None = None  # the version last refused, not refused again every check
         self._next_check = 0.0
+        self._failing = False  # the last check could not reach the database
 
     def start(self, db_call: DbCall[store.Activation | None]) -> None:
         """Load the active version before the first batch, waiting for the database (`db_call`
@@ -59,10 +60,13 @@ class RuleSetReloader:
                 with self.db.connection() as conn:
                     active = self._read_active(conn)
             except (DatabaseUnavailable, store.RuleSetStoreError, psycopg2.Error) as exc:
-                log.warning(
-                    "cannot check the active rule set (%s); still evaluating %s", exc, self._running()
-                )
+                if not self._failing:  # once per outage: the batch writes report the rest
+                    log.warning(
+                        "cannot check the active rule set (%s); still evaluating %s", exc, self._running()
+                    )
+                self._failing = True
                 return self.current
+            self._failing = False
             if active is None or active.version == self.current.version:
                 self._refused = None
             elif active.version != self._refused:

@@ -38,12 +38,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):  # `python consumer/transaction_processor.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,6 +68,7 @@ from utils.database import ErrorKind, classify
 from utils.errors import DatabaseUnavailable, TxmonError
 
 log = logging.getLogger("consumer")
+T = TypeVar("T")
 
 
 class Fenced(TxmonError):
@@ -316,8 +317,21 @@ class TransactionProcessor:
         validated = time.perf_counter()
         unknown = {tp.partition: first for tp, (first, _last) in batch.spans.items()} if batch.spans else {}
         unknown = {p: first for p, first in unknown.items() if p not in self._recorded}
-        if unknown and not self._load_recorded(unknown, rebalances):
-            return None
+        if unknown:
+
+            def read_recorded(conn: Any) -> dict[int, int | None]:
+                with conn.cursor() as cur:
+                    return rulesets_store.recorded_versions(cur, self.group, self.topic, unknown)
+
+            recorded = self._read_for_batch(
+                read_recorded,
+                f"reading the rule-set versions recorded for partitions {sorted(unknown)}",
+                rebalances,
+            )
+            if recorded is None:
+                return None
+            self._recorded.update(recorded)
+            self._recorded_committed.update(recorded)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it
@@ -330,15 +344,12 @@ class TransactionProcessor:
                 return None
             k = self.settings.consumer.state_max_events_per_account
             accounts = sorted(missing)
-            rows = self.retry.call(
+            rows = self._read_for_batch(
                 lambda conn: storage.load_accounts(conn, self.topic, accounts, k),
                 f"loading {len(accounts)} accounts",
+                rebalances,
             )
             if rows is None:
-                return None
-            if self.member.rebalances != rebalances:
-                if self._complete_inflight() is Outcome.DONE:
-                    self._rewind("partitions moved while accounts were loaded")
                 return None
             self.states.load(accounts, rows)
             self.summary.accounts_loaded += len(accounts)
@@ -357,25 +368,18 @@ class TransactionProcessor:
             st.expected = last + 1
         return batch
 
-    def _load_recorded(self, starts: dict[int, int], rebalances: int) -> bool:
-        """The recorded rule-set version of partitions first read since their assignment. False:
-        the records were dropped (a stop, or a rebalance meanwhile) and are read again."""
+    def _read_for_batch(self, read: Callable[[Any], T], what: str, rebalances: int) -> T | None:
+        """A read the batch needs before its rules run. None: its records are dropped (asked to
+        stop, or partitions moved meanwhile and the consumer rewound) and are read again."""
         assert self.member is not None
-
-        def read(conn: Any) -> dict[int, int | None]:
-            with conn.cursor() as cur:
-                return rulesets_store.recorded_versions(cur, self.group, self.topic, starts)
-
-        recorded = self.retry.call(read, f"reading the rule-set versions of partitions {sorted(starts)}")
-        if recorded is None:
-            return False
+        result = self.retry.call(read, what)
+        if result is None:
+            return None
         if self.member.rebalances != rebalances:
             if self._complete_inflight() is Outcome.DONE:
-                self._rewind("partitions moved while their rule-set versions were read")
-            return False
-        self._recorded.update(recorded)
-        self._recorded_committed.update(recorded)
-        return True
+                self._rewind(f"partitions moved while {what}")
+            return None
+        return result
 
     def _write_once(self, batch: Batch) -> storage.BatchResult:
         started = time.perf_counter()

@@ -37,10 +37,8 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -59,9 +57,10 @@ from consumer.group import GroupMember
 from consumer.metrics import BatchStats, ConsumerMetrics
 from consumer.retry import Attempts, DbRetry
 from consumer.rulesets import store as rulesets_store
-from consumer.rulesets.active import switches
+from consumer.rulesets.active import RecordedVersions
 from consumer.rulesets.model import StateLimits
 from consumer.rulesets.reload import RuleSetReloader
+from consumer.summary import ProcessorSummary, format_summary
 from utils import database, schema
 from utils.config import Settings, load_settings
 from utils.database import ErrorKind, classify
@@ -83,37 +82,6 @@ class Outcome(enum.Enum):
     DONE = "done"  # the batch is stored (or there was none)
     REWOUND = "rewound"  # rolled back; every partition was sought back to its stored offset
     STOPPED = "stopped"  # asked to stop while the database was away: nothing stored
-
-
-@dataclass(slots=True)
-class ProcessorSummary:
-    consumed: int = 0
-    stored: int = 0
-    already_stored: int = 0
-    rejected: int = 0
-    alerts: Counter[str] = field(default_factory=Counter)
-    rejected_reasons: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    db_retries: int = 0
-    fenced: int = 0  # batches rolled back because another member owned a partition by then
-    rewinds: int = 0  # times the consumer went back to the stored offsets and emptied its cache
-    accounts_loaded: int = 0
-    dlq_published: int = 0
-    elapsed_s: float = 0.0
-    active_s: float = 0.0  # first message polled -> last batch committed (excludes idle waiting)
-    clean_exit: bool = True
-
-    @property
-    def rate(self) -> float:
-        """Transactions stored per second of active time."""
-        return self.stored / self.active_s if self.active_s > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["alerts"] = dict(self.alerts)
-        d["rejected_reasons"] = dict(self.rejected_reasons)
-        d["rate"] = round(self.rate, 1)
-        return d
 
 
 class TransactionProcessor:
@@ -146,10 +114,7 @@ class TransactionProcessor:
         self.rulesets = RuleSetReloader(
             self.db, settings.rules, StateLimits.from_settings(cs), cs.ruleset_check_seconds
         )
-        # partition -> the rule-set version rule_set_applied records for it: as committed, and as
-        # the batches prepared since will leave it (back to committed on a rewind).
-        self._recorded_committed: dict[int, int | None] = {}
-        self._recorded: dict[int, int | None] = {}
+        self.recorded = RecordedVersions()  # each partition's version in rule_set_applied
         self._version_seen: int | None = None
         self.metrics: ConsumerMetrics | None = None
         if cs.metrics_port:
@@ -282,8 +247,7 @@ class TransactionProcessor:
                 return False
             drops = self.member.take_drops()
             for tp in drops:
-                self._recorded.pop(tp.partition, None)
-                self._recorded_committed.pop(tp.partition, None)
+                self.recorded.forget(tp.partition)
             dropped = self.states.drop_partitions(tp.partition for tp in drops)
             log.info(
                 "dropped %d accounts of partitions %s from memory",
@@ -299,7 +263,7 @@ class TransactionProcessor:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
         assert self._inflight is None and self.member is not None
         self.states.clear()
-        self._recorded = dict(self._recorded_committed)
+        self.recorded.rolled_back()
         self.member.rewind()
         self.summary.rewinds += 1
         log.info("rewound to the stored offsets (%s)", why)
@@ -315,23 +279,18 @@ class TransactionProcessor:
         started = time.perf_counter()
         batch = validate_records(records, self.settings.validation, self.rates, self.facts)
         validated = time.perf_counter()
-        unknown = {tp.partition: first for tp, (first, _last) in batch.spans.items()} if batch.spans else {}
-        unknown = {p: first for p, first in unknown.items() if p not in self._recorded}
+        firsts = {tp.partition: first for tp, (first, _last) in batch.spans.items()}
+        unknown = self.recorded.unknown(firsts)
         if unknown:
 
             def read_recorded(conn: Any) -> dict[int, int | None]:
                 with conn.cursor() as cur:
                     return rulesets_store.recorded_versions(cur, self.group, self.topic, unknown)
 
-            recorded = self._read_for_batch(
-                read_recorded,
-                f"reading the rule-set versions recorded for partitions {sorted(unknown)}",
-                rebalances,
-            )
+            recorded = self._read_for_batch(read_recorded, "reading recorded rule-set versions", rebalances)
             if recorded is None:
                 return None
-            self._recorded.update(recorded)
-            self._recorded_committed.update(recorded)
+            self.recorded.learn(recorded)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it
@@ -357,10 +316,7 @@ class TransactionProcessor:
         evaluate_batch(batch, self.states, rules)
         batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
-        batch.rule_set_switches = switches(
-            self._recorded, rules.version, {tp.partition: first for tp, (first, _last) in batch.spans.items()}
-        )
-        self._recorded.update({p: v for p, (_first, v) in batch.rule_set_switches.items()})
+        batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
         owned = self.member.owned
         for tp, (_first, last) in batch.spans.items():
             st = owned[tp]
@@ -434,8 +390,7 @@ class TransactionProcessor:
                 )
                 for p in error.partitions:
                     self.member.set_up_again(TopicPartition(self.topic, p))
-                    # Its owner meanwhile may have recorded rule-set switches: read them again.
-                    self._recorded_committed.pop(p, None)
+                    self.recorded.forget(p)
                 self._rewind("fenced")
                 return Outcome.REWOUND
             if isinstance(error, storage.StoredElsewhere):
@@ -476,7 +431,7 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
-        self._recorded_committed.update({p: v for p, (_first, v) in batch.rule_set_switches.items()})
+        self.recorded.committed(batch.rule_set_switches)
         if self.metrics is not None:
             self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:
@@ -544,18 +499,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 100, 1000)
-
-
-def format_summary(s: ProcessorSummary) -> str:
-    alerts = ", ".join(f"{k}={v}" for k, v in sorted(s.alerts.items())) or "none"
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.rejected_reasons.items())) or "none"
-    return (
-        f"consumer summary: consumed={s.consumed} stored={s.stored} already_stored={s.already_stored} "
-        f"rejected={s.rejected} alerts={sum(s.alerts.values())} ({alerts}) rejected_by_reason=({reasons}) "
-        f"batches={s.batches} db_retries={s.db_retries} fenced={s.fenced} rewinds={s.rewinds} "
-        f"accounts_loaded={s.accounts_loaded} dlq_published={s.dlq_published} elapsed={s.elapsed_s:.1f}s "
-        f"active={s.active_s:.1f}s rate={s.rate:.0f}/s"
-    )
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from consumer.rulesets.model import RuleSet
 from utils.config import RuleThresholds
 from utils.models import Alert
 
-__all__ = ["ActiveRules", "switches"]
+__all__ = ["ActiveRules", "RecordedVersions", "switches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,44 @@ class ActiveRules:
         """`alerts` at the severities of this set (only called when `retune` is set)."""
         assert self.retune is not None
         return [self.retune.with_severity(a) for a in alerts]
+
+
+class RecordedVersions:
+    """partition -> the version rule_set_applied records for it, as the consumer's transactions
+    committed it and as the batches prepared since leave it (back to committed on a rollback).
+    A partition not held is read from the database (`unknown`, `learn`) before its first batch."""
+
+    def __init__(self) -> None:
+        self._committed: dict[int, int | None] = {}
+        self._prepared: dict[int, int | None] = {}
+
+    def unknown(self, first_offsets: Mapping[int, int]) -> dict[int, int]:
+        """The partitions of `first_offsets` (partition -> a batch's first offset) not held."""
+        return {p: first for p, first in first_offsets.items() if p not in self._prepared}
+
+    def learn(self, recorded: Mapping[int, int | None]) -> None:
+        self._committed.update(recorded)
+        self._prepared.update(recorded)
+
+    def switches(
+        self, version: int | None, first_offsets: Mapping[int, int]
+    ) -> dict[int, tuple[int, int | None]]:
+        """partition -> (first offset, version): the rows a batch evaluated with `version` adds,
+        one per partition whose recorded version is another (every partition must be held)."""
+        rows = switches(self._prepared, version, first_offsets)
+        self._prepared.update({p: v for p, (_first, v) in rows.items()})
+        return rows
+
+    def committed(self, rows: Mapping[int, tuple[int, int | None]]) -> None:
+        self._committed.update({p: v for p, (_first, v) in rows.items()})
+
+    def rolled_back(self) -> None:
+        self._prepared = dict(self._committed)
+
+    def forget(self, partition: int) -> None:
+        """A partition lost, or fenced (its owner meanwhile may have switched it)."""
+        self._committed.pop(partition, None)
+        self._prepared.pop(partition, None)
 
 
 def switches(

@@ -10,7 +10,7 @@ import pytest
 from consumer.account_state import AccountStates
 from consumer.batch import Batch, evaluate_batch
 from consumer.rulesets import document
-from consumer.rulesets.active import ActiveRules, switches
+from consumer.rulesets.active import ActiveRules, RecordedVersions, switches
 from consumer.rulesets.model import RuleConfig, RuleSet, StateLimits
 from tests.unit.test_rules import NOON, txn
 from utils.config import RuleThresholds
@@ -81,3 +81,19 @@ def test_a_stored_version_is_checked_like_a_file() -> None:
         document.check_stored(doc, BASE, LIMITS)
     with pytest.raises(document.RuleSetInvalid, match="no 'rules'"):
         document.check_stored({"rule": {}}, BASE, LIMITS)
+
+
+def test_recorded_versions_follow_commits_and_rollbacks() -> None:
+    recorded = RecordedVersions()
+    assert recorded.unknown({0: 10, 1: 20}) == {0: 10, 1: 20}
+    recorded.learn({0: None, 1: 2})
+    first = recorded.switches(2, {0: 10, 1: 20})
+    assert first == {0: (10, 2)}
+    assert recorded.switches(2, {0: 30}) == {}, "prepared behind the first: already switched"
+    recorded.rolled_back()  # the first batch never committed
+    assert recorded.switches(2, {0: 10}) == {0: (10, 2)}
+    recorded.committed(first)
+    recorded.rolled_back()
+    assert recorded.switches(2, {0: 40, 1: 40}) == {}
+    recorded.forget(1)
+    assert recorded.unknown({0: 50, 1: 50}) == {1: 50}

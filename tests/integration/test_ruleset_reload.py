@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,18 @@ AMOUNT = 6000.0
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Settings], None]]:
-    def use(s: Settings) -> None:
-        import os
-
-        for key, value in {**settings_to_env(s), "TXMON_ENV_FILE": os.devnull}.items():
-            monkeypatch.setenv(key, value)
-
-    yield use
+def pipeline(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Settings, Consumers]:
+    """Two partitions, consumers that look for a new version every 0.5 s, and the environment
+    `python -m consumer.rulesets` (run in this process) reads, pointing at the same database."""
+    s = settings_factory(partitions=2, ruleset_check_seconds=0.5)
+    for key, value in {**settings_to_env(s), "TXMON_ENV_FILE": os.devnull}.items():
+        monkeypatch.setenv(key, value)
+    return s, Consumers(s, tmp_path, children)
 
 
 def batch(s: Settings, n: int, seed: int) -> list[dict[str, Any]]:
@@ -106,14 +111,9 @@ def switched(log: str, to: int) -> bool:
 
 
 def test_a_running_consumer_switches_rolls_back_and_refuses_a_malformed_version(
-    settings_factory: Callable[..., Settings],
-    tmp_path: Path,
-    children: list[subprocess.Popen[bytes]],
-    cli_env: Callable[[Settings], None],
+    pipeline: tuple[Settings, Consumers], tmp_path: Path
 ) -> None:
-    s = settings_factory(partitions=2, ruleset_check_seconds=0.5)
-    cli_env(s)
-    fleet = Consumers(s, tmp_path, children)
+    s, fleet = pipeline
     a = fleet.start("a")
     pid = a.proc.pid
 
@@ -170,15 +170,8 @@ def test_a_running_consumer_switches_rolls_back_and_refuses_a_malformed_version(
     assert fleet.log("a").count("rule-set version 3 refused") == 1, "refused once, not at every check"
 
 
-def test_every_member_of_a_group_switches(
-    settings_factory: Callable[..., Settings],
-    tmp_path: Path,
-    children: list[subprocess.Popen[bytes]],
-    cli_env: Callable[[Settings], None],
-) -> None:
-    s = settings_factory(partitions=2, ruleset_check_seconds=0.5)
-    cli_env(s)
-    fleet = Consumers(s, tmp_path, children)
+def test_every_member_of_a_group_switches(pipeline: tuple[Settings, Consumers], tmp_path: Path) -> None:
+    s, fleet = pipeline
     fleet.start("a")
     fleet.start("b")
 

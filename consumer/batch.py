@@ -22,7 +22,8 @@ from typing import Protocol, TypeVar
 from kafka import TopicPartition
 
 from consumer.account_state import AccountStates, Event
-from consumer.rules import ALL_RULES, Rule, evaluate
+from consumer.rules import evaluate
+from consumer.rulesets.active import ActiveRules
 from consumer.validation import validate
 from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Alert, Rejection, Transaction
@@ -98,6 +99,10 @@ class Batch:
     spans: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # first, last offset read
     # Per partition (offset stored before this batch, offset after it): set by the consumer.
     moves: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    evaluation_s: float = 0.0  # validating and evaluating it (account loads excluded)
+    rule_set_version: int | None = None  # the version the rules ran with (None: the environment's)
+    # Rows for rule_set_applied, partition -> (first offset, version): set by the consumer.
+    rule_set_switches: dict[int, tuple[int, int | None]] = field(default_factory=dict)
     _accounts: set[str] | None = None
 
     @property
@@ -213,24 +218,28 @@ def _reject(batch: Batch, t: Transaction, reason: str, detail: str) -> Rejection
     )
 
 
-def evaluate_batch(batch: Batch, states: AccountStates, thresholds: RuleThresholds) -> None:
+def evaluate_batch(batch: Batch, states: AccountStates, rules: ActiveRules | RuleThresholds) -> None:
     """Run the rules over the batch's transactions in order, each against its account's history,
-    then add it to that history. Every account must be held (`states.missing` loaded first)."""
+    then add it to that history. Every account must be held (`states.missing` loaded first).
+    `rules`: the active rule set, or thresholds alone for the environment's set."""
+    if not isinstance(rules, ActiveRules):
+        rules = ActiveRules.environment(rules)
+    batch.rule_set_version = rules.version
     alerts, positions = batch.alerts, batch.alert_positions
     for t in batch.txns:
-        raised = evaluate_message(t, states, thresholds)
+        raised = evaluate_message(t, states, rules)
         if raised:
             alerts.extend(raised)
             positions.extend([(t.kafka_partition, t.kafka_offset)] * len(raised))
 
 
-def evaluate_message(
-    t: Transaction, states: AccountStates, thresholds: RuleThresholds, rules: Sequence[Rule] = ALL_RULES
-) -> list[Alert]:
+def evaluate_message(t: Transaction, states: AccountStates, rules: ActiveRules) -> list[Alert]:
     """The alerts of one stored message against its account's history, which it then joins: the
     one step every evaluation takes (the consumer's batches, the backtest's replay). Its account
     must be held."""
     history = states.active(t.account_id, t.kafka_partition)
-    raised = evaluate(t, history, thresholds, rules)
+    raised = evaluate(t, history, rules.thresholds, rules.functions)
     history.add(Event.of(t))
+    if raised and rules.retune is not None:
+        raised = rules.adjusted(raised)
     return raised

@@ -346,6 +346,16 @@ class GroupMember:
             self._unassigned_since = now
             self._watchdog_s *= 2
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> messages not stored yet, of each partition set up here, from the
+        end offset the last fetch reported (no request to the broker)."""
+        out = {}
+        for tp, st in self.owned.items():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - st.committed)
+        return out
+
     def caught_up(self) -> bool:
         """True when every assigned partition is read to its end, as the broker confirms. A broker
         that cannot be asked is no proof of an empty topic: silence during an outage is not idle."""

@@ -84,6 +84,10 @@ class BatchResult:
     alerts_inserted: int = 0
     rejected_inserted: int = 0
     alerts_by_type: Counter[str] = field(default_factory=Counter)  # of the alerts actually stored
+    alerts_by_rule_severity: Counter[tuple[str, str]] = field(default_factory=Counter)
+    inserted_at: set[tuple[int, int]] | None = None  # (partition, offset) inserted; None: every one
+    write_s: float = 0.0  # the database transaction, set by the consumer
+    stored_at: float = 0.0  # Unix time of the commit, set by the consumer
 
 
 class StoredElsewhere(TxmonError):
@@ -119,6 +123,7 @@ def write_batch(
     rejections: Sequence[Rejection],
     *,
     alert_positions: Sequence[tuple[int, int]] = (),
+    rule_set_version: int | None = None,
     direct: bool = True,
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
@@ -132,7 +137,8 @@ def write_batch(
     distinct ids: the consumer rejects an id reused within a batch before the rules see it.
     Alerts are written only for the transactions this batch actually inserted, so a replay can
     never add a second alert; `alert_positions[i]` is the (partition, offset) of the message that
-    raised `alerts[i]`. `direct=False` skips the fast path (the benchmark's staging-table
+    raised `alerts[i]`, `rule_set_version` the rule-set version that raised them (None: the
+    environment's settings). `direct=False` skips the fast path (the benchmark's staging-table
     ceiling, and tests of that path).
     """
     result = BatchResult()
@@ -156,11 +162,15 @@ def write_batch(
             stored_alerts = list(alerts)
         else:
             stored_alerts = [a for a, at in zip(alerts, alert_positions, strict=True) if at in inserted_at]
-        result.alerts_by_type.update(a.alert_type for a in stored_alerts)
+        result.inserted_at = inserted_at
+        result.alerts_by_rule_severity.update((a.alert_type, a.severity) for a in stored_alerts)
+        for (rule, _severity), n in result.alerts_by_rule_severity.items():
+            result.alerts_by_type[rule] += n
         if stored_alerts:
             psycopg2.extras.execute_values(
                 cur,
-                "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, details) "
+                "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, details, "
+                "rule_set_version) "
                 "VALUES %s ON CONFLICT ON CONSTRAINT alerts_one_per_rule DO NOTHING",
                 [
                     (
@@ -170,6 +180,7 @@ def write_batch(
                         a.severity,
                         a.message,
                         orjson.dumps(a.details).decode(),
+                        rule_set_version,
                     )
                     for a in stored_alerts
                 ],
@@ -258,15 +269,16 @@ def insert_rejections(cur: psycopg2.extensions.cursor, rejections: Iterable[Reje
         )
         for r in rejections
     ]
-    psycopg2.extras.execute_values(
+    inserted = psycopg2.extras.execute_values(
         cur,
         "INSERT INTO rejected_transactions (kafka_topic, kafka_partition, kafka_offset, reason, detail, "
         "transaction_id, message_key, raw_payload) VALUES %s "
-        "ON CONFLICT ON CONSTRAINT rejected_one_per_message DO NOTHING",
+        "ON CONFLICT ON CONSTRAINT rejected_one_per_message DO NOTHING RETURNING 1",
         rows,
         page_size=500,
+        fetch=True,  # rowcount would count the last page only
     )
-    return cur.rowcount
+    return len(inserted)
 
 
 def load_accounts(

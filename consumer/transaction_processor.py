@@ -17,6 +17,11 @@ by construction:
   fence or a rewind just empties the cache.
 * The dead-letter topic is published from `rejected_transactions` by a background thread
   (consumer/dlq.py), so a refusing DLQ never holds the pipeline up.
+* The rules are the active rule-set version (consumer/rulesets/reload.py), checked between
+  batches every RULESET_CHECK_SECONDS; each alert stores the version that raised it, and a
+  partition's switch of version is recorded in rule_set_applied in the batch's transaction
+  (consumer/rulesets/active.py says exactly when).
+* Prometheus metrics (consumer/metrics.py) on CONSUMER_METRICS_PORT, recorded once per batch.
 """
 
 from __future__ import annotations
@@ -32,13 +37,11 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 if __package__ in (None, ""):  # `python consumer/transaction_processor.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,13 +54,20 @@ from consumer.account_state import AccountStates
 from consumer.batch import Batch, Facts, KafkaRecord, evaluate_batch, validate_records
 from consumer.dlq import DlqPublisher
 from consumer.group import GroupMember
+from consumer.metrics import BatchStats, ConsumerMetrics
 from consumer.retry import Attempts, DbRetry
+from consumer.rulesets import store as rulesets_store
+from consumer.rulesets.active import RecordedVersions
+from consumer.rulesets.model import StateLimits
+from consumer.rulesets.reload import RuleSetReloader
+from consumer.summary import ProcessorSummary, format_summary
 from utils import database, schema
 from utils.config import Settings, load_settings
 from utils.database import ErrorKind, classify
 from utils.errors import DatabaseUnavailable, TxmonError
 
 log = logging.getLogger("consumer")
+T = TypeVar("T")
 
 
 class Fenced(TxmonError):
@@ -72,37 +82,6 @@ class Outcome(enum.Enum):
     DONE = "done"  # the batch is stored (or there was none)
     REWOUND = "rewound"  # rolled back; every partition was sought back to its stored offset
     STOPPED = "stopped"  # asked to stop while the database was away: nothing stored
-
-
-@dataclass(slots=True)
-class ProcessorSummary:
-    consumed: int = 0
-    stored: int = 0
-    already_stored: int = 0
-    rejected: int = 0
-    alerts: Counter[str] = field(default_factory=Counter)
-    rejected_reasons: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    db_retries: int = 0
-    fenced: int = 0  # batches rolled back because another member owned a partition by then
-    rewinds: int = 0  # times the consumer went back to the stored offsets and emptied its cache
-    accounts_loaded: int = 0
-    dlq_published: int = 0
-    elapsed_s: float = 0.0
-    active_s: float = 0.0  # first message polled -> last batch committed (excludes idle waiting)
-    clean_exit: bool = True
-
-    @property
-    def rate(self) -> float:
-        """Transactions stored per second of active time."""
-        return self.stored / self.active_s if self.active_s > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["alerts"] = dict(self.alerts)
-        d["rejected_reasons"] = dict(self.rejected_reasons)
-        d["rate"] = round(self.rate, 1)
-        return d
 
 
 class TransactionProcessor:
@@ -132,6 +111,17 @@ class TransactionProcessor:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-writer")
         self._inflight: tuple[Batch, Future[storage.BatchResult]] | None = None
         self._last_done: float | None = None  # when the last batch was stored
+        self.rulesets = RuleSetReloader(
+            self.db, settings.rules, StateLimits.from_settings(cs), cs.ruleset_check_seconds
+        )
+        self.recorded = RecordedVersions()  # each partition's version in rule_set_applied
+        self._version_seen: int | None = None
+        self.metrics: ConsumerMetrics | None = None
+        if cs.metrics_port:
+            self.metrics = ConsumerMetrics(self.group)
+        self._metrics_server = (
+            None if self.metrics is None else self.metrics.serve(cs.metrics_port, settings.metrics_address)
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,6 +129,8 @@ class TransactionProcessor:
         """Poll and prepare batch k while batch k-1 is written by the writer thread. At most one
         batch is in flight, so the order of commits is the order of the stream."""
         self._migrate_with_retry()
+        self.rulesets.start(self.retry.call)
+        self._rule_set_version_seen()
         member = self.member = GroupMember(self.settings, self.stop_event)
         self.dlq = DlqPublisher(
             self.db, self._dlq_producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
@@ -157,6 +149,8 @@ class TransactionProcessor:
                 member.watch_assignment(now)
                 if not self._apply_rebalance():
                     break
+                if self.rulesets.poll(now).version != self._version_seen:
+                    self._rule_set_version_seen()
                 if not joined and member.owned:
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
@@ -221,6 +215,9 @@ class TransactionProcessor:
         self._writer.shutdown(wait=True)
         self.summary.db_retries = self.retry.retries
         self.db.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
 
     def _migrate_with_retry(self) -> None:
         while not self.stop_event.is_set():
@@ -249,6 +246,8 @@ class TransactionProcessor:
             if self._complete_inflight() is Outcome.STOPPED:
                 return False
             drops = self.member.take_drops()
+            for tp in drops:
+                self.recorded.forget(tp.partition)
             dropped = self.states.drop_partitions(tp.partition for tp in drops)
             log.info(
                 "dropped %d accounts of partitions %s from memory",
@@ -264,6 +263,7 @@ class TransactionProcessor:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
         assert self._inflight is None and self.member is not None
         self.states.clear()
+        self.recorded.rolled_back()
         self.member.rewind()
         self.summary.rewinds += 1
         log.info("rewound to the stored offsets (%s)", why)
@@ -275,7 +275,22 @@ class TransactionProcessor:
         (a rewind, a rebalance while loading, or a stop) and are read again."""
         assert self.member is not None
         rebalances = self.member.rebalances
+        rules = self.rulesets.current  # one version for the whole batch
+        started = time.perf_counter()
         batch = validate_records(records, self.settings.validation, self.rates, self.facts)
+        validated = time.perf_counter()
+        firsts = {tp.partition: first for tp, (first, _last) in batch.spans.items()}
+        unknown = self.recorded.unknown(firsts)
+        if unknown:
+
+            def read_recorded(conn: Any) -> dict[int, int | None]:
+                with conn.cursor() as cur:
+                    return rulesets_store.recorded_versions(cur, self.group, self.topic, unknown)
+
+            recorded = self._read_for_batch(read_recorded, "reading recorded rule-set versions", rebalances)
+            if recorded is None:
+                return None
+            self.recorded.learn(recorded)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it
@@ -288,20 +303,20 @@ class TransactionProcessor:
                 return None
             k = self.settings.consumer.state_max_events_per_account
             accounts = sorted(missing)
-            rows = self.retry.call(
+            rows = self._read_for_batch(
                 lambda conn: storage.load_accounts(conn, self.topic, accounts, k),
                 f"loading {len(accounts)} accounts",
+                rebalances,
             )
             if rows is None:
                 return None
-            if self.member.rebalances != rebalances:
-                if self._complete_inflight() is Outcome.DONE:
-                    self._rewind("partitions moved while accounts were loaded")
-                return None
             self.states.load(accounts, rows)
             self.summary.accounts_loaded += len(accounts)
-        evaluate_batch(batch, self.states, self.settings.rules)
+        evaluating = time.perf_counter()
+        evaluate_batch(batch, self.states, rules)
+        batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
+        batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
         owned = self.member.owned
         for tp, (_first, last) in batch.spans.items():
             st = owned[tp]
@@ -309,16 +324,39 @@ class TransactionProcessor:
             st.expected = last + 1
         return batch
 
+    def _read_for_batch(self, read: Callable[[Any], T], what: str, rebalances: int) -> T | None:
+        """A read the batch needs before its rules run. None: its records are dropped (asked to
+        stop, or partitions moved meanwhile and the consumer rewound) and are read again."""
+        assert self.member is not None
+        result = self.retry.call(read, what)
+        if result is None:
+            return None
+        if self.member.rebalances != rebalances:
+            if self._complete_inflight() is Outcome.DONE:
+                self._rewind(f"partitions moved while {what}")
+            return None
+        return result
+
     def _write_once(self, batch: Batch) -> storage.BatchResult:
+        started = time.perf_counter()
         with self.db.connection() as conn:
             with conn.cursor() as cur:
                 moves = {tp.partition: move for tp, move in batch.moves.items()}
                 fenced = offsets.advance(cur, self.group, self.topic, moves)
-            if fenced:
-                raise Fenced(fenced)
-            return storage.write_batch(
-                conn, batch.txns, batch.alerts, batch.rejections, alert_positions=batch.alert_positions
+                if fenced:
+                    raise Fenced(fenced)
+                rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
+            result = storage.write_batch(
+                conn,
+                batch.txns,
+                batch.alerts,
+                batch.rejections,
+                alert_positions=batch.alert_positions,
+                rule_set_version=batch.rule_set_version,
             )
+        result.write_s = time.perf_counter() - started
+        result.stored_at = time.time()
+        return result
 
     def _complete_inflight(self) -> Outcome:
         """Wait for the batch in flight and account for it, retrying it as its errors call for."""
@@ -352,6 +390,7 @@ class TransactionProcessor:
                 )
                 for p in error.partitions:
                     self.member.set_up_again(TopicPartition(self.topic, p))
+                    self.recorded.forget(p)
                 self._rewind("fenced")
                 return Outcome.REWOUND
             if isinstance(error, storage.StoredElsewhere):
@@ -392,6 +431,9 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
+        self.recorded.committed(batch.rule_set_switches)
+        if self.metrics is not None:
+            self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:
             self.dlq.wake()
         s = self.summary
@@ -405,6 +447,32 @@ class TransactionProcessor:
         self._last_done = time.monotonic()
 
     # ------------------------------------------------------------------ helpers
+
+    def _rule_set_version_seen(self) -> None:
+        self._version_seen = self.rulesets.current.version
+        if self.metrics is not None:
+            self.metrics.set_rule_set_version(self._version_seen)
+
+    def _record_metrics(self, batch: Batch, result: storage.BatchResult) -> None:
+        """Once per batch, after its commit. The delays are those of the rows this batch
+        inserted (a replayed row's delay would measure the replay, not the pipeline)."""
+        assert self.metrics is not None and self.member is not None
+        txns = batch.txns
+        if result.inserted != len(txns):
+            txns = [t for t in txns if (t.kafka_partition, t.kafka_offset) in (result.inserted_at or ())]
+        self.metrics.record_batch(
+            BatchStats(
+                stored=result.inserted,
+                rejected=result.rejected_inserted,  # a replayed rejection is already stored
+                already_stored=result.already_stored + len(batch.rejections) - result.rejected_inserted,
+                alerts=result.alerts_by_rule_severity,
+                evaluation_s=batch.evaluation_s,
+                write_s=result.write_s,
+                event_epochs=(t.timestamp.timestamp() for t in txns),
+                stored_at=result.stored_at,
+            )
+        )
+        self.metrics.set_lag(self.member.lag())
 
     def _touch_health(self) -> None:
         path = self.settings.consumer.health_file
@@ -431,18 +499,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 100, 1000)
-
-
-def format_summary(s: ProcessorSummary) -> str:
-    alerts = ", ".join(f"{k}={v}" for k, v in sorted(s.alerts.items())) or "none"
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(s.rejected_reasons.items())) or "none"
-    return (
-        f"consumer summary: consumed={s.consumed} stored={s.stored} already_stored={s.already_stored} "
-        f"rejected={s.rejected} alerts={sum(s.alerts.values())} ({alerts}) rejected_by_reason=({reasons}) "
-        f"batches={s.batches} db_retries={s.db_retries} fenced={s.fenced} rewinds={s.rewinds} "
-        f"accounts_loaded={s.accounts_loaded} dlq_published={s.dlq_published} elapsed={s.elapsed_s:.1f}s "
-        f"active={s.active_s:.1f}s rate={s.rate:.0f}/s"
-    )
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:

@@ -121,6 +121,11 @@ class ConsumerSettings:
         "CONSUMER_HEALTH_FILE", "", "touched after every loop; a container healthcheck reads its age"
     )
     metrics_port: int = env("CONSUMER_METRICS_PORT", 0, "Prometheus /metrics port (0: off)")
+    ruleset_check_seconds: float = env(
+        "RULESET_CHECK_SECONDS",
+        2.0,
+        "how often a running consumer looks for a new active rule-set version (at a batch boundary)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

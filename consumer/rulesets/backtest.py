@@ -1,5 +1,5 @@
 """Backtest a rule set on stored transactions: the pure core (no I/O; the shell is
-consumer/rulesets/replay_db.py).
+consumer/rulesets/backtest_db.py).
 
 The replay runs every stored message of one topic through `consumer.batch.evaluate_message`,
 the step the consumer itself takes, against `AccountStates`, in stream order: each partition in
@@ -10,7 +10,7 @@ the replay sees, for every message, exactly the history the consumer saw, whatev
 restarts and rebalances the live run went through. Rejected messages and replays of stored ones
 never joined a history nor raised a stored alert, so the stored transactions are the whole input.
 
-Each message is evaluated with an `Evaluator`: the candidate rule set, or (self-check) the
+Each message is evaluated with an `ActiveRules` (what the consumer runs): the candidate rule set, or (self-check) the
 version that evaluated it live, from `VersionMap` (rule_set_applied rows).
 
 A bounded backtest compares the alerts of the messages with event time in [since, until). It
@@ -36,15 +36,13 @@ from typing import Any
 
 from consumer.account_state import AccountStates, HistoryRow
 from consumer.batch import evaluate_message
-from consumer.rules import Rule
-from consumer.rulesets.model import RULE_NAMES, RuleSet, StateLimits
-from utils.config import RuleThresholds
+from consumer.rulesets.active import ActiveRules
+from consumer.rulesets.model import RULE_NAMES, StateLimits
 from utils.models import Alert, Transaction
 from utils.rule_quality import RuleScore, score_rules
 
 __all__ = [
     "AlertChange",
-    "Evaluator",
     "Outcome",
     "Replayed",
     "RuleDiff",
@@ -72,25 +70,6 @@ class StoredAlert:
     partition: int
     offset: int
     incident: str | None  # the transaction's simulated_incident
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluator:
-    """A rule set ready to run: its thresholds, its enabled rules, its severities."""
-
-    rule_set: RuleSet
-    thresholds: RuleThresholds
-    rules: tuple[Rule, ...]
-
-    @classmethod
-    def of(cls, rule_set: RuleSet, environment: RuleThresholds) -> Evaluator:
-        """`environment`: the settings the set leaves alone (BASE_CURRENCY, FX_RATES)."""
-        rules = tuple(rule for _name, rule in rule_set.enabled_rules())
-        return cls(rule_set, rule_set.thresholds(environment), rules)
-
-    def __call__(self, txn: Transaction, states: AccountStates) -> list[Alert]:
-        raised = evaluate_message(txn, states, self.thresholds, self.rules)
-        return [self.rule_set.with_severity(a) for a in raised] if raised else raised
 
 
 class VersionMap:
@@ -154,7 +133,7 @@ class Replayed:
 
 def replay(
     messages: Iterable[Transaction],
-    evaluator_for: Callable[[Transaction], Evaluator],
+    evaluator_for: Callable[[Transaction], ActiveRules],
     limits: StateLimits,
     history: Callable[[set[str]], Iterable[HistoryRow | tuple[Any, ...]]] | None = None,
     *,
@@ -179,7 +158,7 @@ def replay(
         if fresh:
             states.load(fresh, history(fresh) if history is not None else ())
         for t in batch:
-            raised = evaluator_for(t)(t, states)
+            raised = evaluate_message(t, states, evaluator_for(t))
             epoch = t.epoch
             if (since is not None and epoch < since) or (until is not None and epoch >= until):
                 continue

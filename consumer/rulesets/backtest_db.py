@@ -19,8 +19,8 @@ from psycopg2 import sql
 
 from consumer import storage
 from consumer.rulesets import store
+from consumer.rulesets.active import ActiveRules
 from consumer.rulesets.backtest import (
-    Evaluator,
     Outcome,
     StoredAlert,
     VersionMap,
@@ -142,24 +142,24 @@ def run_backtest(settings: Settings, scope: Scope, candidate: RuleSet | None) ->
             stored = _stored_alerts(cur, scope)
             spans = _spans(cur, scope)
             if candidate is not None:
-                only = Evaluator.of(candidate, environment)
+                only = ActiveRules.of(candidate, environment)
                 conflicts: list[int] = []
                 versions: list[int] = []
 
-                def evaluator_for(t: Transaction) -> Evaluator:
+                def evaluator_for(t: Transaction) -> ActiveRules:
                     return only
             else:
                 vmap = VersionMap(_applied(cur, settings.kafka.consumer_group, scope.topic), stored)
                 conflicts = vmap.conflicts
-                evaluators: dict[int | None, Evaluator] = {
-                    None: Evaluator.of(RuleSet.from_thresholds(environment), environment)
+                evaluators: dict[int | None, ActiveRules] = {
+                    None: ActiveRules.of(RuleSet.from_thresholds(environment), environment)
                 }
                 versions = sorted(vmap.versions())
                 for v in versions:
-                    evaluators[v] = Evaluator.of(store.get(cur, v, environment), environment)
+                    evaluators[v] = ActiveRules.of(store.get(cur, v, environment), environment)
                 at = vmap.at
 
-                def evaluator_for(t: Transaction) -> Evaluator:
+                def evaluator_for(t: Transaction) -> ActiveRules:
                     return evaluators[at(t.kafka_partition, t.kafka_offset)]
 
         history: Callable[[set[str]], list[tuple[object, ...]]] | None = None

@@ -21,6 +21,7 @@ exactly what was reviewed); stored versions are read leniently by `RuleSet.from_
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from utils.config import ConsumerSettings, RuleThresholds
 from utils.errors import TxmonError
 from utils.models import SEVERITIES
 
-__all__ = ["METADATA", "Problem", "RuleSetInvalid", "dump", "load"]
+__all__ = ["METADATA", "Problem", "RuleSetInvalid", "check_stored", "dump", "load"]
 
 METADATA = ("version", "published_by", "published_at", "reason")
 _RULE_KEYS = ("enabled", "severity", "parameters")
@@ -318,3 +319,29 @@ def _reported(problems: list[Problem], path: str) -> set[str]:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def check_stored(stored: object, reference: RuleThresholds, limits: StateLimits) -> RuleSet:
+    """A stored version as a consumer would run it, or RuleSetInvalid. Read leniently first, as
+    `RuleSet.from_document` does (a rule or parameter the code gained since publication comes from
+    `reference`, one it lost is dropped), then held to every check a file passes: a row written
+    around `publish` (by hand, by an older release) cannot put a wrong type or an impossible value
+    into the rules. Problems name their path; their line is that of a one-line JSON text."""
+    complete = RuleSet.from_thresholds(reference).document()
+    if not isinstance(stored, dict) or not isinstance(stored.get("rules"), dict):
+        fix = "publish a valid set or activate an earlier version"
+        raise RuleSetInvalid([Problem(1, 1, "", "the stored document has no 'rules' mapping", fix)])
+    for name, rule in complete["rules"].items():
+        given = stored["rules"].get(name)
+        if not isinstance(given, dict):
+            continue
+        rule.update({k: given[k] for k in ("enabled", "severity") if k in given})
+        _merge_known(rule["parameters"], given.get("parameters"))
+    if SHARED in complete:
+        _merge_known(complete[SHARED], stored.get(SHARED))
+    return load(json.dumps(complete), reference, limits)
+
+
+def _merge_known(into: dict[str, Any], given: object) -> None:
+    if isinstance(given, dict):
+        into.update({k: v for k, v in given.items() if k in into})

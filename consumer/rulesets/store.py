@@ -8,7 +8,7 @@ together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +17,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import cursor as Cursor
-from psycopg2.extras import Json
+from psycopg2.extras import Json, execute_values
 
 from consumer.rulesets.model import RuleSet
 from utils.config import RuleThresholds
@@ -32,9 +32,13 @@ __all__ = [
     "activate",
     "activations",
     "active",
+    "active_activation",
     "active_version",
     "get",
     "publish",
+    "record_applied",
+    "recorded_versions",
+    "stored",
     "versions",
 ]
 
@@ -214,3 +218,58 @@ def _unknown(cur: Cursor, version: int) -> str:
     if latest is None:
         return f"no rule-set version {version}: nothing has been published yet (`publish FILE --reason TEXT`)"
     return f"no rule-set version {version}: versions are 1 to {latest} (`history` lists them)"
+
+
+def recorded_versions(
+    cur: Cursor, group: str, topic: str, starts: Mapping[int, int]
+) -> dict[int, int | None]:
+    """partition -> the version `group` last recorded in rule_set_applied for it at or before the
+    offset it starts from (`starts`); None where no row is (the environment's settings). One
+    index scan per partition (the primary key leads with topic, partition, first_offset)."""
+    if not starts:
+        return {}
+    with _explained("reading where partitions switched rule-set version"):
+        cur.execute(
+            """SELECT s.p, (SELECT r.version FROM rule_set_applied r
+                            WHERE r.kafka_topic = %(topic)s AND r.kafka_partition = s.p
+                              AND r.consumer_group = %(group)s AND r.first_offset <= s.start
+                            ORDER BY r.first_offset DESC LIMIT 1)
+               FROM unnest(%(ps)s::int[], %(starts)s::bigint[]) AS s(p, start)""",
+            {"topic": topic, "group": group, "ps": list(starts), "starts": list(starts.values())},
+        )
+        return {int(p): version for p, version in cur.fetchall()}
+
+
+def record_applied(
+    cur: Cursor, group: str, topic: str, switches: Mapping[int, tuple[int, int | None]]
+) -> None:
+    """Add the batch's rows to rule_set_applied, in the batch's transaction. A row already at that
+    position (a group rewound to an offset it evaluated before) stays: those messages are
+    already stored with the alerts of the version it names."""
+    if switches:
+        execute_values(
+            cur,
+            """INSERT INTO rule_set_applied (consumer_group, kafka_topic, kafka_partition, first_offset, version)
+               VALUES %s ON CONFLICT DO NOTHING""",
+            [(group, topic, p, first, version) for p, (first, version) in sorted(switches.items())],
+        )
+
+
+def stored(cur: Cursor, version: int) -> tuple[Any, str, datetime, str]:
+    """Version `version` as stored, unchecked: (document, published_by, published_at, reason).
+    The consumer checks the document itself (`document.check_stored`) before running it."""
+    with _explained(f"reading rule-set version {version}"):
+        cur.execute(_SELECT + " WHERE v.version = %s", (version,))
+        row = cur.fetchone()
+    if row is None:
+        raise UnknownVersion(_unknown(cur, version))
+    return row[1], row[2], row[3], row[4]
+
+
+def active_activation(cur: Cursor) -> Activation | None:
+    """The active version with who activated it, when and why (None: nothing published): the
+    one row of rule_set_active, cheap enough to read once per batch."""
+    with _explained("reading the active rule-set version"):
+        cur.execute("SELECT version, activated_by, activated_at, reason FROM rule_set_active")
+        row = cur.fetchone()
+    return None if row is None else Activation(*row)

@@ -317,9 +317,8 @@ def test_prometheus_loaded_every_alerting_rule(prometheus: PrometheusAPI) -> Non
 
 
 def test_prometheus_discovers_every_consumer_replica(project: Project, prometheus: PrometheusAPI) -> None:
-    """Through the Compose network's DNS, one target per replica (three since the scale test).
-    Whether they answer is not asserted: the consumer serves no metrics until it is wired to
-    consumer/metrics.py."""
+    """Through the Compose network's DNS, one target per replica (three since the scale test),
+    each up (serving its metrics on CONSUMER_METRICS_PORT)."""
     ids = project.run("ps", "--quiet", "consumer", capture=True).stdout.split()
     inspected = subprocess.run(
         ["docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", *ids],
@@ -331,11 +330,12 @@ def test_prometheus_discovers_every_consumer_replica(project: Project, prometheu
     expected = {f"{ip}:9102" for ip in inspected}
     assert len(expected) == len(ids) == 3, inspected
 
-    def discovered() -> list[dict[str, Any]] | None:
+    def scraped() -> list[dict[str, Any]] | None:
         targets = prometheus.targets("txmon-consumer")
-        return targets if {t["discoveredLabels"]["__address__"] for t in targets} == expected else None
+        found = {t["discoveredLabels"]["__address__"] for t in targets}
+        return targets if found == expected and all(t["health"] == "up" for t in targets) else None
 
-    targets = wait_until(discovered, 60, f"Prometheus to discover the consumers at {sorted(expected)}", 3)
+    targets = wait_until(scraped, 90, f"Prometheus to scrape the consumers at {sorted(expected)}", 3)
     MEASUREMENTS.append(
         "Prometheus: consumer targets "
         + ", ".join(f"{t['scrapeUrl']} {t['health']} {t['lastError']!r}" for t in targets)

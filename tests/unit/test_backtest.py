@@ -18,9 +18,9 @@ from kafka import TopicPartition
 
 from consumer.account_state import AccountStates
 from consumer.batch import evaluate_batch, validate_records
+from consumer.rulesets.active import ActiveRules
 from consumer.rulesets.backtest import (
     CSV_COLUMNS,
-    Evaluator,
     Replayed,
     StoredAlert,
     VersionMap,
@@ -99,7 +99,7 @@ def stored(alerts: Iterable[Alert], version: int | None = None) -> list[StoredAl
 
 
 def run(rule_set: RuleSet, txns: Iterable[Transaction] | None = None, **kw: object) -> Replayed:
-    evaluator = Evaluator.of(rule_set, ENV)
+    evaluator = ActiveRules.of(rule_set, ENV)
     messages = stream_order(partitions(_live()[0] if txns is None else txns))
     return replay(messages, lambda t: evaluator, LIMITS, **kw)  # type: ignore[arg-type]
 
@@ -266,7 +266,7 @@ def test_version_switches_by_offset_are_honoured() -> None:
     assert vmap.at(0, switch - 1) is None and vmap.at(0, switch) == 7 and vmap.at(0, 10**9) == 7
     assert vmap.at(1, 0) == 7 and vmap.at(1, 499) == 7 and vmap.at(1, 500) is None
     assert vmap.at(2, 5) is None and vmap.versions() == {7}
-    evaluators = {None: Evaluator.of(environment(), ENV), 7: Evaluator.of(strict, ENV)}
+    evaluators = {None: ActiveRules.of(environment(), ENV), 7: ActiveRules.of(strict, ENV)}
     got = replay(
         stream_order(partitions(txns)),
         lambda t: evaluators[vmap.at(t.kafka_partition, t.kafka_offset)],

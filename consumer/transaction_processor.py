@@ -26,28 +26,21 @@ by construction:
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import enum
-import gc
-import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 if __package__ in (None, ""):  # `python consumer/transaction_processor.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kafka import KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
 
 from consumer import offsets, storage
 from consumer.account_state import AccountStates
@@ -60,9 +53,9 @@ from consumer.rulesets import store as rulesets_store
 from consumer.rulesets.active import RecordedVersions
 from consumer.rulesets.model import StateLimits
 from consumer.rulesets.reload import RuleSetReloader
-from consumer.summary import ProcessorSummary, format_summary
+from consumer.summary import ProcessorSummary
 from utils import database, schema
-from utils.config import Settings, load_settings
+from utils.config import Settings
 from utils.database import ErrorKind, classify
 from utils.errors import DatabaseUnavailable, TxmonError
 
@@ -491,112 +484,7 @@ class TransactionProcessor:
         )
 
 
-def tune_gc() -> None:
-    """Every batch allocates tens of thousands of short-lived objects while the account state
-    holds long-lived ones; with the default thresholds the collector re-scans that state
-    constantly (~16% of the consumer's CPU measured). Freeze what start-up created and collect
-    the young generation less often; memory stays bounded by the state's own limits."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(200_000, 100, 1000)
-
-
-def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    k, cs = settings.kafka, settings.consumer
-    p = argparse.ArgumentParser(
-        prog="python consumer/transaction_processor.py",
-        description="Consume transactions, validate, apply alert rules, store in PostgreSQL.",
-    )
-    p.add_argument(
-        "--bootstrap-servers",
-        default=k.bootstrap_servers,
-        help=f"Kafka brokers [env: KAFKA_BOOTSTRAP_SERVERS] (default {k.bootstrap_servers})",
-    )
-    p.add_argument("--topic", default=k.topic, help=f"[env: KAFKA_TOPIC] (default {k.topic})")
-    p.add_argument("--dlq-topic", default=k.dlq_topic, help=f"[env: KAFKA_DLQ_TOPIC] (default {k.dlq_topic})")
-    p.add_argument(
-        "--group",
-        default=k.consumer_group,
-        help=f"consumer group [env: KAFKA_CONSUMER_GROUP] (default {k.consumer_group})",
-    )
-    p.add_argument(
-        "--max-idle-seconds",
-        type=float,
-        default=cs.max_idle_seconds,
-        help="exit after this many seconds without messages, 0 = run until stopped "
-        f"[env: CONSUMER_MAX_IDLE_SECONDS] (default {cs.max_idle_seconds:g})",
-    )
-    p.add_argument("--summary-json", type=Path, default=None, help="also write the exit summary as JSON here")
-    p.add_argument(
-        "--max-poll-records",
-        type=int,
-        default=cs.max_poll_records,
-        help=f"batch size [env: CONSUMER_MAX_POLL_RECORDS] (default {cs.max_poll_records})",
-    )
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from utils.logs import configure_logging
-
-    try:
-        settings = load_settings()
-    except TxmonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    args = build_parser(settings).parse_args(argv)
-    settings = dataclasses.replace(
-        settings,
-        kafka=dataclasses.replace(
-            settings.kafka,
-            bootstrap_servers=args.bootstrap_servers,
-            topic=args.topic,
-            dlq_topic=args.dlq_topic,
-            consumer_group=args.group,
-        ),
-        consumer=dataclasses.replace(
-            settings.consumer,
-            max_idle_seconds=args.max_idle_seconds,
-            max_poll_records=args.max_poll_records,
-        ),
-    )
-    configure_logging(settings.log_level, settings.log_format)
-    tune_gc()
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: finishing the current batch", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    processor = TransactionProcessor(settings, stop_event=stop)
-    log.info(
-        "consuming %s as group %s from %s; storing in %s:%d/%s",
-        settings.kafka.topic,
-        settings.kafka.consumer_group,
-        settings.kafka.bootstrap_servers,
-        settings.postgres.host,
-        settings.postgres.port,
-        settings.postgres.db,
-    )
-    try:
-        summary = processor.run()
-    except KafkaError as exc:
-        log.error(
-            "Kafka error: %s. Is the broker at %s up? (`make stack-up`)",
-            exc,
-            settings.kafka.bootstrap_servers,
-        )
-        return 2
-    except TxmonError as exc:
-        log.error("%s", exc)
-        return 1
-    print(format_summary(summary), flush=True)
-    if args.summary_json:
-        args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
-    return 0
-
-
 if __name__ == "__main__":
+    from consumer.cli import main
+
     sys.exit(main())

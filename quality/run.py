@@ -43,12 +43,14 @@ log = logging.getLogger("quality")
 RESULTS_DIR = REPO_ROOT / "quality" / "results"
 
 
-def _local_stack_environ() -> dict[str, str]:
-    """Start or reuse the native stack; its settings as environment variables. The one place that
-    knows where the stack lives."""
+def _local_stack() -> Any:
+    """Start or reuse the native stack (the one place that knows where it lives); it creates and
+    drops the runs' database as its superuser, since the owner role may not create databases."""
     from stack.orchestrator import LocalStack
 
-    return LocalStack.from_env().up().as_environ()
+    stack = LocalStack.from_env()
+    os.environ.update(stack.up().as_environ())
+    return stack
 
 
 def quality_settings(base: Settings, database_name: str, topic: str, fraud_rate: float) -> Settings:
@@ -63,21 +65,34 @@ def quality_settings(base: Settings, database_name: str, topic: str, fraud_rate:
     )
 
 
-def prepare(settings: Settings, admin_db: str, *, fresh: bool) -> None:
-    """The run's database (created if missing, dropped first when `fresh`), schema and topics."""
+def prepare(settings: Settings, admin_db: str, *, fresh: bool, stack: Any = None) -> None:
+    """The run's database (created if missing, dropped first when `fresh`), schema and topics.
+    `stack`: the native stack, which creates and drops databases; without it (`--no-stack`) the
+    configured owner role does, and needs CREATEDB for that."""
+    name = settings.postgres.db
+    if stack is not None and fresh:
+        stack.drop_database(name)
     owner = dataclasses.replace(settings.postgres, db=admin_db)
     conn = psycopg2.connect(owner.dsn(migration=True))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            name = sql.Identifier(settings.postgres.db)
-            if fresh:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.postgres.db,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(name))
+            if stack is None and fresh:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            missing = cur.fetchone() is None
+            if missing and stack is None:
+                try:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                except psycopg2.errors.InsufficientPrivilege as exc:
+                    raise TxmonError(
+                        f"{owner.migration_user or owner.user} may not create the database {name}: create it "
+                        "owned by that role (as a superuser), or run without --no-stack"
+                    ) from exc
     finally:
         conn.close()
+    if missing and stack is not None:
+        stack.create_database(name)
     schema.migrate(settings.postgres)
     admin = admin_client(settings.kafka.bootstrap_servers)
     try:
@@ -169,11 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "text"))
     started = time.monotonic()
     try:
-        if not args.no_stack:
-            os.environ.update(_local_stack_environ())
+        stack = None if args.no_stack else _local_stack()
         base = load_settings()
         settings = quality_settings(base, args.database, args.topic, args.fraud_rate)
-        prepare(settings, base.postgres.db, fresh=args.fresh)
+        prepare(settings, base.postgres.db, fresh=args.fresh, stack=stack)
         produced, consumed = run_pipeline(settings, args.count, args.seed)
         if not produced.ok or produced.acked != args.count:
             raise TxmonError(f"the producer acked {produced.acked} of {args.count} ({produced.first_error})")

@@ -9,7 +9,7 @@ never one per message. The end-to-end delay histogram takes a whole batch of del
     txmon_consumer_rule_evaluation_seconds             per batch: validation and rules
     txmon_consumer_batch_write_seconds                 per batch: the database transaction
     txmon_consumer_batch_size                          messages per batch
-    txmon_consumer_end_to_end_delay_seconds            per stored transaction: stored - event time
+    txmon_consumer_end_to_end_delay_seconds            per stored transaction: stored - Kafka record time
     txmon_consumer_rule_set_version{group}             active version (0: the environment's set)
     txmon_consumer_lag{group,topic,partition}          messages behind the partition's end
     txmon_consumer_last_batch_timestamp_seconds        when the last batch was stored (Unix time)
@@ -42,8 +42,9 @@ SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 @dataclass(slots=True)
 class BatchStats:
-    """What one batch did. `event_epochs` are the stored transactions' event times; `stored_at`
-    is when their database transaction committed (Unix time)."""
+    """What one batch did. `sent_epochs` are the stored transactions' Kafka record times (when
+    they were sent, as the monitoring's delay reads them; not their event time, which simulated
+    traffic stamps days back); `stored_at` is when their database transaction committed (Unix time)."""
 
     stored: int = 0
     rejected: int = 0
@@ -51,7 +52,7 @@ class BatchStats:
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, severity) -> count
     evaluation_s: float = 0.0
     write_s: float = 0.0
-    event_epochs: Iterable[float] = ()
+    sent_epochs: Iterable[float] = ()
     stored_at: float = 0.0
 
     @property
@@ -123,7 +124,7 @@ class ConsumerMetrics:
         )
         self.delay = _BatchHistogram(
             "txmon_consumer_end_to_end_delay_seconds",
-            "Per stored transaction: the time it was stored minus its event time.",
+            "Per stored transaction: the time it was stored minus its Kafka record time (sent).",
             DELAY_BUCKETS,
         )
         r.register(self.delay)
@@ -159,7 +160,7 @@ class ConsumerMetrics:
         self.write.observe(stats.write_s)
         self.size.observe(stats.size)
         stored_at = stats.stored_at
-        self.delay.observe_many(stored_at - epoch for epoch in stats.event_epochs)
+        self.delay.observe_many(stored_at - epoch for epoch in stats.sent_epochs)
         self.last_batch.set(stored_at)
 
     def set_rule_set_version(self, version: int | None) -> None:

@@ -461,7 +461,9 @@ class TransactionProcessor:
                 alerts=result.alerts_by_rule_severity,
                 evaluation_s=batch.evaluation_s,
                 write_s=result.write_s,
-                event_epochs=(t.timestamp.timestamp() for t in txns),
+                sent_epochs=(
+                    t.epoch if t.kafka_timestamp_ms is None else t.kafka_timestamp_ms / 1000.0 for t in txns
+                ),
                 stored_at=result.stored_at,
             )
         )

@@ -41,7 +41,7 @@ def test_consumer_metrics_add_up_batches() -> None:
             alerts=Counter({("velocity", "medium"): 2, ("high_amount", "critical"): 1}),
             evaluation_s=0.002,
             write_s=0.03,
-            event_epochs=[100.0, 99.99, 40.0],
+            sent_epochs=[100.0, 99.99, 40.0],
             stored_at=100.02,
         )
     )

@@ -721,3 +721,11 @@ def test_message_near_the_size_limit_is_rejected_without_stalling(
     assert check_every_message(s, [big, after], offsets) == {"message_too_large": 1, "stored": 1}
     check_drained_and_intact(s, offsets[-1] + 1)
     assert offsets[0] in dlq_positions(s), "the rejected message has no dead-letter record"
+
+
+def test_readme_reports_the_number_of_hostile_inputs() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert (
+        f"**{HOSTILE_INPUTS} messages** through the real broker and consumer ({len(CORPUS)} hand-written"
+        in readme
+    )

@@ -276,6 +276,19 @@ class Consumers:
             ) from None
 
 
+_ASSIGNMENT_LINE = re.compile(r"partitions (assigned|revoked|lost): \[([\d, ]*)\]")
+
+
+def owned(log: str) -> set[int]:
+    """The partitions a consumer holds by its log: cooperative rebalancing logs what each
+    rebalance adds and takes away, so the holding is their running sum."""
+    held: set[int] = set()
+    for how, listed in _ASSIGNMENT_LINE.findall(log):
+        moved = {int(p) for p in listed.split(",") if p.strip()}
+        held = held | moved if how == "assigned" else held - moved
+    return held
+
+
 def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 

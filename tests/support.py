@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import psycopg2
 
-from consumer.transaction_processor import ProcessorSummary, TransactionProcessor
+from consumer.processor import ProcessorSummary, TransactionProcessor
 from producer.generator import DEFAULT_START, TransactionGenerator
 from producer.pool import AccountPool
 from producer.transaction_producer import ProducerSummary, run_producer

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.transaction_processor import TransactionProcessor
+from consumer.processor import TransactionProcessor
 from stack.common import tcp_answers
 from stack.orchestrator import LocalStack, StackEnv
 from tests.support import produce, scalar

@@ -29,7 +29,9 @@ from utils.config import KafkaSettings, PostgresSettings, Settings, load_setting
 # Parallel test sessions on one machine (several developers, a benchmark) each set their own
 # TXMON_TEST_PORT_OFFSET so their stacks neither collide nor stop each other.
 _OFFSET = int(os.environ.get("TXMON_TEST_PORT_OFFSET", "0"))
-TEST_PORTS = {"zk_port": 32181 + _OFFSET, "kafka_port": 39092 + _OFFSET, "pg_port": 35432 + _OFFSET}
+# Below Linux's ephemeral range (32768-60999): a port in it may be some loopback client's local
+# port at the moment the stack binds (a CI run once failed so, on 35432).
+TEST_PORTS = {"zk_port": 22181 + _OFFSET, "kafka_port": 29092 + _OFFSET, "pg_port": 25432 + _OFFSET}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -250,7 +250,7 @@ def test_the_console_role_reads_the_pipeline_and_cannot_rewrite_history(
 
 
 def test_keyset_pages_walk_the_whole_queue_once(console: tuple[str, Seeded, PostgresSettings]) -> None:
-    base, seeded, pg = console
+    base, seeded, _ = console
     from console import queue
 
     client = signed_in(base, "ana")

@@ -15,7 +15,7 @@ REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
 # Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
 VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
-MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py console/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
 .PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test test-fast bench airflow check \
         compose-up compose-down test-compose

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg2.extensions
 import psycopg2.extras
@@ -20,8 +20,8 @@ from psycopg2 import sql
 from console import auth, queue, workflow
 from console.workflow import Case, Change, Refusal, Request, User
 
-Cursor = psycopg2.extras.RealDictCursor
-Row = dict[str, Any]
+Cursor: TypeAlias = psycopg2.extras.RealDictCursor
+Row: TypeAlias = dict[str, Any]
 
 
 class NotFound(LookupError):

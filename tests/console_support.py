@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import psycopg2.extras
@@ -159,7 +160,7 @@ def csrf_of(client: httpx.Client, path: str = "/alerts") -> str:
     return html[start : html.index('"', start)]
 
 
-def owner_rows(pg: PostgresSettings, query: str, *params: object) -> list[dict[str, object]]:
+def owner_rows(pg: PostgresSettings, query: str, *params: object) -> list[dict[str, Any]]:
     conn = connect(pg, migration=True)
     try:
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:

@@ -28,7 +28,11 @@ def console(fresh_db: PostgresSettings) -> Iterator[tuple[str, Seeded, PostgresS
                    transaction_id, message_key, raw_payload)
                VALUES ('transactions', 2, 41, 'invalid_amount', 'amount: must be greater than 0', 'tx-bad',
                        'ACC-0001', %s)""",
-            (json.dumps({"transaction_id": "tx-bad", "amount": -5, "merchant": HOSTILE["merchant"]}).encode(),),
+            (
+                json.dumps(
+                    {"transaction_id": "tx-bad", "amount": -5, "merchant": HOSTILE["merchant"]}
+                ).encode(),
+            ),
         )
     conn.close()
     settings = dataclasses.replace(Settings(), postgres=fresh_db)
@@ -50,7 +54,9 @@ def sign_in(tab: Any, base: str, username: str) -> None:
     tab.wait_for_url(f"{base}/alerts")
 
 
-def test_an_alert_becomes_a_case_closed_under_four_eyes(console: tuple[str, Seeded, PostgresSettings]) -> None:
+def test_an_alert_becomes_a_case_closed_under_four_eyes(
+    console: tuple[str, Seeded, PostgresSettings],
+) -> None:
     base, seeded, pg = console
     account = seeded.accounts[1]
     with chromium() as browser:
@@ -58,7 +64,12 @@ def test_an_alert_becomes_a_case_closed_under_four_eyes(console: tuple[str, Seed
         errors: list[str] = []
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
         dialogs: list[str] = []
-        tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+        def dialog(d: Any) -> None:  # an alert() from injected script would land here
+            dialogs.append(d.message)
+            d.dismiss()
+
+        tab.on("dialog", dialog)
 
         tab.goto(f"{base}/alerts")
         assert tab.url.startswith(f"{base}/login")  # anonymous: sent to sign in
@@ -74,7 +85,9 @@ def test_an_alert_becomes_a_case_closed_under_four_eyes(console: tuple[str, Seed
         tab.click("form.filters button[type=submit]")
         tab.wait_for_url("**severity=high**")
         expected = owner_rows(
-            pg, "SELECT alert_id FROM alerts WHERE account_id = %s AND severity = 'high' ORDER BY alert_id DESC", account
+            pg,
+            "SELECT alert_id FROM alerts WHERE account_id = %s AND severity = 'high' ORDER BY alert_id DESC",
+            account,
         )
         links = tab.locator("table.grid tbody td:first-child a")
         assert [int(t.lstrip("#")) for t in links.all_inner_texts()] == [r["alert_id"] for r in expected]
@@ -136,7 +149,9 @@ def test_an_alert_becomes_a_case_closed_under_four_eyes(console: tuple[str, Seed
         # The history: every step, who, from -> to, why.
         history = tab.locator("table.history tbody tr").all_inner_texts()
         kinds = [row.split("\t")[2] for row in history]
-        assert kinds == ["created", "alert attached", "alert attached", "assigned", "status", "status"], history
+        assert kinds == ["created", "alert attached", "alert attached", "assigned", "status", "status"], (
+            history
+        )
         assert "lou" in history[-1] and "pending approval\tclosed" in history[-1]
         assert "lee" in history[-2] and "card used in two countries" in history[-2]
         shot(tab, "07-case-closed-history")

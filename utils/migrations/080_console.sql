@@ -99,5 +99,8 @@ CREATE INDEX alerts_queue_idx ON alerts (created_at, alert_id);
 CREATE INDEX alerts_queue_type_idx ON alerts (alert_type, created_at, alert_id);
 CREATE INDEX alerts_queue_severity_idx ON alerts (severity, created_at, alert_id);
 CREATE INDEX alerts_queue_account_idx ON alerts (account_id, created_at, alert_id);
--- The merchant filter finds the merchant's transactions first.
+-- The merchant and amount filters may start from the matching transactions (a narrow amount range
+-- or a small merchant), or walk the queue and check each: the planner picks by the statistics.
+-- Each costs the consumer's inserts an index entry (bench: python -m bench.run measures that).
 CREATE INDEX transactions_merchant_idx ON transactions (merchant);
+CREATE INDEX transactions_amount_idx ON transactions (amount);

@@ -85,9 +85,9 @@ def generate(pg: PostgresSettings, alerts: int, cases: int) -> dict[str, float]:
                                            'open','investigating','pending_approval'])[1 + c %% 10] AS status) s"""
         ),
         "case_alerts": (
-            """INSERT INTO case_alerts (alert_id, case_id, attached_by)
-               SELECT a.alert_id, c.case_id, 'bench' FROM cases c
-               JOIN LATERAL (SELECT alert_id FROM alerts WHERE account_id = c.account_id
+            """INSERT INTO case_alerts (alert_id, case_id, alert_created_at, status, assignee, attached_by)
+               SELECT a.alert_id, c.case_id, a.created_at, c.status, c.assignee, 'bench' FROM cases c
+               JOIN LATERAL (SELECT alert_id, created_at FROM alerts WHERE account_id = c.account_id
                              ORDER BY created_at DESC LIMIT 3) a ON true"""
         ),
         "case_events": (
@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-port", type=int, default=45532)
     p.add_argument("--state-dir", type=Path, default=cache_dir() / "bench-console")
     p.add_argument("--keep-stack", action="store_true")
+    p.add_argument(
+        "--keep-data", action="store_true", help="keep the generated database (its name is printed)"
+    )
+    p.add_argument("--database", help="measure an earlier --keep-data database instead of generating one")
     p.add_argument("--json", type=Path, help="write the figures here too")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -201,15 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = stack.pid("postgres") is None
     stack.start_component("postgres")
-    name = f"bench_console_{uuid.uuid4().hex[:8]}"
-    pg = stack.create_database(name)
+    name = args.database or f"bench_console_{uuid.uuid4().hex[:8]}"
+    if args.database:
+        pg = dataclasses.replace(stack.env().postgres_settings(), db=name)
+    else:
+        pg = stack.create_database(name)
+    generated: dict[str, float] = {}
     try:
         schema.migrate(pg)
-        generated = generate(pg, args.alerts, args.cases)
+        if not args.database:
+            generated = generate(pg, args.alerts, args.cases)
         settings = dataclasses.replace(Settings(), postgres=pg)
         results = measure(settings, args.alerts, args.repeat)
     finally:
-        stack.drop_database(name)
+        if args.keep_data or args.database:
+            log.info("kept database %s (--database %s to measure it again)", name, name)
+        else:
+            stack.drop_database(name)
         if started and not args.keep_stack:
             stack.stop_component("postgres")
     baseline = results["baseline: one alert's page"]["p95_ms"]

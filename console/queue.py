@@ -147,10 +147,16 @@ def conditions(f: Filters) -> tuple[list[sql.Composable], list[Any]]:
     if f.status == "new":
         add("ca.alert_id IS NULL")
     elif f.status:
-        add("c.status = %s", f.status)
+        add("ca.status = %s", f.status)
     if f.assignee:
-        add("c.assignee = %s", f.assignee)
+        add("ca.assignee = %s", f.assignee)
     return where, params
+
+
+def by_case(f: Filters) -> bool:
+    """Filtered by a case's status or assignee: the page walks case_alerts (copies of both, with
+    the alert's time, indexed in queue order) instead of every alert."""
+    return f.status not in ("", "new") or bool(f.assignee)
 
 
 _FROM = sql.SQL(
@@ -186,11 +192,14 @@ def page_query(
 ) -> tuple[sql.Composable, list[Any]]:
     """One page (size + 1 rows: the extra one says whether a next page exists)."""
     where, params = conditions(f)
+    # The same order either way (case_alerts copies the alert's created_at); the columns name
+    # the table whose index walks it.
+    key = ("ca.alert_created_at", "ca.alert_id") if by_case(f) else ("a.created_at", "a.alert_id")
     if after is not None:
-        where.append(sql.SQL("(a.created_at, a.alert_id) < (%s, %s)"))
+        where.append(sql.SQL(f"({key[0]}, {key[1]}) < (%s, %s)"))
         params.extend(after)
-    query = _SELECT + _FROM + _where(where) + sql.SQL(" ORDER BY a.created_at DESC, a.alert_id DESC LIMIT %s")
-    return query, [*params, size + 1]
+    order = sql.SQL(f" ORDER BY {key[0]} DESC, {key[1]} DESC LIMIT %s")
+    return _SELECT + _FROM + _where(where) + order, [*params, size + 1]
 
 
 def _count_from(f: Filters) -> sql.Composable:
@@ -199,7 +208,7 @@ def _count_from(f: Filters) -> sql.Composable:
     if f.merchant or f.min_amount is not None or f.max_amount is not None:
         out += " JOIN transactions t ON t.transaction_id = a.transaction_id"
     if f.status or f.assignee:
-        out += " LEFT JOIN case_alerts ca ON ca.alert_id = a.alert_id LEFT JOIN cases c ON c.case_id = ca.case_id"
+        out += " LEFT JOIN case_alerts ca ON ca.alert_id = a.alert_id"
     return sql.SQL(out)
 
 
@@ -208,6 +217,21 @@ def count_query(f: Filters, cap: int = COUNT_CAP) -> tuple[sql.Composable, list[
     where, params = conditions(f)
     inner = sql.SQL("SELECT 1 ") + _count_from(f) + _where(where) + sql.SQL(" LIMIT %s")
     return sql.SQL("SELECT count(*) FROM (") + inner + sql.SQL(") capped"), [*params, cap + 1]
+
+
+_FACET_EXPR = {"rule": "a.alert_type", "severity": "a.severity", "status": "coalesce(ca.status, 'new')"}
+
+
+def facet_query(f: Filters, facet: str, cap: int = COUNT_CAP) -> tuple[sql.Composable, list[Any]]:
+    """Alerts per value of `facet` among at most cap + 1 alerts matching the other filters (the
+    facet's own filter left out, so every value shows what choosing it would give). One bounded
+    scan per facet, whatever the number of values: exact whenever cap or fewer match."""
+    others = replace_filter(f, facet, "")
+    where, params = conditions(others)
+    source = _count_from(replace(others, status="new") if facet == "status" else others)
+    inner = sql.SQL("SELECT {} AS v ").format(sql.SQL(_FACET_EXPR[facet])) + source + _where(where)
+    query = sql.SQL("SELECT v, count(*) FROM (") + inner + sql.SQL(" LIMIT %s) sample GROUP BY v")
+    return query, [*params, cap + 1]
 
 
 def facet_values(rules: list[str]) -> dict[str, tuple[str, ...]]:

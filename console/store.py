@@ -139,12 +139,16 @@ def count(cur: Cursor, f: queue.Filters) -> int:
     return int(cur.fetchone()["count"])
 
 
-def facet_counts(cur: Cursor, f: queue.Filters, rules: list[str]) -> dict[str, dict[str, int]]:
-    """For each facet value: how many alerts match the other filters with this value."""
-    return {
-        facet: {value: count(cur, queue.replace_filter(f, facet, value)) for value in values}
-        for facet, values in queue.facet_values(rules).items()
-    }
+def facet_counts(cur: Cursor, f: queue.Filters, rules: list[str]) -> dict[str, tuple[dict[str, int], bool]]:
+    """Per facet: alerts per value among the first COUNT_CAP + 1 matching the other filters, and
+    whether that sample was cut (then the counts are a sample's, and the page says so)."""
+    out: dict[str, tuple[dict[str, int], bool]] = {}
+    for facet, values in queue.facet_values(rules).items():
+        query, params = queue.facet_query(f, facet)
+        cur.execute(query, params)
+        found = {r["v"]: int(r["count"]) for r in cur.fetchall()}
+        out[facet] = ({v: found.get(v, 0) for v in values}, sum(found.values()) > queue.COUNT_CAP)
+    return out
 
 
 def rule_names(cur: Cursor) -> list[str]:
@@ -272,9 +276,10 @@ def attach(cur: Cursor, alert_id: int, user: User, sla_hours: Mapping[str, float
         return int(a["case_id"])
     case_id = open_case(cur, a["account_id"], a["severity"], user.username, sla_hours)
     cur.execute(
-        "INSERT INTO case_alerts (alert_id, case_id, attached_by) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING "
-        "RETURNING case_id",
-        (alert_id, case_id, user.username),
+        """INSERT INTO case_alerts (alert_id, case_id, alert_created_at, status, assignee, attached_by)
+           SELECT %s, case_id, %s, status, assignee, %s FROM cases WHERE case_id = %s
+           ON CONFLICT DO NOTHING RETURNING case_id""",
+        (alert_id, a["created_at"], user.username, case_id),
     )
     if cur.fetchone() is None:  # attached meanwhile by somebody else
         return int(alert(cur, alert_id)["case_id"])
@@ -319,6 +324,12 @@ def act(cur: Cursor, case_id: int, user: User, req: Request) -> Change | Refusal
             sql.SQL("UPDATE cases SET {} WHERE case_id = %s").format(sql.SQL(", ").join(sets)),
             [*updates.values(), case_id],
         )
+        if "status" in updates or "assignee" in updates:  # the queue's copies of both
+            cur.execute(
+                """UPDATE case_alerts ca SET status = c.status, assignee = c.assignee FROM cases c
+                   WHERE c.case_id = %s AND ca.case_id = c.case_id""",
+                (case_id,),
+            )
     _event(cur, case_id, user.username, decision.kind, decision)
     return decision
 

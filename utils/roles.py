@@ -131,7 +131,8 @@ CONSOLE_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "console_users": ("SELECT", "INSERT", "UPDATE"),
         "console_sessions": READ_WRITE,
         "cases": ("SELECT", "INSERT", "UPDATE"),
-        "case_alerts": INSERT_ONLY,
+        # Never detached; the copy of the case's status and assignee moves with the case.
+        "case_alerts": ("SELECT", "INSERT", "UPDATE"),
         "case_links": INSERT_ONLY,
         # The audit trail of decisions: only ever added to (a trigger refuses the rest to anyone).
         "case_events": INSERT_ONLY,

@@ -267,3 +267,30 @@ def test_keyset_pages_walk_the_whole_queue_once(console: tuple[str, Seeded, Post
     finally:
         queue.PAGE_SIZE = original
     assert seen == sorted(seeded.alert_ids, reverse=True)
+
+
+def test_filters_by_case_status_and_assignee_follow_the_case(
+    console: tuple[str, Seeded, PostgresSettings],
+) -> None:
+    base, seeded, pg = console
+    account = seeded.accounts[0]
+    case = _case_for(base, seeded.alert_ids[0])
+    client = signed_in(base, "ana")
+    token = csrf_of(client)
+    alerts = [
+        r["alert_id"] for r in owner_rows(pg, "SELECT alert_id FROM alerts WHERE account_id = %s", account)
+    ]
+    for alert_id in alerts:
+        client.post(f"/alerts/{alert_id}/attach", data={"csrf_token": token})
+
+    def listed(query: str) -> list[int]:
+        return [int(x) for x in re.findall(r'href="/alerts/(\d+)"', client.get(f"/alerts?{query}").text)]
+
+    assert listed("status=open") == sorted(alerts, reverse=True)
+    assert listed("assignee=ana") == []
+    client.post(f"/cases/{case}/act", data={"action": "claim", "csrf_token": token})
+    assert listed("status=open") == []
+    assert listed("status=investigating&assignee=ana") == sorted(alerts, reverse=True)
+    assert listed("status=new") == sorted(set(seeded.alert_ids) - set(alerts), reverse=True)
+    page = client.get("/alerts?assignee=ana").text
+    assert re.search(r"investigating <b>%d</b>" % len(alerts), page)  # the facet counts follow too

@@ -261,3 +261,14 @@ def test_a_replay_needs_json_with_a_transaction_id_and_names_the_rejected_offset
         ("txmon-replayed-by", b"adm"),
     ]
     assert dlq_replay.shown(b"ok \xff") == "ok \\xff"
+
+
+def test_a_case_filter_walks_case_alerts_in_queue_order() -> None:
+    query, params = queue.page_query(queue.Filters(assignee="ana", rule="velocity"), (T0, 9))
+    text = _text(query)
+    assert "ca.assignee = %s" in text and "(ca.alert_created_at, ca.alert_id) < (%s, %s)" in text
+    assert text.endswith("ORDER BY ca.alert_created_at DESC, ca.alert_id DESC LIMIT %s")
+    assert params == ["velocity", "ana", T0, 9, queue.PAGE_SIZE + 1]
+    facet, facet_params = queue.facet_query(queue.Filters(status="open", severity="high"), "status")
+    assert "coalesce(ca.status, 'new')" in _text(facet) and "ca.status = %s" not in _text(facet)
+    assert facet_params == ["high", queue.COUNT_CAP + 1]  # the facet's own filter left out

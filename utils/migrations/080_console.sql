@@ -49,14 +49,22 @@ CREATE INDEX cases_due_idx ON cases (due_at, case_id) WHERE status <> 'closed';
 CREATE INDEX cases_assignee_idx ON cases (assignee, status);
 CREATE INDEX cases_status_idx ON cases (status, case_id);
 
--- An alert belongs to at most one case.
+-- An alert belongs to at most one case. The case's status and assignee are copied here (and
+-- kept in step by the console whenever they change), with the alert's created_at: the queue
+-- filtered by status or assignee is then one index range scan in queue order, instead of a walk
+-- through every alert looking for the few in such cases.
 CREATE TABLE case_alerts (
-    alert_id     bigint PRIMARY KEY REFERENCES alerts (alert_id) ON DELETE CASCADE,
-    case_id      bigint NOT NULL REFERENCES cases (case_id),
-    attached_by  text NOT NULL,
-    attached_at  timestamptz NOT NULL DEFAULT now()
+    alert_id          bigint PRIMARY KEY REFERENCES alerts (alert_id) ON DELETE CASCADE,
+    case_id           bigint NOT NULL REFERENCES cases (case_id),
+    alert_created_at  timestamptz NOT NULL,
+    status            text NOT NULL,
+    assignee          text,
+    attached_by       text NOT NULL,
+    attached_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX case_alerts_case_idx ON case_alerts (case_id, alert_id);
+CREATE INDEX case_alerts_status_idx ON case_alerts (status, alert_created_at, alert_id);
+CREATE INDEX case_alerts_assignee_idx ON case_alerts (assignee, alert_created_at, alert_id);
 
 CREATE TABLE case_links (
     case_id         bigint NOT NULL REFERENCES cases (case_id),

@@ -31,7 +31,7 @@ from stack.common import cache_dir
 from stack.orchestrator import LocalStack
 from utils import schema
 from utils.config import PostgresSettings, Settings
-from utils.database import Database, connect
+from utils.database import connect
 
 log = logging.getLogger("bench.console")
 
@@ -131,9 +131,9 @@ def measure(settings: Settings, alerts: int, repeat: int) -> dict[str, dict[str,
     from fastapi.testclient import TestClient
 
     from console import store
-    from console.app import LOGIN_CSRF_COOKIE, create_app
+    from console.app import LOGIN_CSRF_COOKIE, console_database, create_app
 
-    db = Database(settings.postgres.as_console(), maxconn=4)
+    db = console_database(settings, maxconn=4)
     with db.connection() as conn, store.new_cursor(conn) as cur:
         store.add_user(cur, "bench", "analyst", PASSWORD)
         for i in range(USERS):

@@ -24,7 +24,6 @@ log = logging.getLogger("console")
 
 def main(argv: Sequence[str] | None = None) -> int:
     from utils.config import load_settings
-    from utils.database import Database
     from utils.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m console", description=__doc__.split("\n")[0])
@@ -39,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
-        db = Database(settings.postgres.as_console(), maxconn=8 if args.cmd == "serve" else 1)
+        from console.app import console_database
+
+        db = console_database(settings, maxconn=8 if args.cmd == "serve" else 1)
         if args.cmd == "add-user":
             return _add_user(db, args.name, args.role)
         import uvicorn

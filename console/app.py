@@ -68,6 +68,15 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+def console_database(settings: Settings, maxconn: int = 8) -> Database:
+    """The console's pool, as its own database role. No parallel workers: the queue's queries
+    read a few thousand index entries at most, and on a small machine starting workers cost more
+    than they saved (bench.console's p95 on 2 cores)."""
+    return Database(
+        settings.postgres.as_console(), maxconn=maxconn, session={"max_parallel_workers_per_gather": 0}
+    )
+
+
 class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -217,8 +226,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
             s = _session(request, cur)
             rows, nxt = store.alert_page(cur, f, queue.decode_cursor(after))
             rules = store.rule_names(cur)
-            total = store.count(cur, f)
-            facets = store.facet_counts(cur, f, rules)
+            counted = store.summary(cur, f, rules)
             people = store.usernames(cur)
         return page(
             request,
@@ -228,8 +236,8 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
             next_url="/alerts?" + urlencode({**f.query(), "after": nxt}) if nxt else "",
             first_url="/alerts?" + urlencode(f.query()) if after else "",
             f=f,
-            total=queue.capped(total),
-            facets=facets,
+            total=queue.capped(counted.total),
+            facets={x: (counted.facets[x], counted.sampled[x]) for x in queue.FACETS},
             cap=queue.COUNT_CAP,
             facet_url=lambda facet, value: "/alerts?" + urlencode(f.query(**{facet: value})),
             rules=rules,

@@ -212,25 +212,33 @@ def _count_from(f: Filters) -> sql.Composable:
     return sql.SQL(out)
 
 
-def count_query(f: Filters, cap: int = COUNT_CAP) -> tuple[sql.Composable, list[Any]]:
-    """How many alerts match, counting at most cap + 1."""
-    where, params = conditions(f)
-    inner = sql.SQL("SELECT 1 ") + _count_from(f) + _where(where) + sql.SQL(" LIMIT %s")
-    return sql.SQL("SELECT count(*) FROM (") + inner + sql.SQL(") capped"), [*params, cap + 1]
-
-
 _FACET_EXPR = {"rule": "a.alert_type", "severity": "a.severity", "status": "coalesce(ca.status, 'new')"}
 
 
-def facet_query(f: Filters, facet: str, cap: int = COUNT_CAP) -> tuple[sql.Composable, list[Any]]:
-    """Alerts per value of `facet` among at most cap + 1 alerts matching the other filters (the
-    facet's own filter left out, so every value shows what choosing it would give). One bounded
-    scan per facet, whatever the number of values: exact whenever cap or fewer match."""
-    others = replace_filter(f, facet, "")
-    where, params = conditions(others)
-    source = _count_from(replace(others, status="new") if facet == "status" else others)
-    inner = sql.SQL("SELECT {} AS v ").format(sql.SQL(_FACET_EXPR[facet])) + source + _where(where)
-    query = sql.SQL("SELECT v, count(*) FROM (") + inner + sql.SQL(" LIMIT %s) sample GROUP BY v")
+FACETS = ("rule", "severity", "status")
+
+
+def summary_query(f: Filters, cap: int = COUNT_CAP) -> tuple[sql.Composable, list[Any]]:
+    """One bounded scan: at most cap + 1 alerts matching `f`, counted in total and per value of
+    each facet (GROUPING SETS). Exact whenever cap or fewer match.
+
+    A facet's counts leave its own filter out (every value shows what choosing it would give), so
+    the facets whose filter is empty share the scan of the total; each facet that is set gets one
+    of its own, with `f` minus that filter (console/store.py: summary)."""
+    where, params = conditions(f)
+    source = _count_from(replace(f, status=f.status or "new"))  # the case join, for the status column
+    inner = (
+        sql.SQL(f"SELECT a.alert_type AS rule, a.severity AS severity, {_FACET_EXPR['status']} AS status ")
+        + source
+        + _where(where)
+    )
+    # Every facet is grouped (GROUPING() needs each column in some set; a few thousand rows at
+    # most, so the extra groups cost nothing); `facets` says which of them the caller uses.
+    query = (
+        sql.SQL("SELECT GROUPING(rule, severity, status) AS g, rule, severity, status, count(*) FROM (")
+        + inner
+        + sql.SQL(" LIMIT %s) sample GROUP BY GROUPING SETS ((rule), (severity), (status), ())")
+    )
     return query, [*params, cap + 1]
 
 

@@ -133,22 +133,41 @@ def alert_page(cur: Cursor, f: queue.Filters, after: tuple[datetime, int] | None
     return rows, nxt
 
 
-def count(cur: Cursor, f: queue.Filters) -> int:
-    query, params = queue.count_query(f)
-    cur.execute(query, params)
-    return int(cur.fetchone()["count"])
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """How many alerts match (capped: `total` > COUNT_CAP means "more"), and per facet value how
+    many match with the other filters; `sampled[facet]`: those counts are of the first
+    COUNT_CAP + 1 found, because more match."""
+
+    total: int
+    facets: dict[str, dict[str, int]]
+    sampled: dict[str, bool]
 
 
-def facet_counts(cur: Cursor, f: queue.Filters, rules: list[str]) -> dict[str, tuple[dict[str, int], bool]]:
-    """Per facet: alerts per value among the first COUNT_CAP + 1 matching the other filters, and
-    whether that sample was cut (then the counts are a sample's, and the page says so)."""
-    out: dict[str, tuple[dict[str, int], bool]] = {}
-    for facet, values in queue.facet_values(rules).items():
-        query, params = queue.facet_query(f, facet)
+def summary(cur: Cursor, f: queue.Filters, rules: list[str]) -> Summary:
+    values = queue.facet_values(rules)
+    counts: dict[str, dict[str, int]] = {x: dict.fromkeys(values[x], 0) for x in queue.FACETS}
+    seen: dict[str, int] = dict.fromkeys(queue.FACETS, 0)
+    total = 0
+    unset = tuple(x for x in queue.FACETS if not getattr(f, x))
+    scans = [(f, unset, True)] + [
+        (queue.replace_filter(f, x, ""), (x,), False) for x in queue.FACETS if getattr(f, x)
+    ]
+    for filters, facets, with_total in scans:
+        query, params = queue.summary_query(filters)
         cur.execute(query, params)
-        found = {r["v"]: int(r["count"]) for r in cur.fetchall()}
-        out[facet] = ({v: found.get(v, 0) for v in values}, sum(found.values()) > queue.COUNT_CAP)
-    return out
+        for row in cur.fetchall():
+            n = int(row["count"])
+            if row["g"] == 0b111:  # the () set: every row of the scan
+                total = n if with_total else total
+                continue
+            facet = next(
+                x for x, bit in zip(queue.FACETS, (0b100, 0b010, 0b001), strict=True) if not row["g"] & bit
+            )
+            if facet in facets:
+                counts[facet][row[facet]] = n
+                seen[facet] += n
+    return Summary(total, counts, {x: seen[x] > queue.COUNT_CAP for x in queue.FACETS})
 
 
 def rule_names(cur: Cursor) -> list[str]:

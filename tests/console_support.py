@@ -22,7 +22,7 @@ import httpx
 import psycopg2.extras
 
 from console import store
-from console.app import LOGIN_CSRF_COOKIE, create_app
+from console.app import LOGIN_CSRF_COOKIE, console_database, create_app
 from utils.config import PostgresSettings, Settings
 from utils.database import Database, connect
 
@@ -119,7 +119,7 @@ def serve(settings: Settings) -> Iterator[str]:
     """The console on a free loopback port; its base URL."""
     import uvicorn
 
-    db = Database(settings.postgres.as_console(), maxconn=8)
+    db = console_database(settings)
     add_users(db)
     port = _free_port()
     server = uvicorn.Server(

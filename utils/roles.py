@@ -93,11 +93,12 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "dlq_progress": ("SELECT", "INSERT", "UPDATE"),
         # The migration history: readable (migrate's up-to-date check runs as any role), never written.
         "schema_migrations": ("SELECT",),
-        # The console's tables (console/): the pipeline has no business there.
+        # The console's tables (console/): the pipeline writes none of them; closed cases and
+        # their alerts it reads, as labels (utils/verdicts.py: precision from analysts' verdicts).
         "console_users": (),
         "console_sessions": (),
-        "cases": (),
-        "case_alerts": (),
+        "cases": ("SELECT",),
+        "case_alerts": ("SELECT",),
         "case_links": (),
         "case_events": (),
     }

@@ -221,8 +221,9 @@ def test_pages_are_keyset_and_values_are_parameters() -> None:
     assert "OFFSET" not in text and "(a.created_at, a.alert_id) < (%s, %s)" in text
     assert "ORDER BY a.created_at DESC, a.alert_id DESC LIMIT %s" in text
     assert "DROP" not in text and params == ["x'; DROP TABLE alerts; --", Decimal(5), T0, 9, 51]
-    count, count_params = queue.count_query(queue.Filters(rule="velocity"))
-    assert "transactions" not in _text(count) and "case_alerts" not in _text(count)  # only the joins needed
+    count, count_params = queue.summary_query(queue.Filters(rule="velocity"))
+    assert "transactions" not in _text(count)  # only the joins needed
+    assert "GROUPING SETS ((rule), (severity), (status), ())" in _text(count)
     assert count_params == ["velocity", queue.COUNT_CAP + 1]
     assert queue.capped(queue.COUNT_CAP + 1) == f"{queue.COUNT_CAP:,}+" and queue.capped(7) == "7"
 
@@ -269,6 +270,24 @@ def test_a_case_filter_walks_case_alerts_in_queue_order() -> None:
     assert "ca.assignee = %s" in text and "(ca.alert_created_at, ca.alert_id) < (%s, %s)" in text
     assert text.endswith("ORDER BY ca.alert_created_at DESC, ca.alert_id DESC LIMIT %s")
     assert params == ["velocity", "ana", T0, 9, queue.PAGE_SIZE + 1]
-    facet, facet_params = queue.facet_query(queue.Filters(status="open", severity="high"), "status")
-    assert "coalesce(ca.status, 'new')" in _text(facet) and "ca.status = %s" not in _text(facet)
-    assert facet_params == ["high", queue.COUNT_CAP + 1]  # the facet's own filter left out
+    facet, facet_params = queue.summary_query(queue.Filters(severity="high"))
+    assert "coalesce(ca.status, 'new')" in _text(facet) and "LEFT JOIN case_alerts" in _text(facet)
+    assert facet_params == ["high", queue.COUNT_CAP + 1]
+
+
+def test_verdicts_become_each_rules_precision() -> None:
+    from utils import verdicts
+
+    found = verdicts.scores(
+        [
+            ("velocity", "confirmed_fraud"),
+            ("velocity", "benign"),
+            ("velocity", "confirmed_fraud"),
+            ("duplicate", "false_positive"),
+        ]
+    )
+    assert (found["velocity"].confirmed, found["velocity"].decided) == (2, 3)
+    assert found["velocity"].precision == pytest.approx(2 / 3) and found["duplicate"].precision == 0
+    lines = verdicts.format_lines(found)
+    assert "67%" in lines[2] and "0%" in lines[1]
+    assert "no alert in a closed case" in verdicts.format_lines({})[0]

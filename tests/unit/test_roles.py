@@ -47,8 +47,10 @@ def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_ru
         assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
     for table in ("consumer_offsets", "dlq_progress"):
         assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")  # advanced, never deleted
-    for table in ("console_users", "console_sessions", "cases", "case_alerts", "case_links", "case_events"):
+    for table in ("console_users", "console_sessions", "case_links", "case_events"):
         assert privileges.pop(table) == ()  # the console's own tables: none of the pipeline's business
+    for table in ("cases", "case_alerts"):
+        assert privileges.pop(table) == ("SELECT",)  # analysts' verdicts, read as labels
     assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}  # the DAGs' tables
 
 
@@ -161,8 +163,10 @@ def test_provision_cli_names_the_missing_secrets(
 
 def test_the_console_role_reads_the_pipeline_and_writes_only_its_own_tables() -> None:
     console = dict(roles.CONSOLE_TABLE_PRIVILEGES)
-    pipeline = {t for t, p in roles.APP_TABLE_PRIVILEGES.items() if p}
+    own = {"console_users", "console_sessions", "cases", "case_alerts", "case_links", "case_events"}
+    pipeline = set(roles.APP_TABLE_PRIVILEGES) - own
     assert all(console[t] == ("SELECT",) for t in pipeline & console.keys())
+    assert own <= console.keys()
     assert console["case_events"] == ("SELECT", "INSERT")  # a case's history: added to, never changed
     assert set(console) <= migration_tables() | {"schema_migrations"}
     statements = [render(s) for s in roles.table_statements("app", ["alerts", "case_events"], console="cons")]

@@ -27,6 +27,7 @@ from consumer.rulesets import store as rulesets
 from consumer.rulesets.model import RuleSet
 from utils.config import Settings
 from utils.database import Database, connect
+from utils import verdicts
 from utils.errors import TxmonError
 
 Tx = Callable[[], AbstractContextManager[store.Cursor]]
@@ -53,6 +54,7 @@ def register(
             "active_version": active.version if active else None,
             "versions": rulesets.versions(cur),
             "activations": rulesets.activations(cur)[:20],
+            "verdicts": verdicts.load(cur),
         }
 
     @app.get("/rules", response_class=HTMLResponse)

@@ -186,7 +186,19 @@ def test_an_alert_becomes_a_case_closed_under_four_eyes(
         assert "Paris[U+202E]evil[U+202C]" in tab.inner_text("main")
         shot(tab, "11-hostile-alert")
         tab.goto(f"{base}/rules")
-        assert "Candidate rule set" in tab.inner_text("main")
+        text = tab.inner_text("main")
+        assert "Candidate rule set" in text
+        # The closed case's two alerts are labels now: confirmed fraud, 2 of 2.
+        verdict_rows = tab.locator('h2:has-text("Analysts\' verdicts") + table tbody tr').all_inner_texts()
+        assert sorted(r.split("\t")[1:] for r in verdict_rows) == [["1", "1", "100%"], ["1", "1", "100%"]]
+        # A lead backtests the candidate (the active set, unchanged: nothing differs).
+        tab.click("text=Backtest this candidate")
+        tab.wait_for_load_state()
+        assert "transactions replayed" in tab.inner_text("main"), tab.inner_text("main")[:2000]
+        backtest_rows = tab.locator("th:has-text('Verdict precision')").locator(
+            "xpath=ancestor::table//tbody/tr"
+        )
+        assert backtest_rows.count() == 7  # every rule, with its verdict precision beside the simulator's
         shot(tab, "12-rules")
         tab.goto(f"{base}/dlq")
         assert "invalid amount" in tab.inner_text("main")

@@ -25,9 +25,9 @@ from consumer import dlq_replay
 from consumer.rulesets import backtest_db, document
 from consumer.rulesets import store as rulesets
 from consumer.rulesets.model import RuleSet
+from utils import verdicts
 from utils.config import Settings
 from utils.database import Database, connect
-from utils import verdicts
 from utils.errors import TxmonError
 
 Tx = Callable[[], AbstractContextManager[store.Cursor]]

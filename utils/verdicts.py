@@ -51,6 +51,18 @@ def load(cur: Any, since: datetime | None = None, until: datetime | None = None)
     )
 
 
+def load_for_day(cur: Any, start: datetime, end: datetime) -> dict[str, VerdictScore]:
+    """Scores of the alerts on transactions with event time in [start, end) (the daily report's day)."""
+    cur.execute(
+        """SELECT a.alert_type, c.outcome FROM transactions t
+           JOIN alerts a ON a.transaction_id = t.transaction_id
+           JOIN case_alerts ca ON ca.alert_id = a.alert_id JOIN cases c ON c.case_id = ca.case_id
+           WHERE t."timestamp" >= %s AND t."timestamp" < %s AND c.status = 'closed'""",
+        (start, end),
+    )
+    return scores((r[0], r[1]) for r in cur.fetchall())
+
+
 def format_lines(found: dict[str, VerdictScore]) -> list[str]:
     if not found:
         return ["analysts' verdicts: no alert in a closed case yet (console/: docs/console.md)"]

@@ -225,7 +225,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
         with tx() as cur:
             s = _session(request, cur)
             rows, nxt = store.alert_page(cur, f, queue.decode_cursor(after))
-            rules = store.rule_names(cur)
+            rules = store.rule_names()
             counted = store.summary(cur, f, rules)
             people = store.usernames(cur)
         return page(

@@ -170,8 +170,8 @@ def summary(cur: Cursor, f: queue.Filters, rules: list[str]) -> Summary:
     return Summary(total, counts, {x: seen[x] > queue.COUNT_CAP for x in queue.FACETS})
 
 
-def rule_names(cur: Cursor) -> list[str]:
-    """The rules alerts were raised by: the registry's, plus any older ones stored."""
+def rule_names() -> list[str]:
+    """The rules of the registry (consumer/rules.py), in its order: the queue's rule filter."""
     from consumer.rules import RULES
 
     return [name for name, _ in RULES]

@@ -294,3 +294,44 @@ def test_filters_by_case_status_and_assignee_follow_the_case(
     assert listed("status=new") == sorted(set(seeded.alert_ids) - set(alerts), reverse=True)
     page = client.get("/alerts?assignee=ana").text
     assert f"investigating <b>{len(alerts)}</b>" in page  # the facet counts follow too
+
+
+def test_add_user_reads_the_password_from_stdin(fresh_db: PostgresSettings) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from utils.config import settings_to_env
+
+    settings = dataclasses.replace(Settings(), postgres=fresh_db)
+    env = {**os.environ, **settings_to_env(settings), "TXMON_ENV_FILE": "/nonexistent"}
+
+    def add(name: str, role: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "console", "add-user", name, "--role", role],
+            input=password + "\n",
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    assert add("maria", "lead", "too short").returncode == 1
+    done = add("maria", "lead", "a long enough passphrase")
+    assert done.returncode == 0 and "maria (lead)" in done.stdout, done.stderr
+    rows = owner_rows(fresh_db, "SELECT role, password_hash FROM console_users WHERE username = 'maria'")
+    assert rows[0]["role"] == "lead" and rows[0]["password_hash"].startswith("$argon2id$")
+    assert "passphrase" not in done.stdout + done.stderr
+    with serve(settings) as base:
+        client = httpx.Client(base_url=base, follow_redirects=False, timeout=30)
+        client.get("/login")
+        r = client.post(
+            "/login",
+            data={
+                "username": "maria",
+                "password": "a long enough passphrase",
+                "csrf_token": client.cookies[LOGIN_CSRF_COOKIE],
+            },
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/alerts"

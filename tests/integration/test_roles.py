@@ -114,7 +114,9 @@ def assert_tables_as_defined(conn: psycopg2.extensions.connection, names: roles.
         assert sequences, "the migrations create bigserial keys"
         console_sequences = {"console_users_user_id_seq", "cases_case_id_seq", "case_events_event_id_seq"}
         for name, grants in sequences.items():
-            assert grants.pop(names.console, set()) == ({"USAGE", "SELECT"} if name in console_sequences else set())
+            assert grants.pop(names.console, set()) == (
+                {"USAGE", "SELECT"} if name in console_sequences else set()
+            )
             assert grants == {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)}, (name, grants)
         cur.execute(
             "SELECT has_schema_privilege(%s, 'public', 'USAGE'), has_schema_privilege(%s, 'public', 'CREATE')",
@@ -158,7 +160,10 @@ def test_provision_cli_sets_up_what_compose_needs(
     migrations as the owner: the same privileges, and the roles log in with their passwords."""
     suffix = uuid.uuid4().hex[:8]
     names = roles.RoleNames(
-        owner=f"it_owner_{suffix}", app=f"it_app_{suffix}", retention=f"it_ret_{suffix}", console=f"it_con_{suffix}"
+        owner=f"it_owner_{suffix}",
+        app=f"it_app_{suffix}",
+        retention=f"it_ret_{suffix}",
+        console=f"it_con_{suffix}",
     )
     db = f"it_roles_{suffix}"
     pg = PostgresSettings(

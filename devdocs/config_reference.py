@@ -16,8 +16,7 @@ import argparse
 import re
 import sys
 import typing
-from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from utils.config import REPO_ROOT, Settings, env_fields
@@ -70,7 +69,9 @@ def read_env_example(text: str) -> list[Part]:
             continue
         if assignment := _ASSIGNMENT.match(line):
             if parts and parts[-1].sections:
-                parts[-1].sections[-1].variables.append(Variable(assignment["name"], assignment["value"], comment))
+                parts[-1].sections[-1].variables.append(
+                    Variable(assignment["name"], assignment["value"], comment)
+                )
             comment = []
         elif line.startswith("#"):
             comment.append(line[1:])

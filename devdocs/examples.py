@@ -57,7 +57,9 @@ def parse(text: str, path: Path) -> list[Example]:
         fence, indent = opening["fence"], opening["indent"]
         body: list[str] = []
         j = i + 1
-        while j < len(lines) and not re.match(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[j]):
+        while j < len(lines) and not re.match(
+            rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[j]
+        ):
             body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
             j += 1
         above = lines[i - 1] if i > 0 else ""
@@ -85,7 +87,9 @@ def problems(found: list[Example]) -> list[str]:
     out = []
     for e in found:
         if not e.lang:
-            out.append(f"{e.where}: a fence without a language: write ```text for output, ```bash for commands")
+            out.append(
+                f"{e.where}: a fence without a language: write ```text for output, ```bash for commands"
+            )
         elif e.lang in CHECKED and e.marker is None:
             out.append(
                 f"{e.where}: a {e.lang} block needs `<!-- run -->` or `<!-- not-run: reason -->` on the line above its fence"

@@ -59,5 +59,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any, **kwargs
     docs_dir = Path(config["docs_dir"])
     text, missing = rewrite(markdown, docs_dir / page.file.src_path, docs_dir, docs_dir.parent)
     for target in missing:
-        log.warning("Doc file '%s' links to '%s', which is not a file of the repository", page.file.src_path, target)
+        log.warning(
+            "Doc file '%s' links to '%s', which is not a file of the repository", page.file.src_path, target
+        )
     return text

@@ -88,6 +88,13 @@ def test_readme_is_a_front_page_linking_into_the_docs() -> None:
     assert not missing, f"README.md's Documentation table should link every page: {sorted(missing)}"
 
 
+def test_the_diagrams_name_files_that_exist() -> None:
+    diagrams = [e for e in examples.examples(REPO) if e.lang == "mermaid"]
+    named = {m for e in diagrams for m in re.findall(r"\b[a-z_]+/[a-z_/]*[a-z_]+\.py\b", e.code)}
+    assert len(named) >= 5, named
+    assert all((REPO / path).exists() for path in named), sorted(p for p in named if not (REPO / p).exists())
+
+
 def test_every_shell_and_sql_block_is_run_or_excused() -> None:
     found = examples.examples(REPO)
     assert sum(e.marker == "run" for e in found) >= 5, "the walk found the runnable examples"

@@ -95,6 +95,20 @@ def test_the_diagrams_name_files_that_exist() -> None:
     assert all((REPO / path).exists() for path in named), sorted(p for p in named if not (REPO / p).exists())
 
 
+def test_the_demo_output_shown_is_what_the_demo_prints() -> None:
+    """README.md and the getting-started page show a real `make demo` summary: each of its lines
+    starts with a label stack/demo.py prints (a renamed or dropped line fails here)."""
+    demo = (REPO / "stack" / "demo.py").read_text()
+    for page in (REPO / "README.md", DOCS / "getting-started.md"):
+        shown = next(e for e in examples.parse(page.read_text(), page) if "== txmon demo ==" in e.code)
+        labels = [line.split()[0] for line in shown.code.splitlines()[1:] if line[:1].strip()]
+        assert len(labels) >= 6, labels
+        for label in labels:
+            assert re.search(rf"[\"']{label} +", demo), (
+                f"{page.name} shows a `{label}` line that stack/demo.py no longer prints: paste a fresh `make demo` summary"
+            )
+
+
 def test_every_shell_and_sql_block_is_run_or_excused() -> None:
     found = examples.examples(REPO)
     assert sum(e.marker == "run" for e in found) >= 5, "the walk found the runnable examples"

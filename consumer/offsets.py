@@ -95,8 +95,8 @@ def plan_start(stored: Stored, log_start: int, log_end: int, topic_id: uuid.UUID
     """Where to read a gained partition `where` ("topic/partition") from, given its stored offset
     and the broker's log bounds. A stored offset past the log end, or a topic id other than the
     one recorded, means the topic was recreated (or its log truncated): resuming there would skip
-    its new messages, so nothing is read until an operator starts the group afresh (README,
-    "Guarantees", Topics). Offsets before the log start were deleted by retention unread: that
+    its new messages, so nothing is read until an operator starts the group afresh
+    (docs/operations.md, Recovery procedures). Offsets before the log start were deleted by retention unread: that
     loss already happened in Kafka; the consumer says how many and goes on from the log start."""
     n = stored.next_offset
     if stored.topic_id is not None and topic_id is not None and stored.topic_id != topic_id:
@@ -104,14 +104,14 @@ def plan_start(stored: Stored, log_start: int, log_end: int, topic_id: uuid.UUID
             StartKind.BLOCKED,
             n,
             f"{where}: the topic was deleted and recreated (topic id {stored.topic_id} when the stored "
-            f"offset {n} was written, {topic_id} now); not reading it: README 'Guarantees' (Topics)",
+            f"offset {n} was written, {topic_id} now); not reading it: start the group afresh as docs/operations.md says (Recovery procedures)",
         )
     if n > log_end:
         return Start(
             StartKind.BLOCKED,
             n,
             f"{where}: the stored offset {n} is past the end of the log ({log_end}): the topic was "
-            "recreated or its log truncated; not reading it: README 'Guarantees' (Topics)",
+            "recreated or its log truncated; not reading it: start the group afresh as docs/operations.md says (Recovery procedures)",
         )
     if n < log_start:
         return Start(

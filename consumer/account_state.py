@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
-from utils.models import Transaction
+from utils.models import DEBIT_TYPES, Transaction
 
 __all__ = ["AccountHistory", "AccountStates", "Event", "HistoryRow"]
 
@@ -48,12 +48,18 @@ class Event:
     amount_base: float  # in the base currency (Transaction.amount_base): what thresholds compare
     partition: int
     offset: int
+    # Direction and category, for the typology rules (money in vs out, refunds, high-risk
+    # merchants): two small fields, the category interned like the merchant.
+    debit: bool = True  # utils.models.DEBIT_TYPES; a credit (deposit, refund) otherwise
+    refund: bool = False
+    category: str | None = None
 
     @classmethod
     def of(cls, txn: Transaction) -> Event:
         # Interning shares the few hundred distinct merchant and country strings across all
         # events instead of keeping one copy per message (~100 bytes per event).
         merchant = txn.merchant
+        category = txn.merchant_category
         return cls(
             txn.epoch,
             txn.amount,
@@ -66,6 +72,9 @@ class Event:
             txn.amount_base,
             txn.kafka_partition,
             txn.kafka_offset,
+            txn.transaction_type in DEBIT_TYPES,
+            txn.transaction_type == "refund",
+            None if category is None else _intern(category),
         )
 
 
@@ -86,6 +95,9 @@ class HistoryRow(NamedTuple):
     amount_base: float | Decimal
     partition: int
     offset: int
+    # Rows without these (older callers) are debits without a category, as before directions.
+    transaction_type: str | None = None
+    merchant_category: str | None = None
 
 
 def _after(a: Event, b: Event) -> bool:
@@ -226,8 +238,10 @@ class AccountStates:
         by_account: dict[str, list[Event]] = {}
         for row in rows:
             account_id, tid, amount, merchant, country, lat, lon, epoch, currency, base, partition, offset = (
-                cast(HistoryRow, row)
+                cast(HistoryRow, row)[:12]
             )
+            ttype = row[12] if len(row) > 12 else None
+            category = row[13] if len(row) > 13 else None
             by_account.setdefault(account_id, []).append(
                 Event(
                     float(epoch),
@@ -241,6 +255,9 @@ class AccountStates:
                     float(base),
                     int(partition),
                     int(offset),
+                    ttype is None or ttype in DEBIT_TYPES,
+                    ttype == "refund",
+                    None if category is None else _intern(category),
                 )
             )
         kept = 0

@@ -100,6 +100,7 @@ def test_high_amount_boundaries_and_severity(amount: float, severity: str | None
         "currency": "USD",
         "amount_base": amount,
         "base_currency": "USD",
+        "direction": "debit",
         "threshold": 10_000.0,
     }
 
@@ -187,7 +188,7 @@ def test_amount_spike_fires_at_the_multiplier_of_the_median() -> None:
     past = [txn(NOON - 3_600 * i, 50.0) for i in range(5, 0, -1)]
     alert = only(rules.amount_spike(txn(NOON, 400.0), history(*past), T), "amount_spike")
     assert (
-        "400.00 USD is 8.0x the median 50.00 USD of 5 transactions in the previous 86400s (limit 8x)"
+        "400.00 USD is 8.0x the median 50.00 USD of 5 debits in the previous 86400s (limit 8x)"
         in alert.message
     )
     assert alert.details == {
@@ -450,6 +451,13 @@ def test_registry_names_are_the_alert_types() -> None:
         "impossible_travel",
         "duplicate",
         "unusual_hour_high_value",
+        "pass_through",
+        "refund_abuse",
+        "account_takeover",
+        "structuring",
+        "invoice_fraud",
+        "dormant_reactivation",
+        "high_risk_card_burst",
     ]
     assert all(rule.__name__ == name for name, rule in RULES)
 

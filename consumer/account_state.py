@@ -29,6 +29,7 @@ from utils.models import DEBIT_TYPES, Transaction
 __all__ = ["AccountHistory", "AccountStates", "Event", "HistoryRow"]
 
 _intern = sys.intern
+_MOVED_ON = frozenset({"transfer", "withdrawal"})
 
 
 @dataclass(slots=True)
@@ -53,6 +54,7 @@ class Event:
     debit: bool = True  # utils.models.DEBIT_TYPES; a credit (deposit, refund) otherwise
     refund: bool = False
     category: str | None = None
+    moved_on: bool = False  # a transfer or a cash withdrawal: money leaving the bank
 
     @classmethod
     def of(cls, txn: Transaction) -> Event:
@@ -75,6 +77,7 @@ class Event:
             txn.transaction_type in DEBIT_TYPES,
             txn.transaction_type == "refund",
             None if category is None else _intern(category),
+            txn.transaction_type in _MOVED_ON,
         )
 
 
@@ -258,6 +261,7 @@ class AccountStates:
                     ttype is None or ttype in DEBIT_TYPES,
                     ttype == "refund",
                     None if category is None else _intern(category),
+                    ttype in _MOVED_ON,
                 )
             )
         kept = 0

@@ -149,8 +149,10 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
 
 def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """An amount far above the account's usual: `spike_multiplier` times the median of its own
-    amounts in the same direction (debits against what it spends, credits against what it
-    receives: a salary is no spike) over the `spike_window_s` of event time before it. The median, not the
+    amounts in the same direction over the `spike_window_s` of event time before it: a debit
+    against what the account spends, a credit against what it receives, and that only with
+    `spike_credit_multiplier` set (0 by default: a salary or a client's payment is no spike, and
+    a day's window rarely holds enough credits to know what the account receives). The median, not the
     mean: one earlier high-value payment (an incident of its own, a yearly rent) would lift a mean
     for a whole day and hide the next spike. Probe-sized amounts (card testing) stay out of it."""
     amount = txn.amount_base
@@ -160,6 +162,9 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     start = now - t.spike_window_s
     probe = t.card_testing_max_amount
     debit = txn.transaction_type in DEBIT_TYPES
+    multiplier = t.spike_multiplier if debit else t.spike_credit_multiplier
+    if multiplier <= 0.0:
+        return None  # credits are off by default: a salary or a client's payment is no spike
     past = []
     for event in history.newest_first():
         epoch = event.epoch
@@ -172,7 +177,7 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         return None
     past.sort()
     median = past[n // 2] if n % 2 else (past[n // 2 - 1] + past[n // 2]) / 2.0
-    if median <= 0.0 or amount < t.spike_multiplier * median:
+    if median <= 0.0 or amount < multiplier * median:
         return None
     ratio = amount / median
     base = t.base_currency
@@ -183,7 +188,7 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         "medium",
         f"amount_spike: {_money(txn, base)} is {ratio:.1f}x the median {median:.2f} {base} of {n} "
         f"{'debits' if debit else 'credits'} in the previous {t.spike_window_s:g}s "
-        f"(limit {t.spike_multiplier:g}x)",
+        f"(limit {multiplier:g}x)",
         {
             "amount": txn.amount,
             "currency": txn.currency,
@@ -193,7 +198,7 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
             "direction": "debit" if debit else "credit",
             "history": n,
             "window_s": t.spike_window_s,
-            "multiplier": t.spike_multiplier,
+            "multiplier": multiplier,
         },
     )
 
@@ -381,6 +386,9 @@ def unusual_hour_high_value(txn: Transaction, history: AccountHistory, t: RuleTh
 # ordinary message costs a comparison or two.
 
 
+_MOVED_ON = frozenset({"transfer", "withdrawal"})
+
+
 def _median(values: list[float]) -> float:
     values.sort()
     n = len(values)
@@ -410,12 +418,13 @@ def _seen(history: AccountHistory, merchant: str, before: float) -> bool:
 
 
 def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
-    """Money mule: a credit of at least `pass_through_min_amount` passed on by a debit of
-    `pass_through_ratio` of it (to 1/ratio) within `pass_through_max_delay_s`, at least
-    `pass_through_min_cycles` times in the window, this debit closing the latest cycle."""
+    """Money mule: a deposit of at least `pass_through_min_amount` passed on by a transfer or a
+    cash withdrawal of `pass_through_ratio` of it (to 1/ratio) within `pass_through_max_delay_s`,
+    at least `pass_through_min_cycles` times in the window, this one closing the latest cycle.
+    Purchases do not count: an account that spends what it earns is no mule."""
     ratio = t.pass_through_ratio
     amount = txn.amount_base
-    if txn.transaction_type not in DEBIT_TYPES or amount < ratio * t.pass_through_min_amount:
+    if txn.transaction_type not in _MOVED_ON or amount < ratio * t.pass_through_min_amount:
         return None
     now = txn.epoch
     events = _window(history, now - t.pass_through_window_s, now)
@@ -426,7 +435,7 @@ def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     cycles: list[tuple[Event, float]] = []  # (credit, seconds until passed on)
     closing: Event | None = None
     for i, credit in enumerate(events):
-        if credit.debit or credit.amount_base < t.pass_through_min_amount:
+        if credit.debit or credit.refund or credit.amount_base < t.pass_through_min_amount:
             continue
         low, high = ratio * credit.amount_base, credit.amount_base / ratio
         until = credit.epoch + delay
@@ -434,7 +443,7 @@ def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
             out = events[j]
             if out.epoch > until:
                 break
-            if out.debit and j not in used and low <= out.amount_base <= high:
+            if out.moved_on and j not in used and low <= out.amount_base <= high:
                 used.add(j)
                 cycles.append((credit, out.epoch - credit.epoch))
                 break
@@ -526,10 +535,11 @@ def _hour(epoch: float) -> int:
 def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """Two signals of a taken-over account, judged against the account's own window:
 
-    * burst: `takeover_min_new` debits to merchants or payees the window never saw before the
-      burst, within `takeover_window_s`, at an hour of day the account does not use (none of its
+    * burst: `takeover_min_new` debits, each `takeover_min_ratio` times the account's median
+      debit or more, to merchants or payees the window never saw before the burst, within
+      `takeover_window_s`, at an hour of day the account does not use (none of its
       earlier events within an hour of it), summing to `takeover_drain_share` of the spending
-      its window held before them;
+      its window held before them (its median debit times their number);
     * new payee: a transfer of at least `takeover_payee_min_amount` to a payee never seen, right
       after (within `takeover_window_s`) a payment at an hour the account does not use.
 
@@ -555,12 +565,19 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
         return h not in used and (h + 1) % 24 not in used and (h - 1) % 24 not in used
 
     recent = [e for e in events if start <= e.epoch <= now]
-    burst = [e for e in recent if e.debit and e.merchant is not None and e.merchant not in known]
-    spent = sum(e.amount_base for e in before if e.debit)
+    usual = [e.amount_base for e in before if e.debit]
+    big = t.takeover_min_ratio * _median(usual) if usual else 0.0
+    burst = [
+        e for e in recent if e.debit and e.merchant is not None and e.merchant not in known and e.amount_base >= big
+    ]
+    # What the account usually spends: its median debit times its number of debits, so one
+    # earlier outsized payment (a yearly rent, another incident) does not hide the drain.
+    spent = big / t.takeover_min_ratio * len(usual) if t.takeover_min_ratio > 0 else sum(usual)
     drained = txn.amount_base + sum(e.amount_base for e in burst)
     base = t.base_currency
     if (
-        len(burst) + 1 >= t.takeover_min_new
+        txn.amount_base >= big
+        and len(burst) + 1 >= t.takeover_min_new
         and unusual(now)
         and spent > 0.0
         and drained >= t.takeover_drain_share * spent
@@ -733,9 +750,10 @@ def _categories(spec: str) -> frozenset[str]:
 
 
 def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
-    """Card purchases at high-risk categories (`card_burst_categories`): `card_burst_min_count`
-    within `card_burst_window_s`, summing to `card_burst_multiplier` times the account's own
-    median debit (the window's other debits) and to at least `card_burst_min_amount`."""
+    """Card purchases at high-risk categories (`card_burst_categories`) the account does not
+    use otherwise (none of its window's earlier debits): `card_burst_min_count` within
+    `card_burst_window_s`, summing to `card_burst_multiplier` times the account's own median
+    debit (the window's other debits) and to at least `card_burst_min_amount`."""
     category = txn.merchant_category
     if txn.transaction_type != "purchase" or category is None:
         return None
@@ -746,14 +764,19 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     start = now - t.card_burst_window_s
     burst = [txn.amount_base]
     usual = []
+    habits = set()
     for event in history.events:
         if event.epoch > now or not event.debit:
             continue
         cat = event.category
-        if event.epoch >= start and not event.refund and cat is not None and cat.lower() in risky:
+        if event.epoch >= start and cat is not None and cat.lower() in risky:
             burst.append(event.amount_base)
         else:
             usual.append(event.amount_base)
+            if cat is not None:
+                habits.add(cat.lower())
+    if category.lower() in habits:
+        return None  # the account shops there anyway: relative to its history, nothing new
     total = sum(burst)
     if len(burst) < t.card_burst_min_count or total < t.card_burst_min_amount or not usual:
         return None

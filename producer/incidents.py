@@ -30,7 +30,7 @@ dollars priced into the account's own currency:
 * refund_abuse: 2-3 online purchases of $40-600 at a shop, each refunded in full or to 96 %
   at that shop 20-150 minutes later, 1-3 h apart (rule: 2 pairs, refund >= 90 % of the purchase).
 * account_takeover: at 03:00 on the account's civil clock (when it never pays), 3-5 online
-  payments to shops it never used, 2-12 minutes apart, draining 45-70x its median payment
+  payments to shops it never used, 2-12 minutes apart, draining 60-90x its median payment
   (about its day's spending); half the time then a first transfer of $800-5,000 to a new payee
   (rule: 3 first-time payees in an hour at an unused hour, >= 50 % of the window's spending).
 * structuring: 3-4 cash deposits or transfers out of $9,050-9,900, 20-150 minutes apart (rule:
@@ -316,7 +316,7 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
         known = set(acc.merchants)
         shops = [m for m in pool.merchants if m not in known and m.category in _ONLINE_CATEGORIES]
         n = rng.randint(3, 5)
-        total = victim.median_usd * rng.uniform(45.0, 70.0)
+        total = victim.median_usd * rng.uniform(60.0, 90.0)
         legs = [txn("purchase", min(8_500.0, total / n * rng.uniform(0.8, 1.2)), "online", m, None)
                 for m in rng.sample(shops, n)]  # fmt: skip
         gaps = [rng.uniform(120.0, 720.0) for _ in legs[1:]]

@@ -160,6 +160,9 @@ class RuleThresholds:
         "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "... over this much event time before"
     )
     spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
+    spike_credit_multiplier: float = env(
+        "ALERT_SPIKE_CREDIT_MULTIPLIER", 0.0, "credits: times the median credit (0: credits never spike)"
+    )
     spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
     travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)
     travel_min_km: float = env("ALERT_TRAVEL_MIN_KM", 500.0)
@@ -189,6 +192,9 @@ class RuleThresholds:
     )
     takeover_drain_share: float = env(
         "ALERT_TAKEOVER_DRAIN_SHARE", 0.5, "... summing to this share of what the window held of its spending"
+    )
+    takeover_min_ratio: float = env(
+        "ALERT_TAKEOVER_MIN_RATIO", 3.0, "each burst payment at least this many times the median debit"
     )
     takeover_window_s: float = env("ALERT_TAKEOVER_WINDOW_SECONDS", 3_600.0)
     takeover_min_history: int = env(

@@ -411,10 +411,7 @@ def _window(history: AccountHistory, start: float, now: float) -> list[Event]:
 def _seen(history: AccountHistory, merchant: str, before: float) -> bool:
     """Whether the window holds a payment to or from `merchant` before `before`. Newest first:
     an account's usual merchants turn up within its last few events."""
-    for event in history.newest_first():
-        if event.merchant == merchant and event.epoch < before:
-            return True
-    return False
+    return any(event.merchant == merchant and event.epoch < before for event in history.newest_first())
 
 
 def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
@@ -568,7 +565,9 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
     usual = [e.amount_base for e in before if e.debit]
     big = t.takeover_min_ratio * _median(usual) if usual else 0.0
     burst = [
-        e for e in recent if e.debit and e.merchant is not None and e.merchant not in known and e.amount_base >= big
+        e
+        for e in recent
+        if e.debit and e.merchant is not None and e.merchant not in known and e.amount_base >= big
     ]
     # What the account usually spends: its median debit times its number of debits, so one
     # earlier outsized payment (a yearly rent, another incident) does not hide the drain.

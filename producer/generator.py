@@ -74,13 +74,21 @@ _MAX_NIGHT_WAIT_US = 2 * _US_PER_HOUR
 _NIGHT_CANDIDATES = 32
 _RECENT = 25  # amounts remembered per account for the spike scenario's baseline
 _WARM = 8  # ... and how many it needs first
+_HABITS = 15  # ... and for a takeover (the rule wants 10 events before the burst)
+_SLEEP_S = (1.5 * 3600, 4.0 * 3600)  # civil seconds of day a takeover may start: all asleep
 
 MIN_USD = 2.50  # above card_testing's $2.00: ordinary payments are never probes
 NORMAL_MAX_USD = 9_000.0  # below high_amount's $10,000
 _Z_CLIP = 2.0  # ordinary amounts stay within 2 sigma of the account's habit
 
 # (type, cumulative weight): purchases dominate card traffic; refunds are rare (about 1.5 %).
-_TYPE_CUM = ((0.745, "purchase"), (0.845, "withdrawal"), (0.925, "transfer"), (0.985, "deposit"), (1.0, "refund"))
+_TYPE_CUM = (
+    (0.745, "purchase"),
+    (0.845, "withdrawal"),
+    (0.925, "transfer"),
+    (0.985, "deposit"),
+    (1.0, "refund"),
+)
 # Every tenth account of the pool is a business: irregular income from clients, payments to a few
 # usual vendors, no salary.
 _BUSINESS_EVERY = 10
@@ -405,7 +413,9 @@ class TransactionGenerator:
         rng = self._rng
         if dom == h % 28 + 1 and (key // self.clones) % _BUSINESS_EVERY:
             usd = _out_of_band(acc.typical_amount * 35.0)
-            return wire_txn(rng, aid, acc, "deposit", price(usd, acc.currency), "online", payees[h % len(payees)], None)
+            return wire_txn(
+                rng, aid, acc, "deposit", price(usd, acc.currency), "online", payees[h % len(payees)], None
+            )
         if dom == (h >> 8) % 28 + 1:
             usd = min(450.0, max(MIN_USD, acc.typical_amount * rng.uniform(1.5, 3.0)))
             utility = payees[(h >> 4) % len(payees)]
@@ -425,7 +435,9 @@ class TransactionGenerator:
         aid = self._account_id(key)
         if client:
             usd = _out_of_band(acc.typical_amount * rng.uniform(6.0, 30.0))
-            return wire_txn(rng, aid, acc, "deposit", price(usd, acc.currency), "online", rng.choice(payees), None)
+            return wire_txn(
+                rng, aid, acc, "deposit", price(usd, acc.currency), "online", rng.choice(payees), None
+            )
         vendor = payees[(h + rng.randrange(3) * 7) % len(payees)]
         usd = max(MIN_USD, acc.typical_amount * rng.uniform(1.5, 4.0))
         return wire_txn(rng, aid, acc, "transfer", price(usd, acc.currency), "online", vendor, None)
@@ -442,18 +454,28 @@ class TransactionGenerator:
             # The account whose civil night comes soonest among a few: a sleeping one, so no
             # ordinary payment of its own falls inside the wait.
             best: tuple[int, int] | None = None
-            for _ in range(_NIGHT_CANDIDATES):
+            # A takeover wants an account both asleep and warm: more candidates to find one.
+            for _ in range(_NIGHT_CANDIDATES * (1 if name == "unusual_hour_high_value" else 4)):
                 key = self._key(rng.randrange(len(self._accounts)))
                 if not self._free(key):
                     continue
                 if name == "unusual_hour_high_value" and not self._local_clock_known(key):
                     continue
-                if name == "account_takeover" and (not self._recent or len(self._recent[key]) < _RECENT):
+                if name == "account_takeover" and (not self._recent or len(self._recent[key]) < _HABITS):
                     continue  # the rule needs the account's habits: hours, payees, spending
-                w = _wait_for_night(self._t_us, self._accounts[key // self.clones].city.zone)
+                zone = self._accounts[key // self.clones].city.zone
+                w = (
+                    _wait_for_night(self._t_us, zone)
+                    if name == "unusual_hour_high_value"
+                    else _wait_for_sleep(self._t_us, zone)
+                )
                 if best is None or w < best[1]:
                     best = (key, w)
-            if best is None or best[1] > _MAX_NIGHT_WAIT_US:
+            # A takeover's burst and payee transfer take up to 35 minutes after the wait.
+            limit = (
+                _MAX_NIGHT_WAIT_US if name == "unusual_hour_high_value" else _MAX_NIGHT_WAIT_US - _US_PER_HOUR
+            )
+            if best is None or best[1] > limit:
                 return None
             key, wait = best
             # Somewhere in the first half hour of the target, not all on the same second.
@@ -538,6 +560,16 @@ def _wait_for_night(t_us: int, zone: str) -> int:
     lo, _hi = NIGHT_TARGET_S
     # A second late rather than a hair early: the target must hold after rounding to microseconds.
     return int(((lo - local_s) % 86_400.0 + 1.0) * _US_PER_S)
+
+
+def _wait_for_sleep(t_us: int, zone: str) -> int:
+    """Microseconds from `t_us` until the account in `zone` is deep asleep: 0 between 01:30 and
+    04:00 civil time (every account sleeps from midnight to 07:00, and the hours either side of
+    these are unused too), else until the next 01:30."""
+    local_s = zone_hour(t_us / _US_PER_S, zone) * 3600.0
+    if _SLEEP_S[0] <= local_s < _SLEEP_S[1]:
+        return 0
+    return int(((_SLEEP_S[0] - local_s) % 86_400.0 + 1.0) * _US_PER_S)
 
 
 def encode(txn: dict[str, Any]) -> tuple[bytes, bytes]:

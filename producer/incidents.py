@@ -25,15 +25,18 @@ dollars priced into the account's own currency:
   (rule: >= $2,000 at local 01:00-05:00).
 * high_amount: $12,000-60,000 (rule: >= $10,000).
 * pass_through (money mule): 2-3 cycles, each an incoming transfer (a deposit) of $800-6,000
-  passed on 5-60 minutes later by a transfer of 85-98 % of it to a payee, cycles 40-120 minutes
-  apart (rule: 2 cycles of >= $500 out at 0.8-1.25x within 2 h).
+  passed on 5-25 minutes later by a transfer of 85-98 % of it to a payee, the next cycle 5-15
+  minutes after (rule: 2 cycles of >= $500 out at 0.8-1.25x within 2 h). Like every incident
+  here, it fits within MAX_LEAD (generator.py); real mules are slower, which the rule's window
+  (a day) allows.
 * refund_abuse: 2-3 online purchases of $40-600 at a shop, each refunded in full or to 96 %
-  at that shop 20-150 minutes later, 1-3 h apart (rule: 2 pairs, refund >= 90 % of the purchase).
+  at that shop 10-30 minutes later, the next 5-15 minutes after (rule: 2 pairs within a day,
+  refund >= 90 % of the purchase).
 * account_takeover: at 03:00 on the account's civil clock (when it never pays), 3-5 online
-  payments to shops it never used, 2-12 minutes apart, draining 60-90x its median payment
+  payments to shops it never used, 1-6 minutes apart, draining 60-90x its median payment
   (about its day's spending); half the time then a first transfer of $800-5,000 to a new payee
   (rule: 3 first-time payees in an hour at an unused hour, >= 50 % of the window's spending).
-* structuring: 3-4 cash deposits or transfers out of $9,050-9,900, 20-150 minutes apart (rule:
+* structuring: 3-4 cash deposits or transfers out of $9,050-9,900, 10-35 minutes apart (rule:
   3 within 10 % below $10,000 in a day, summing above it).
 * invoice_fraud: one round payment ($2,000-9,000 in hundreds of the account's currency) to a
   vendor or shop the account never paid (rule: a first payment >= $2,000, round or 5x the median).
@@ -151,7 +154,8 @@ def wire_txn(
     if isinstance(merchant, Merchant):
         name, category = merchant.name, merchant.category
     else:
-        name, category = merchant, ("atm" if merchant is not None else None)
+        # A name alone: an ATM's operator for a withdrawal, else a payee (no category).
+        name, category = merchant, ("atm" if merchant is not None and ttype == "withdrawal" else None)
     where = city or acc.city
     return {
         "schema_version": SCHEMA_VERSION,
@@ -292,11 +296,11 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
         at = 0.0
         for _ in range(rng.randint(2, 3)):
             usd = rng.uniform(800.0, 6_000.0)
-            delay = rng.uniform(5 * 60, 60 * 60)
+            delay = rng.uniform(5 * 60, 25 * 60)
             legs.append(txn("deposit", usd, "online", None, None))
             legs.append(txn("transfer", usd * rng.uniform(0.85, 0.98), "online", payee, None))
             offsets += [int(at * _US_PER_S), int((at + delay) * _US_PER_S)]
-            at += delay + rng.uniform(30 * 60, 90 * 60)
+            at += delay + rng.uniform(5 * 60, 15 * 60)
     elif name == "refund_abuse":
         shops = [m for m in pool.merchants if m.category in _ONLINE_CATEGORIES and m not in acc.merchants]
         legs, offsets = [], []
@@ -308,10 +312,10 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
             share = 1.0 if rng.random() < 0.5 else rng.uniform(0.96, 1.0)
             back = Leg(0, wire_txn(rng, aid, acc, "refund", _shrink(paid * share, acc.currency), "online", m,
                                    None, name, incident))  # fmt: skip
-            delay = rng.uniform(20 * 60, 150 * 60)
+            delay = rng.uniform(10 * 60, 30 * 60)
             legs += [one, back]
             offsets += [int(at * _US_PER_S), int((at + delay) * _US_PER_S)]
-            at += delay + rng.uniform(20 * 60, 90 * 60)
+            at += delay + rng.uniform(5 * 60, 15 * 60)
     elif name == "account_takeover":
         known = set(acc.merchants)
         shops = [m for m in pool.merchants if m not in known and m.category in _ONLINE_CATEGORIES]
@@ -319,7 +323,7 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
         total = victim.median_usd * rng.uniform(60.0, 90.0)
         legs = [txn("purchase", min(8_500.0, total / n * rng.uniform(0.8, 1.2)), "online", m, None)
                 for m in rng.sample(shops, n)]  # fmt: skip
-        gaps = [rng.uniform(120.0, 720.0) for _ in legs[1:]]
+        gaps = [rng.uniform(60.0, 360.0) for _ in legs[1:]]
         if pool.payees and rng.random() < 0.5:
             legs.append(txn("transfer", rng.uniform(800.0, 5_000.0), "online", rng.choice(pool.payees), None))
             gaps.append(rng.uniform(120.0, 600.0))
@@ -332,7 +336,7 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
             else txn("transfer", rng.uniform(9_050.0, 9_900.0), "online", None, None)
             for _ in range(rng.randint(3, 4))
         ]
-        offsets = _offsets([rng.uniform(20 * 60, 150 * 60) for _ in legs[1:]])
+        offsets = _offsets([rng.uniform(10 * 60, 35 * 60) for _ in legs[1:]])
     elif name == "invoice_fraud":
         usd = rng.uniform(2_100.0, 9_000.0)
         amount = _round_hundreds(usd, acc.currency)
@@ -348,8 +352,21 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
         sleeper = f"{aid}.dormant{rng.randrange(1_000_000)}"
         idle_us = int(rng.uniform(*DORMANT_IDLE_DAYS) * 86_400 * _US_PER_S)
         before = [
-            Leg(0, wire_txn(rng, sleeper, acc, "purchase", price(rng.uniform(10.0, 80.0), acc.currency), "pos",
-                            rng.choice(acc.merchants), acc.city, name, incident))  # fmt: skip
+            Leg(
+                0,
+                wire_txn(
+                    rng,
+                    sleeper,
+                    acc,
+                    "purchase",
+                    price(rng.uniform(10.0, 80.0), acc.currency),
+                    "pos",
+                    rng.choice(acc.merchants),
+                    acc.city,
+                    name,
+                    incident,
+                ),
+            )
             for _ in range(rng.randint(1, 3))
         ]
         ttype = rng.choice(("transfer", "withdrawal", "purchase"))
@@ -372,8 +389,13 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
         total = max(600.0, victim.median_usd * rng.uniform(15.0, 30.0))
         located = rng.random() < 0.3
         legs = [
-            txn("purchase", min(8_500.0, total / n * rng.uniform(0.8, 1.2)), "pos" if located else "online", m,
-                acc.city if located else None)  # fmt: skip
+            txn(
+                "purchase",
+                min(8_500.0, total / n * rng.uniform(0.8, 1.2)),
+                "pos" if located else "online",
+                m,
+                acc.city if located else None,
+            )
             for m in (rng.choice(shops) for _ in range(n))
         ]
         offsets = _offsets([rng.uniform(120.0, 600.0) for _ in legs[1:]])

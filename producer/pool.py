@@ -20,8 +20,8 @@ from utils.money import MINOR_UNITS, USD_PER_UNIT
 
 __all__ = [
     "CATEGORIES",
-    "RISKY_CATEGORIES",
     "CITIES",
+    "RISKY_CATEGORIES",
     "Account",
     "AccountPool",
     "City",

@@ -172,18 +172,26 @@ class RuleThresholds:
     unusual_hour_min_amount: float = env("ALERT_UNUSUAL_HOUR_MIN_AMOUNT", 2_000.0)
     # Typology rules (docs/rules-typologies.md). Windows are capped by STATE_HISTORY_HOURS.
     high_amount_credit: float = env(
-        "ALERT_HIGH_AMOUNT_CREDIT", 50_000.0, "credits (deposits, refunds) from this much; debits: ALERT_HIGH_AMOUNT"
+        "ALERT_HIGH_AMOUNT_CREDIT",
+        50_000.0,
+        "credits (deposits, refunds) from this much; debits: ALERT_HIGH_AMOUNT",
     )
-    pass_through_min_amount: float = env("ALERT_PASS_THROUGH_MIN_AMOUNT", 500.0, "credits this large start a cycle")
+    pass_through_min_amount: float = env(
+        "ALERT_PASS_THROUGH_MIN_AMOUNT", 500.0, "credits this large start a cycle"
+    )
     pass_through_ratio: float = env(
         "ALERT_PASS_THROUGH_RATIO", 0.8, "a debit of this share of the credit (up to 1/share) passes it on"
     )
     pass_through_max_delay_s: float = env("ALERT_PASS_THROUGH_MAX_DELAY_SECONDS", 7_200.0, "credit to debit")
     pass_through_min_cycles: int = env("ALERT_PASS_THROUGH_MIN_CYCLES", 2, "in-out cycles within the window")
     pass_through_window_s: float = env("ALERT_PASS_THROUGH_WINDOW_SECONDS", 86_400.0)
-    refund_abuse_min_cycles: int = env("ALERT_REFUND_ABUSE_MIN_CYCLES", 2, "purchase-refund pairs in the window")
+    refund_abuse_min_cycles: int = env(
+        "ALERT_REFUND_ABUSE_MIN_CYCLES", 2, "purchase-refund pairs in the window"
+    )
     refund_abuse_min_share: float = env(
-        "ALERT_REFUND_ABUSE_MIN_SHARE", 0.9, "a refund of at least this share of the purchase at that merchant"
+        "ALERT_REFUND_ABUSE_MIN_SHARE",
+        0.9,
+        "a refund of at least this share of the purchase at that merchant",
     )
     refund_abuse_min_amount: float = env("ALERT_REFUND_ABUSE_MIN_AMOUNT", 20.0)
     refund_abuse_window_s: float = env("ALERT_REFUND_ABUSE_WINDOW_SECONDS", 86_400.0)
@@ -210,13 +218,17 @@ class RuleThresholds:
     structuring_min_count: int = env("ALERT_STRUCTURING_MIN_COUNT", 3, "... this many, summing above it")
     structuring_window_s: float = env("ALERT_STRUCTURING_WINDOW_SECONDS", 86_400.0)
     invoice_min_amount: float = env(
-        "ALERT_INVOICE_MIN_AMOUNT", 2_000.0, "a first payment this large to a merchant/payee the account never paid"
+        "ALERT_INVOICE_MIN_AMOUNT",
+        2_000.0,
+        "a first payment this large to a merchant/payee the account never paid",
     )
     invoice_round_unit: float = env(
         "ALERT_INVOICE_ROUND_UNIT", 100.0, "... that is a multiple of this (as sent), or ..."
     )
     invoice_multiplier: float = env("ALERT_INVOICE_MULTIPLIER", 5.0, "... this many times the median debit")
-    invoice_min_history: int = env("ALERT_INVOICE_MIN_HISTORY", 5, "earlier events needed to call a payee new")
+    invoice_min_history: int = env(
+        "ALERT_INVOICE_MIN_HISTORY", 5, "earlier events needed to call a payee new"
+    )
     dormant_idle_days: float = env(
         "ALERT_DORMANT_IDLE_DAYS", 30.0, "an account idle this long (event time) then moving ..."
     )
@@ -226,7 +238,9 @@ class RuleThresholds:
         "electronics,gift_cards,crypto,wallet_topup,jewelry",
         "high-risk merchant categories, comma-separated",
     )
-    card_burst_min_count: int = env("ALERT_CARD_BURST_MIN_COUNT", 3, "card purchases there within the window ...")
+    card_burst_min_count: int = env(
+        "ALERT_CARD_BURST_MIN_COUNT", 3, "card purchases there within the window ..."
+    )
     card_burst_multiplier: float = env(
         "ALERT_CARD_BURST_MULTIPLIER", 10.0, "... summing to this many times the account's median debit ..."
     )

@@ -99,7 +99,7 @@ def test_what_the_consumer_would_reject_is_reported_with_its_line() -> None:
     out = map_rows(text, mapping, name="x.csv")
     assert [(p.line, p.reason) for p in out.problems] == [
         (2, "unknown_currency"),
-        (3, "too_many_decimals"),
+        (3, "amount_precision"),
         (4, "unreadable_row"),
     ]
     assert out.messages == []

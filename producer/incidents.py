@@ -384,7 +384,7 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
         # Negative offsets: the account's last payments happened long before the incident starts.
         offsets = [-idle_us - (len(before) - 1 - k) * 3_600 * _US_PER_S for k in range(len(before))] + [0]
     elif name == "high_risk_card_burst":
-        shops = pool.risky_merchants or tuple(m for m in pool.merchants if m.category == "electronics")
+        risky = pool.risky_merchants or tuple(m for m in pool.merchants if m.category == "electronics")
         n = rng.randint(3, 5)
         total = max(600.0, victim.median_usd * rng.uniform(15.0, 30.0))
         located = rng.random() < 0.3
@@ -396,7 +396,7 @@ def plan(name: str, rng: Random, pool: AccountPool, victim: Victim, *, wait_us: 
                 m,
                 acc.city if located else None,
             )
-            for m in (rng.choice(shops) for _ in range(n))
+            for m in (rng.choice(risky) for _ in range(n))
         ]
         offsets = _offsets([rng.uniform(120.0, 600.0) for _ in legs[1:]])
     else:

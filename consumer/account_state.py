@@ -24,12 +24,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
-from utils.models import DEBIT_TYPES, Transaction
+from utils.models import DEBIT_TYPES, TRANSACTION_TYPES, Transaction
 
 __all__ = ["AccountHistory", "AccountStates", "Event", "HistoryRow"]
 
 _intern = sys.intern
-_MOVED_ON = frozenset({"transfer", "withdrawal"})
+# (debit, refund, moved_on) per transaction type: one look-up per event. An unknown type (rows
+# stored before directions, tools) counts as a debit, as every amount did before.
+_KIND: dict[str | None, tuple[bool, bool, bool]] = {
+    t: (t in DEBIT_TYPES, t == "refund", t in ("transfer", "withdrawal")) for t in TRANSACTION_TYPES
+}
+_UNKNOWN_KIND = (True, False, False)
 
 
 @dataclass(slots=True)
@@ -53,15 +58,14 @@ class Event:
     # merchants): two small fields, the category interned like the merchant.
     debit: bool = True  # utils.models.DEBIT_TYPES; a credit (deposit, refund) otherwise
     refund: bool = False
-    category: str | None = None
     moved_on: bool = False  # a transfer or a cash withdrawal: money leaving the bank
+    category: str | None = None
 
     @classmethod
     def of(cls, txn: Transaction) -> Event:
         # Interning shares the few hundred distinct merchant and country strings across all
         # events instead of keeping one copy per message (~100 bytes per event).
         merchant = txn.merchant
-        category = txn.merchant_category
         return cls(
             txn.epoch,
             txn.amount,
@@ -74,10 +78,8 @@ class Event:
             txn.amount_base,
             txn.kafka_partition,
             txn.kafka_offset,
-            txn.transaction_type in DEBIT_TYPES,
-            txn.transaction_type == "refund",
-            None if category is None else _intern(category),
-            txn.transaction_type in _MOVED_ON,
+            *_KIND.get(txn.transaction_type, _UNKNOWN_KIND),
+            None if (category := txn.merchant_category) is None else _intern(category),
         )
 
 
@@ -258,10 +260,8 @@ class AccountStates:
                     float(base),
                     int(partition),
                     int(offset),
-                    ttype is None or ttype in DEBIT_TYPES,
-                    ttype == "refund",
+                    *_KIND.get(ttype, _UNKNOWN_KIND),
                     None if category is None else _intern(category),
-                    ttype in _MOVED_ON,
                 )
             )
         kept = 0

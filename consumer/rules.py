@@ -22,8 +22,11 @@ threshold of 10,000 means the same money in yen as in dollars.
 from __future__ import annotations
 
 import math
+import operator
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import islice
 
 from consumer.account_state import AccountHistory, Event
 from utils.config import RuleThresholds
@@ -408,10 +411,16 @@ def _window(history: AccountHistory, start: float, now: float) -> list[Event]:
     return out
 
 
+_EPOCH_OF = operator.attrgetter("epoch")
+_MERCHANT_OF = operator.attrgetter("merchant")
+_CATEGORY_OF = operator.attrgetter("category")
+
+
 def _seen(history: AccountHistory, merchant: str, before: float) -> bool:
-    """Whether the window holds a payment to or from `merchant` before `before`. Newest first:
-    an account's usual merchants turn up within its last few events."""
-    return any(event.merchant == merchant and event.epoch < before for event in history.newest_first())
+    """Whether the window holds a payment to or from `merchant` before `before`. It runs for
+    most payments, so the scan is done in C (the window is in event-time order)."""
+    events = history.events
+    return merchant in map(_MERCHANT_OF, islice(events, bisect_left(events, before, key=_EPOCH_OF)))
 
 
 def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
@@ -529,6 +538,16 @@ def _hour(epoch: float) -> int:
     return int(epoch % 86_400.0 // 3_600.0)
 
 
+def _hour_used(history: AccountHistory, before: float, hour: int) -> bool:
+    """Whether an event before `before` fell within an hour of `hour` (UTC hour of day). Newest
+    first: an account active at this time of day shows it within its last few events."""
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
+            return True
+    return False
+
+
 def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """Two signals of a taken-over account, judged against the account's own window:
 
@@ -549,7 +568,12 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
         return None
     now = txn.epoch
     start = now - t.takeover_window_s
+    # Cheap exits first (this runs for most payments): a burst needs an hour the account does
+    # not use, the payee signal a large transfer; either needs a merchant the window never saw.
     if _seen(history, merchant, start):
+        return None
+    payee = txn.transaction_type == "transfer" and txn.amount_base >= t.takeover_payee_min_amount
+    if not payee and _hour_used(history, start, _hour(now)):
         return None
     before = [e for e in events if e.epoch < start]
     if len(before) < t.takeover_min_history:
@@ -761,6 +785,9 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
         return None
     now = txn.epoch
     start = now - t.card_burst_window_s
+    events = history.events
+    if category in map(_CATEGORY_OF, islice(events, bisect_left(events, start, key=_EPOCH_OF))):
+        return None  # the account buys there anyway (a refund there is as telling)
     burst = [txn.amount_base]
     usual = []
     habits = set()

@@ -307,7 +307,7 @@ def load_accounts(
             SELECT a.account_id, t.transaction_id, t.amount::float8, t.merchant, t.country::text,
                    t.latitude, t.longitude, extract(epoch FROM t."timestamp")::float8 AS epoch,
                    t.currency::text, coalesce(t.amount_base, t.amount)::float8,
-                   t.kafka_partition, t.kafka_offset
+                   t.kafka_partition, t.kafka_offset, t.transaction_type, t.merchant_category
             FROM unnest(%(accounts)s::text[]) AS a(account_id)
             CROSS JOIN LATERAL (
                 SELECT * FROM transactions t

@@ -121,7 +121,9 @@ class TransactionProcessor:
         self._migrate_with_retry()
         self.rulesets.start(self.retry.call)
         self._rule_set_version_seen()
-        member = self.member = GroupMember(self.settings, self.stop_event)
+        member = self.member = GroupMember(
+            self.settings, self.stop_event, on_forget=self._forget, on_clear=self._clear_cache
+        )
         self.dlq = DlqPublisher(
             self.db, self._dlq_producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
         )
@@ -141,7 +143,7 @@ class TransactionProcessor:
                     break
                 if self.rulesets.poll(now).version != self._version_seen:
                     self._rule_set_version_seen()
-                if not joined and member.owned:
+                if not joined and member.owned():
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
                 records = member.accept(polled)
@@ -232,28 +234,30 @@ class TransactionProcessor:
         """Drops first (after the batch in flight is stored or fenced), then setups. False when
         asked to stop while the database was away."""
         assert self.member is not None
-        if self.member.to_drop:
+        if self.member.has_drops():
             if self._complete_inflight() is Outcome.STOPPED:
                 return False
-            drops = self.member.take_drops()
-            for tp in drops:
-                self.recorded.forget(tp.partition)
-            dropped = self.states.drop_partitions(tp.partition for tp in drops)
-            log.info(
-                "dropped %d accounts of partitions %s from memory",
-                dropped,
-                sorted(tp.partition for tp in drops),
-            )
+            self.member.drop()
         set_up = self.member.set_up_pending(self.retry.call)
         if self.dlq is not None:
-            self.dlq.set_partitions(tp.partition for tp in self.member.owned)
+            self.dlq.set_partitions(self.member.owned())
         return set_up or not self.stop_event.is_set()
+
+    def _forget(self, partitions: tuple[int, ...]) -> None:
+        """The machine's Forget: partitions lost are dropped from memory."""
+        for p in partitions:
+            self.recorded.forget(p)
+        dropped = self.states.drop_partitions(partitions)
+        log.info("dropped %d accounts of partitions %s from memory", dropped, list(partitions))
+
+    def _clear_cache(self) -> None:
+        """The machine's ClearCache: what was prepared is void."""
+        self.states.clear()
+        self.recorded.rolled_back()
 
     def _rewind(self, why: str) -> None:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
         assert self._inflight is None and self.member is not None
-        self.states.clear()
-        self.recorded.rolled_back()
         self.member.rewind()
         self.summary.rewinds += 1
         log.info("rewound to the stored offsets (%s)", why)
@@ -307,11 +311,7 @@ class TransactionProcessor:
         batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
         batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
-        owned = self.member.owned
-        for tp, (_first, last) in batch.spans.items():
-            st = owned[tp]
-            batch.moves[tp] = (st.expected, last + 1)
-            st.expected = last + 1
+        batch.moves = self.member.prepared(batch.spans)
         return batch
 
     def _read_for_batch(self, read: Callable[[Any], T], what: str, rebalances: int) -> T | None:
@@ -379,9 +379,10 @@ class TransactionProcessor:
                     error,
                 )
                 for p in error.partitions:
-                    self.member.set_up_again(TopicPartition(self.topic, p))
                     self.recorded.forget(p)
-                self._rewind("fenced")
+                self.member.fenced(error.partitions)
+                self.summary.rewinds += 1
+                log.info("rewound to the stored offsets (fenced)")
                 return Outcome.REWOUND
             if isinstance(error, storage.StoredElsewhere):
                 self.facts.learn_stored(error.stored_at)

@@ -209,19 +209,9 @@ class GroupMember:
         )
         if stored is None:
             return False
-        committed: dict[int, int | None] = {}
-        for tp in tps:
-            if tp.partition not in stored:
-                try:
-                    committed[tp.partition] = self.consumer.committed(tp, timeout_ms=2_000)
-                except KafkaError as exc:
-                    log.info(
-                        "partition %d: no committed offset from Kafka yet (%s); retrying", tp.partition, exc
-                    )
-                    return False
 
         def answer(p: int, st: offsets.Stored | None) -> Answer:
-            return Answer(st, log_start[self._tp(p)], log_end[self._tp(p)], committed.get(p))
+            return Answer(st, log_start[self._tp(p)], log_end[self._tp(p)])
 
         self.sync()  # revocations that came while we waited on PostgreSQL
         actions = self.machine.answered(

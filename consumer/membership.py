@@ -112,7 +112,6 @@ class Answer:
     stored: Stored | None
     log_start: int
     log_end: int
-    kafka_committed: int | None = None
 
 
 class Phase(enum.Enum):
@@ -205,15 +204,18 @@ class Membership:
         self, answers: Mapping[int, Answer], topic_id: uuid.UUID | None, now: float, topic: str = ""
     ) -> list[Action]:
         """The stored offsets read: seek and resume what can be read, create rows for what has
-        none, block what does not belong to this topic's log."""
+        none, block what does not belong to this topic's log. Partitions revoked while the shell
+        was asking are left alone."""
         actions: list[Action] = []
         create: dict[int, int] = {}
         resumed: list[int] = []
         for p, a in sorted(answers.items()):
+            if self.phase.get(p) is not Phase.READING:
+                continue  # revoked while the shell was asking (seeking it crashed the consumer)
             if a.stored is None:
-                # No row yet (a new group, or one from before offsets lived here): Kafka's
-                # committed offset, else the log start, recorded before anything is read.
-                create[p] = a.log_start if a.kafka_committed is None else a.kafka_committed
+                # A new group, or an operator deleted the group's rows to start afresh: the log
+                # start, whatever Kafka's committed offsets (only a mirror) still say.
+                create[p] = a.log_start
                 continue
             where = f"{topic}/{p}"
             plan = plan_start(a.stored, a.log_start, a.log_end, topic_id, where)
@@ -265,6 +267,16 @@ class Membership:
         for p, (first, last) in spans.items():
             st = self.owned.get(p)
             if st is None or p in self.dropping:
+                continue
+            if self._polled_at.get(p, -1) != self._seeks.get(p, 0):
+                continue  # sought since the poll (a rewind, a fence, a wait): read again from there
+            if topic_id is not None and st.topic_id is not None and topic_id != st.topic_id:
+                log.error(
+                    "%s/%d: the topic was deleted and recreated under this member (id %s, now %s); "
+                    "checking the partition again",
+                    topic, p, st.topic_id, topic_id,
+                )  # fmt: skip
+                actions += self.set_up_again(p)
                 continue
             if first < st.position:
                 log.error(

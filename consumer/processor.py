@@ -312,6 +312,7 @@ class TransactionProcessor:
         self.states.trim()
         batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
         batch.moves = self.member.prepared(batch.spans)
+        batch.topic_id = self.member.machine.batch_topic_id(tp.partition for tp in batch.moves)
         return batch
 
     def _read_for_batch(self, read: Callable[[Any], T], what: str, rebalances: int) -> T | None:
@@ -332,7 +333,7 @@ class TransactionProcessor:
         with self.db.connection() as conn:
             with conn.cursor() as cur:
                 moves = {tp.partition: move for tp, move in batch.moves.items()}
-                fenced = offsets.advance(cur, self.group, self.topic, moves)
+                fenced = offsets.advance(cur, self.group, self.topic, moves, batch.topic_id)
                 if fenced:
                     raise Fenced(fenced)
                 rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)

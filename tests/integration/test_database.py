@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
 
 import psycopg2
@@ -192,3 +193,16 @@ def test_errors_are_classified_by_sqlstate(db: Database) -> None:
         cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     assert classify(outage.value) is ErrorKind.OUTAGE
     assert _backend_pid(db) > 0  # the pool still works after each of them
+
+
+def test_offsets_advance_only_for_the_topic_incarnation_they_were_stored_for(db: Database) -> None:
+    """Issue 18, item 4: a member alive across a delete-and-recreate writes under the new
+    topic id; the row of the old incarnation fences it even where the offsets line up."""
+    old, new = uuid.UUID(int=11), uuid.UUID(int=12)
+    with db.connection() as conn:
+        offsets.create(conn, "g-inc", "t", {0: 0}, old)
+    with db.connection() as conn, conn.cursor() as cur:
+        assert offsets.advance(cur, "g-inc", "t", {0: (0, 10)}, new) == {0}
+    with db.connection() as conn, conn.cursor() as cur:
+        assert offsets.advance(cur, "g-inc", "t", {0: (0, 10)}, old) == set()
+        assert offsets.advance(cur, "g-inc", "t", {0: (10, 12)}, None) == set()  # a broker without ids

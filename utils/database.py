@@ -155,7 +155,8 @@ class Database:
             yield conn
             conn.commit()
         except BaseException as exc:
-            outage = is_outage(exc)
+            # A connection the server closed lost the work whatever SQLSTATE it gave: wait, retry.
+            outage = is_outage(exc) or (conn.closed != 0 and isinstance(exc, psycopg2.Error))
             broken = outage or conn.closed != 0
             if not broken:
                 try:

@@ -10,11 +10,19 @@ from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 import pytest
 
 from consumer import offsets
 from consumer.account_state import AccountStates
-from consumer.storage import StoredElsewhere, load_accounts, write_batch
+from consumer.storage import (
+    BatchResult,
+    StoredElsewhere,
+    _insert_via_staging,
+    copy_rows,
+    load_accounts,
+    write_batch,
+)
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
 from utils.config import PostgresSettings, ValidationLimits
@@ -206,3 +214,37 @@ def test_offsets_advance_only_for_the_topic_incarnation_they_were_stored_for(db:
     with db.connection() as conn, conn.cursor() as cur:
         assert offsets.advance(cur, "g-inc", "t", {0: (0, 10)}, old) == set()
         assert offsets.advance(cur, "g-inc", "t", {0: (10, 12)}, None) == set()  # a broker without ids
+
+
+class _DeleteBeforeLookup:
+    """A cursor that, right before the staging path looks up the ids it could not insert,
+    lets another session delete one of them (retention, or an operator) and commit."""
+
+    def __init__(self, cur: psycopg2.extensions.cursor, db: Database, victim: str) -> None:
+        self.cur, self.db, self.victim, self.deleted = cur, db, victim, False
+
+    def execute(self, sql: str, params: object = None) -> None:
+        if sql.startswith("SELECT transaction_id, kafka_topic") and not self.deleted:
+            with self.db.connection() as other, other.cursor() as cur:
+                cur.execute("DELETE FROM transactions WHERE transaction_id = %s", (self.victim,))
+                assert cur.rowcount == 1
+            self.deleted = True
+        self.cur.execute(sql, params)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cur, name)
+
+
+def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(db: Database) -> None:
+    """Issue 18, item 7: the staging path took a row it could not insert for a replay, but the
+    row was gone when it looked: the message was neither inserted nor already stored."""
+    txns = _txns(10)
+    with db.connection() as conn:
+        write_batch(conn, txns, [], [])
+    result = BatchResult()
+    with db.connection() as conn, conn.cursor() as cur:
+        proxy = _DeleteBeforeLookup(cur, db, txns[0].transaction_id)
+        inserted_at = _insert_via_staging(proxy, txns, copy_rows(txns), result)  # type: ignore[arg-type]
+    assert proxy.deleted
+    assert (sorted(inserted_at), result.already_stored) == ([(0, 0)], 9)
+    assert _count(db, "SELECT count(*) FROM transactions") == 10

@@ -269,10 +269,12 @@ class GroupMember:
         """The records to evaluate: of partitions set up and still ours, from where we expect
         them, not sought since the poll (the machine decides)."""
         self.sync()
+        topic_id = self.topic_id()
+        self.execute(self.machine.topic_seen(topic_id, self.topic))
         spans = {tp.partition: (recs[0].offset, recs[-1].offset) for tp, recs in polled.items() if recs}
         if not spans:
             return {}
-        accepted, actions = self.machine.accept(spans, self.topic_id(), self.topic)
+        accepted, actions = self.machine.accept(spans, topic_id, self.topic)
         self.execute(actions)
         return {tp: recs for tp, recs in polled.items() if tp.partition in accepted}
 

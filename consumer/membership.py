@@ -296,6 +296,23 @@ class Membership:
             out[p] = (first, last)
         return out, actions
 
+    def topic_seen(self, topic_id: uuid.UUID | None, topic: str = "") -> list[Action]:
+        """The client's metadata names the topic's id now: a partition set up under another
+        incarnation (the topic was deleted and recreated under this member) is set up again,
+        whether or not the new log has reached its position yet."""
+        actions: list[Action] = []
+        if topic_id is None:
+            return actions
+        for p, st in sorted(self.owned.items()):
+            if st.topic_id is not None and st.topic_id != topic_id and p not in self.dropping:
+                log.error(
+                    "%s/%d: the topic was deleted and recreated under this member (id %s, now %s); "
+                    "checking the partition again",
+                    topic, p, st.topic_id, topic_id,
+                )  # fmt: skip
+                actions += self.set_up_again(p)
+        return actions
+
     def prepared(self, spans: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
         """A batch of these accepted spans is ready: its offset moves {partition: (start, end)},
         each from where the previous batch left the partition."""

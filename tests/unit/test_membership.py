@@ -150,3 +150,11 @@ def test_a_partition_revoked_and_gained_back_before_the_drop_is_set_up_afresh() 
     assert m.accept({0: (500, 510)})[0] == {}  # not read until dropped and set up again
     assert m.drop() == [Forget((0,))]
     assert m.setup_due(0.0) == [ReadStored((0,))]
+
+
+def test_a_topic_recreated_under_a_live_member_is_noticed_before_its_log_grows() -> None:
+    """The new log may stay below the position for good: no record would ever tell."""
+    m = owning(0, 1)
+    assert m.topic_seen(TID) == []
+    assert m.topic_seen(uuid.UUID(int=2)) == [Pause((0,)), Pause((1,))]
+    assert m.setup_due(0.0) == [ReadStored((0, 1))]

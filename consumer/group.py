@@ -6,8 +6,9 @@ kafka-python's callbacks and answers into its events and carries out its actions
 
 Cooperative incremental rebalancing (kafka-python's cooperative-sticky assignor): a rebalance
 revokes only the partitions that move. The rebalance listener runs on kafka-python's IO thread,
-where blocking calls are not allowed, so it only puts the change on a thread-safe queue; the main
-loop feeds the queue to the machine (`sync`) before every decision that depends on it.
+where blocking calls are not allowed, so it puts the change on a thread-safe queue (and pauses
+what is gained); the main loop feeds the queue to the machine (`sync`) before every decision
+that depends on it.
 
 Kafka's committed offsets are written as a mirror of what this member stored (`Mirror`), for lag
 tools only, never read back as truth.
@@ -54,10 +55,15 @@ Event = tuple[str, tuple[int, ...]]
 
 
 class _Listener(ConsumerRebalanceListener):
-    """kafka-python 3 calls these on its IO thread: they only queue the change."""
+    """kafka-python 3 calls these on its IO thread: they queue the change for the machine. The
+    one thing done here is pausing what is gained (kafka-python's pause is thread-safe): a
+    partition must not be fetched from before the machine has set it up. Left unpaused until
+    the main loop ran, kafka-python started fetching it from Kafka's committed offset or the log
+    start, and that fetch could land after our seek (test_accounts_moved_by_add_partitions_...
+    read offset 0 after seeking to 1434, and then hung in poll())."""
 
-    def __init__(self, events: queue.SimpleQueue[Event]) -> None:
-        self.events = events
+    def __init__(self, events: queue.SimpleQueue[Event], consumer: KafkaConsumer) -> None:
+        self.events, self.consumer = events, consumer
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.events.put(("revoked", tuple(tp.partition for tp in revoked)))
@@ -66,6 +72,7 @@ class _Listener(ConsumerRebalanceListener):
         self.events.put(("lost (this member was dropped from the group)", tuple(tp.partition for tp in lost)))
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.consumer.pause(*assigned)
         self.events.put(("assigned", tuple(tp.partition for tp in assigned)))
 
 
@@ -108,7 +115,7 @@ class GroupMember:
         # Know the topic's partitions before joining: a leader without them assigns nothing, and
         # the rebalance that follows is where kafka-python's join race strikes (watch_assignment).
         self.consumer.partitions_for_topic(self.topic)
-        self.consumer.subscribe([self.topic], listener=_Listener(self.events))
+        self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
 
     def close(self) -> None:
         self.sync()
@@ -355,7 +362,7 @@ class GroupMember:
                 now - self._unassigned_since,
             )
             self.consumer.unsubscribe()
-            self.consumer.subscribe([self.topic], listener=_Listener(self.events))
+            self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
             self._unassigned_since = now
             self._watchdog_s *= 2
 

@@ -3,18 +3,23 @@ batch cost more than writing the batch), discards broken ones, write_batch is id
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import pytest
+from kafka import TopicPartition
 
 from consumer import offsets
 from consumer.account_state import AccountStates
+from consumer.batch import Batch
+from consumer.processor import TransactionProcessor
 from consumer.storage import (
     BatchResult,
     StoredElsewhere,
@@ -25,7 +30,7 @@ from consumer.storage import (
 )
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
-from utils.config import PostgresSettings, ValidationLimits
+from utils.config import PostgresSettings, Settings, ValidationLimits
 from utils.database import Database, ErrorKind, classify
 from utils.errors import DatabaseUnavailable
 from utils.models import Transaction
@@ -248,3 +253,47 @@ def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(db: Databa
     assert proxy.deleted
     assert (sorted(inserted_at), result.already_stored) == ([(0, 0)], 9)
     assert _count(db, "SELECT count(*) FROM transactions") == 10
+
+
+class _CommitAnswerLost(Database):
+    """PostgreSQL commits the first transaction that reaches COMMIT, and the connection dies
+    before its answer arrives (a network cut at the worst moment)."""
+
+    armed = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        with super().connection() as conn:
+            yield conn
+            if not self.armed:
+                return
+            self.armed = False
+            conn.commit()
+        raise DatabaseUnavailable("lost the PostgreSQL connection: server closed the connection unexpectedly")
+
+
+def test_a_commit_whose_answer_was_lost_is_resolved_by_reading_back_not_taken_for_a_fence(
+    fresh_db: PostgresSettings,
+) -> None:
+    """Issue 18, item 7: the retry found its own offsets moved, reported a zombie fence and
+    left the batch out of the summary (it was stored)."""
+    settings = dataclasses.replace(Settings(), postgres=fresh_db)
+    proc = TransactionProcessor(settings)
+    fake_db = _CommitAnswerLost(fresh_db, maxconn=3)
+    proc.db = proc.retry.db = fake_db
+    fences: list[set[int]] = []
+    proc.member = SimpleNamespace(fenced=fences.append, rewind=lambda: None)  # type: ignore[assignment]
+    txns = _txns(20)
+    batch = Batch(txns=txns, moves={TopicPartition("t", 0): (0, 20)})
+    with fake_db.connection() as conn:
+        offsets.create(conn, settings.kafka.consumer_group, settings.kafka.topic, {0: 0}, None)
+    fake_db.armed = True
+    try:
+        with pytest.raises(DatabaseUnavailable) as lost:
+            proc._write_once(batch)
+        outcome = proc._persist(batch, lost.value)
+        assert isinstance(outcome, BatchResult), outcome
+        assert (outcome.inserted, fences, proc.summary.fenced) == (20, [], 0)
+        assert _count(fake_db, "SELECT count(*) FROM transactions") == 20
+    finally:
+        proc.close()

@@ -31,7 +31,7 @@ from consumer.storage import (
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
 from utils.config import PostgresSettings, Settings, ValidationLimits
-from utils.database import Database, ErrorKind, classify
+from utils.database import Database, ErrorKind, classify, connect
 from utils.errors import DatabaseUnavailable
 from utils.models import Transaction
 
@@ -225,12 +225,13 @@ class _DeleteBeforeLookup:
     """A cursor that, right before the staging path looks up the ids it could not insert,
     lets another session delete one of them (retention, or an operator) and commit."""
 
-    def __init__(self, cur: psycopg2.extensions.cursor, db: Database, victim: str) -> None:
-        self.cur, self.db, self.victim, self.deleted = cur, db, victim, False
+    def __init__(self, cur: psycopg2.extensions.cursor, pg: PostgresSettings, victim: str) -> None:
+        self.cur, self.pg, self.victim, self.deleted = cur, pg, victim, False
 
     def execute(self, sql: str, params: object = None) -> None:
         if sql.startswith("SELECT transaction_id, kafka_topic") and not self.deleted:
-            with self.db.connection() as other, other.cursor() as cur:
+            # The retention job's role: the consumer's may not delete.
+            with contextlib.closing(connect(self.pg, migration=True)) as other, other, other.cursor() as cur:
                 cur.execute("DELETE FROM transactions WHERE transaction_id = %s", (self.victim,))
                 assert cur.rowcount == 1
             self.deleted = True
@@ -240,7 +241,9 @@ class _DeleteBeforeLookup:
         return getattr(self.cur, name)
 
 
-def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(db: Database) -> None:
+def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(
+    db: Database, fresh_db: PostgresSettings
+) -> None:
     """Issue 18, item 7: the staging path took a row it could not insert for a replay, but the
     row was gone when it looked: the message was neither inserted nor already stored."""
     txns = _txns(10)
@@ -248,7 +251,7 @@ def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(db: Databa
         write_batch(conn, txns, [], [])
     result = BatchResult()
     with db.connection() as conn, conn.cursor() as cur:
-        proxy = _DeleteBeforeLookup(cur, db, txns[0].transaction_id)
+        proxy = _DeleteBeforeLookup(cur, fresh_db, txns[0].transaction_id)
         inserted_at = _insert_via_staging(proxy, txns, copy_rows(txns), result)  # type: ignore[arg-type]
     assert proxy.deleted
     assert (sorted(inserted_at), result.already_stored) == ([(0, 0)], 9)
@@ -282,7 +285,9 @@ def test_a_commit_whose_answer_was_lost_is_resolved_by_reading_back_not_taken_fo
     fake_db = _CommitAnswerLost(fresh_db, maxconn=3)
     proc.db = proc.retry.db = fake_db
     fences: list[set[int]] = []
-    proc.member = SimpleNamespace(fenced=fences.append, rewind=lambda: None)  # type: ignore[assignment]
+    proc.member = SimpleNamespace(  # type: ignore[assignment]
+        fenced=fences.append, rewind=lambda: None, keep_membership=lambda seconds: None, close=lambda: None
+    )
     txns = _txns(20)
     batch = Batch(txns=txns, moves={TopicPartition("t", 0): (0, 20)})
     with fake_db.connection() as conn:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import psycopg2.extensions
 
-__all__ = ["Start", "StartKind", "Stored", "advance", "create", "plan_start", "read"]
+__all__ = ["Start", "StartKind", "Stored", "advance", "commit_status", "create", "plan_start", "read"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,15 @@ def advance(
         (parts, [moves[p][0] for p in parts], [moves[p][1] for p in parts], group, topic, tid, tid),
     )
     return set(parts) - {r[0] for r in cur.fetchall()}
+
+
+def commit_status(conn: psycopg2.extensions.connection, xid: int) -> str | None:
+    """What became of transaction `xid` (from txid_current()): 'committed', 'aborted',
+    'in progress', or None when it is too old to tell."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT txid_status(%s)", (xid,))
+        row = cur.fetchone()
+    return None if row is None else row[0]
 
 
 class StartKind(enum.Enum):

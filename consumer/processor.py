@@ -68,6 +68,15 @@ class Fenced(TxmonError):
         self.partitions = partitions
 
 
+class CommitUnknown(DatabaseUnavailable):
+    """The connection died after the batch's COMMIT was sent: it may be stored. Settled by
+    asking PostgreSQL what became of its transaction (`offsets.commit_status`)."""
+
+    def __init__(self, xid: int, result: storage.BatchResult, cause: BaseException) -> None:
+        super().__init__(f"lost the answer to a batch's COMMIT (transaction {xid}): {cause}")
+        self.xid, self.result = xid, result
+
+
 class Outcome(enum.Enum):
     DONE = "done"  # the batch is stored (or there was none)
     REWOUND = "rewound"  # rolled back; every partition was sought back to its stored offset
@@ -330,21 +339,30 @@ class TransactionProcessor:
 
     def _write_once(self, batch: Batch) -> storage.BatchResult:
         started = time.perf_counter()
-        with self.db.connection() as conn:
-            with conn.cursor() as cur:
-                moves = {tp.partition: move for tp, move in batch.moves.items()}
-                fenced = offsets.advance(cur, self.group, self.topic, moves, batch.topic_id)
-                if fenced:
-                    raise Fenced(fenced)
-                rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
-            result = storage.write_batch(
-                conn,
-                batch.txns,
-                batch.alerts,
-                batch.rejections,
-                alert_positions=batch.alert_positions,
-                rule_set_version=batch.rule_set_version,
-            )
+        committing: tuple[int, storage.BatchResult] | None = None
+        try:
+            with self.db.connection() as conn:
+                with conn.cursor() as cur:
+                    moves = {tp.partition: move for tp, move in batch.moves.items()}
+                    fenced = offsets.advance(cur, self.group, self.topic, moves, batch.topic_id)
+                    if fenced:
+                        raise Fenced(fenced)
+                    cur.execute("SELECT txid_current()")
+                    xid = int(cur.fetchone()[0])  # type: ignore[index]
+                    rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
+                result = storage.write_batch(
+                    conn,
+                    batch.txns,
+                    batch.alerts,
+                    batch.rejections,
+                    alert_positions=batch.alert_positions,
+                    rule_set_version=batch.rule_set_version,
+                )
+                committing = (xid, result)
+        except DatabaseUnavailable as exc:
+            if committing is not None:  # everything ran: the COMMIT itself went unanswered
+                raise CommitUnknown(*committing, exc) from exc
+            raise
         result.write_s = time.perf_counter() - started
         result.stored_at = time.time()
         return result
@@ -389,6 +407,12 @@ class TransactionProcessor:
                 self.facts.learn_stored(error.stored_at)
                 self._rewind(f"{len(error.stored_at)} ids were already stored from other messages")
                 return Outcome.REWOUND
+            if isinstance(error, CommitUnknown):
+                stored = self._settle_commit(error)
+                if stored is not None:
+                    return stored
+                if self.stop_event.is_set():
+                    return Outcome.STOPPED
             if classify(error) is ErrorKind.DATA:
                 return self._reject_unstorable(batch, error)
             if not self.retry.again(error, attempts, f"storing a batch of {batch.size}"):
@@ -399,6 +423,25 @@ class TransactionProcessor:
                 return self._write_once(batch)
             except Exception as exc:
                 error = exc
+
+    def _settle_commit(self, error: CommitUnknown) -> storage.BatchResult | None:
+        """Whether a COMMIT whose answer was lost went through: its result if it did, None to
+        write the batch again (it did not, or asked to stop). Retrying blindly would find the
+        offsets moved by this very batch and take it for a zombie's fence."""
+        what = f"asking whether transaction {error.xid} committed"
+        while True:
+            status = self.retry.call(lambda conn: offsets.commit_status(conn, error.xid), what)
+            if status != "in progress":
+                break
+            self._keep_membership(0.5)  # the server has not noticed the dead connection yet
+        if status == "committed":
+            error.result.stored_at = time.time()
+            log.warning("the answer to a batch's COMMIT was lost; it was stored (transaction %d)", error.xid)
+            return error.result
+        log.warning(
+            "the answer to a batch's COMMIT was lost; it was not stored (%s): writing it again", status
+        )
+        return None
 
     def _reject_unstorable(self, batch: Batch, error: Exception) -> Outcome:
         """A row validation let through was refused by a constraint: learn which, and read the

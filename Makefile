@@ -17,7 +17,7 @@ VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
 MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard devdocs/*.py utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test test-fast bench airflow check \
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check \
         compose-up compose-down test-compose docs docs-serve
 
 help: ## list the targets
@@ -66,6 +66,9 @@ quality: venv ## measure every rule per incident on the local stack (QUALITY_ARG
 
 test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+simulate: venv ## the seeded consumer-group simulation over many seeds (SEEDS=100000; FIRST=0)
+	$(PY) -m tests.simulation --seeds $(or $(SEEDS),100000) --first $(or $(FIRST),0)
 
 test-fast: venv ## unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from consumer.rules import RULES
 from tests.browser import artifact, chromium
 from tests.console_support import HOSTILE, PASSWORD, Seeded, owner_rows, seed, serve
 from utils.config import PostgresSettings, Settings
@@ -198,7 +199,9 @@ def test_an_alert_becomes_a_case_closed_under_four_eyes(
         backtest_rows = tab.locator("th:has-text('Verdict precision')").locator(
             "xpath=ancestor::table//tbody/tr"
         )
-        assert backtest_rows.count() == 7  # every rule, with its verdict precision beside the simulator's
+        assert backtest_rows.count() == len(
+            RULES
+        )  # every rule, with its verdict precision beside the simulator's
         shot(tab, "12-rules")
         tab.goto(f"{base}/dlq")
         assert "invalid amount" in tab.inner_text("main")

@@ -11,13 +11,13 @@ SHELL := /bin/bash
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PYTHON      ?= python3.11
-REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
+REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-console.txt requirements-dev.txt
 # Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
 VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
-MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard devdocs/*.py utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard devdocs/*.py utils/*.py producer/*.py consumer/*.py console/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check \
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check console \
         compose-up compose-down test-compose docs docs-serve
 
 help: ## list the targets
@@ -77,6 +77,9 @@ check: lint typecheck test ## what CI runs: lint, types, every test
 
 bench: venv ## throughput/latency benchmark with baselines (BENCH_ARGS=--quick for ~4 min)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+console: venv ## the analysts' console natively on the local stack: http://127.0.0.1:8000 (CONSOLE_PORT)
+	@eval "$$($(PY) -m stack up)" && $(PY) -m utils.database migrate && $(PY) -m console serve
 
 docs: venv ## build the documentation site into site/ (--strict: any warning fails)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -244,3 +244,55 @@ class DlqPublisher(threading.Thread):
             fix_for(exc, self.dlq_topic),
             delay,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m consumer.dlq replay REJECTED_ID [--payload-file FILE]`: see consumer/dlq_replay.py."""
+    import argparse
+    import contextlib
+    import getpass
+    import sys
+    from pathlib import Path
+
+    from consumer import dlq_replay
+    from utils.config import load_settings
+    from utils.database import connect
+    from utils.errors import TxmonError
+    from utils.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m consumer.dlq", description="the dead-letter queue")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser(
+        "replay",
+        help="re-publish a rejected message (corrected) to its topic with its original key and a header "
+        "naming the rejected offset; refused when its transaction_id is already stored "
+        "[env: KAFKA_BOOTSTRAP_SERVERS, POSTGRES_*]",
+    )
+    p.add_argument("rejected_id", type=int, help="rejected_transactions.rejected_id")
+    p.add_argument(
+        "--payload-file", help="the corrected payload ('-': standard input; default: the original)"
+    )
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    corrected = b""
+    if args.payload_file == "-":
+        corrected = sys.stdin.buffer.read()
+    elif args.payload_file:
+        corrected = Path(args.payload_file).read_bytes()
+    try:
+        with contextlib.closing(connect(settings.postgres)) as conn:
+            print(dlq_replay.replay(conn, settings.kafka, args.rejected_id, corrected, by=getpass.getuser()))
+    except dlq_replay.ReplayRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except TxmonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

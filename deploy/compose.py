@@ -33,6 +33,7 @@ HOST_PORTS = {
     "AIRFLOW_POSTGRES_HOST_PORT": (5433, "Airflow's metadata DB"),
     "AIRFLOW_HOST_PORT": (8080, "Airflow UI/API"),
     "PROMETHEUS_HOST_PORT": (9090, "Prometheus"),
+    "CONSOLE_HOST_PORT": (8000, "analysts' console"),
 }
 
 

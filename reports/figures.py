@@ -11,6 +11,7 @@ from reports.completeness import Completeness
 from reports.offsets import PartitionReconciliation
 from utils.money import DEFAULT_BASE
 from utils.rule_quality import RuleScore
+from utils.verdicts import VerdictScore
 
 # The breakdowns of the summary, in the order the report shows them.
 SUMMARY_DIMENSIONS = (
@@ -111,6 +112,8 @@ class ReportFigures:
     noisy_alert_rate: float = 0.05  # REPORT_NOISY_ALERT_RATE: rules alerting more often are flagged
     ground_truth: bool = False  # the rules could be scored against the simulator's incidents
     base_currency: str = DEFAULT_BASE  # BASE_CURRENCY of the run: every amount added across currencies
+    # Per rule: the day's alerts in closed console cases, confirmed as fraud or not (utils/verdicts.py).
+    verdicts: dict[str, VerdictScore] = field(default_factory=dict)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property

@@ -36,6 +36,7 @@ from reports.figures import (
 )
 from reports.reconciliation import read_reconciliation
 from reports.scoring import score_day
+from utils import verdicts
 from utils.database import Database
 from utils.money import MINOR_UNITS, RateTable
 from utils.rule_quality import RULE_SCENARIO, RuleScore
@@ -359,6 +360,7 @@ def gather_figures(
         completeness = read_completeness(cur, day)
         cur.execute(_PROCESSED_ON_SQL, {"start": start, "end": end})
         processed_on = [(d, int(n)) for d, n in cur.fetchall()]
+        verdict_scores = verdicts.load_for_day(cur, start, end)
     return ReportFigures(
         day,
         summary,
@@ -373,4 +375,5 @@ def gather_figures(
         noisy_alert_rate=noisy_alert_rate,
         ground_truth=ground_truth,
         base_currency=rates.base,
+        verdicts=verdict_scores,
     )

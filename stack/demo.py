@@ -156,6 +156,8 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         'next       eval "$(make -s stack-up)"   # export the connection settings into this shell',
         '           PGPASSWORD="$POSTGRES_PASSWORD" psql -h "$POSTGRES_HOST" -p "$POSTGRES_PORT" -U "$POSTGRES_USER" '
         '-d "$POSTGRES_DB" -c "SELECT alert_type, severity, count(*) FROM alerts GROUP BY 1, 2"',
+        "console    python -m console add-user NAME --role lead   # password on stdin; then `make console`:",
+        f"           http://127.0.0.1:{settings.console.port}/alerts   # the analysts' console (docs/console.md)",
         "           make stack-down                # stop the local stack (data is kept)",
     ]
     for day, n in totals["days"]:  # the report of each day the run filled

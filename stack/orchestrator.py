@@ -44,7 +44,7 @@ from stack.common import (
     tcp_answers,
     write_atomic,
 )
-from stack.postgres import APP_ROLE, DB_NAME, OWNER_ROLE, RETENTION_ROLE, SUPERUSER, Postgres
+from stack.postgres import APP_ROLE, CONSOLE_ROLE, DB_NAME, OWNER_ROLE, RETENTION_ROLE, SUPERUSER, Postgres
 from stack.tansu import TansuBroker
 from utils import roles
 from utils.config import PostgresSettings, load_settings
@@ -87,6 +87,8 @@ class StackEnv:
     postgres_migration_password: str = field(default="", repr=False)
     postgres_retention_user: str = ""
     postgres_retention_password: str = field(default="", repr=False)
+    postgres_console_user: str = ""
+    postgres_console_password: str = field(default="", repr=False)
 
     def as_environ(self) -> dict[str, str]:
         """The variables utils/config.py reads, named after the fields (KAFKA_BOOTSTRAP_SERVERS, ...)."""
@@ -103,6 +105,8 @@ class StackEnv:
             migration_password=self.postgres_migration_password,
             retention_user=self.postgres_retention_user or PostgresSettings().retention_user,
             retention_password=self.postgres_retention_password,
+            console_user=self.postgres_console_user or PostgresSettings().console_user,
+            console_password=self.postgres_console_password,
         )
 
 
@@ -381,7 +385,8 @@ class LocalStack:
         if state.get("postgres") == "external" and self.existing_postgres:
             pg = self.existing_postgres
             return StackEnv(bootstrap, pg.host, pg.port, pg.db, pg.user, pg.password, pg.migration_user,
-                            pg.migration_password, pg.retention_user, pg.retention_password)  # fmt: skip
+                            pg.migration_password, pg.retention_user, pg.retention_password,
+                            pg.console_user, pg.console_password)  # fmt: skip
         passwords = self.postgres.passwords()
         return StackEnv(
             kafka_bootstrap_servers=bootstrap,
@@ -394,6 +399,8 @@ class LocalStack:
             postgres_migration_password=passwords[OWNER_ROLE],
             postgres_retention_user=RETENTION_ROLE,
             postgres_retention_password=passwords[RETENTION_ROLE],
+            postgres_console_user=CONSOLE_ROLE,
+            postgres_console_password=passwords[CONSOLE_ROLE],
         )
 
     def superuser_password(self) -> str:

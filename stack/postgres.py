@@ -51,7 +51,8 @@ SUPERUSER = roles.SUPERUSER
 OWNER_ROLE = "txmon_owner"
 APP_ROLE = "txmon_app"
 RETENTION_ROLE = "txmon_retention"
-ROLE_NAMES = roles.RoleNames(owner=OWNER_ROLE, app=APP_ROLE, retention=RETENTION_ROLE)
+CONSOLE_ROLE = "txmon_console"
+ROLE_NAMES = roles.RoleNames(owner=OWNER_ROLE, app=APP_ROLE, retention=RETENTION_ROLE, console=CONSOLE_ROLE)
 # initdb and postgres refuse to run as root; as root we run them as this system user.
 PG_SYSTEM_USER = "txmon"
 # As root, a data dir under a folder the system user cannot traverse (/root is 0700) moves here.
@@ -193,15 +194,18 @@ class Postgres:
     # ---- passwords -----------------------------------------------------------------------------
 
     def passwords(self) -> dict[str, str]:
-        """Generated passwords (superuser, owner, app, retention): created once, 0600, reused
-        across restarts. A role added later (retention) gets its password added to the file."""
+        """Generated passwords (superuser, owner, app, retention, console): created once, 0600,
+        reused across restarts. A role added later (retention, console) gets its password added
+        to the file."""
         path = self.secrets_path
-        keys = (SUPERUSER, OWNER_ROLE, APP_ROLE, RETENTION_ROLE)
+        keys = (SUPERUSER, OWNER_ROLE, APP_ROLE, RETENTION_ROLE, CONSOLE_ROLE)
         try:
             data = json.loads(path.read_text())
             if all(isinstance(data.get(k), str) and data[k] for k in keys[:3]):
-                if not (isinstance(data.get(RETENTION_ROLE), str) and data[RETENTION_ROLE]):
-                    data[RETENTION_ROLE] = secrets.token_urlsafe(24)
+                added = [k for k in keys[3:] if not (isinstance(data.get(k), str) and data[k])]
+                for k in added:
+                    data[k] = secrets.token_urlsafe(24)
+                if added:
                     write_atomic(path, json.dumps(data, indent=2) + "\n", mode=0o600)
                 return {k: data[k] for k in keys}
         except (OSError, ValueError):

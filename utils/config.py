@@ -60,6 +60,12 @@ class PostgresSettings:
         "POSTGRES_RETENTION_USER", "txmon_retention", "the role the retention cleanup deletes old rows as"
     )
     retention_password: str = env("POSTGRES_RETENTION_PASSWORD", "", secret=True)
+    console_user: str = env(
+        "POSTGRES_CONSOLE_USER",
+        "txmon_console",
+        "the role the analysts' console logs in as: reads the pipeline's tables, writes only its own",
+    )
+    console_password: str = env("POSTGRES_CONSOLE_PASSWORD", "", secret=True)
     pool_max: int = env("POSTGRES_POOL_MAX", 4)
     connect_timeout_s: int = env("POSTGRES_CONNECT_TIMEOUT", 5)
     statement_timeout_ms: int = env("POSTGRES_STATEMENT_TIMEOUT_MS", 60000)
@@ -88,6 +94,15 @@ class PostgresSettings:
                 f"{self.retention_user!r} (POSTGRES_RETENTION_USER), since the app role may not delete"
             )
         return dataclasses.replace(self, user=self.retention_user, password=self.retention_password)
+
+    def as_console(self) -> PostgresSettings:
+        """The same database as the console's role, which may write only the console's tables."""
+        if not self.console_password:
+            raise ConfigError(
+                f"POSTGRES_CONSOLE_PASSWORD is not set: the console signs in to PostgreSQL as the role "
+                f"{self.console_user!r} (POSTGRES_CONSOLE_USER); set its password in .env"
+            )
+        return dataclasses.replace(self, user=self.console_user, password=self.console_password)
 
 
 def _libpq_quote(value: str) -> str:
@@ -326,6 +341,43 @@ class ReportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The analysts' console (console/, `python -m console serve`)."""
+
+    port: int = env("CONSOLE_PORT", 8000, "port of the console's web page")
+    address: str = env("CONSOLE_ADDRESS", "127.0.0.1", "address it listens on (0.0.0.0 in containers)")
+    secure_cookies: bool = env(
+        "CONSOLE_SECURE_COOKIES", False, "mark the session cookie Secure: set to true behind TLS"
+    )
+    session_hours: float = env("CONSOLE_SESSION_HOURS", 8.0, "a session expires this long after sign-in")
+    lockout_attempts: int = env(
+        "CONSOLE_LOCKOUT_ATTEMPTS", 5, "failed sign-ins in a row that lock an account ..."
+    )
+    lockout_minutes: float = env("CONSOLE_LOCKOUT_MINUTES", 15.0, "... for this long")
+    sla_hours_low: float = env("CONSOLE_SLA_HOURS_LOW", 168.0, "a case's due time after its first low alert")
+    sla_hours_medium: float = env("CONSOLE_SLA_HOURS_MEDIUM", 72.0, "... medium")
+    sla_hours_high: float = env("CONSOLE_SLA_HOURS_HIGH", 24.0, "... high")
+    sla_hours_critical: float = env("CONSOLE_SLA_HOURS_CRITICAL", 4.0, "... critical")
+
+    def __post_init__(self) -> None:
+        if self.lockout_attempts < 1:
+            raise ConfigError(f"CONSOLE_LOCKOUT_ATTEMPTS={self.lockout_attempts} must be at least 1")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith(("sla_", "session_")) and value <= 0:
+                raise ConfigError(f"{f.metadata['env']}={value:g} must be greater than 0")
+
+    def sla_hours(self) -> dict[str, float]:
+        """Hours from a case's first alert of each severity to its due time."""
+        return {
+            "low": self.sla_hours_low,
+            "medium": self.sla_hours_medium,
+            "high": self.sla_hours_high,
+            "critical": self.sla_hours_critical,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -335,6 +387,7 @@ class Settings:
     producer: ProducerSettings = field(default_factory=ProducerSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     log_level: str = env("LOG_LEVEL", "INFO")
     log_format: str = env("LOG_FORMAT", "text", "text or json")
     data_dir: str = env("AIRFLOW_DATA_DIR", str(REPO_ROOT / "airflow-data"), "reports and metrics")
@@ -365,7 +418,7 @@ def check_retention(retention_days: float, max_age_days: float) -> None:
         )
 
 
-_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor", "report")
+_GROUPS = ("kafka", "postgres", "consumer", "validation", "rules", "producer", "monitor", "report", "console")
 
 
 def env_fields() -> list[tuple[str, dataclasses.Field[Any]]]:

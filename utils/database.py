@@ -131,6 +131,11 @@ class Database:
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._lock = threading.Lock()
 
+    @property
+    def maxconn(self) -> int:
+        """Connections the pool holds at most (psycopg2's pool refuses, never waits, beyond)."""
+        return self._maxconn
+
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         with self._lock:
             if self._pool is None:

@@ -8,6 +8,9 @@
                                           it may only read and add to
     retention  (POSTGRES_RETENTION_USER)  what the retention cleanup logs in as: reads and deletes
                                           old rows of the tables it purges, nothing else
+    console    (POSTGRES_CONSOLE_USER)    what the analysts' console (console/) logs in as: reads the
+                                          pipeline's tables, writes only the console's; a case's
+                                          history (case_events) it may only add to
 
 Three places apply this definition, each with the rights it has:
   - the native stack (stack/postgres.py) and Compose's one-shot `db-roles` service
@@ -21,6 +24,7 @@ migration's table needs a line too (tests/unit/test_roles.py fails until it has 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -51,11 +55,13 @@ LOGIN_ONLY = ("LOGIN", "NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATI
 OWNER_ATTRIBUTES = LOGIN_ONLY
 APP_ATTRIBUTES = LOGIN_ONLY
 RETENTION_ATTRIBUTES = LOGIN_ONLY
+CONSOLE_ATTRIBUTES = LOGIN_ONLY
 
 # Nobody but the owner (implicitly) and the app role may connect. TEMPORARY: the consumer's COPY
 # goes through a temporary staging table.
 APP_DATABASE_PRIVILEGES = ("CONNECT", "TEMPORARY")
 RETENTION_DATABASE_PRIVILEGES = ("CONNECT",)
+CONSOLE_DATABASE_PRIVILEGES = ("CONNECT",)
 APP_SCHEMA_PRIVILEGES = ("USAGE",)
 # bigserial keys: inserting a row takes the next value of its sequence.
 APP_SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
@@ -87,6 +93,14 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "dlq_progress": ("SELECT", "INSERT", "UPDATE"),
         # The migration history: readable (migrate's up-to-date check runs as any role), never written.
         "schema_migrations": ("SELECT",),
+        # The console's tables (console/): the pipeline writes none of them; closed cases and
+        # their alerts it reads, as labels (utils/verdicts.py: precision from analysts' verdicts).
+        "console_users": (),
+        "console_sessions": (),
+        "cases": ("SELECT",),
+        "case_alerts": ("SELECT",),
+        "case_links": (),
+        "case_events": (),
     }
 )
 # What the retention role may do: count and delete what has expired (reports/retention.py).
@@ -100,6 +114,33 @@ RETENTION_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
+# What the console role may do: read what the pipeline stored, write its own tables. A table
+# not listed gets nothing; a pipeline table it should read needs a line here.
+CONSOLE_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "transactions": ("SELECT",),
+        "alerts": ("SELECT",),
+        "rejected_transactions": ("SELECT",),
+        "daily_summary": ("SELECT",),
+        "rule_quality": ("SELECT",),
+        "rule_set_versions": ("SELECT",),
+        "rule_set_active": ("SELECT",),
+        "rule_set_activations": ("SELECT",),
+        "rule_set_applied": ("SELECT",),
+        "schema_migrations": ("SELECT",),
+        # Users: created by `python -m console add-user` (as this role); a failed sign-in counts.
+        "console_users": ("SELECT", "INSERT", "UPDATE"),
+        "console_sessions": READ_WRITE,
+        "cases": ("SELECT", "INSERT", "UPDATE"),
+        # Never detached; the copy of the case's status and assignee moves with the case.
+        "case_alerts": ("SELECT", "INSERT", "UPDATE"),
+        "case_links": INSERT_ONLY,
+        # The audit trail of decisions: only ever added to (a trigger refuses the rest to anyone).
+        "case_events": INSERT_ONLY,
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RoleNames:
     """The roles' names, which settings choose (POSTGRES_MIGRATION_USER, POSTGRES_USER,
@@ -108,6 +149,7 @@ class RoleNames:
     owner: str
     app: str
     retention: str = ""
+    console: str = ""
 
     def __post_init__(self) -> None:
         if not self.owner or not self.app:
@@ -124,12 +166,17 @@ class RoleNames:
                 f"POSTGRES_RETENTION_USER is {self.retention!r}, a role the pipeline already uses: the "
                 "retention role must be its own, or the app role could delete the audit trail"
             )
-        if SUPERUSER in (self.owner, self.app, self.retention):
+        if self.console and self.console in (self.owner, self.app, self.retention):
+            raise ConfigError(
+                f"POSTGRES_CONSOLE_USER is {self.console!r}, a role the pipeline already uses: the "
+                "console's role must be its own, or the console could write the pipeline's tables"
+            )
+        if SUPERUSER in (self.owner, self.app, self.retention, self.console):
             raise ConfigError(f"{SUPERUSER!r} is the superuser: give the pipeline's roles other names")
 
     @classmethod
     def from_settings(cls, pg: PostgresSettings) -> RoleNames:
-        return cls(owner=pg.migration_user, app=pg.user, retention=pg.retention_user)
+        return cls(owner=pg.migration_user, app=pg.user, retention=pg.retention_user, console=pg.console_user)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +224,20 @@ def database_statements(db: str, names: RoleNames) -> list[sql.Composed]:
                 _list(RETENTION_DATABASE_PRIVILEGES), database, retention
             ),
         ]
+    if names.console:
+        console = sql.Identifier(names.console)
+        out += [
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(database, console),
+            sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                _list(CONSOLE_DATABASE_PRIVILEGES), database, console
+            ),
+        ]
     return out
 
 
-def table_statements(app: str, tables: Iterable[str], retention: str = "") -> list[sql.Composed]:
+def table_statements(
+    app: str, tables: Iterable[str], retention: str = "", console: str = ""
+) -> list[sql.Composed]:
     """The app role's (and the retention role's, when named) privileges on the schema, the
     sequences and each of `tables` that the definition lists (revoked first, so a narrower
     definition takes privileges away)."""
@@ -212,7 +269,33 @@ def table_statements(app: str, tables: Iterable[str], retention: str = "") -> li
                         _list(RETENTION_TABLE_PRIVILEGES[table]), name, purger
                     )
                 )
+    if console:
+        out += console_table_statements(console, tables)
     return out
+
+
+def console_table_statements(console: str, tables: Iterable[str]) -> list[sql.Composed]:
+    """The console role's privileges: the schema, the sequences of its own tables (bigserial
+    keys), and each table as CONSOLE_TABLE_PRIVILEGES lists it (revoked first)."""
+    role, schema = sql.Identifier(console), sql.Identifier(SCHEMA)
+    out = [
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role),
+        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(schema, role),
+    ]
+    for table in sorted(set(tables)):
+        name = sql.Identifier(SCHEMA, table)
+        out.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(name, role))
+        wanted = CONSOLE_TABLE_PRIVILEGES.get(table, ())
+        if wanted:
+            out.append(sql.SQL("GRANT {} ON TABLE {} TO {}").format(_list(wanted), name, role))
+        if "INSERT" in wanted and table in _SERIAL_KEYS:
+            sequence = sql.Identifier(SCHEMA, f"{table}_{_SERIAL_KEYS[table]}_seq")
+            out.append(sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(sequence, role))
+    return out
+
+
+# The console's tables with a bigserial key: inserting takes the next value of its sequence.
+_SERIAL_KEYS = MappingProxyType({"console_users": "user_id", "cases": "case_id", "case_events": "event_id"})
 
 
 def _execute_atomically(cur: psycopg2.extensions.cursor, statements: Sequence[sql.Composable]) -> None:
@@ -240,10 +323,19 @@ def provision(
             "retention cleanup cannot run",
             names.retention,
         )
-        names = RoleNames(owner=names.owner, app=names.app)
+        names = RoleNames(owner=names.owner, app=names.app, console=names.console)
     wanted = [(names.owner, OWNER_ATTRIBUTES), (names.app, APP_ATTRIBUTES)]
     if names.retention:
         wanted.append((names.retention, RETENTION_ATTRIBUTES))
+    if names.console and not passwords.get(names.console):
+        log.warning(
+            "no password for the console role %r (POSTGRES_CONSOLE_PASSWORD): not set up, so the "
+            "console cannot sign in to the database",
+            names.console,
+        )
+        names = dataclasses.replace(names, console="")
+    if names.console:
+        wanted.append((names.console, CONSOLE_ATTRIBUTES))
     with conn.cursor() as cur:
         for name, attributes in wanted:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
@@ -262,9 +354,11 @@ def grant_database_privileges(cur: psycopg2.extensions.cursor, db: str, names: R
     _execute_atomically(cur, database_statements(db, names))
 
 
-def grant_table_privileges(cur: psycopg2.extensions.cursor, app: str, retention: str = "") -> None:
+def grant_table_privileges(
+    cur: psycopg2.extensions.cursor, app: str, retention: str = "", console: str = ""
+) -> None:
     """As the owner, after the migrations: the app role's privileges on what they created, and
-    the retention role's where that role exists."""
+    the retention and console roles' where those roles exist."""
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))
     tables = {row[0] for row in cur.fetchall()}
     if retention:
@@ -272,13 +366,20 @@ def grant_table_privileges(cur: psycopg2.extensions.cursor, app: str, retention:
         if cur.fetchone() is None:
             log.warning("role %s does not exist: the retention cleanup has no role to run as", retention)
             retention = ""
+    if console:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (console,))
+        if cur.fetchone() is None:
+            log.warning(
+                "role %s does not exist: the console has no role to sign in to the database as", console
+            )
+            console = ""
     for table in sorted(tables - APP_TABLE_PRIVILEGES.keys()):
         log.warning(
             "table %s has no line in utils/roles.py's APP_TABLE_PRIVILEGES: role %s gets no privileges on it",
             table,
             app,
         )
-    _execute_atomically(cur, table_statements(app, tables, retention))
+    _execute_atomically(cur, table_statements(app, tables, retention, console))
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "provision",
         help="as the superuser: create or update the owner and app roles, the database, who may connect "
         "[env: POSTGRES_SUPERUSER_PASSWORD, POSTGRES_MIGRATION_USER/_PASSWORD, POSTGRES_USER/_PASSWORD, "
-        "POSTGRES_RETENTION_USER/_PASSWORD, POSTGRES_DB]",
+        "POSTGRES_RETENTION_USER/_PASSWORD, POSTGRES_CONSOLE_USER/_PASSWORD, POSTGRES_DB]",
     )
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the server (default 60)")
     args = parser.parse_args(argv)
@@ -341,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             passwords = {names.owner: pg.migration_password, names.app: pg.password}
             passwords[names.retention] = pg.retention_password
+            if names.console:
+                passwords[names.console] = pg.console_password
             provision(conn, pg.db, names, passwords)
         finally:
             conn.close()

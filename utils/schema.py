@@ -148,7 +148,7 @@ def _grant_app_role(cur: psycopg2.extensions.cursor, pg: PostgresSettings) -> No
     """The pipeline's role gets what utils/roles.py lists; it never owns tables, so it cannot drop them."""
     if not pg.migration_user or pg.migration_user == pg.user:
         return
-    roles.grant_table_privileges(cur, pg.user, pg.retention_user)
+    roles.grant_table_privileges(cur, pg.user, pg.retention_user, pg.console_user)
 
 
 def migration_status(pg: PostgresSettings) -> tuple[list[str], list[str]]:

@@ -204,6 +204,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
             f"in {run.elapsed_s:.1f} s ({rate:,.0f}/s)"
         )
         print(backtest.format_table(outcome))
+        print("\n".join(_verdicts(settings, args.since, args.until)))
         if run.conflicts:
             print(f"partitions whose stored alerts carry different versions: {run.conflicts}")
     if self_check and not outcome.identical:
@@ -217,6 +218,15 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     if self_check and not args.json:
         print("self-check passed: the replay reproduces every stored alert")
     return 0
+
+
+def _verdicts(settings: Settings, since: datetime | None, until: datetime | None) -> list[str]:
+    """The analysts' verdicts on the same window: precision from real outcomes, beside the
+    simulator's in the table above."""
+    from utils import verdicts
+
+    with contextlib.closing(connect(settings.postgres)) as conn, conn.cursor() as cur:
+        return verdicts.format_lines(verdicts.load(cur, since, until))
 
 
 def _read(path: Path, settings: Settings) -> RuleSet:

@@ -88,6 +88,7 @@ def assert_roles_as_defined(cur: psycopg2.extensions.cursor, names: roles.RoleNa
     assert role_attributes(cur, names.owner) == expected_attributes(roles.OWNER_ATTRIBUTES)
     assert role_attributes(cur, names.app) == expected_attributes(roles.APP_ATTRIBUTES)
     assert role_attributes(cur, names.retention) == expected_attributes(roles.RETENTION_ATTRIBUTES)
+    assert role_attributes(cur, names.console) == expected_attributes(roles.CONSOLE_ATTRIBUTES)
 
 
 def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: roles.RoleNames) -> None:
@@ -96,6 +97,7 @@ def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: 
     assert grants == {
         names.app: set(roles.APP_DATABASE_PRIVILEGES),
         names.retention: set(roles.RETENTION_DATABASE_PRIVILEGES),
+        names.console: set(roles.CONSOLE_DATABASE_PRIVILEGES),
     }  # and nothing for PUBLIC
 
 
@@ -105,12 +107,17 @@ def assert_tables_as_defined(conn: psycopg2.extensions.connection, names: roles.
         expected = {t: {names.app: set(p)} for t, p in roles.APP_TABLE_PRIVILEGES.items() if p}
         for table, privileges in roles.RETENTION_TABLE_PRIVILEGES.items():
             expected[table][names.retention] = set(privileges)
+        for table, privileges in roles.CONSOLE_TABLE_PRIVILEGES.items():
+            expected.setdefault(table, {})[names.console] = set(privileges)
         assert tables == expected
         sequences = relation_grants(cur, ("S",))
         assert sequences, "the migrations create bigserial keys"
-        assert all(g == {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)} for g in sequences.values()), (
-            sequences
-        )
+        console_sequences = {"console_users_user_id_seq", "cases_case_id_seq", "case_events_event_id_seq"}
+        for name, grants in sequences.items():
+            assert grants.pop(names.console, set()) == (
+                {"USAGE", "SELECT"} if name in console_sequences else set()
+            )
+            assert grants == {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)}, (name, grants)
         cur.execute(
             "SELECT has_schema_privilege(%s, 'public', 'USAGE'), has_schema_privilege(%s, 'public', 'CREATE')",
             (names.app, names.app),
@@ -152,7 +159,12 @@ def test_provision_cli_sets_up_what_compose_needs(
     """`python -m utils.roles provision` (Compose's db-roles) with other role names, then the
     migrations as the owner: the same privileges, and the roles log in with their passwords."""
     suffix = uuid.uuid4().hex[:8]
-    names = roles.RoleNames(owner=f"it_owner_{suffix}", app=f"it_app_{suffix}", retention=f"it_ret_{suffix}")
+    names = roles.RoleNames(
+        owner=f"it_owner_{suffix}",
+        app=f"it_app_{suffix}",
+        retention=f"it_ret_{suffix}",
+        console=f"it_con_{suffix}",
+    )
     db = f"it_roles_{suffix}"
     pg = PostgresSettings(
         host="127.0.0.1",
@@ -164,6 +176,8 @@ def test_provision_cli_sets_up_what_compose_needs(
         migration_password=f"owner-{suffix}",
         retention_user=names.retention,
         retention_password=f"retention-{suffix}",
+        console_user=names.console,
+        console_password=f"console-{suffix}",
     )
     monkeypatch.setenv("TXMON_ENV_FILE", str(tmp_path / "none.env"))
     for key, value in {
@@ -176,6 +190,8 @@ def test_provision_cli_sets_up_what_compose_needs(
         "POSTGRES_MIGRATION_PASSWORD": pg.migration_password,
         "POSTGRES_RETENTION_USER": pg.retention_user,
         "POSTGRES_RETENTION_PASSWORD": pg.retention_password,
+        "POSTGRES_CONSOLE_USER": pg.console_user,
+        "POSTGRES_CONSOLE_PASSWORD": pg.console_password,
         "POSTGRES_SUPERUSER_PASSWORD": native_stack.superuser_password(),
     }.items():
         monkeypatch.setenv(key, value)
@@ -194,10 +210,13 @@ def test_provision_cli_sets_up_what_compose_needs(
         with contextlib.closing(psycopg2.connect(pg.as_retention().dsn())) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_user")
             assert cur.fetchone() == (names.retention,)
+        with contextlib.closing(psycopg2.connect(pg.as_console().dsn())) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == (names.console,)
     finally:
         with contextlib.closing(native_stack.postgres.connect_superuser()) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-                for role in (names.app, names.retention, names.owner):
+                for role in (names.app, names.retention, names.console, names.owner):
                     cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -32,6 +32,7 @@ DOCKERFILES = [
     REPO_ROOT / "docker" / "kafka.Dockerfile",
     REPO_ROOT / "docker" / "airflow.Dockerfile",
     REPO_ROOT / "docker" / "prometheus.Dockerfile",
+    REPO_ROOT / "docker" / "console.Dockerfile",
 ]
 
 AIRFLOW_SERVICES = {
@@ -43,7 +44,7 @@ AIRFLOW_SERVICES = {
 }
 ONE_SHOT = {"kafka-init", "db-roles", "db-migrate", "airflow-init"}
 SERVICES = (
-    {"zookeeper", "kafka", "postgres", "airflow-postgres", "producer", "consumer", "prometheus"}
+    {"zookeeper", "kafka", "postgres", "airflow-postgres", "producer", "consumer", "prometheus", "console"}
     | ONE_SHOT
     | AIRFLOW_SERVICES
 )
@@ -56,6 +57,7 @@ HOST_PORTS = {
     "airflow-postgres": ("AIRFLOW_POSTGRES_HOST_PORT", 5433, 5432),
     "airflow-apiserver": ("AIRFLOW_HOST_PORT", 8080, 8080),
     "prometheus": ("PROMETHEUS_HOST_PORT", 9090, 9090),
+    "console": ("CONSOLE_HOST_PORT", 8000, 8000),
 }
 
 # The same entry points the native stack and the tests run; these files must exist.
@@ -65,6 +67,7 @@ ENTRY_POINTS = {
     "kafka-init": (["python", "-m", "utils.kafka_cleanup", "create-topics"], "utils/kafka_cleanup.py"),
     "db-roles": (["python", "-m", "utils.roles", "provision"], "utils/roles.py"),
     "db-migrate": (["python", "-m", "utils.database", "migrate"], "utils/database.py"),
+    "console": (["python", "-m", "console", "serve"], "console/__main__.py"),
 }
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN")
@@ -205,6 +208,7 @@ def test_required_secrets_stop_compose_with_a_message(raw: str) -> None:
         "POSTGRES_MIGRATION_PASSWORD",
         "POSTGRES_SUPERUSER_PASSWORD",
         "POSTGRES_RETENTION_PASSWORD",
+        "POSTGRES_CONSOLE_PASSWORD",
         "AIRFLOW_POSTGRES_PASSWORD",
         "AIRFLOW_ADMIN_PASSWORD",
         "AIRFLOW_FERNET_KEY",
@@ -587,6 +591,7 @@ def test_each_image_is_built_by_one_service_and_never_pulled(compose: dict[str, 
         "txmon-kafka:${TXMON_IMAGE_TAG:-local}": ["zookeeper"],
         "txmon-airflow:${TXMON_IMAGE_TAG:-local}": ["airflow-init"],
         "txmon-prometheus:${TXMON_IMAGE_TAG:-local}": ["prometheus"],
+        "txmon-console:${TXMON_IMAGE_TAG:-local}": ["console"],
     }
     for name, svc in compose["services"].items():
         if svc["image"] in builders:

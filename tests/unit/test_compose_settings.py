@@ -28,7 +28,7 @@ import yaml
 from utils.config import Settings, env_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("utils", "producer", "consumer", "reports", "stack")
+PACKAGES = ("utils", "producer", "consumer", "reports", "stack", "console")
 GROUPS = {f.name for f in dataclasses.fields(Settings) if f.name in {g for g, _ in env_fields() if g}}
 TOP_LEVEL = {f.name for f in dataclasses.fields(Settings)} - GROUPS
 ENV_NAME = {(group, f.name): f.metadata["env"] for group, f in env_fields()}
@@ -43,17 +43,24 @@ AIRFLOW = {
 # Settings a container's code reads and is deliberately not given; each with its reason.
 WITHHELD = {
     # Only db-roles creates the roles, as the superuser.
-    "POSTGRES_SUPERUSER_PASSWORD": {"consumer", "db-migrate", *AIRFLOW},
-    # The owner role: only the jobs that create it (db-roles) and migrate as it (db-migrate).
-    "POSTGRES_MIGRATION_USER": {"consumer", *AIRFLOW},
-    "POSTGRES_MIGRATION_PASSWORD": {"consumer", *AIRFLOW},
+    "POSTGRES_SUPERUSER_PASSWORD": {"consumer", "db-migrate", "console", *AIRFLOW},
+    # The owner role: only the jobs that create it (db-roles) and migrate as it (db-migrate). The
+    # console would publish rule sets as it: in Compose an admin publishes with the CLI instead.
+    "POSTGRES_MIGRATION_USER": {"consumer", "console", *AIRFLOW},
+    "POSTGRES_MIGRATION_PASSWORD": {"consumer", "console", *AIRFLOW},
     # db-migrate logs in as the owner only; the app role's password is not its business.
-    "POSTGRES_PASSWORD": {"db-migrate"},
+    "POSTGRES_PASSWORD": {"db-migrate", "console"},
+    # The console logs in as its own role (POSTGRES_CONSOLE_USER), never as the app role.
+    "POSTGRES_USER": {"console"},
     # The retention role deletes old audit rows: only the cleanup task (Airflow's scheduler and
     # the containers sharing its settings) and db-roles, which creates it, get its password;
     # db-migrate grants it by name.
-    "POSTGRES_RETENTION_USER": {"consumer", "airflow-init"},
-    "POSTGRES_RETENTION_PASSWORD": {"consumer", "db-migrate", "airflow-init"},
+    "POSTGRES_RETENTION_USER": {"consumer", "airflow-init", "console"},
+    "POSTGRES_RETENTION_PASSWORD": {"consumer", "db-migrate", "airflow-init", "console"},
+    # The console's role: only the console logs in as it, db-roles creates it, db-migrate grants
+    # it by name.
+    "POSTGRES_CONSOLE_USER": {"consumer", *AIRFLOW},
+    "POSTGRES_CONSOLE_PASSWORD": {"consumer", "db-migrate", *AIRFLOW},
 }
 
 

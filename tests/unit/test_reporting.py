@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -592,3 +593,20 @@ def test_reconciliation_says_whether_it_agrees_with_the_rejection_table() -> Non
     text = _text(render_page(restarted, {}))
     assert "offsets restarted: began at 0, below 66,804" in text
     assert "Offsets restarted 1 time(s): a topic was recreated or its offsets were reset on this day." in text
+
+
+def test_analysts_verdicts_are_shown_beside_the_simulators_precision() -> None:
+    from utils.verdicts import scores
+
+    figures = _figures(date(2026, 3, 10))
+    assert 'id="verdicts"' not in render_page(figures, {})  # no closed case: no table
+    labelled = dataclasses.replace(
+        figures,
+        verdicts=scores([(EVIL, "confirmed_fraud"), (EVIL, "false_positive"), (EVIL, "confirmed_fraud")]),
+    )
+    page = render_page(labelled, {})
+    table = page[page.index('id="verdicts"') :]
+    table = table[: table.index("</table>")]
+    # rule (escaped), confirmed, decided, verdict precision, the simulator's precision (0.8)
+    assert "&lt;script&gt;" in table and "<script>" not in table
+    assert re.search(r">2</td><td class=\"n\">3</td><td class=\"n\">67%</td><td class=\"n\">80%</td>", table)

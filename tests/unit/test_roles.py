@@ -47,6 +47,10 @@ def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_ru
         assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
     for table in ("consumer_offsets", "dlq_progress"):
         assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")  # advanced, never deleted
+    for table in ("console_users", "console_sessions", "case_links", "case_events"):
+        assert privileges.pop(table) == ()  # the console's own tables: none of the pipeline's business
+    for table in ("cases", "case_alerts"):
+        assert privileges.pop(table) == ("SELECT",)  # analysts' verdicts, read as labels
     assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}  # the DAGs' tables
 
 
@@ -155,3 +159,23 @@ def test_provision_cli_names_the_missing_secrets(
     err = capsys.readouterr().err
     assert "POSTGRES_SUPERUSER_PASSWORD" in err and "POSTGRES_MIGRATION_PASSWORD" in err
     assert "app-secret" not in err and "POSTGRES_PASSWORD," not in err
+
+
+def test_the_console_role_reads_the_pipeline_and_writes_only_its_own_tables() -> None:
+    console = dict(roles.CONSOLE_TABLE_PRIVILEGES)
+    own = {"console_users", "console_sessions", "cases", "case_alerts", "case_links", "case_events"}
+    pipeline = set(roles.APP_TABLE_PRIVILEGES) - own
+    assert all(console[t] == ("SELECT",) for t in pipeline & console.keys())
+    assert own <= console.keys()
+    assert console["case_events"] == ("SELECT", "INSERT")  # a case's history: added to, never changed
+    assert set(console) <= migration_tables() | {"schema_migrations"}
+    statements = [render(s) for s in roles.table_statements("app", ["alerts", "case_events"], console="cons")]
+    assert 'GRANT SELECT ON TABLE "public"."alerts" TO "cons"' in statements
+    assert 'GRANT SELECT, INSERT ON TABLE "public"."case_events" TO "cons"' in statements
+    assert 'GRANT USAGE, SELECT ON SEQUENCE "public"."case_events_event_id_seq" TO "cons"' in statements
+    assert not any("cons" in render(s) for s in roles.table_statements("app", ["alerts"]))
+
+
+def test_the_console_role_must_be_its_own() -> None:
+    with pytest.raises(ConfigError, match="POSTGRES_CONSOLE_USER"):
+        roles.RoleNames(owner="o", app="a", console="a")

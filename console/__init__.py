@@ -1,0 +1,1 @@
+"""The analysts' console: alerts worked as cases, with four-eyes decisions (`python -m console`)."""

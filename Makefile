@@ -84,8 +84,8 @@ console: venv ## the analysts' console natively on the local stack: http://127.0
 docs: venv ## build the documentation site into site/ (--strict: any warning fails)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
-docs-serve: venv ## serve the documentation on http://127.0.0.1:8000, rebuilt on every save (DOCS_PORT=8001 moves it)
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8000)
+docs-serve: venv ## serve the documentation on http://127.0.0.1:8008 (the console has 8000), rebuilt on every save (DOCS_PORT moves it)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8008)
 
 airflow: venv ## Airflow natively (standalone, UI on :8080) with the DAGs loaded
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/airflow_standalone.sh

@@ -4,8 +4,8 @@ batch cost more than writing the batch), discards broken ones, write_batch is id
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import psycopg2
 import psycopg2.errors
@@ -49,7 +49,7 @@ def _txns(n: int, *, seed: int = 3, first_offset: int = 0) -> list[Transaction]:
             offset=first_offset + i,
             key=key,
             limits=ValidationLimits(),
-            kafka_timestamp_ms=int(time.time() * 1000),
+            kafka_timestamp_ms=int(datetime.fromisoformat(msg["timestamp"]).timestamp() * 1000),  # sent then
         )
         assert isinstance(item, Transaction), item
         out.append(item)

@@ -68,7 +68,6 @@ def test_a_partition_switch_is_recorded_once_where_its_version_changes() -> None
 def test_a_stored_version_is_checked_like_a_file() -> None:
     doc = RuleSet.from_thresholds(BASE).document()
     assert document.check_stored(doc, BASE, LIMITS) == RuleSet.from_thresholds(BASE)
-    del doc["rules"]["velocity"]["parameters"]["velocity_count"]  # gained by the code since
     doc["rules"]["velocity"]["parameters"]["retired_parameter"] = 3  # lost by the code since
     assert document.check_stored(doc, BASE, LIMITS) == RuleSet.from_thresholds(BASE)
     doc["rules"]["high_amount"]["parameters"]["high_amount"] = "five thousand"
@@ -97,3 +96,18 @@ def test_recorded_versions_follow_commits_and_rollbacks() -> None:
     assert recorded.switches(2, {0: 40, 1: 40}) == {}
     recorded.forget(1)
     assert recorded.unknown({0: 50, 1: 50}) == {1: 50}
+
+
+def test_a_stored_version_missing_a_parameter_or_rule_is_refused() -> None:
+    """A version is complete: members whose environments differ must run it identically, so a
+    parameter or rule it lacks (gained by the code since it was published, or a row written by
+    hand) is never taken from the member's own ALERT_* settings."""
+    doc = RuleSet.from_thresholds(BASE).document()
+    del doc["rules"]["velocity"]["parameters"]["velocity_count"]
+    del doc["rules"]["duplicate"]
+    for env in (BASE, RuleThresholds(velocity_count=99)):  # two members, two environments
+        with pytest.raises(document.RuleSetInvalid) as refused:
+            document.check_stored(doc, env, LIMITS)
+        problems = {p.path: p for p in refused.value.problems}
+        assert set(problems) == {"rules.velocity.parameters.velocity_count", "rules.duplicate"}
+        assert "publish" in problems["rules.duplicate"].fix

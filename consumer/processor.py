@@ -21,7 +21,10 @@ by construction:
 * The rules are the active rule-set version (consumer/rulesets/reload.py), checked between
   batches every RULESET_CHECK_SECONDS; each alert stores the version that raised it, and a
   partition's switch of version is recorded in rule_set_applied in the batch's transaction
-  (consumer/rulesets/active.py says exactly when).
+  (consumer/rulesets/store.py record_applied says exactly when).
+* A position (topic incarnation, partition, offset) is stored once: each batch raises
+  stored_positions and writes nothing below what it found (consumer/positions.py), so a rewind
+  or a new group never stores a message again, even where retention deleted its row.
 * Prometheus metrics (consumer/metrics.py) on CONSUMER_METRICS_PORT, recorded once per batch.
 """
 
@@ -39,7 +42,7 @@ from typing import Any, TypeVar
 
 from kafka import KafkaProducer, TopicPartition
 
-from consumer import offsets, storage
+from consumer import offsets, positions, storage
 from consumer.account_state import AccountStates
 from consumer.batch import Batch, Facts, KafkaRecord, evaluate_batch, validate_records
 from consumer.dlq import DlqPublisher
@@ -47,7 +50,6 @@ from consumer.group import GroupMember
 from consumer.metrics import BatchStats, ConsumerMetrics
 from consumer.retry import Attempts, DbRetry
 from consumer.rulesets import store as rulesets_store
-from consumer.rulesets.active import RecordedVersions
 from consumer.rulesets.model import StateLimits
 from consumer.rulesets.reload import RuleSetReloader
 from consumer.summary import ProcessorSummary
@@ -104,7 +106,6 @@ class TransactionProcessor:
         self.rulesets = RuleSetReloader(
             self.db, settings.rules, StateLimits.from_settings(cs), cs.ruleset_check_seconds
         )
-        self.recorded = RecordedVersions()  # each partition's version in rule_set_applied
         self._version_seen: int | None = None
         self.metrics: ConsumerMetrics | None = None
         if cs.metrics_port:
@@ -236,8 +237,6 @@ class TransactionProcessor:
             if self._complete_inflight() is Outcome.STOPPED:
                 return False
             drops = self.member.take_drops()
-            for tp in drops:
-                self.recorded.forget(tp.partition)
             dropped = self.states.drop_partitions(tp.partition for tp in drops)
             log.info(
                 "dropped %d accounts of partitions %s from memory",
@@ -246,14 +245,15 @@ class TransactionProcessor:
             )
         set_up = self.member.set_up_pending(self.retry.call)
         if self.dlq is not None:
-            self.dlq.set_partitions(tp.partition for tp in self.member.owned)
+            self.dlq.set_partitions(
+                (tp.partition for tp in self.member.owned), positions.incarnation(self.member.topic_id())
+            )
         return set_up or not self.stop_event.is_set()
 
     def _rewind(self, why: str) -> None:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
         assert self._inflight is None and self.member is not None
         self.states.clear()
-        self.recorded.rolled_back()
         self.member.rewind()
         self.summary.rewinds += 1
         log.info("rewound to the stored offsets (%s)", why)
@@ -267,20 +267,11 @@ class TransactionProcessor:
         rebalances = self.member.rebalances
         rules = self.rulesets.current  # one version for the whole batch
         started = time.perf_counter()
-        batch = validate_records(records, self.settings.validation, self.rates, self.facts)
+        incarnation = positions.incarnation(self.member.topic_id())
+        batch = validate_records(
+            records, self.settings.validation, self.rates, self.facts, incarnation=incarnation
+        )
         validated = time.perf_counter()
-        firsts = {tp.partition: first for tp, (first, _last) in batch.spans.items()}
-        unknown = self.recorded.unknown(firsts)
-        if unknown:
-
-            def read_recorded(conn: Any) -> dict[int, int | None]:
-                with conn.cursor() as cur:
-                    return rulesets_store.recorded_versions(cur, self.group, self.topic, unknown)
-
-            recorded = self._read_for_batch(read_recorded, "reading recorded rule-set versions", rebalances)
-            if recorded is None:
-                return None
-            self.recorded.learn(recorded)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it
@@ -294,7 +285,7 @@ class TransactionProcessor:
             k = self.settings.consumer.state_max_events_per_account
             accounts = sorted(missing)
             rows = self._read_for_batch(
-                lambda conn: storage.load_accounts(conn, self.topic, accounts, k),
+                lambda conn: storage.load_accounts(conn, self.topic, accounts, k, topic_id=incarnation),
                 f"loading {len(accounts)} accounts",
                 rebalances,
             )
@@ -306,7 +297,6 @@ class TransactionProcessor:
         evaluate_batch(batch, self.states, rules)
         batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
-        batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
         owned = self.member.owned
         for tp, (_first, last) in batch.spans.items():
             st = owned[tp]
@@ -335,7 +325,16 @@ class TransactionProcessor:
                 fenced = offsets.advance(cur, self.group, self.topic, moves)
                 if fenced:
                     raise Fenced(fenced)
-                rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
+                spans = {tp.partition: span for tp, span in batch.spans.items()}
+                stored_below = positions.claim(cur, self.topic, batch.incarnation, spans)
+                rulesets_store.record_applied(
+                    cur,
+                    self.group,
+                    self.topic,
+                    batch.incarnation,
+                    batch.rule_set_version,
+                    positions.new_from(spans, stored_below),
+                )
             result = storage.write_batch(
                 conn,
                 batch.txns,
@@ -343,6 +342,8 @@ class TransactionProcessor:
                 batch.rejections,
                 alert_positions=batch.alert_positions,
                 rule_set_version=batch.rule_set_version,
+                topic_id=batch.incarnation,
+                stored_below=stored_below,
             )
         result.write_s = time.perf_counter() - started
         result.stored_at = time.time()
@@ -380,7 +381,6 @@ class TransactionProcessor:
                 )
                 for p in error.partitions:
                     self.member.set_up_again(TopicPartition(self.topic, p))
-                    self.recorded.forget(p)
                 self._rewind("fenced")
                 return Outcome.REWOUND
             if isinstance(error, storage.StoredElsewhere):
@@ -421,11 +421,10 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
-        self.recorded.committed(batch.rule_set_switches)
         if self.metrics is not None:
             self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:
-            self.dlq.wake()
+            self.dlq.wake(batch.incarnation)
         s = self.summary
         s.batches += 1
         s.consumed += batch.size

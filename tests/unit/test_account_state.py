@@ -101,7 +101,8 @@ def test_one_far_future_event_evicts_nothing_and_hides_nothing() -> None:
     outlier = txn(FAR_FUTURE, "A")
     poisoned.active("A", 0).add(Event.of(outlier))
     stored = [outlier]
-    fired_clean, fired_poisoned = [], []
+    fired_clean: list[list[str]] = []
+    fired_poisoned: list[list[str]] = []
     for i in range(3 * k):  # beyond max_events newer (real) events
         t = txn(T0 + 10.0 * i, "A", amount=10.0 + i)
         for states, fired in ((clean, fired_clean), (poisoned, fired_poisoned)):

@@ -45,7 +45,7 @@ def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_ru
         assert privileges.pop(table) == ("SELECT",)
     for table in ("transactions", "alerts", "rejected_transactions", "rule_set_applied"):
         assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
-    for table in ("consumer_offsets", "dlq_progress"):
+    for table in ("consumer_offsets", "dlq_progress", "stored_positions"):
         assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")  # advanced, never deleted
     assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}  # the DAGs' tables
 

@@ -1,5 +1,5 @@
 """What a consumer runs for a rule-set version (consumer/rulesets/active.py), when a partition's
-switch is recorded, and how a stored version is checked before it runs (document.check_stored)."""
+switch is recorded (tests/integration/test_incarnations.py), and how a stored version is checked before it runs (document.check_stored)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from consumer.account_state import AccountStates
 from consumer.batch import Batch, evaluate_batch
 from consumer.rulesets import document
-from consumer.rulesets.active import ActiveRules, RecordedVersions, switches
+from consumer.rulesets.active import ActiveRules
 from consumer.rulesets.model import RuleConfig, RuleSet, StateLimits
 from tests.unit.test_rules import NOON, txn
 from utils.config import RuleThresholds
@@ -58,13 +58,6 @@ def test_a_version_changes_parameters_disables_rules_and_retunes_severities() ->
     assert len(off.functions) == 6 and run(off, 60_000.0).alerts == []
 
 
-def test_a_partition_switch_is_recorded_once_where_its_version_changes() -> None:
-    recorded = {0: None, 1: 2, 2: 3}
-    assert switches(recorded, 3, {0: 10, 1: 20, 2: 30}) == {0: (10, 3), 1: (20, 3)}
-    assert switches(recorded, None, {0: 10, 1: 20}) == {1: (20, None)}
-    assert switches({0: None}, None, {0: 5}) == {}, "never published: no rows at all"
-
-
 def test_a_stored_version_is_checked_like_a_file() -> None:
     doc = RuleSet.from_thresholds(BASE).document()
     assert document.check_stored(doc, BASE, LIMITS) == RuleSet.from_thresholds(BASE)
@@ -80,22 +73,6 @@ def test_a_stored_version_is_checked_like_a_file() -> None:
         document.check_stored(doc, BASE, LIMITS)
     with pytest.raises(document.RuleSetInvalid, match="no 'rules'"):
         document.check_stored({"rule": {}}, BASE, LIMITS)
-
-
-def test_recorded_versions_follow_commits_and_rollbacks() -> None:
-    recorded = RecordedVersions()
-    assert recorded.unknown({0: 10, 1: 20}) == {0: 10, 1: 20}
-    recorded.learn({0: None, 1: 2})
-    first = recorded.switches(2, {0: 10, 1: 20})
-    assert first == {0: (10, 2)}
-    assert recorded.switches(2, {0: 30}) == {}, "prepared behind the first: already switched"
-    recorded.rolled_back()  # the first batch never committed
-    assert recorded.switches(2, {0: 10}) == {0: (10, 2)}
-    recorded.committed(first)
-    recorded.rolled_back()
-    assert recorded.switches(2, {0: 40, 1: 40}) == {}
-    recorded.forget(1)
-    assert recorded.unknown({0: 50, 1: 50}) == {1: 50}
 
 
 def test_a_stored_version_missing_a_parameter_or_rule_is_refused() -> None:

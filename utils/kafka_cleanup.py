@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,17 @@ def ensure_topics(
         )
         outcome[topic] = f"exists ({count} partitions{note})"
     return {t: outcome.get(t, "missing") for t in topics}
+
+
+def topic_id(admin: KafkaAdminClient, topic: str) -> uuid.UUID | None:
+    """Kafka's id of the topic (KIP-516): what tells a recreated topic from the one it replaced
+    (consumer/positions.py). None where the broker reports none."""
+    for meta in admin.describe_topics([topic]):
+        found = meta.get("topic_id")
+        if meta.get("error_code", 0) == 0 and found:
+            value = found if isinstance(found, uuid.UUID) else uuid.UUID(str(found))
+            return None if value.int == 0 else value
+    return None
 
 
 def topic_configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pytest
 
 from consumer import offsets
 from consumer.account_state import AccountStates
+from consumer.positions import NIL
 from consumer.storage import StoredElsewhere, load_accounts, write_batch
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
@@ -93,7 +94,7 @@ def test_a_reused_id_from_another_message_rolls_the_batch_back(db: Database) -> 
     moved = [dataclasses.replace(t, kafka_offset=t.kafka_offset + 100) for t in txns[:3]]
     with pytest.raises(StoredElsewhere) as caught, db.connection() as conn:
         write_batch(conn, [*moved, *_txns(5, seed=4, first_offset=500)], [], [])
-    assert caught.value.stored_at == {t.transaction_id: ("t", 0, t.kafka_offset) for t in txns[:3]}
+    assert caught.value.stored_at == {t.transaction_id: ("t", 0, t.kafka_offset, NIL) for t in txns[:3]}
     assert _count(db, "SELECT count(*) FROM transactions") == 10
 
 

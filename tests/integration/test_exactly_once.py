@@ -28,12 +28,13 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
+from consumer import positions
 from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator, encode
 from tests.fleet import Consumers, Msg, check_end_state, processed, send, tail, wait_processed
 from tests.model import expected, read_topic
 from tests.support import consume, execute, query, scalar, wait_until
 from utils.config import Settings
-from utils.kafka_cleanup import admin_client, group_lag
+from utils.kafka_cleanup import admin_client, group_lag, topic_id
 
 pytestmark = pytest.mark.slow
 
@@ -436,7 +437,9 @@ def test_accounts_load_within_the_statement_timeout_however_big_the_table(
     stream = dense(2000, seed=82)
     accounts = sorted({t["account_id"] for t in stream})
     start = datetime.fromisoformat(stream[0]["timestamp"])
-    topic_col = ("kafka_topic, ", "%(topic)s, ") if has_column(s, "transactions", "kafka_topic") else ("", "")
+    with contextlib.closing(admin_client(s.kafka.bootstrap_servers)) as admin:
+        incarnation = positions.incarnation(topic_id(admin, s.kafka.topic))
+    topic_col = ("kafka_topic, kafka_topic_id, ", "%(topic)s, %(topic_id)s, ")  # its stored history
     execute(
         s.postgres,
         f"""INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency,
@@ -445,7 +448,13 @@ def test_accounts_load_within_the_statement_timeout_however_big_the_table(
                    %(start)s::timestamptz - make_interval(secs => 1 + i * 0.25), 'pos', 'DE', 'Old Shop', 1,
                    {topic_col[1]}0, -i
             FROM generate_series(1, 300000) AS i""",
-        {"accounts": accounts, "n": len(accounts), "start": start, "topic": s.kafka.topic},
+        {
+            "accounts": accounts,
+            "n": len(accounts),
+            "start": start,
+            "topic": s.kafka.topic,
+            "topic_id": str(incarnation),
+        },
     )
     execute(s.postgres, "ANALYZE transactions")
     rows = query(

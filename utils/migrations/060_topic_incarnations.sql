@@ -37,6 +37,13 @@ DELETE FROM rule_set_applied a USING rule_set_applied b
 ALTER TABLE rule_set_applied DROP CONSTRAINT rule_set_applied_pkey;
 ALTER TABLE rule_set_applied ADD PRIMARY KEY (kafka_topic, kafka_topic_id, kafka_partition, first_offset);
 
+-- Accounts are loaded per incarnation (consumer/storage.py load_accounts): newest first, LIMIT k
+-- per account, one short backward range scan whatever the table's size or the rows of other
+-- incarnations. It replaces (account_id, kafka_topic, "timestamp") from migration 040.
+CREATE INDEX transactions_account_incarnation_ts_idx
+    ON transactions (account_id, kafka_topic, kafka_topic_id, "timestamp");
+DROP INDEX transactions_account_topic_ts_idx;
+
 ALTER TABLE rejected_transactions DROP CONSTRAINT rejected_one_per_message;
 ALTER TABLE rejected_transactions ADD CONSTRAINT rejected_one_per_message
     UNIQUE (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset);

@@ -328,8 +328,8 @@ def load_accounts(
     the accounts had where a bounded backtest starts (a partition not in `before` gives none).
 
     One query whatever the number of accounts, and bounded: per account an index scan of
-    (account_id, kafka_topic, "timestamp") that stops after `max_per_account` rows. The age bound
-    (relative to the account's newest event) is applied by `AccountStates.load`, exactly as live.
+    (account_id, kafka_topic, kafka_topic_id, "timestamp") that stops after `max_per_account` rows. The age bound
+    applies when a rule evaluates (relative to the event evaluated: consumer/account_state.py).
     `amount_base` as the rules first saw it (rows stored before migration 010 have none: their
     amount as sent stands in).
     """

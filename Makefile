@@ -17,7 +17,7 @@ VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
 MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard devdocs/*.py utils/*.py producer/*.py consumer/*.py console/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check console \
+.PHONY: help venv test-deps stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check console \
         compose-up compose-down test-compose docs docs-serve
 
 help: ## list the targets
@@ -64,13 +64,21 @@ demo: venv ## run the pipeline end to end on the local stack and print a summary
 quality: venv ## measure every rule per incident on the local stack (QUALITY_ARGS="--fresh --count 100000")
 	@$(PY) -m quality $(QUALITY_ARGS)
 
-test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
+# What the tests need outside the venv, from Debian: the browser tests drive /usr/bin/chromium
+# (Playwright cannot download its own browser here) and the alerting-rule tests run promtool.
+# Installed only when missing, quietly; as root directly, otherwise through sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+test-deps: ## install chromium and promtool (Debian packages) if missing; `make test` runs it
+	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: venv test-deps ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 simulate: venv ## the seeded consumer-group simulation over many seeds (SEEDS=100000; FIRST=0)
 	$(PY) -m tests.simulation --seeds $(or $(SEEDS),100000) --first $(or $(FIRST),0)
 
-test-fast: venv ## unit tests only (no services)
+test-fast: venv test-deps ## unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 check: lint typecheck test ## what CI runs: lint, types, every test

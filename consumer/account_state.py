@@ -1,12 +1,20 @@
 """Bounded per-account history that the alert rules read; pure data, no I/O.
 
 An account's history is a function of the set of its events processed so far, and of nothing
-else: the last `max_events` of them in stream order, without those older than `max_age_s` before
-the account's newest event. Stream order is (event time, partition, offset), the order in which
+else: the last `max_events` of them in stream order. Stream order is (event time, partition,
+offset), the order in which
 ties in event time are broken everywhere (live, in the database query that loads an account, and
 in the tests' model). Because it depends only on the set, the history built live one message at a
 time equals the one loaded from the stored rows (`AccountStates.load`), in whatever order they
 arrive: tests/unit/test_account_state.py proves it with Hypothesis.
+
+The age bound (`max_age_s`, STATE_HISTORY_HOURS) is relative to the event being evaluated, not
+to the account's newest event: a rule evaluating an event at time t counts held events in
+[t - max_age_s, t] (`floor`; the rules' windows are capped by it). Anchored
+at the newest event instead, one message dated 2099 (a client sets the Kafka record's CreateTime)
+would evict every real event on arrival and blind the account's rules for good, also after a
+restart. Now such an outlier costs one of the `max_events` slots and nothing else
+(docs/event-time.md says what the rules see of late and out-of-order events).
 
 That makes `AccountStates` a cache: any account may be dropped from memory at any time and loaded
 again from PostgreSQL before its next message is evaluated. The consumer drops the accounts of
@@ -113,7 +121,8 @@ def _after(a: Event, b: Event) -> bool:
 
 
 class AccountHistory:
-    """Recent events of one account in stream order, oldest first, bounded by count and by age.
+    """Recent events of one account in stream order, oldest first, bounded by count; the rules
+    see those at most `max_age_s` before the event they evaluate (`floor`).
 
     `events` is public for the rules to scan (read it, never mutate it). `partition` is where the
     account's latest message came from (the consumer drops the account when it loses that
@@ -147,6 +156,10 @@ class AccountHistory:
     def newest_epoch(self) -> float | None:
         return self.events[-1].epoch if self.events else None
 
+    def floor(self, now: float) -> float:
+        """The oldest event time in sight of an event at `now`."""
+        return now - self.max_age_s
+
     def count_between(self, start: float, end: float) -> int:
         """Events with start <= epoch <= end."""
         n = 0
@@ -159,14 +172,15 @@ class AccountHistory:
         return n
 
     def last_located(self, before: float) -> Event | None:
-        """The newest event with coordinates at or before `before`, if any."""
+        """The newest event with coordinates at or before `before`, if any, however old (where
+        the cardholder was last seen; a rule that needs it recent checks `floor`)."""
         for event in reversed(self.events):
             if event.latitude is not None and event.epoch <= before:
                 return event
         return None
 
     def add(self, event: Event) -> bool:
-        """Insert in stream order and enforce both bounds; False if this very message (same
+        """Insert in stream order and enforce the count bound; False if this very message (same
         partition and offset) is already held, so adding a replayed message changes nothing."""
         events = self.events
         if not events or _after(event, events[-1]):
@@ -182,9 +196,6 @@ class AccountHistory:
                     return False
             events.insert(i, event)
         if len(events) > self.max_events:
-            events.popleft()
-        cutoff = events[-1].epoch - self.max_age_s
-        while events[0].epoch < cutoff:
             events.popleft()
         return True
 

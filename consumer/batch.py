@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 from kafka import TopicPartition
 
 from consumer.account_state import AccountStates, Event
+from consumer.positions import NIL
 from consumer.rules import evaluate
 from consumer.rulesets.active import ActiveRules
 from consumer.validation import validate
@@ -103,8 +104,7 @@ class Batch:
     topic_id: uuid.UUID | None = None  # the topic incarnation the moves belong to: set by the consumer
     evaluation_s: float = 0.0  # validating and evaluating it (account loads excluded)
     rule_set_version: int | None = None  # the version the rules ran with (None: the environment's)
-    # Rows for rule_set_applied, partition -> (first offset, version): set by the consumer.
-    rule_set_switches: dict[int, tuple[int, int | None]] = field(default_factory=dict)
+    incarnation: uuid.UUID = NIL  # the topic's, Kafka's topic id (consumer/positions.py): set by the consumer
     _accounts: set[str] | None = None
 
     @property
@@ -125,15 +125,15 @@ class Facts:
     costs another rollback, never a wrong result (the write checks every id again)."""
 
     limit: int = 10_000
-    # transaction_id -> (topic, partition, offset) of the row stored with that id
-    stored_at: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    # transaction_id -> (topic, partition, offset, topic incarnation) of the row stored with that id
+    stored_at: dict[str, tuple[str, int, int, uuid.UUID]] = field(default_factory=dict)
     # (topic, partition, offset) -> why PostgreSQL refused the row
     unstorable: dict[tuple[str, int, int], str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.stored_at or self.unstorable)
 
-    def learn_stored(self, stored_at: Mapping[str, tuple[str, int, int]]) -> None:
+    def learn_stored(self, stored_at: Mapping[str, tuple[str, int, int, uuid.UUID]]) -> None:
         _remember(self.stored_at, stored_at, self.limit)
 
     def learn_unstorable(self, unstorable: Mapping[tuple[str, int, int], str]) -> None:
@@ -149,11 +149,17 @@ def _remember(into: dict[K, V], new: Mapping[K, V], limit: int) -> None:
 
 
 def validate_records(
-    records: Records, limits: ValidationLimits, rates: RateTable, facts: Facts | None = None
+    records: Records,
+    limits: ValidationLimits,
+    rates: RateTable,
+    facts: Facts | None = None,
+    *,
+    incarnation: uuid.UUID = NIL,
 ) -> Batch:
     """Validate a poll's records (in partition order) and decide which of the valid ones are
-    stored: an id is kept at its first position and rejected after it."""
-    batch = Batch(raw=RawByPosition(records))
+    stored: an id is kept at its first position and rejected after it. `incarnation`: the
+    topic's (consumer/positions.py), which a position is of."""
+    batch = Batch(raw=RawByPosition(records), incarnation=incarnation)
     txns, rejections = batch.txns, batch.rejections
     for tp, recs in records.items():
         topic, partition = tp.topic, tp.partition
@@ -182,14 +188,18 @@ def validate_records(
 
 def _apply_facts(batch: Batch, facts: Facts) -> None:
     kept: list[Transaction] = []
+    incarnation = batch.incarnation
     for t in batch.txns:
         where = (t.kafka_topic, t.kafka_partition, t.kafka_offset)
         refused = facts.unstorable.get(where)
         stored = facts.stored_at.get(t.transaction_id)
         if refused is not None:
             batch.rejections.append(_reject(batch, t, "database_rejected", refused))
-        elif stored is not None and stored != where:
-            batch.rejections.append(_reject(batch, t, "duplicate_transaction_id", _already(t, stored)))
+        elif stored is not None and stored != (*where, incarnation):
+            detail = _already(t, stored)
+            if stored[:3] == where:
+                detail += " of an earlier incarnation of the topic (deleted and created again)"
+            batch.rejections.append(_reject(batch, t, "duplicate_transaction_id", detail))
         else:
             kept.append(t)
     batch.txns = kept
@@ -209,7 +219,7 @@ def _keep_first_of_each_id(batch: Batch) -> None:
         batch.txns = kept
 
 
-def _already(t: Transaction, where: tuple[str, int, int]) -> str:
+def _already(t: Transaction, where: tuple[str, int, int] | tuple[str, int, int, uuid.UUID]) -> str:
     return f"transaction_id {t.transaction_id!r} already used at partition {where[1]} offset {where[2]}"
 
 

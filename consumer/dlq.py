@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +30,7 @@ from kafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
+from consumer.positions import NIL
 from utils.database import Database
 from utils.models import Rejection
 
@@ -90,6 +92,7 @@ class DlqPublisher(threading.Thread):
         self.max_backoff_s = max_backoff_s
         self.published = 0
         self._partitions: frozenset[int] = frozenset()
+        self._incarnation = NIL  # the source topic's (consumer/positions.py)
         self._progress: dict[int, int] = {}  # partition -> highest offset published
         self._retry_at: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
@@ -97,16 +100,23 @@ class DlqPublisher(threading.Thread):
         self._stopping = threading.Event()
         self._final_s = 10.0
 
-    def set_partitions(self, partitions: Iterable[int]) -> None:
+    def set_partitions(self, partitions: Iterable[int], incarnation: uuid.UUID | None = None) -> None:
+        """Publish the rejections of `partitions` of the source topic's `incarnation` (None: the
+        one it has): a recreated topic's rejections are those of its new incarnation."""
         new = frozenset(partitions)
-        if new == self._partitions:
+        if incarnation is not None and incarnation != self._incarnation:
+            self._progress = {}  # the thread reads it again for the new incarnation
+            self._incarnation = incarnation
+        elif new == self._partitions:
             return
         for gained in new - self._partitions:  # another member may have published meanwhile
             self._progress.pop(gained, None)
         self._partitions = new  # one reference swap: the thread reads it whole
         self._wake.set()
 
-    def wake(self) -> None:
+    def wake(self, incarnation: uuid.UUID | None = None) -> None:
+        if incarnation is not None and incarnation != self._incarnation:
+            self.set_partitions(self._partitions, incarnation)
         self._wake.set()
 
     def run(self) -> None:
@@ -153,7 +163,8 @@ class DlqPublisher(threading.Thread):
         return done
 
     def _publish_partition(self, partition: int) -> bool:
-        rows = self._pending(partition)
+        incarnation = self._incarnation  # one for the round, whatever set_partitions does meanwhile
+        rows = self._pending(partition, incarnation)
         if not rows:
             return True
         if self._producer is None:
@@ -179,7 +190,7 @@ class DlqPublisher(threading.Thread):
                 break
             last = r.offset
         if last is not None:
-            self._record(partition, last)
+            self._record(partition, last, incarnation)
             self.published += sum(1 for r, _ in sent if r.offset <= last)
         if first_error is not None:
             self._back_off(partition, first_error, f"dead-letter topic {self.dlq_topic} refused a message")
@@ -187,21 +198,22 @@ class DlqPublisher(threading.Thread):
         self._backoff.pop(partition, None)
         return len(rows) < _PAGE
 
-    def _pending(self, partition: int) -> list[Rejection]:
+    def _pending(self, partition: int, topic_id: uuid.UUID) -> list[Rejection]:
+        incarnation = str(topic_id)
         with self.db.connection() as conn, conn.cursor() as cur:
             if partition not in self._progress:
                 cur.execute(
-                    "SELECT published_offset FROM dlq_progress "
-                    "WHERE dlq_topic = %s AND kafka_topic = %s AND kafka_partition = %s",
-                    (self.dlq_topic, self.source_topic, partition),
+                    "SELECT published_offset FROM dlq_progress WHERE dlq_topic = %s AND kafka_topic = %s "
+                    "AND kafka_topic_id = %s AND kafka_partition = %s",
+                    (self.dlq_topic, self.source_topic, incarnation, partition),
                 )
                 row = cur.fetchone()
                 self._progress[partition] = -1 if row is None else int(row[0])
             cur.execute(
                 "SELECT kafka_offset, reason, detail, transaction_id, message_key, raw_payload "
-                "FROM rejected_transactions WHERE kafka_topic = %s AND kafka_partition = %s "
-                "AND kafka_offset > %s ORDER BY kafka_offset LIMIT %s",
-                (self.source_topic, partition, self._progress[partition], _PAGE),
+                "FROM rejected_transactions WHERE kafka_topic = %s AND kafka_topic_id = %s "
+                "AND kafka_partition = %s AND kafka_offset > %s ORDER BY kafka_offset LIMIT %s",
+                (self.source_topic, incarnation, partition, self._progress[partition], _PAGE),
             )
             return [
                 Rejection(
@@ -217,14 +229,14 @@ class DlqPublisher(threading.Thread):
                 for offset, reason, detail, tid, key, raw in cur.fetchall()
             ]
 
-    def _record(self, partition: int, offset: int) -> None:
+    def _record(self, partition: int, offset: int, topic_id: uuid.UUID) -> None:
         with self.db.connection() as conn, conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO dlq_progress (dlq_topic, kafka_topic, kafka_partition, published_offset) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (dlq_topic, kafka_topic, kafka_partition) DO UPDATE "
-                "SET published_offset = greatest(dlq_progress.published_offset, EXCLUDED.published_offset), "
+                "INSERT INTO dlq_progress (dlq_topic, kafka_topic, kafka_topic_id, kafka_partition, published_offset) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dlq_topic, kafka_topic, kafka_topic_id, kafka_partition) "
+                "DO UPDATE SET published_offset = greatest(dlq_progress.published_offset, EXCLUDED.published_offset), "
                 "updated_at = clock_timestamp()",
-                (self.dlq_topic, self.source_topic, partition, offset),
+                (self.dlq_topic, self.source_topic, str(topic_id), partition, offset),
             )
         self._progress[partition] = offset
 

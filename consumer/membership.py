@@ -88,7 +88,7 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class Forget:
-    """These partitions are no longer ours: drop their accounts and recorded versions."""
+    """These partitions are no longer ours: drop their accounts from memory."""
 
     partitions: tuple[int, ...]
 

@@ -21,7 +21,10 @@ by construction:
 * The rules are the active rule-set version (consumer/rulesets/reload.py), checked between
   batches every RULESET_CHECK_SECONDS; each alert stores the version that raised it, and a
   partition's switch of version is recorded in rule_set_applied in the batch's transaction
-  (consumer/rulesets/active.py says exactly when).
+  (consumer/rulesets/store.py record_applied says exactly when).
+* A position (topic incarnation, partition, offset) is stored once: each batch raises
+  stored_positions and writes nothing below what it found (consumer/positions.py), so a rewind
+  or a new group never stores a message again, even where retention deleted its row.
 * Prometheus metrics (consumer/metrics.py) on CONSUMER_METRICS_PORT, recorded once per batch.
 """
 
@@ -39,7 +42,7 @@ from typing import Any, TypeVar
 
 from kafka import KafkaProducer, TopicPartition
 
-from consumer import offsets, storage
+from consumer import offsets, positions, storage
 from consumer.account_state import AccountStates
 from consumer.batch import Batch, Facts, KafkaRecord, evaluate_batch, validate_records
 from consumer.dlq import DlqPublisher
@@ -47,7 +50,6 @@ from consumer.group import GroupMember
 from consumer.metrics import BatchStats, ConsumerMetrics
 from consumer.retry import Attempts, DbRetry
 from consumer.rulesets import store as rulesets_store
-from consumer.rulesets.active import RecordedVersions
 from consumer.rulesets.model import StateLimits
 from consumer.rulesets.reload import RuleSetReloader
 from consumer.summary import ProcessorSummary
@@ -113,7 +115,6 @@ class TransactionProcessor:
         self.rulesets = RuleSetReloader(
             self.db, settings.rules, StateLimits.from_settings(cs), cs.ruleset_check_seconds
         )
-        self.recorded = RecordedVersions()  # each partition's version in rule_set_applied
         self._version_seen: int | None = None
         self.metrics: ConsumerMetrics | None = None
         if cs.metrics_port:
@@ -249,20 +250,18 @@ class TransactionProcessor:
             self.member.drop()
         set_up = self.member.set_up_pending(self.retry.call)
         if self.dlq is not None:
-            self.dlq.set_partitions(self.member.owned())
+            owned = self.member.owned()
+            self.dlq.set_partitions(owned, positions.incarnation(self.member.machine.batch_topic_id(owned)))
         return set_up or not self.stop_event.is_set()
 
     def _forget(self, partitions: tuple[int, ...]) -> None:
         """The machine's Forget: partitions lost are dropped from memory."""
-        for p in partitions:
-            self.recorded.forget(p)
         dropped = self.states.drop_partitions(partitions)
         log.info("dropped %d accounts of partitions %s from memory", dropped, list(partitions))
 
     def _clear_cache(self) -> None:
         """The machine's ClearCache: what was prepared is void."""
         self.states.clear()
-        self.recorded.rolled_back()
 
     def _rewind(self, why: str) -> None:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
@@ -280,20 +279,15 @@ class TransactionProcessor:
         rebalances = self.member.rebalances
         rules = self.rulesets.current  # one version for the whole batch
         started = time.perf_counter()
-        batch = validate_records(records, self.settings.validation, self.rates, self.facts)
+        # The incarnation the partitions were set up under, not the client's latest metadata: a
+        # topic recreated meanwhile is noticed by the membership machine, which sets them up again.
+        incarnation = positions.incarnation(
+            self.member.machine.batch_topic_id(tp.partition for tp in records)
+        )
+        batch = validate_records(
+            records, self.settings.validation, self.rates, self.facts, incarnation=incarnation
+        )
         validated = time.perf_counter()
-        firsts = {tp.partition: first for tp, (first, _last) in batch.spans.items()}
-        unknown = self.recorded.unknown(firsts)
-        if unknown:
-
-            def read_recorded(conn: Any) -> dict[int, int | None]:
-                with conn.cursor() as cur:
-                    return rulesets_store.recorded_versions(cur, self.group, self.topic, unknown)
-
-            recorded = self._read_for_batch(read_recorded, "reading recorded rule-set versions", rebalances)
-            if recorded is None:
-                return None
-            self.recorded.learn(recorded)
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:
             # An account of the batch in flight has events that are not stored yet: store it
@@ -307,7 +301,7 @@ class TransactionProcessor:
             k = self.settings.consumer.state_max_events_per_account
             accounts = sorted(missing)
             rows = self._read_for_batch(
-                lambda conn: storage.load_accounts(conn, self.topic, accounts, k),
+                lambda conn: storage.load_accounts(conn, self.topic, accounts, k, topic_id=incarnation),
                 f"loading {len(accounts)} accounts",
                 rebalances,
             )
@@ -319,9 +313,7 @@ class TransactionProcessor:
         evaluate_batch(batch, self.states, rules)
         batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
-        batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
         batch.moves = self.member.prepared(batch.spans)
-        batch.topic_id = self.member.machine.batch_topic_id(tp.partition for tp in batch.moves)
         return batch
 
     def _read_for_batch(self, read: Callable[[Any], T], what: str, rebalances: int) -> T | None:
@@ -349,7 +341,16 @@ class TransactionProcessor:
                         raise Fenced(fenced)
                     cur.execute("SELECT txid_current()")
                     xid = int(cur.fetchone()[0])  # type: ignore[index]
-                    rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
+                    spans = {tp.partition: span for tp, span in batch.spans.items()}
+                    stored_below = positions.claim(cur, self.topic, batch.incarnation, spans)
+                    rulesets_store.record_applied(
+                        cur,
+                        self.group,
+                        self.topic,
+                        batch.incarnation,
+                        batch.rule_set_version,
+                        positions.new_from(spans, stored_below),
+                    )
                 result = storage.write_batch(
                     conn,
                     batch.txns,
@@ -357,6 +358,8 @@ class TransactionProcessor:
                     batch.rejections,
                     alert_positions=batch.alert_positions,
                     rule_set_version=batch.rule_set_version,
+                    topic_id=batch.incarnation,
+                    stored_below=stored_below,
                 )
                 committing = (xid, result)
         except DatabaseUnavailable as exc:
@@ -397,8 +400,6 @@ class TransactionProcessor:
                     batch.size,
                     error,
                 )
-                for p in error.partitions:
-                    self.recorded.forget(p)
                 self.member.fenced(error.partitions)
                 self.summary.rewinds += 1
                 log.info("rewound to the stored offsets (fenced)")
@@ -466,11 +467,10 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
-        self.recorded.committed(batch.rule_set_switches)
         if self.metrics is not None:
             self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:
-            self.dlq.wake()
+            self.dlq.wake(batch.incarnation)
         s = self.summary
         s.batches += 1
         s.consumed += batch.size

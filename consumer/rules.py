@@ -9,8 +9,9 @@ and its tests.
 Event time only: a rule sees exactly the account's earlier-processed events whose timestamps lie
 in [t - window, t], t being the transaction's own timestamp. Events later than t in event time
 (that arrived earlier) are never counted, so the alerts depend on the stream, not on arrival
-luck or on when the consumer happened to run. The history itself is bounded by count and by age
-relative to the account's newest event (consumer/account_state.py). The simulator's
+luck or on when the consumer happened to run. The history itself is bounded by count, and no
+rule looks further back than STATE_HISTORY_HOURS before the transaction it evaluates
+(`AccountHistory.floor`: windows are capped by it; consumer/account_state.py). The simulator's
 `simulated_scenario` label is ground truth for measuring these rules, so no rule may read it
 (tests/unit/test_rules.py checks).
 
@@ -106,7 +107,7 @@ def velocity(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Al
         return None
     now = txn.epoch
     window = t.velocity_window_s
-    count = 1 + history.count_between(now - window, now)
+    count = 1 + history.count_between(now - min(window, history.max_age_s), now)
     if count <= t.velocity_count:
         return None
     return Alert(
@@ -124,7 +125,7 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     if txn.amount_base > small or len(history.events) + 1 < t.card_testing_count:
         return None
     now = txn.epoch
-    start = now - t.card_testing_window_s
+    start = now - min(t.card_testing_window_s, history.max_age_s)
     count = 1
     for event in history.newest_first():
         epoch = event.epoch
@@ -162,7 +163,7 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     if amount < t.spike_min_amount or len(history.events) < t.spike_min_history:
         return None
     now = txn.epoch
-    start = now - t.spike_window_s
+    start = now - min(t.spike_window_s, history.max_age_s)
     probe = t.card_testing_max_amount
     debit = txn.transaction_type in DEBIT_TYPES
     multiplier = t.spike_multiplier if debit else t.spike_credit_multiplier
@@ -218,6 +219,8 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
     previous = history.last_located(now)
     if previous is None or previous.latitude is None or previous.longitude is None:
         return None
+    if previous.epoch < history.floor(now):
+        return None  # out of sight (STATE_HISTORY_HOURS)
     elapsed = now - previous.epoch
     # Two cheap upper bounds skip the trigonometry in the common case (same city, or hours
     # apart): the distance is at most a degree-sum of the differences, and at most half the
@@ -260,7 +263,10 @@ def _way_back(txn: Transaction, previous: Event, history: AccountHistory, t: Rul
     impossible jump from there."""
     assert txn.latitude is not None and txn.longitude is not None
     assert previous.latitude is not None and previous.longitude is not None
+    floor = history.floor(txn.epoch)
     for before in history.newest_first():  # the last located payment away from `previous`
+        if before.epoch < floor:
+            return False
         if before.epoch >= previous.epoch or before.latitude is None or before.longitude is None:
             continue
         apart = haversine_km(before.latitude, before.longitude, previous.latitude, previous.longitude)
@@ -279,7 +285,7 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
     if merchant is None or not history.events:
         return None
     now = txn.epoch
-    start = now - t.duplicate_window_s
+    start = now - min(t.duplicate_window_s, history.max_age_s)
     # The amount as sent: two yen amounts a yen apart convert to the same cent of a dollar.
     amount, currency, tid = txn.amount, txn.currency, txn.transaction_id
     for event in history.newest_first():

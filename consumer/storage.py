@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +19,16 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
+from consumer.positions import NIL
 from utils.database import is_outage
 from utils.errors import TxmonError
 from utils.models import Alert, Rejection, Transaction
 
-# The dataclass's field order; copy_rows() writes the same order (a unit test holds them together).
+# The dataclass's field order; copy_rows() writes the same order (a unit test holds them together),
+# then the topic's incarnation, which the batch names (consumer/positions.py).
 TXN_COLUMNS = tuple(f.name for f in dataclasses.fields(Transaction) if f.init)
-_TXN_COLS_SQL = ", ".join(f'"{c}"' for c in TXN_COLUMNS)
+COPY_COLUMNS = (*TXN_COLUMNS, "kafka_topic_id")
+_TXN_COLS_SQL = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
 
 # COPY's text format: backslash, tab, newline and carriage return must be escaped.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -40,11 +44,13 @@ def _copy_text(value: str | None) -> str:
     return value.translate(_COPY_ESCAPES)
 
 
-def copy_rows(txns: Sequence[Transaction]) -> str:
-    """The COPY payload for a batch: one tab-separated line per transaction (~3 µs per row;
-    a join of a tuple measured ~2x faster here than one f-string with the same fields)."""
+def copy_rows(txns: Sequence[Transaction], topic_id: uuid.UUID = NIL) -> str:
+    """The COPY payload for a batch of one topic incarnation: one tab-separated line per
+    transaction (~3 µs per row; a join of a tuple measured ~2x faster here than one f-string
+    with the same fields)."""
     esc = _copy_text
     null = "\\N"
+    incarnation = str(topic_id)
     lines = [
         "\t".join(
             (
@@ -69,6 +75,7 @@ def copy_rows(txns: Sequence[Transaction]) -> str:
                 str(t.kafka_partition),
                 str(t.kafka_offset),
                 null if t.kafka_timestamp_ms is None else str(t.kafka_timestamp_ms),
+                incarnation,
             )
         )
         for t in txns
@@ -95,9 +102,10 @@ class StoredElsewhere(TxmonError):
     reused across batches or partitions). The rules already saw those messages, so the caller
     rolls the transaction back and prepares the batch again knowing where each id is stored."""
 
-    def __init__(self, stored_at: dict[str, tuple[str, int, int]]) -> None:
+    def __init__(self, stored_at: dict[str, tuple[str, int, int, uuid.UUID]]) -> None:
         super().__init__(f"{len(stored_at)} transaction ids already stored from other messages")
-        self.stored_at = stored_at  # transaction_id -> (topic, partition, offset) of the stored row
+        # transaction_id -> (topic, partition, offset, topic incarnation) of the stored row
+        self.stored_at = stored_at
 
 
 def _copy_in(cur: psycopg2.extensions.cursor, table: str, payload: str) -> None:
@@ -125,6 +133,8 @@ def write_batch(
     alert_positions: Sequence[tuple[int, int]] = (),
     rule_set_version: int | None = None,
     direct: bool = True,
+    topic_id: uuid.UUID = NIL,
+    stored_below: Mapping[int, int] | None = None,
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
 
@@ -140,12 +150,25 @@ def write_batch(
     raised `alerts[i]`, `rule_set_version` the rule-set version that raised them (None: the
     environment's settings). `direct=False` skips the fast path (the benchmark's staging-table
     ceiling, and tests of that path).
+
+    Every message is of the topic incarnation `topic_id` (consumer/positions.py). With
+    `stored_below` (partition -> offset, what `positions.claim` found), messages below it were
+    stored or rejected before (their rows may have gone with retention since): they are counted
+    as already stored and written nowhere, nor are their alerts.
     """
     result = BatchResult()
+    inserted_at: set[tuple[int, int]] | None = None  # None: every transaction was inserted
+    if stored_below and any(o > 0 for o in stored_below.values()):
+        below = stored_below
+        kept = [t for t in txns if t.kafka_offset >= below.get(t.kafka_partition, 0)]
+        if len(kept) != len(txns):
+            result.already_stored += len(txns) - len(kept)
+            inserted_at = {(t.kafka_partition, t.kafka_offset) for t in kept}
+            txns = kept
+        rejections = [r for r in rejections if r.offset >= below.get(r.partition, 0)]
     with conn.cursor() as cur:
-        inserted_at: set[tuple[int, int]] | None = None  # None: every transaction was inserted
         if txns:
-            payload = copy_rows(txns)
+            payload = copy_rows(txns, topic_id)
             if direct:
                 cur.execute("SAVEPOINT direct_copy")
                 try:
@@ -156,7 +179,7 @@ def write_batch(
                     cur.execute("ROLLBACK TO SAVEPOINT direct_copy")
                     direct = False
             if not direct:
-                inserted_at = _insert_via_staging(cur, txns, payload, result)
+                inserted_at = _insert_via_staging(cur, txns, payload, result, topic_id)
                 result.inserted = len(inserted_at)
         if inserted_at is None:
             stored_alerts = list(alerts)
@@ -188,7 +211,7 @@ def write_batch(
             )
             result.alerts_inserted = cur.rowcount
         if rejections:
-            result.rejected_inserted = insert_rejections(cur, rejections)
+            result.rejected_inserted = insert_rejections(cur, rejections, topic_id)
     return result
 
 
@@ -196,12 +219,17 @@ _VANISHED_RETRIES = 3  # rounds for rows deleted between the INSERT and the look
 
 
 def _insert_via_staging(
-    cur: psycopg2.extensions.cursor, txns: Sequence[Transaction], payload: str, result: BatchResult
+    cur: psycopg2.extensions.cursor,
+    txns: Sequence[Transaction],
+    payload: str,
+    result: BatchResult,
+    topic_id: uuid.UUID,
 ) -> set[tuple[int, int]]:
     """The idempotent path: only rows whose transaction_id is new are inserted. Returns the
     (partition, offset) of the rows inserted; raises StoredElsewhere for ids stored elsewhere.
-    "Already stored" takes the same id at the same (topic, partition, offset): a recreated topic
-    repeats positions with other messages, which are new rows."""
+    "Already stored" takes the same id at the same (topic, incarnation, partition, offset): a
+    recreated topic repeats positions with other messages, and an id stored at the same position
+    of the old incarnation is stored elsewhere."""
     _ensure_staging(cur)
     _copy_in(cur, "txn_stage", payload)
     inserted_at: set[tuple[int, int]] = set()
@@ -220,16 +248,16 @@ def _insert_via_staging(
         if not missing:
             return inserted_at
         cur.execute(
-            "SELECT transaction_id, kafka_topic, kafka_partition, kafka_offset FROM transactions "
-            "WHERE transaction_id = ANY(%s)",
+            "SELECT transaction_id, kafka_topic, kafka_partition, kafka_offset, kafka_topic_id "
+            "FROM transactions WHERE transaction_id = ANY(%s)",
             ([t.transaction_id for t in missing],),
         )
-        stored = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+        stored = {r[0]: (r[1], r[2], r[3], uuid.UUID(str(r[4]))) for r in cur.fetchall()}
         elsewhere = {}
         vanished = []
         for t in missing:
             where = stored.get(t.transaction_id)
-            if where == (t.kafka_topic, t.kafka_partition, t.kafka_offset):
+            if where == (t.kafka_topic, t.kafka_partition, t.kafka_offset, topic_id):
                 result.already_stored += 1
             elif where is not None:
                 elsewhere[t.transaction_id] = where
@@ -275,10 +303,14 @@ def find_unstorable(
     return bad
 
 
-def insert_rejections(cur: psycopg2.extensions.cursor, rejections: Iterable[Rejection]) -> int:
+def insert_rejections(
+    cur: psycopg2.extensions.cursor, rejections: Iterable[Rejection], topic_id: uuid.UUID = NIL
+) -> int:
+    incarnation = str(topic_id)
     rows = [
         (
             r.topic,
+            incarnation,
             r.partition,
             r.offset,
             r.reason,
@@ -291,7 +323,7 @@ def insert_rejections(cur: psycopg2.extensions.cursor, rejections: Iterable[Reje
     ]
     inserted = psycopg2.extras.execute_values(
         cur,
-        "INSERT INTO rejected_transactions (kafka_topic, kafka_partition, kafka_offset, reason, detail, "
+        "INSERT INTO rejected_transactions (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset, reason, detail, "
         "transaction_id, message_key, raw_payload) VALUES %s "
         "ON CONFLICT ON CONSTRAINT rejected_one_per_message DO NOTHING RETURNING 1",
         rows,
@@ -307,15 +339,17 @@ def load_accounts(
     account_ids: Sequence[str],
     max_per_account: int,
     before: Mapping[int, int] | None = None,
+    topic_id: uuid.UUID = NIL,
 ) -> list[tuple[Any, ...]]:
-    """The newest `max_per_account` stored transactions of each account from `topic`, in
+    """The newest `max_per_account` stored transactions of each account from `topic` (its
+    incarnation `topic_id` only: a recreated topic's new messages never meet the old ones), in
     `consumer.account_state.HistoryRow` order, ascending per account in stream order. With
     `before` (partition -> offset), only rows below that offset of their partition: the history
     the accounts had where a bounded backtest starts (a partition not in `before` gives none).
 
     One query whatever the number of accounts, and bounded: per account an index scan of
-    (account_id, kafka_topic, "timestamp") that stops after `max_per_account` rows. The age bound
-    (relative to the account's newest event) is applied by `AccountStates.load`, exactly as live.
+    (account_id, kafka_topic, kafka_topic_id, "timestamp") that stops after `max_per_account` rows. The age bound
+    applies when a rule evaluates (relative to the event evaluated: consumer/account_state.py).
     `amount_base` as the rules first saw it (rows stored before migration 010 have none: their
     amount as sent stands in).
     """
@@ -332,6 +366,7 @@ def load_accounts(
             CROSS JOIN LATERAL (
                 SELECT * FROM transactions t
                 WHERE t.account_id = a.account_id AND t.kafka_topic = %(topic)s
+                  AND t.kafka_topic_id = %(topic_id)s
                   AND (%(before_p)s::int[] IS NULL OR t.kafka_offset < (
                       SELECT b.o FROM unnest(%(before_p)s::int[], %(before_o)s::bigint[]) AS b(p, o)
                       WHERE b.p = t.kafka_partition))
@@ -343,6 +378,7 @@ def load_accounts(
             {
                 "accounts": list(account_ids),
                 "topic": topic,
+                "topic_id": str(topic_id),
                 "k": max_per_account,
                 "before_p": None if before is None else list(before),
                 "before_o": None if before is None else list(before.values()),

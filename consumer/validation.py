@@ -8,13 +8,17 @@ is documented in utils/models.py; every check below maps to exactly one `reason`
     missing_field, wrong_type, unsupported_schema_version, invalid_id, invalid_enum,
     amount_not_positive, amount_too_large, amount_precision, unknown_currency,
     invalid_country, invalid_timestamp, timestamp_in_future, timestamp_too_old,
-    field_too_long, control_characters, invalid_coordinates, key_mismatch, internal_error
+    no_record_timestamp, field_too_long, control_characters, invalid_coordinates, key_mismatch,
+    internal_error
 
 Time checks are relative to the Kafka record's timestamp (CreateTime, set by the producer, or
 LogAppendTime, set by the broker), never to the consumer's clock: both are stored in the log, so
-replaying a message minutes or months later judges it exactly as the first time. A record without
-a timestamp (pre-0.10 message format, kafka-python gives -1) skips the two time checks: nothing
-stable to judge against.
+replaying a message minutes or months later judges it exactly as the first time. The broker bounds
+CreateTime by its own clock (`message.timestamp.after.max.ms`, set where the project creates
+topics: utils/kafka_cleanup.py), so an event time can be at most that plus
+VALIDATION_MAX_FUTURE_SECONDS ahead of when it was written (docs/event-time.md). A record without a
+timestamp (pre-0.10 message format, kafka-python gives -1) escapes that bound: it is rejected
+(`no_record_timestamp`).
 `key_mismatch`: the Kafka key must be the account_id (UTF-8), because the key chose the partition,
 and one partition is what orders an account's transactions and decides which consumer owns them.
 
@@ -64,6 +68,7 @@ REASONS = (
     "invalid_timestamp",
     "timestamp_in_future",
     "timestamp_too_old",
+    "no_record_timestamp",
     "field_too_long",
     "control_characters",
     "invalid_coordinates",
@@ -118,8 +123,8 @@ def validate(
 ) -> Transaction | Rejection:
     """Check one message against the wire format; never raises.
 
-    `kafka_timestamp_ms` is the Kafka record's timestamp (None or negative: the record has none),
-    what "in the future" and "too old" are measured against, and what the pipeline's delay is
+    `kafka_timestamp_ms` is the Kafka record's timestamp (None or negative: the record has none,
+    and it is rejected), what "in the future" and "too old" are measured against, and what the pipeline's delay is
     measured from. `rates` converts the amount into the base currency (`amount_base`), the
     currency VALIDATION_MAX_AMOUNT and the rules' thresholds are in. The returned `Transaction`
     carries its Kafka topic, partition, offset and record timestamp.
@@ -248,8 +253,13 @@ def _transaction(
         partition,
         offset,
     )
-    if record_time is not None:
-        _check_event_time(txn.epoch, sent_time, limits, record_time)  # epoch: derived once
+    if record_time is None:
+        raise _Invalid(
+            "no_record_timestamp",
+            "the Kafka record has no timestamp (old message format): its event time cannot be bounded; "
+            "produce with a client and topic on message format v2 (Kafka 0.11+)",
+        )
+    _check_event_time(txn.epoch, sent_time, limits, record_time)  # epoch: derived once
     return txn
 
 

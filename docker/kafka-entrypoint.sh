@@ -68,6 +68,8 @@ transaction.state.log.min.isr=1
 # A single consumer joins at once instead of waiting 3 s for others.
 group.initial.rebalance.delay.ms=0
 delete.topic.enable=true
+# Records stamped more than an hour after the broker's clock are refused (utils/kafka_cleanup.py).
+log.message.timestamp.after.max.ms=3600000
 ${KAFKA_EXTRA_PROPERTIES:-}
 EOF
 }

@@ -83,6 +83,9 @@ def kafka_properties(log_dir: Path, port: int, zk_port: int, *, partitions: int 
         # A single member joins at once instead of waiting 3 s for others.
         "group.initial.rebalance.delay.ms": 0,
         "delete.topic.enable": "true",
+        # Every topic refuses records stamped more than an hour after the broker's clock: the
+        # client's CreateTime is what event time is judged against (utils/kafka_cleanup.py).
+        "log.message.timestamp.after.max.ms": 3_600_000,
     }
 
 

@@ -5,8 +5,8 @@ consumer's pure core (consumer/batch.py) over the whole stream at once, every ac
 empty and never leaving memory (unbounded cache), in partition order. Rules only read their
 account's history and an account lives in one partition, so partition order is the order every
 consumer sees, however often it is killed, frozen or rebalanced: a real run under faults must
-store exactly this. The model applies the same per-account bounds as the consumer (count and
-age), so time eviction is part of what is compared.
+store exactly this. The model applies the same per-account bounds as the consumer (count, and
+age relative to the evaluated event), so eviction is part of what is compared.
 """
 
 from __future__ import annotations

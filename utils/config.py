@@ -124,7 +124,7 @@ class ConsumerSettings:
         "the server ends a consumer session idle inside a transaction this long (a frozen process's locks)",
     )
     state_history_hours: float = env(
-        "STATE_HISTORY_HOURS", 24.0, "per-account history: events this recent, before the account's newest"
+        "STATE_HISTORY_HOURS", 24.0, "per-account history: how far back of the evaluated event any rule looks"
     )
     state_max_events_per_account: int = env("STATE_MAX_EVENTS_PER_ACCOUNT", 50)
     state_max_accounts: int = env(

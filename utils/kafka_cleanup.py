@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,22 @@ if __package__ in (None, ""):  # `python utils/kafka_cleanup.py`: make the repo 
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient, TopicPartition
-from kafka.admin import OffsetSpec
+from kafka.admin import ConfigResource, OffsetSpec
 
 from utils.config import KafkaSettings, Settings, load_settings
 from utils.errors import TxmonError
 
 log = logging.getLogger(__name__)
 
+# A record's CreateTime is the client's to choose, and validation judges event time against it
+# (consumer/validation.py): the broker refuses records stamped more than this after its own clock,
+# so no client can date an event into next year. 1 hour is Kafka 4.0's default; 3.x's default is
+# unbounded. The brokers the project runs set it for every topic (log.message.timestamp.after.max.ms
+# in stack/apache_kafka.py and docker/kafka-entrypoint.sh); topics created here carry it too, so
+# it holds on a broker someone else runs. The past is not bounded: old record times (a backfill,
+# a mirror) cannot hide later events (docs/event-time.md).
+TIMESTAMP_AFTER_MAX_MS = 3_600_000
+TOPIC_CONFIGS = {"message.timestamp.after.max.ms": str(TIMESTAMP_AFTER_MAX_MS)}
 _TOPIC_ALREADY_EXISTS = kafka_errors.TopicAlreadyExistsError.errno
 _UNKNOWN_TOPIC = kafka_errors.UnknownTopicOrPartitionError.errno
 
@@ -133,7 +143,14 @@ def ensure_topics(
     outcome: dict[str, str] = {}
     missing = [t for t in topics if t not in existing]
     if missing:
-        spec = {t: {"num_partitions": partitions, "replication_factor": replication_factor} for t in missing}
+        spec = {
+            t: {
+                "num_partitions": partitions,
+                "replication_factor": replication_factor,
+                "configs": TOPIC_CONFIGS,
+            }
+            for t in missing
+        }
         result = admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), raise_errors=False)
         created = []
         for item in result["topics"]:
@@ -161,6 +178,26 @@ def ensure_topics(
         )
         outcome[topic] = f"exists ({count} partitions{note})"
     return {t: outcome.get(t, "missing") for t in topics}
+
+
+def topic_id(admin: KafkaAdminClient, topic: str) -> uuid.UUID | None:
+    """Kafka's id of the topic (KIP-516): what tells a recreated topic from the one it replaced
+    (consumer/positions.py). None where the broker reports none."""
+    for meta in admin.describe_topics([topic]):
+        found = meta.get("topic_id")
+        if meta.get("error_code", 0) == 0 and found:
+            value = found if isinstance(found, uuid.UUID) else uuid.UUID(str(found))
+            return None if value.int == 0 else value
+    return None
+
+
+def topic_configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
+    """The topic's configuration values that differ from the broker's defaults."""
+    result = admin.describe_configs([ConfigResource("TOPIC", topic)])
+    entries = result.get("topic", {}).get(topic, {})
+    return {
+        name: str(entry.get("value") if isinstance(entry, dict) else entry) for name, entry in entries.items()
+    }
 
 
 def list_topics(admin: KafkaAdminClient, *, include_internal: bool = False) -> list[str]:

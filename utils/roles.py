@@ -91,6 +91,8 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         # The consumer's offsets and the DLQ publisher's progress: read, made, moved on.
         "consumer_offsets": ("SELECT", "INSERT", "UPDATE"),
         "dlq_progress": ("SELECT", "INSERT", "UPDATE"),
+        # How far each partition of each topic incarnation is stored: raised, never lowered.
+        "stored_positions": ("SELECT", "INSERT", "UPDATE"),
         # The migration history: readable (migrate's up-to-date check runs as any role), never written.
         "schema_migrations": ("SELECT",),
         # The console's tables (console/): the pipeline writes none of them; closed cases and

@@ -8,8 +8,10 @@ memory. The alerts of the scope are read whole (a few per hundred transactions).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +19,7 @@ from datetime import datetime
 import psycopg2.extensions
 from psycopg2 import sql
 
-from consumer import storage
+from consumer import positions, storage
 from consumer.rulesets import store
 from consumer.rulesets.active import ActiveRules
 from consumer.rulesets.backtest import (
@@ -54,14 +56,27 @@ _BASE_AT = storage.TXN_COLUMNS.index("amount_base")
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """The alerts compared: those of `topic`'s transactions with event time in [since, until)."""
+    """The alerts compared: those of `topic`'s transactions with event time in [since, until),
+    of one incarnation of the topic (`topic_id`; None: the one stored last). A recreated topic
+    repeats offsets: its incarnations are replayed apart, as the consumer evaluated them."""
 
     topic: str
     since: datetime | None = None
     until: datetime | None = None
+    topic_id: uuid.UUID | None = None
 
     def params(self) -> dict[str, object]:
-        return {"topic": self.topic, "since": self.since, "until": self.until}
+        incarnation = positions.incarnation(self.topic_id)
+        return {"topic": self.topic, "since": self.since, "until": self.until, "topic_id": str(incarnation)}
+
+
+def _latest_incarnation(cur: psycopg2.extensions.cursor, topic: str) -> uuid.UUID:
+    cur.execute(
+        "SELECT kafka_topic_id FROM stored_positions WHERE kafka_topic = %s ORDER BY updated_at DESC LIMIT 1",
+        (topic,),
+    )
+    row = cur.fetchone()
+    return positions.NIL if row is None else uuid.UUID(str(row[0]))
 
 
 _IN_SCOPE = """(%(since)s::timestamptz IS NULL OR t."timestamp" >= %(since)s)
@@ -77,24 +92,25 @@ def _spans(cur: psycopg2.extensions.cursor, scope: Scope) -> dict[int, tuple[int
                                 WHERE %(since)s::timestamptz IS NULL OR t."timestamp" >= %(since)s),
                             max(t.kafka_offset) + 1),
                    max(t.kafka_offset) FILTER (WHERE {_IN_SCOPE})
-            FROM transactions t WHERE t.kafka_topic = %(topic)s GROUP BY t.kafka_partition""",
+            FROM transactions t WHERE t.kafka_topic = %(topic)s AND t.kafka_topic_id = %(topic_id)s
+            GROUP BY t.kafka_partition""",
         scope.params(),
     )
     return {int(p): (int(first), None if last is None else int(last)) for p, first, last in cur.fetchall()}
 
 
 def _stream(
-    conn: psycopg2.extensions.connection, topic: str, partition: int, first: int, last: int
+    conn: psycopg2.extensions.connection, scope: Scope, partition: int, first: int, last: int
 ) -> Iterator[Transaction]:
     cur = conn.cursor(name=f"backtest_p{partition}")
     cur.itersize = ITERSIZE
     cur.execute(
         sql.SQL(
             "SELECT {}, coalesce(t.amount_base, t.amount)::float8 FROM transactions t "
-            "WHERE t.kafka_topic = %s AND t.kafka_partition = %s AND t.kafka_offset BETWEEN %s AND %s "
-            "ORDER BY t.kafka_offset"
+            "WHERE t.kafka_topic = %s AND t.kafka_topic_id = %s AND t.kafka_partition = %s "
+            "AND t.kafka_offset BETWEEN %s AND %s ORDER BY t.kafka_offset"
         ).format(_COLUMNS),
-        (topic, partition, first, last),
+        (scope.topic, scope.params()["topic_id"], partition, first, last),
     )
     with contextlib.closing(cur):
         for row in cur:
@@ -107,17 +123,20 @@ def _stored_alerts(cur: psycopg2.extensions.cursor, scope: Scope) -> list[Stored
     cur.execute(
         "SELECT a.transaction_id, a.alert_type, a.severity, a.details, a.rule_set_version, "
         "t.kafka_partition, t.kafka_offset, t.simulated_incident "
-        f"FROM alerts a JOIN transactions t USING (transaction_id) WHERE t.kafka_topic = %(topic)s AND {_IN_SCOPE}",
+        "FROM alerts a JOIN transactions t USING (transaction_id) "
+        f"WHERE t.kafka_topic = %(topic)s AND t.kafka_topic_id = %(topic_id)s AND {_IN_SCOPE}",
         scope.params(),
     )
     return [StoredAlert(*row) for row in cur.fetchall()]
 
 
-def _applied(cur: psycopg2.extensions.cursor, group: str, topic: str) -> list[tuple[int, int, int | None]]:
+def _applied(cur: psycopg2.extensions.cursor, scope: Scope) -> list[tuple[int, int, int | None]]:
+    """Where the stored messages switched version, whichever group stored them (one row per
+    position: consumer/rulesets/store.py record_applied)."""
     cur.execute(
         "SELECT kafka_partition, first_offset, version FROM rule_set_applied "
-        "WHERE consumer_group = %s AND kafka_topic = %s",
-        (group, topic),
+        "WHERE kafka_topic = %(topic)s AND kafka_topic_id = %(topic_id)s",
+        scope.params(),
     )
     return [(int(p), int(o), v) for p, o, v in cur.fetchall()]
 
@@ -139,6 +158,8 @@ def run_backtest(settings: Settings, scope: Scope, candidate: RuleSet | None) ->
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)  # one consistent snapshot
         with conn.cursor() as cur:
+            if scope.topic_id is None:
+                scope = dataclasses.replace(scope, topic_id=_latest_incarnation(cur, scope.topic))
             stored = _stored_alerts(cur, scope)
             spans = _spans(cur, scope)
             if candidate is not None:
@@ -149,7 +170,7 @@ def run_backtest(settings: Settings, scope: Scope, candidate: RuleSet | None) ->
                 def evaluator_for(t: Transaction) -> ActiveRules:
                     return only
             else:
-                vmap = VersionMap(_applied(cur, settings.kafka.consumer_group, scope.topic), stored)
+                vmap = VersionMap(_applied(cur, scope), stored)
                 conflicts = vmap.conflicts
                 evaluators: dict[int | None, ActiveRules] = {
                     None: ActiveRules.of(RuleSet.from_thresholds(environment), environment)
@@ -167,11 +188,18 @@ def run_backtest(settings: Settings, scope: Scope, candidate: RuleSet | None) ->
             starts = {p: first for p, (first, _last) in spans.items()}
 
             def history(accounts: set[str]) -> list[tuple[object, ...]]:
-                return storage.load_accounts(conn, scope.topic, sorted(accounts), limits.max_events, starts)
+                return storage.load_accounts(
+                    conn,
+                    scope.topic,
+                    sorted(accounts),
+                    limits.max_events,
+                    starts,
+                    positions.incarnation(scope.topic_id),
+                )
 
         replayed = replay(
             stream_order(
-                _stream(conn, scope.topic, p, first, last)
+                _stream(conn, scope, p, first, last)
                 for p, (first, last) in sorted(spans.items())
                 if last is not None
             ),

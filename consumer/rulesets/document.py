@@ -15,7 +15,8 @@ with every problem found, each naming its line and the fix.
       ...                               # every rule, every parameter: a version is complete
 
 Files are strict (a missing or unknown rule or parameter is an error, so what is published is
-exactly what was reviewed); stored versions are read leniently by `RuleSet.from_document`.
+exactly what was reviewed). A stored version runs only when complete (`check_stored`); tools that
+only show one read it leniently (`RuleSet.from_document`).
 """
 
 from __future__ import annotations
@@ -321,24 +322,55 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_REPUBLISH = (
+    "publish the set again with every rule and parameter (`python -m consumer.rulesets show > set.yaml`, "
+    "review what it filled in from your ALERT_* settings, `publish set.yaml --reason TEXT`), or activate "
+    "a complete version"
+)
+
+
 def check_stored(stored: object, reference: RuleThresholds, limits: StateLimits) -> RuleSet:
-    """A stored version as a consumer would run it, or RuleSetInvalid. Read leniently first, as
-    `RuleSet.from_document` does (a rule or parameter the code gained since publication comes from
-    `reference`, one it lost is dropped), then held to every check a file passes: a row written
-    around `publish` (by hand, by an older release) cannot put a wrong type or an impossible value
-    into the rules. Problems name their path; their line is that of a one-line JSON text."""
+    """A stored version as a consumer would run it, or RuleSetInvalid. It must be complete: a rule
+    or parameter the code has and the version lacks (the code gained it since publication, or the
+    row was written around `publish`) is refused, never taken from `reference`, this member's
+    ALERT_* settings, or members with different settings would run "the same version"
+    differently. One the code lost is dropped. Then held to every check a file passes: a wrong
+    type or an impossible value never reaches the rules. Problems name their path; their line is
+    that of a one-line JSON text."""
     complete = RuleSet.from_thresholds(reference).document()
     if not isinstance(stored, dict) or not isinstance(stored.get("rules"), dict):
         fix = "publish a valid set or activate an earlier version"
         raise RuleSetInvalid([Problem(1, 1, "", "the stored document has no 'rules' mapping", fix)])
+    missing: list[Problem] = []
     for name, rule in complete["rules"].items():
         given = stored["rules"].get(name)
         if not isinstance(given, dict):
+            missing.append(Problem(1, 1, f"rules.{name}", "the stored version has no such rule", _REPUBLISH))
             continue
         rule.update({k: given[k] for k in ("enabled", "severity") if k in given})
-        _merge_known(rule["parameters"], given.get("parameters"))
+        params = given.get("parameters")
+        for key in rule["parameters"]:
+            if not isinstance(params, dict) or key not in params:
+                missing.append(
+                    Problem(
+                        1,
+                        1,
+                        f"rules.{name}.parameters.{key}",
+                        "the stored version has no such parameter",
+                        _REPUBLISH,
+                    )
+                )
+        _merge_known(rule["parameters"], params)
     if SHARED in complete:
-        _merge_known(complete[SHARED], stored.get(SHARED))
+        shared = stored.get(SHARED)
+        for key in complete[SHARED]:
+            if not isinstance(shared, dict) or key not in shared:
+                missing.append(
+                    Problem(1, 1, f"{SHARED}.{key}", "the stored version has no such parameter", _REPUBLISH)
+                )
+        _merge_known(complete[SHARED], shared)
+    if missing:
+        raise RuleSetInvalid(missing)
     return load(json.dumps(complete), reference, limits)
 
 

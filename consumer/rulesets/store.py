@@ -8,6 +8,7 @@ together or not at all.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 from psycopg2.extensions import cursor as Cursor
-from psycopg2.extras import Json, execute_values
+from psycopg2.extras import Json
 
 from consumer.rulesets.model import RuleSet
 from utils.config import RuleThresholds
@@ -37,7 +38,6 @@ __all__ = [
     "get",
     "publish",
     "record_applied",
-    "recorded_versions",
     "stored",
     "versions",
 ]
@@ -220,38 +220,43 @@ def _unknown(cur: Cursor, version: int) -> str:
     return f"no rule-set version {version}: versions are 1 to {latest} (`history` lists them)"
 
 
-def recorded_versions(
-    cur: Cursor, group: str, topic: str, starts: Mapping[int, int]
-) -> dict[int, int | None]:
-    """partition -> the version `group` last recorded in rule_set_applied for it at or before the
-    offset it starts from (`starts`); None where no row is (the environment's settings). One
-    index scan per partition (the primary key leads with topic, partition, first_offset)."""
-    if not starts:
-        return {}
-    with _explained("reading where partitions switched rule-set version"):
-        cur.execute(
-            """SELECT s.p, (SELECT r.version FROM rule_set_applied r
-                            WHERE r.kafka_topic = %(topic)s AND r.kafka_partition = s.p
-                              AND r.consumer_group = %(group)s AND r.first_offset <= s.start
-                            ORDER BY r.first_offset DESC LIMIT 1)
-               FROM unnest(%(ps)s::int[], %(starts)s::bigint[]) AS s(p, start)""",
-            {"topic": topic, "group": group, "ps": list(starts), "starts": list(starts.values())},
-        )
-        return {int(p): version for p, version in cur.fetchall()}
-
-
 def record_applied(
-    cur: Cursor, group: str, topic: str, switches: Mapping[int, tuple[int, int | None]]
+    cur: Cursor,
+    group: str,
+    topic: str,
+    topic_id: uuid.UUID,
+    version: int | None,
+    new_from: Mapping[int, int],
 ) -> None:
-    """Add the batch's rows to rule_set_applied, in the batch's transaction. A row already at that
-    position (a group rewound to an offset it evaluated before) stays: those messages are
-    already stored with the alerts of the version it names."""
-    if switches:
-        execute_values(
-            cur,
-            """INSERT INTO rule_set_applied (consumer_group, kafka_topic, kafka_partition, first_offset, version)
-               VALUES %s ON CONFLICT DO NOTHING""",
-            [(group, topic, p, first, version) for p, (first, version) in sorted(switches.items())],
+    """In the batch's transaction: the batch evaluated with `version` and stores the messages of
+    each partition of `new_from` from that offset on (positions.new_from: below it, everything was
+    stored before, by whichever group, and keeps its label). A row is added where the version
+    recorded at that offset (the last row at or before it, none meaning NULL, the environment's
+    settings) is another. So a rewound group or a new group, which stores nothing again, labels
+    nothing, and the rows describe the stored messages whoever stored them. One index probe
+    per partition (the primary key leads with topic, incarnation, partition, first_offset)."""
+    if not new_from:
+        return
+    parts = sorted(new_from)
+    with _explained("recording the rule-set version a batch ran"):
+        cur.execute(
+            """INSERT INTO rule_set_applied
+                   (consumer_group, kafka_topic, kafka_topic_id, kafka_partition, first_offset, version)
+               SELECT %(group)s, %(topic)s, %(tid)s, s.p, s.first, %(version)s
+               FROM unnest(%(ps)s::int[], %(firsts)s::bigint[]) AS s(p, first)
+               WHERE (SELECT r.version FROM rule_set_applied r
+                      WHERE r.kafka_topic = %(topic)s AND r.kafka_topic_id = %(tid)s AND r.kafka_partition = s.p
+                        AND r.first_offset <= s.first
+                      ORDER BY r.first_offset DESC LIMIT 1) IS DISTINCT FROM %(version)s::int
+               ON CONFLICT DO NOTHING""",
+            {
+                "group": group,
+                "topic": topic,
+                "tid": str(topic_id),
+                "version": version,
+                "ps": parts,
+                "firsts": [new_from[p] for p in parts],
+            },
         )
 
 

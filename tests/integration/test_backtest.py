@@ -138,8 +138,8 @@ def _recorded_version_switch_is_replayed(s: Settings, capsys: pytest.CaptureFixt
         switch = cur.fetchone()[0]
         assert switch is not None, "the seeded stream raised no velocity alert in partition 0"
         cur.execute(
-            "INSERT INTO rule_set_applied (consumer_group, kafka_topic, kafka_partition, first_offset, version) "
-            "VALUES (%s, %s, 0, %s, %s)",
+            "INSERT INTO rule_set_applied (consumer_group, kafka_topic, kafka_topic_id, kafka_partition, "
+            "first_offset, version) SELECT %s, %s, kafka_topic_id, 0, %s, %s FROM transactions LIMIT 1",
             (s.kafka.consumer_group, s.kafka.topic, switch, version),
         )
     vanish = set(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from types import SimpleNamespace
 
 import psycopg2
@@ -19,6 +19,7 @@ from kafka import TopicPartition
 from consumer import offsets
 from consumer.account_state import AccountStates
 from consumer.batch import Batch
+from consumer.positions import NIL
 from consumer.processor import TransactionProcessor
 from consumer.storage import (
     BatchResult,
@@ -63,7 +64,7 @@ def _txns(n: int, *, seed: int = 3, first_offset: int = 0) -> list[Transaction]:
             offset=first_offset + i,
             key=key,
             limits=ValidationLimits(),
-            kafka_timestamp_ms=int(time.time() * 1000),
+            kafka_timestamp_ms=int(datetime.fromisoformat(msg["timestamp"]).timestamp() * 1000),  # sent then
         )
         assert isinstance(item, Transaction), item
         out.append(item)
@@ -107,7 +108,7 @@ def test_a_reused_id_from_another_message_rolls_the_batch_back(db: Database) -> 
     moved = [dataclasses.replace(t, kafka_offset=t.kafka_offset + 100) for t in txns[:3]]
     with pytest.raises(StoredElsewhere) as caught, db.connection() as conn:
         write_batch(conn, [*moved, *_txns(5, seed=4, first_offset=500)], [], [])
-    assert caught.value.stored_at == {t.transaction_id: ("t", 0, t.kafka_offset) for t in txns[:3]}
+    assert caught.value.stored_at == {t.transaction_id: ("t", 0, t.kafka_offset, NIL) for t in txns[:3]}
     assert _count(db, "SELECT count(*) FROM transactions") == 10
 
 
@@ -252,7 +253,7 @@ def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(
     result = BatchResult()
     with db.connection() as conn, conn.cursor() as cur:
         proxy = _DeleteBeforeLookup(cur, fresh_db, txns[0].transaction_id)
-        inserted_at = _insert_via_staging(proxy, txns, copy_rows(txns), result)  # type: ignore[arg-type]
+        inserted_at = _insert_via_staging(proxy, txns, copy_rows(txns), result, NIL)  # type: ignore[arg-type]
     assert proxy.deleted
     assert (sorted(inserted_at), result.already_stored) == ([(0, 0)], 9)
     assert _count(db, "SELECT count(*) FROM transactions") == 10

@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,12 @@ INJECTIONS = (
     "%s %(x)s {0} ${HOME}",
     "E'\\\\x41' || chr(0)",
 )
-# A timestamp inside every limit: an hour ago.
-BASE_TS = datetime.fromtimestamp(time.time() - 3600, UTC).isoformat()
+# Fixed times, never the wall clock: every record is sent with RECORD_MS as its Kafka timestamp,
+# and BASE_TS, an hour before it, is inside every limit. Midday in Europe, so that no high amount
+# is also an unusual hour (an event time of "an hour ago" made alerts depend on when tests ran).
+BASE_DT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+BASE_TS = BASE_DT.isoformat()
+RECORD_MS = int(BASE_DT.timestamp() * 1000) + 3_600_000
 KB900 = 900 * 1024
 
 
@@ -249,12 +253,12 @@ def build_corpus() -> list[Hostile]:
         ("-infinity", "invalid_timestamp"),
         ("epoch", "invalid_timestamp"),
         (BASE_TS + " " * 100, "invalid_timestamp"),
-        (datetime.fromtimestamp(time.time() - 3600, UTC).astimezone().isoformat(), "stored"),
+        (BASE_DT.astimezone(timezone(timedelta(hours=-7))).isoformat(), "stored"),
         (BASE_TS.replace("+00:00", "Z"), "stored"),
         (BASE_TS.replace("+00:00", "+05:45"), "stored"),
     ):
         add(f"timestamp {ts[:40]!r}", _dumps(base(tid(), timestamp=ts)), reason)
-    add("timestamp as epoch number", _dumps(base(tid(), timestamp=time.time())), "wrong_type")
+    add("timestamp as epoch number", _dumps(base(tid(), timestamp=BASE_DT.timestamp())), "wrong_type")
     # Text: control characters, invalid UTF-8, odd but valid Unicode, sizes
     for field in FREE_TEXT:
         add(f"{field} with NUL", _dumps(base(tid(), **{field: "a\x00b"})), "control_characters")
@@ -468,7 +472,10 @@ def send_all(s: Settings, msgs: list[Hostile]) -> list[int]:
         client_id="txmon-test-hostile",
     )
     try:
-        futures = [producer.send(s.kafka.topic, key=m.key, value=m.value, partition=0) for m in msgs]
+        futures = [
+            producer.send(s.kafka.topic, key=m.key, value=m.value, partition=0, timestamp_ms=RECORD_MS)
+            for m in msgs
+        ]
         producer.flush(timeout=60)
         return [f.get(timeout=30).offset for f in futures]
     finally:
@@ -500,7 +507,6 @@ def children(fresh_db: PostgresSettings) -> Iterator[list[subprocess.Popen[bytes
 def predicted(s: Settings, msgs: list[Hostile], offsets: list[int]) -> list[str]:
     """What each message should become: "stored" or a rejection reason (pure validation, then
     the first-one-wins rule for ids)."""
-    now_ms = int(time.time() * 1000)  # about when each record was sent
     seen: set[str] = set()
     out = []
     for m, o in zip(msgs, offsets, strict=True):
@@ -511,7 +517,7 @@ def predicted(s: Settings, msgs: list[Hostile], offsets: list[int]) -> list[str]
             offset=o,
             key=m.key,
             limits=s.validation,
-            kafka_timestamp_ms=now_ms,
+            kafka_timestamp_ms=RECORD_MS,  # what send_all stamps every record with
         )
         if isinstance(item, Rejection):
             out.append(item.reason)
@@ -712,7 +718,9 @@ def test_message_near_the_size_limit_is_rejected_without_stalling(
     )
     try:
         offsets = [
-            producer.send(s.kafka.topic, key=m.key, value=m.value, partition=0).get(30).offset
+            producer.send(s.kafka.topic, key=m.key, value=m.value, partition=0, timestamp_ms=RECORD_MS)
+            .get(30)
+            .offset
             for m in (big, after)
         ]
     finally:

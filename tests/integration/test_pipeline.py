@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -82,10 +83,13 @@ def test_replaying_the_topic_adds_nothing(pipeline_settings: Settings) -> None:
     assert scalar(s.postgres, "SELECT count(*) FROM alerts") == alerts_before
 
 
-def _send_raw(s: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+def _send_raw(
+    s: Settings, messages: list[tuple[bytes | None, bytes]], timestamp_ms: int | None = None
+) -> None:
+    """To partition 0; `timestamp_ms`: the records' Kafka timestamp (None: the producer's clock)."""
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
     for key, value in messages:
-        producer.send(s.kafka.topic, key=key, value=value, partition=0)
+        producer.send(s.kafka.topic, key=key, value=value, partition=0, timestamp_ms=timestamp_ms)
     producer.flush()
     producer.close()
 
@@ -133,7 +137,8 @@ def test_rules_see_history_from_before_a_restart(pipeline_settings: Settings) ->
     """Two tiny charges, a restart, two more: card testing only fires if the history was loaded back."""
     s = pipeline_settings
     base = generated(s, 1, seed=9)[0]
-    t0 = time.time() - 600
+    t0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()  # fixed, and so is each record's time
+    sent_ms = int((t0 + 600) * 1000)
 
     def tiny(i: int) -> tuple[bytes, bytes]:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t0 + 30 * i))
@@ -148,9 +153,9 @@ def test_rules_see_history_from_before_a_restart(pipeline_settings: Settings) ->
         }
         return base["account_id"].encode(), orjson.dumps(txn)
 
-    _send_raw(s, [tiny(0), tiny(1)])
+    _send_raw(s, [tiny(0), tiny(1)], sent_ms)
     assert consume(s).stored == 2
-    _send_raw(s, [tiny(2), tiny(3)])
+    _send_raw(s, [tiny(2), tiny(3)], sent_ms)
     assert consume(s).stored == 2
     fired = query(s.postgres, "SELECT transaction_id, details FROM alerts WHERE alert_type = 'card_testing'")
     assert [tid for tid, _ in fired] == ["tiny-3"]

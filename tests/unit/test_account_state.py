@@ -73,15 +73,58 @@ def test_count_bound_drops_the_oldest() -> None:
     assert epochs(h) == [T0 + 2, T0 + 3, T0 + 4]
 
 
-def test_age_bound_is_relative_to_the_accounts_newest_event() -> None:
+def test_age_bound_is_relative_to_the_event_being_evaluated() -> None:
+    """The history keeps the last max_events in stream order; what lies more than max_age before
+    an evaluated event is out of that event's sight, however new or old the account's newest."""
     h = AccountHistory(max_events=50, max_age_s=100)
-    for offset in (0, 50, 100):
+    for offset in (0, 50, 100, 160):
         h.add(event(T0 + offset))
-    assert epochs(h) == [T0, T0 + 50, T0 + 100]  # exactly max_age old is kept
-    h.add(event(T0 + 160))
-    assert epochs(h) == [T0 + 100, T0 + 160]
-    h.add(event(T0 + 10))  # a late arrival older than the window is not kept
-    assert epochs(h) == [T0 + 100, T0 + 160]
+    assert epochs(h) == [T0, T0 + 50, T0 + 100, T0 + 160]
+    assert h.floor(T0 + 160) == T0 + 60
+    assert h.count_between(h.floor(T0 + 160), T0 + 160) == 2  # T0 + 100 and T0 + 160
+
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+
+
+def test_one_far_future_event_evicts_nothing_and_hides_nothing() -> None:
+    """A message dated 2099 (a producer's broken clock) joins the history as its newest event. It
+    must not push the account's real events out (they stay in sight of the rules), neither live
+    nor when the account is loaded again; and beyond STATE_MAX_EVENTS_PER_ACCOUNT newer real
+    events, the rules fire exactly as on a history that never saw it, but for its one slot."""
+    k = 8
+    thresholds = RuleThresholds(velocity_count=3, velocity_window_s=60.0)
+    clean = AccountStates(k, 86_400)
+    poisoned = AccountStates(k, 86_400)
+    for states in (clean, poisoned):
+        states.load(["A"], [])
+    outlier = txn(FAR_FUTURE, "A")
+    poisoned.active("A", 0).add(Event.of(outlier))
+    stored = [outlier]
+    fired_clean: list[list[str]] = []
+    fired_poisoned: list[list[str]] = []
+    for i in range(3 * k):  # beyond max_events newer (real) events
+        t = txn(T0 + 10.0 * i, "A", amount=10.0 + i)
+        for states, fired in ((clean, fired_clean), (poisoned, fired_poisoned)):
+            history = states.active("A", 0)
+            fired.append(sorted(a.alert_type for a in evaluate(t, history, thresholds)))
+            history.add(Event.of(t))
+        stored.append(t)
+    assert fired_poisoned == fired_clean
+    assert fired_clean.count(["velocity"]) == 3 * k - 3  # from the fourth on
+    held = poisoned.get("A")
+    assert held is not None and len(held) == k
+    assert [e.epoch for e in held][:-1] == [T0 + 10.0 * i for i in range(2 * k + 1, 3 * k)]
+    # Loaded again (a restart): the same history, the outlier included, nothing evicted.
+    reloaded = AccountStates(k, 86_400)
+    rows = [
+        ("A", t.transaction_id, t.amount, t.merchant, t.country, None, None, t.epoch, t.currency,
+         t.amount_base, t.kafka_partition, t.kafka_offset)
+        for t in sorted(stored, key=lambda t: (t.epoch, t.kafka_partition, t.kafka_offset))[-k:]
+    ]  # fmt: skip
+    reloaded.load(["A"], rows)
+    again = reloaded.get("A")
+    assert again is not None and [e.transaction_id for e in again] == [e.transaction_id for e in held]
 
 
 def test_the_same_message_twice_changes_nothing() -> None:
@@ -269,13 +312,11 @@ class Msg:
 
 
 def expected_history(msgs: list[Msg], k: int, h: float) -> list[tuple[int, int]]:
-    """The definition: the last k of the account's events in stream order, without those older
-    than h before its newest. Returned as (partition, offset) in stream order."""
+    """The definition: the last k of the account's events in stream order (the age bound `h`
+    applies relative to each evaluated event, not to what is held). Returned as (partition,
+    offset) in stream order."""
     ordered = sorted(msgs, key=lambda m: (m.epoch, m.partition, m.offset))[-k:]
-    if not ordered:
-        return []
-    cutoff = ordered[-1].epoch - h
-    return [(m.partition, m.offset) for m in ordered if m.epoch >= cutoff]
+    return [(m.partition, m.offset) for m in ordered]
 
 
 def stored_rows(msgs: list[Msg], k: int) -> list[HistoryRow]:
@@ -320,7 +361,8 @@ def as_txn(m: Msg) -> Transaction:
 @st.composite
 def streams(draw: st.DrawFn) -> list[Msg]:
     """Messages of a few accounts over two partitions, with ties and late arrivals in event
-    time (whole seconds from a small range, so equal timestamps are common)."""
+    time (whole seconds from a small range, so equal timestamps are common) and the odd event
+    far in the future."""
     n = draw(st.integers(1, 60))
     offsets = [0, 0]
     out = []
@@ -329,7 +371,8 @@ def streams(draw: st.DrawFn) -> list[Msg]:
         out.append(
             Msg(
                 draw(st.sampled_from(["A", "B", "C"])),
-                T0 + draw(st.integers(0, 40)) * 30.0,
+                # Now and then a far-future outlier (a producer's broken clock).
+                FAR_FUTURE if draw(st.integers(0, 30)) == 0 else T0 + draw(st.integers(0, 40)) * 30.0,
                 draw(st.sampled_from([1.0, 5.0, 20.0, 450.0, 900.0])),
                 partition,
                 offsets[partition],

@@ -10,6 +10,7 @@ import itertools
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from functools import cache
 
 import orjson
@@ -38,7 +39,7 @@ from utils.config import RuleThresholds, Settings
 from utils.models import Alert, Transaction
 
 PARTITIONS = 3
-# Tight account windows (3 h, 20 events, over a ~12 h stream), so that both bounds evict.
+# Tight account windows (3 h, 20 events, over a ~12 h stream), so that both bounds matter.
 SETTINGS = dataclasses.replace(
     Settings(),
     consumer=dataclasses.replace(
@@ -59,7 +60,8 @@ def _live() -> tuple[tuple[Transaction, ...], tuple[Alert, ...]]:
     for msg in gen.next_batch(6000):
         key = msg["account_id"].encode()
         p = zlib.crc32(key) % PARTITIONS
-        by_tp[TopicPartition("tx", p)].append(Record(p, offsets[p], key, orjson.dumps(msg)))
+        sent_ms = int(datetime.fromisoformat(msg["timestamp"]).timestamp() * 1000)  # CreateTime: sent then
+        by_tp[TopicPartition("tx", p)].append(Record(p, offsets[p], key, orjson.dumps(msg), sent_ms))
         offsets[p] += 1
     batch = validate_records(dict(sorted(by_tp.items())), SETTINGS.validation, ENV.rate_table())
     assert not batch.rejections

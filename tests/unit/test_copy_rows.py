@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import UTC, datetime
 
-from consumer.storage import TXN_COLUMNS, copy_rows
+from consumer.storage import COPY_COLUMNS, TXN_COLUMNS, copy_rows
 from utils.models import Transaction
 
 
@@ -37,7 +38,7 @@ def _txn(**kw: object) -> Transaction:
 
 def test_each_value_lands_in_its_column() -> None:
     row = copy_rows([_txn()]).rstrip("\n").split("\t")
-    got = dict(zip(TXN_COLUMNS, row, strict=True))
+    got = dict(zip(COPY_COLUMNS, row, strict=True))
     assert got["transaction_id"] == "id-1" and got["account_id"] == "ACC1"
     assert got["amount"] == "12.50" and got["timestamp"] == "2026-01-02T03:04:05+00:00"
     assert (
@@ -53,11 +54,14 @@ def test_each_value_lands_in_its_column() -> None:
         "42",
     )
     assert got["kafka_timestamp_ms"] == "\\N"  # no record timestamp given
+    assert got["kafka_topic_id"] == "00000000-0000-0000-0000-000000000000"  # the broker gave none
+    topic_id = uuid.uuid4()
+    assert copy_rows([_txn()], topic_id).rstrip("\n").split("\t")[-1] == str(topic_id)
     assert (
         dict(zip(TXN_COLUMNS, copy_rows([_txn(kafka_timestamp_ms=1764354000123)]).split("\t"), strict=False))[
             "kafka_timestamp_ms"
         ]
-        == "1764354000123\n"
+        == "1764354000123"
     )
 
 
@@ -66,7 +70,7 @@ def test_nulls_and_copy_escapes() -> None:
         [_txn(merchant="a\tb\\c\nd\re", city=None, latitude=None, longitude=None, simulated_incident=None)]
     )
     fields = row.rstrip("\n").split("\t")
-    got = dict(zip(TXN_COLUMNS, fields, strict=True))
+    got = dict(zip(COPY_COLUMNS, fields, strict=True))
     assert got["merchant"] == "a\\tb\\\\c\\nd\\re"
     assert got["city"] == got["latitude"] == got["longitude"] == got["simulated_incident"] == "\\N"
     assert row.count("\n") == 1
@@ -75,7 +79,7 @@ def test_nulls_and_copy_escapes() -> None:
 def test_each_escape_path_alone() -> None:
     # Printable but with a backslash; not printable but nothing to escape; plain.
     row = copy_rows([_txn(merchant="C:\\shop", merchant_category="no\u00a0break", city="")])
-    got = dict(zip(TXN_COLUMNS, row.rstrip("\n").split("\t"), strict=True))
+    got = dict(zip(COPY_COLUMNS, row.rstrip("\n").split("\t"), strict=True))
     assert (got["merchant"], got["merchant_category"], got["city"]) == ("C:\\\\shop", "no\u00a0break", "")
 
 

@@ -19,6 +19,7 @@ from consumer.account_state import AccountStates
 from consumer.batch import Facts, evaluate_batch, validate_records
 from consumer.dlq import DLQ_MAX_PAYLOAD, dlq_record, fix_for
 from consumer.offsets import Start, StartKind, Stored, plan_start
+from consumer.positions import NIL
 from consumer.retry import CONFLICT_RETRIES, TIMEOUT_RETRIES, Attempts, DbRetry
 from utils.config import RuleThresholds, ValidationLimits
 from utils.database import ErrorKind, classify
@@ -106,7 +107,7 @@ def test_what_a_rolled_back_write_taught_decides_before_the_rules() -> None:
     become rejections, so no rule ever counts them."""
     recs = records([msg("a", minute=1), msg("b", minute=2)], [msg("a", minute=3)])
     facts = Facts()
-    facts.learn_stored({"a": ("tx", 1, 0)})
+    facts.learn_stored({"a": ("tx", 1, 0, NIL)})
     facts.learn_unstorable({("tx", 0, 1): "CheckViolation: nope"})
     batch = validate_records(recs, ValidationLimits(), RATES, facts)
     assert [(t.kafka_partition, t.kafka_offset) for t in batch.txns] == [(1, 0)]
@@ -116,9 +117,24 @@ def test_what_a_rolled_back_write_taught_decides_before_the_rules() -> None:
     ]
 
 
+def test_an_id_stored_at_the_same_position_of_another_incarnation_is_a_duplicate() -> None:
+    """A recreated topic repeats positions: "a" stored at tx/0@0 of the topic's old incarnation
+    is not this message at tx/0@0 of the new one (it would otherwise pass for its replay)."""
+    old, new = uuid.uuid4(), uuid.uuid4()
+    facts = Facts()
+    facts.learn_stored({"a": ("tx", 0, 0, old)})
+    batch = validate_records(records([msg("a"), msg("b")]), ValidationLimits(), RATES, facts, incarnation=new)
+    assert [t.transaction_id for t in batch.txns] == ["b"] and batch.incarnation == new
+    [dup] = batch.rejections
+    assert (dup.reason, dup.offset) == ("duplicate_transaction_id", 0)
+    assert "earlier incarnation" in dup.detail
+    again = validate_records(records([msg("a")]), ValidationLimits(), RATES, facts, incarnation=old)
+    assert [t.transaction_id for t in again.txns] == ["a"]  # its own replay: kept (already stored)
+
+
 def test_facts_are_bounded() -> None:
     facts = Facts(limit=3)
-    facts.learn_stored({f"id{i}": ("tx", 0, i) for i in range(5)})
+    facts.learn_stored({f"id{i}": ("tx", 0, i, NIL) for i in range(5)})
     assert list(facts.stored_at) == ["id2", "id3", "id4"]  # forgetting one costs a rollback, no more
 
 

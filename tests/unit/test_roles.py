@@ -45,7 +45,7 @@ def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_ru
         assert privileges.pop(table) == ("SELECT",)
     for table in ("transactions", "alerts", "rejected_transactions", "rule_set_applied"):
         assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
-    for table in ("consumer_offsets", "dlq_progress"):
+    for table in ("consumer_offsets", "dlq_progress", "stored_positions"):
         assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")  # advanced, never deleted
     for table in ("console_users", "console_sessions", "case_links", "case_events"):
         assert privileges.pop(table) == ()  # the console's own tables: none of the pipeline's business

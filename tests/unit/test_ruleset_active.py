@@ -1,5 +1,5 @@
 """What a consumer runs for a rule-set version (consumer/rulesets/active.py), when a partition's
-switch is recorded, and how a stored version is checked before it runs (document.check_stored)."""
+switch is recorded (tests/integration/test_incarnations.py), and how a stored version is checked before it runs (document.check_stored)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from consumer.account_state import AccountStates
 from consumer.batch import Batch, evaluate_batch
 from consumer.rules import RULES
 from consumer.rulesets import document
-from consumer.rulesets.active import ActiveRules, RecordedVersions, switches
+from consumer.rulesets.active import ActiveRules
 from consumer.rulesets.model import RuleConfig, RuleSet, StateLimits
 from tests.unit.test_rules import NOON, txn
 from utils.config import RuleThresholds
@@ -59,17 +59,9 @@ def test_a_version_changes_parameters_disables_rules_and_retunes_severities() ->
     assert len(off.functions) == len(RULES) - 1 and run(off, 60_000.0).alerts == []
 
 
-def test_a_partition_switch_is_recorded_once_where_its_version_changes() -> None:
-    recorded = {0: None, 1: 2, 2: 3}
-    assert switches(recorded, 3, {0: 10, 1: 20, 2: 30}) == {0: (10, 3), 1: (20, 3)}
-    assert switches(recorded, None, {0: 10, 1: 20}) == {1: (20, None)}
-    assert switches({0: None}, None, {0: 5}) == {}, "never published: no rows at all"
-
-
 def test_a_stored_version_is_checked_like_a_file() -> None:
     doc = RuleSet.from_thresholds(BASE).document()
     assert document.check_stored(doc, BASE, LIMITS) == RuleSet.from_thresholds(BASE)
-    del doc["rules"]["velocity"]["parameters"]["velocity_count"]  # gained by the code since
     doc["rules"]["velocity"]["parameters"]["retired_parameter"] = 3  # lost by the code since
     assert document.check_stored(doc, BASE, LIMITS) == RuleSet.from_thresholds(BASE)
     doc["rules"]["high_amount"]["parameters"]["high_amount"] = "five thousand"
@@ -84,17 +76,16 @@ def test_a_stored_version_is_checked_like_a_file() -> None:
         document.check_stored({"rule": {}}, BASE, LIMITS)
 
 
-def test_recorded_versions_follow_commits_and_rollbacks() -> None:
-    recorded = RecordedVersions()
-    assert recorded.unknown({0: 10, 1: 20}) == {0: 10, 1: 20}
-    recorded.learn({0: None, 1: 2})
-    first = recorded.switches(2, {0: 10, 1: 20})
-    assert first == {0: (10, 2)}
-    assert recorded.switches(2, {0: 30}) == {}, "prepared behind the first: already switched"
-    recorded.rolled_back()  # the first batch never committed
-    assert recorded.switches(2, {0: 10}) == {0: (10, 2)}
-    recorded.committed(first)
-    recorded.rolled_back()
-    assert recorded.switches(2, {0: 40, 1: 40}) == {}
-    recorded.forget(1)
-    assert recorded.unknown({0: 50, 1: 50}) == {1: 50}
+def test_a_stored_version_missing_a_parameter_or_rule_is_refused() -> None:
+    """A version is complete: members whose environments differ must run it identically, so a
+    parameter or rule it lacks (gained by the code since it was published, or a row written by
+    hand) is never taken from the member's own ALERT_* settings."""
+    doc = RuleSet.from_thresholds(BASE).document()
+    del doc["rules"]["velocity"]["parameters"]["velocity_count"]
+    del doc["rules"]["duplicate"]
+    for env in (BASE, RuleThresholds(velocity_count=99)):  # two members, two environments
+        with pytest.raises(document.RuleSetInvalid) as refused:
+            document.check_stored(doc, env, LIMITS)
+        problems = {p.path: p for p in refused.value.problems}
+        assert set(problems) == {"rules.velocity.parameters.velocity_count", "rules.duplicate"}
+        assert "publish" in problems["rules.duplicate"].fix

@@ -287,9 +287,10 @@ def test_time_is_judged_against_the_kafka_record_not_the_clock() -> None:
     assert _at_record_time(raw, later_record) == "stored"
     old = message(timestamp=_iso(NOW_DT - timedelta(days=3651)))
     assert _at_record_time(old, NOW_MS) == "timestamp_too_old"
-    for no_timestamp in (None, -1):  # nothing stable to judge by: both checks are skipped
-        assert _at_record_time(old, no_timestamp) == "stored"
-        assert _at_record_time(raw, no_timestamp) == "stored"
+    for no_timestamp in (None, -1):  # nothing the client cannot forge to judge by: refused
+        assert _at_record_time(old, no_timestamp) == "no_record_timestamp"
+        assert _at_record_time(raw, no_timestamp) == "no_record_timestamp"
+        assert _at_record_time(message(), no_timestamp) == "no_record_timestamp"
 
 
 @pytest.mark.parametrize(
@@ -342,15 +343,17 @@ def test_good_message_becomes_transaction() -> None:
 
 
 def test_the_kafka_record_timestamp_rides_along() -> None:
-    """The record's timestamp is stored (the delay metric reads it); a missing one (-1 or None)
-    is NULL, and then only the two time checks are skipped."""
+    """The record's timestamp is stored (the delay metric reads it); a record without one (-1 or
+    None: the old message format) is rejected, with its bytes, for the dead-letter topic: the
+    event time could not be bounded, and a far-future event time would outlive every check."""
     raw = message()
     common = {"topic": "transactions", "partition": 3, "offset": 42, "key": b"ACC-000123", "limits": LIMITS}
     with_ts = validate(raw, **common, kafka_timestamp_ms=NOW_MS + 123)  # type: ignore[arg-type]
     assert isinstance(with_ts, Transaction) and with_ts.kafka_timestamp_ms == NOW_MS + 123
     for missing in (None, -1):
-        txn = validate(raw, **common, kafka_timestamp_ms=missing)  # type: ignore[arg-type]
-        assert isinstance(txn, Transaction) and txn.kafka_timestamp_ms is None
+        refused = validate(raw, **common, kafka_timestamp_ms=missing)  # type: ignore[arg-type]
+        assert isinstance(refused, Rejection) and refused.reason == "no_record_timestamp"
+        assert (refused.raw, refused.offset, refused.transaction_id) == (raw, 42, TID)
     assert dataclasses.replace(with_ts, kafka_timestamp_ms=NOW_MS) == accepted(raw)
 
 
@@ -437,7 +440,7 @@ def test_message_exactly_at_size_limit_is_parsed() -> None:
 
 
 def test_every_reason_is_documented() -> None:
-    exercised = {reason for _, _, reason in BAD} | {"internal_error", "key_mismatch"}
+    exercised = {reason for _, _, reason in BAD} | {"internal_error", "key_mismatch", "no_record_timestamp"}
     assert exercised <= set(REASONS)
     assert set(REASONS) - exercised == set()
 

@@ -405,7 +405,9 @@ def _median(values: list[float]) -> float:
 
 
 def _window(history: AccountHistory, start: float, now: float) -> list[Event]:
-    """The events with start <= epoch <= now, oldest first."""
+    """The events with start <= epoch <= now, oldest first; never older than the account's
+    horizon (`AccountHistory.floor`)."""
+    start = max(start, history.floor(now))
     out = []
     for event in history.newest_first():
         epoch = event.epoch
@@ -422,11 +424,13 @@ _MERCHANT_OF = operator.attrgetter("merchant")
 _CATEGORY_OF = operator.attrgetter("category")
 
 
-def _seen(history: AccountHistory, merchant: str, before: float) -> bool:
-    """Whether the window holds a payment to or from `merchant` before `before`. It runs for
-    most payments, so the scan is done in C (the window is in event-time order)."""
+def _seen(history: AccountHistory, merchant: str, before: float, now: float) -> bool:
+    """Whether the window holds a payment to or from `merchant` in sight of `now` and before
+    `before`. It runs for most payments, so the scan is done in C (the window is in event-time
+    order)."""
     events = history.events
-    return merchant in map(_MERCHANT_OF, islice(events, bisect_left(events, before, key=_EPOCH_OF)))
+    first = bisect_left(events, history.floor(now), key=_EPOCH_OF)
+    return merchant in map(_MERCHANT_OF, islice(events, first, bisect_left(events, before, key=_EPOCH_OF)))
 
 
 def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
@@ -544,12 +548,12 @@ def _hour(epoch: float) -> int:
     return int(epoch % 86_400.0 // 3_600.0)
 
 
-def _hour_used(history: AccountHistory, before: float, hour: int) -> bool:
-    """Whether an event before `before` fell within an hour of `hour` (UTC hour of day). Newest
-    first: an account active at this time of day shows it within its last few events."""
+def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) -> bool:
+    """Whether an event in [floor, before) fell within an hour of `hour` (UTC hour of day).
+    Newest first: an account active at this time of day shows it within its last few events."""
     for event in history.newest_first():
         epoch = event.epoch
-        if epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
+        if floor <= epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
             return True
     return False
 
@@ -574,14 +578,15 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
         return None
     now = txn.epoch
     start = now - t.takeover_window_s
+    floor = history.floor(now)
     # Cheap exits first (this runs for most payments): a burst needs an hour the account does
     # not use, the payee signal a large transfer; either needs a merchant the window never saw.
-    if _seen(history, merchant, start):
+    if _seen(history, merchant, start, now):
         return None
     payee = txn.transaction_type == "transfer" and txn.amount_base >= t.takeover_payee_min_amount
-    if not payee and _hour_used(history, start, _hour(now)):
+    if not payee and _hour_used(history, start, floor, _hour(now)):
         return None
-    before = [e for e in events if e.epoch < start]
+    before = [e for e in events if floor <= e.epoch < start]
     if len(before) < t.takeover_min_history:
         return None
     known = {e.merchant for e in before}
@@ -704,12 +709,13 @@ def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) 
     ):
         return None
     now = txn.epoch
-    if _seen(history, merchant, now + 1e-9):
+    if _seen(history, merchant, now + 1e-9, now):
         return None
     unit = t.invoice_round_unit
     units = txn.amount / unit if unit > 0 else 0.5
     round_amount = abs(units - round(units)) < 1e-9
-    debits = [e.amount_base for e in history.events if e.debit and e.epoch <= now]
+    floor = history.floor(now)
+    debits = [e.amount_base for e in history.events if e.debit and floor <= e.epoch <= now]
     median = _median(debits) if debits else 0.0
     ratio = amount / median if median > 0 else math.inf
     if not round_amount and ratio < t.invoice_multiplier:
@@ -737,8 +743,9 @@ def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) 
 
 def dormant_reactivation(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """At least `dormant_min_amount` moved by an account whose previous event is at least
-    `dormant_idle_days` older. The window keeps an idle account's last events (its age bound is
-    relative to the account's newest event), so this needs no state of its own."""
+    `dormant_idle_days` older. The window keeps an account's last events whatever their age (the
+    age bound applies relative to the event evaluated), so the previous one is in sight: the one
+    rule that looks past `AccountHistory.floor`, and only at that event."""
     amount = txn.amount_base
     if amount < t.dormant_min_amount or not history.events:
         return None
@@ -797,8 +804,9 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     burst = [txn.amount_base]
     usual = []
     habits = set()
+    floor = history.floor(now)
     for event in history.events:
-        if event.epoch > now or not event.debit:
+        if event.epoch > now or event.epoch < floor or not event.debit:
             continue
         cat = event.category
         if event.epoch >= start and cat is not None and cat.lower() in risky:

@@ -273,3 +273,21 @@ def scenes() -> list[tuple[Transaction, AccountHistory]]:
             ),
         ),
     ]
+
+
+# -- the horizon: the window keeps an account's last events whatever their age, and no rule
+# but dormant_reactivation looks past STATE_HISTORY_HOURS before the event it evaluates
+
+
+def test_typology_rules_do_not_see_past_the_accounts_horizon() -> None:
+    invoice = txn(NOON, 4_500.0, ttype="transfer", merchant="Fresh Vendor Ltd", where=None)
+    recent = habits(10)
+    # The same vendor paid three days ago: out of sight, so this payment is still a first one.
+    stale = txn(NOON - 72 * H, 4_000.0, ttype="transfer", merchant="Fresh Vendor Ltd", where=None)
+    assert rules.invoice_fraud(invoice, history(stale, *recent), T) is not None
+    # Habits older than the horizon give no history to judge a takeover against.
+    *early, last = burst(3)
+    now_habits = habits(30, end=NOON + 6 * H)
+    assert rules.account_takeover(last, history(*now_habits, *early), T) is not None
+    old_habits = habits(30, end=NOON + 6 * H - 48 * H)
+    assert rules.account_takeover(last, history(*old_habits, *early), T) is None

@@ -73,7 +73,7 @@ class GroupMember:
         self.topic, self.group = k.topic, k.consumer_group
         self.settings, self.stop_event = settings, stop_event
         self.consumer = KafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers.split(","),
+            **k.client_kwargs(),
             group_id=k.consumer_group,
             enable_auto_commit=False,  # offsets live in PostgreSQL; Kafka's are a mirror we write
             auto_offset_reset="earliest",  # only before our seek; a rewind past it is detected

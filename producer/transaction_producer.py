@@ -171,7 +171,7 @@ def _make_kafka_producer(kafka: KafkaSettings, bootstrap_timeout_s: float) -> Ka
         kafka_log.setLevel(logging.CRITICAL)
     try:
         return KafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers.split(","),
+            **kafka.client_kwargs(),
             client_id="txmon-producer",
             acks="all",  # with enable_idempotence (default): no loss, no duplicates on retry
             linger_ms=10,  # a few ms of batching lifts throughput; latency stays well under 50 ms
@@ -236,7 +236,7 @@ def run_producer(
             f"{rate:g}/s" if rate else "full speed", ps.accounts, natural, clones, pool.accounts[0].account_id,
         )  # fmt: skip
     elif start is None:
-        start = continue_after_topic(settings.kafka.bootstrap_servers, topic, days_back=ps.days_back)
+        start = continue_after_topic(settings.kafka, topic, days_back=ps.days_back)
     generator = TransactionGenerator(
         seed, pool, ps.fraud_rate, clock=clock, start=start or datetime.now(UTC), clones=clones
     )

@@ -451,11 +451,19 @@ class LocalStack:
     def kafka_user(self, user: str) -> KafkaSettings:
         """This stack's Kafka as one of its users (stack/kafka_security.USERS): what each service
         would be configured with. Plaintext when the stack is."""
-        k = self.env().kafka_settings()
+        bootstrap = self._kafka_env(self._read_state())["kafka_bootstrap_servers"]
         broker = self._brokers["apache"]
         if not (isinstance(broker, ApacheKafka) and broker.secured):
-            return k
-        return k.as_user(user, broker.user_passwords()[user])
+            return KafkaSettings(bootstrap_servers=bootstrap)
+        security = broker.client_security(user)
+        return KafkaSettings(
+            bootstrap_servers=bootstrap,
+            security_protocol=str(security["security_protocol"]),
+            sasl_mechanism=str(security["sasl_mechanism"]),
+            sasl_username=user,
+            sasl_password=str(security["sasl_plain_password"]),
+            ssl_cafile=str(security["ssl_cafile"]),
+        )
 
     def superuser_password(self) -> str:
         """The generated `postgres` password (for tests and admin work; never printed by the CLI)."""

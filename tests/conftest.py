@@ -76,6 +76,29 @@ def test_stack() -> Iterator[LocalStack]:
         stack.down()
 
 
+# The secured broker (TXMON_KAFKA_SECURITY=sasl_ssl) runs beside the plaintext one, on its own ports.
+SECURED_TEST_PORTS = {"zk_port": 22231 + _OFFSET, "kafka_port": 29142 + _OFFSET, "pg_port": 25482 + _OFFSET}
+
+
+@pytest.fixture(scope="session")
+def secured_kafka_stack() -> Iterator[LocalStack]:
+    """ZooKeeper + a SASL_SSL broker with SCRAM users and ACLs (no PostgreSQL: tests that need a
+    database take `fresh_db` from the plaintext stack). Started only by the tests that ask for it."""
+    stack = LocalStack(
+        cache_dir() / f"test-stack-secured-{_OFFSET}",
+        environ={**os.environ, "TXMON_KAFKA_SECURITY": "sasl_ssl", "TXMON_KAFKA_IMPL": "apache"},
+        zk_port=SECURED_TEST_PORTS["zk_port"],
+        kafka_port=SECURED_TEST_PORTS["kafka_port"],
+        pg_port=SECURED_TEST_PORTS["pg_port"],
+    )
+    stack.destroy()  # fresh topics, users and certificates each session (a few seconds)
+    stack.start_component("kafka")
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
 @pytest.fixture(scope="session")
 def stack_env(test_stack: LocalStack) -> StackEnv:
     return test_stack.env()

@@ -35,6 +35,7 @@ from kafka.admin import OffsetSpec
 
 from utils.config import KafkaSettings, Settings, load_settings
 from utils.errors import TxmonError
+from utils.kafka_auth import refused_credentials
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,12 @@ def admin_client(
     Given KafkaSettings it connects with their brokers and credentials (`client_security()`);
     given a bootstrap string, with `security` (plaintext when None)."""
     if isinstance(bootstrap_servers, KafkaSettings):
-        security = bootstrap_servers.client_security()
-        bootstrap_servers = bootstrap_servers.bootstrap_servers
+        with refused_credentials(bootstrap_servers):
+            return admin_client(
+                bootstrap_servers.bootstrap_servers,
+                timeout_s=timeout_s,
+                security=bootstrap_servers.client_security(),
+            )
     try:
         return KafkaAdminClient(
             bootstrap_servers=bootstrap_servers,

@@ -98,10 +98,12 @@ def service_acls(topic: str, dlq_topic: str, group: str) -> list[Grant]:
 
 def broker_properties(host: str, port: int, tls_dir: Path, broker_password: str) -> dict[str, object]:
     """What a SASL_SSL broker adds to (and overrides in) apache_kafka.kafka_properties."""
-    jaas = (
-        "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{BROKER_USER}" password="{broker_password}";'
+    # JAAS quotes values in double quotes; our generated passwords (token_urlsafe) contain none.
+    login = " ".join(
+        f"{key}={json.dumps(value)}"
+        for key, value in (("username", BROKER_USER), ("password", broker_password))
     )
+    jaas = f"org.apache.kafka.common.security.scram.ScramLoginModule required {login};"
     return {
         "listeners": f"SASL_SSL://{host}:{port}",
         "advertised.listeners": f"SASL_SSL://{host}:{port}",

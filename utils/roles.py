@@ -87,17 +87,23 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "dlq_progress": ("SELECT", "INSERT", "UPDATE"),
         # The migration history: readable (migrate's up-to-date check runs as any role), never written.
         "schema_migrations": ("SELECT",),
+        # How long data is kept: the owner sets it (utils/schema.set_retention_days).
+        "retention_policy": ("SELECT",),
     }
 )
-# What the retention role may do: count and delete what has expired (reports/retention.py).
-# A transaction's alerts go with it by ON DELETE CASCADE, which PostgreSQL runs as alerts' owner.
+# What the retention role may do: count what has expired and call the one function that deletes
+# it (purge_expired, migration 070: rows older than retention_policy.days, nothing else). It holds
+# no DELETE privilege, so it cannot delete a young row. A transaction's alerts go with it by
+# ON DELETE CASCADE.
 RETENTION_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "transactions": ("SELECT", "DELETE"),
-        "rejected_transactions": ("SELECT", "DELETE"),
-        "pipeline_metrics": ("SELECT", "DELETE"),
+        "transactions": ("SELECT",),
+        "rejected_transactions": ("SELECT",),
+        "pipeline_metrics": ("SELECT",),
+        "retention_policy": ("SELECT",),
     }
 )
+RETENTION_FUNCTIONS = ("purge_expired(text, integer)",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,11 @@ def table_statements(app: str, tables: Iterable[str], retention: str = "") -> li
                     sql.SQL("GRANT {} ON TABLE {} TO {}").format(
                         _list(RETENTION_TABLE_PRIVILEGES[table]), name, purger
                     )
+                )
+        if "retention_policy" in tables:  # migration 070 made the function
+            for function in RETENTION_FUNCTIONS:
+                out.append(
+                    sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(schema, sql.SQL(function), purger)
                 )
     return out
 

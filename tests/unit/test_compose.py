@@ -425,8 +425,9 @@ def test_database_secrets_reach_only_the_jobs_that_log_in_with_them(services: di
 
     assert having("POSTGRES_MIGRATION_PASSWORD") == {"db-roles", "db-migrate"}
     assert having("POSTGRES_SUPERUSER_PASSWORD") == {"db-roles"}
-    # The retention role's to the job that creates it and to Airflow, whose cleanup task deletes as it.
-    assert having("POSTGRES_RETENTION_PASSWORD") == {"db-roles"} | AIRFLOW_SERVICES - {"airflow-init"}
+    # The retention role's to the job that creates it and to the scheduler, which runs the cleanup
+    # task (LocalExecutor): not the API server, the dag-processor or the triggerer.
+    assert having("POSTGRES_RETENTION_PASSWORD") == {"db-roles", "airflow-scheduler"}
     assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_SUPERUSER_PASSWORD")
 
 

@@ -49,11 +49,11 @@ WITHHELD = {
     "POSTGRES_MIGRATION_PASSWORD": {"consumer", *AIRFLOW},
     # db-migrate logs in as the owner only; the app role's password is not its business.
     "POSTGRES_PASSWORD": {"db-migrate"},
-    # The retention role deletes old audit rows: only the cleanup task (Airflow's scheduler and
-    # the containers sharing its settings) and db-roles, which creates it, get its password;
-    # db-migrate grants it by name.
-    "POSTGRES_RETENTION_USER": {"consumer", "airflow-init"},
-    "POSTGRES_RETENTION_PASSWORD": {"consumer", "db-migrate", "airflow-init"},
+    # The retention role deletes old audit rows: only the cleanup task (it runs in Airflow's
+    # scheduler, LocalExecutor) and db-roles, which creates it, get its password; db-migrate
+    # grants it by name.
+    "POSTGRES_RETENTION_USER": {"consumer", *(AIRFLOW - {"airflow-scheduler"})},
+    "POSTGRES_RETENTION_PASSWORD": {"consumer", "db-migrate", *(AIRFLOW - {"airflow-scheduler"})},
 }
 
 

@@ -104,6 +104,42 @@ def stack_env(test_stack: LocalStack) -> StackEnv:
     return test_stack.env()
 
 
+RULES_ADMINS = ("txmon_test_alice", "txmon_test_bob")
+
+
+@pytest.fixture(scope="session")
+def rules_admins(test_stack: LocalStack) -> dict[str, str]:
+    """Two named people's own logins, members of txmon_rules_admin (name -> password), as
+    `python -m utils.roles add-rules-admin NAME` makes them: who may publish rule sets."""
+    import secrets
+
+    from utils import roles
+
+    out = {name: secrets.token_urlsafe(24) for name in RULES_ADMINS}
+    pg = test_stack.env().postgres_settings()
+    conn = test_stack.postgres.connect_superuser()
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name, password in out.items():
+                roles.add_rules_admin(cur, name, password, roles.RoleNames.from_settings(pg))
+    finally:
+        conn.close()
+    return out
+
+
+@pytest.fixture
+def as_person(rules_admins: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Log the rule-set CLI in as one of `rules_admins` (PGUSER/PGPASSWORD, as a person would)."""
+
+    def login(name: str) -> None:
+        monkeypatch.setenv("PGUSER", name)
+        monkeypatch.setenv("PGPASSWORD", rules_admins[name])
+
+    login(RULES_ADMINS[0])
+    return login
+
+
 @pytest.fixture(autouse=True)
 def _no_stray_consumers() -> Iterator[None]:
     """A failed test must not leave its child consumers running (and holding its database)."""

@@ -88,6 +88,7 @@ def assert_roles_as_defined(cur: psycopg2.extensions.cursor, names: roles.RoleNa
     assert role_attributes(cur, names.owner) == expected_attributes(roles.OWNER_ATTRIBUTES)
     assert role_attributes(cur, names.app) == expected_attributes(roles.APP_ATTRIBUTES)
     assert role_attributes(cur, names.retention) == expected_attributes(roles.RETENTION_ATTRIBUTES)
+    assert role_attributes(cur, roles.RULES_ADMIN_GROUP) == expected_attributes(roles.RULES_ADMIN_ATTRIBUTES)
 
 
 def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: roles.RoleNames) -> None:
@@ -96,21 +97,30 @@ def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: 
     assert grants == {
         names.app: set(roles.APP_DATABASE_PRIVILEGES),
         names.retention: set(roles.RETENTION_DATABASE_PRIVILEGES),
+        roles.RULES_ADMIN_GROUP: {"CONNECT"},
     }  # and nothing for PUBLIC
 
 
 def assert_tables_as_defined(conn: psycopg2.extensions.connection, names: roles.RoleNames) -> None:
     with conn.cursor() as cur:
-        tables = relation_grants(cur, ("r", "p"))
+        tables = relation_grants(cur, ("r", "p", "v"))  # rule_set_active is a view (migration 071)
         expected = {t: {names.app: set(p)} for t, p in roles.APP_TABLE_PRIVILEGES.items() if p}
         for table, privileges in roles.RETENTION_TABLE_PRIVILEGES.items():
             expected[table][names.retention] = set(privileges)
+        for table, privileges in roles.RULES_ADMIN_TABLE_PRIVILEGES.items():
+            expected[table][roles.RULES_ADMIN_GROUP] = set(privileges)
         assert tables == expected
         sequences = relation_grants(cur, ("S",))
         assert sequences, "the migrations create bigserial keys"
-        assert all(g == {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)} for g in sequences.values()), (
-            sequences
-        )
+        for seq, grants in sequences.items():
+            wanted = {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)}
+            if seq in roles.RULES_ADMIN_SEQUENCES:
+                wanted[roles.RULES_ADMIN_GROUP] = {"USAGE"}
+            assert grants == wanted, (seq, grants)
+        cur.execute("SELECT proname, proacl::text[] FROM pg_proc WHERE proname = 'purge_expired'")
+        ((_, acl),) = cur.fetchall()
+        assert any(entry.startswith(f"{names.retention}=X/") for entry in acl), acl
+        assert not any(entry.startswith("=") or entry.startswith(f"{names.app}=") for entry in acl), acl
         cur.execute(
             "SELECT has_schema_privilege(%s, 'public', 'USAGE'), has_schema_privilege(%s, 'public', 'CREATE')",
             (names.app, names.app),

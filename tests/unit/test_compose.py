@@ -763,3 +763,21 @@ def test_kafka_entrypoint_rejects_an_unknown_role(fake_java: Path, tmp_path: Pat
     assert result.returncode == 64
     assert "usage" in result.stderr
     assert argv == []
+
+
+# Only the servers and jobs that start as root to hand their data to their own user get any
+# capability back, and only what chown/setpriv take.
+ROOT_STARTERS = {"postgres", "airflow-postgres", "airflow-init"}
+ROOT_CAPABILITIES = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}
+
+
+def test_no_container_keeps_capabilities_or_can_gain_privileges(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        assert svc.get("cap_drop") == ["ALL"], f"{name}: cap_drop: [ALL]"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name}: no-new-privileges"
+        added = set(svc.get("cap_add", []))
+        if name in ROOT_STARTERS:
+            assert added == ROOT_CAPABILITIES, name
+        else:
+            assert not added, f"{name} runs as its own user and needs no capability: {sorted(added)}"
+            assert svc.get("user") in (None, "${AIRFLOW_UID:-50000}:0"), f"{name} must not run as root"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -211,3 +212,43 @@ def test_provision_cli_sets_up_what_compose_needs(
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
                 for role in (names.app, names.retention, names.owner):
                     cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_passwords_reach_the_server_only_as_scram_verifiers(native_stack: LocalStack) -> None:
+    """CREATE/ALTER ROLE get libpq's SCRAM-SHA-256 verifier, never the password: it is in no
+    statement the server parses or logs; the roles still log in with their passwords."""
+    suffix = uuid.uuid4().hex[:8]
+    names = roles.RoleNames(owner=f"sv_owner_{suffix}", app=f"sv_app_{suffix}", retention=f"sv_ret_{suffix}")
+    passwords = {
+        names.owner: f"owner {suffix}",
+        names.app: f"app '{suffix}",
+        names.retention: f"ret-{suffix}",
+    }
+    db = f"sv_{suffix}"
+    sent: list[object] = []
+
+    class Recording(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> None:
+            sent.append(vars)
+            super().execute(query, vars)
+
+    conn = native_stack.postgres.connect_superuser()
+    conn.cursor_factory = Recording
+    try:
+        roles.provision(conn, db, names, passwords)
+        parameters = [str(v) for v in sent if v]
+        assert all(p not in "".join(parameters) for p in passwords.values()), "a password was sent"
+        verifiers = [v[0] for v in sent if isinstance(v, tuple) and str(v[0]).startswith("SCRAM-SHA-256$")]
+        assert len(verifiers) == 3
+        for role, password in passwords.items():
+            psycopg2.connect(
+                host="127.0.0.1", port=native_stack.ports["postgres"], dbname=db, user=role, password=password
+            ).close()
+    finally:
+        conn.cursor_factory = psycopg2.extensions.cursor
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            for role in passwords:
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.close()

@@ -15,10 +15,10 @@ REQUIREMENTS := requirements.txt requirements-pipeline.txt requirements-dev.txt
 # Rebuilt only when a requirements file changes, so `make venv` is instant when up to date.
 VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 # Only what exists: mypy errors on a folder without Python files.
-MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
+MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard devdocs/*.py utils/*.py producer/*.py consumer/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
-.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test test-fast bench airflow check \
-        compose-up compose-down test-compose
+.PHONY: help venv stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check \
+        compose-up compose-down test-compose docs docs-serve
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,9 @@ quality: venv ## measure every rule per incident on the local stack (QUALITY_ARG
 test: venv ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+simulate: venv ## the seeded consumer-group simulation over many seeds (SEEDS=100000; FIRST=0)
+	$(PY) -m tests.simulation --seeds $(or $(SEEDS),100000) --first $(or $(FIRST),0)
+
 test-fast: venv ## unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
@@ -74,6 +77,12 @@ check: lint typecheck test ## what CI runs: lint, types, every test
 
 bench: venv ## throughput/latency benchmark with baselines (BENCH_ARGS=--quick for ~4 min)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+docs: venv ## build the documentation site into site/ (--strict: any warning fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: venv ## serve the documentation on http://127.0.0.1:8000, rebuilt on every save (DOCS_PORT=8001 moves it)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8000)
 
 airflow: venv ## Airflow natively (standalone, UI on :8080) with the DAGs loaded
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/airflow_standalone.sh

@@ -24,11 +24,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
-from utils.models import Transaction
+from utils.models import DEBIT_TYPES, TRANSACTION_TYPES, Transaction
 
 __all__ = ["AccountHistory", "AccountStates", "Event", "HistoryRow"]
 
 _intern = sys.intern
+# (debit, refund, moved_on) per transaction type: one look-up per event. An unknown type (rows
+# stored before directions, tools) counts as a debit, as every amount did before.
+_KIND: dict[str | None, tuple[bool, bool, bool]] = {
+    t: (t in DEBIT_TYPES, t == "refund", t in ("transfer", "withdrawal")) for t in TRANSACTION_TYPES
+}
+_UNKNOWN_KIND = (True, False, False)
 
 
 @dataclass(slots=True)
@@ -48,6 +54,12 @@ class Event:
     amount_base: float  # in the base currency (Transaction.amount_base): what thresholds compare
     partition: int
     offset: int
+    # Direction and category, for the typology rules (money in vs out, refunds, high-risk
+    # merchants): two small fields, the category interned like the merchant.
+    debit: bool = True  # utils.models.DEBIT_TYPES; a credit (deposit, refund) otherwise
+    refund: bool = False
+    moved_on: bool = False  # a transfer or a cash withdrawal: money leaving the bank
+    category: str | None = None
 
     @classmethod
     def of(cls, txn: Transaction) -> Event:
@@ -66,6 +78,8 @@ class Event:
             txn.amount_base,
             txn.kafka_partition,
             txn.kafka_offset,
+            *_KIND.get(txn.transaction_type, _UNKNOWN_KIND),
+            None if (category := txn.merchant_category) is None else _intern(category),
         )
 
 
@@ -86,6 +100,9 @@ class HistoryRow(NamedTuple):
     amount_base: float | Decimal
     partition: int
     offset: int
+    # Rows without these (older callers) are debits without a category, as before directions.
+    transaction_type: str | None = None
+    merchant_category: str | None = None
 
 
 def _after(a: Event, b: Event) -> bool:
@@ -226,8 +243,10 @@ class AccountStates:
         by_account: dict[str, list[Event]] = {}
         for row in rows:
             account_id, tid, amount, merchant, country, lat, lon, epoch, currency, base, partition, offset = (
-                cast(HistoryRow, row)
+                cast(HistoryRow, row)[:12]
             )
+            ttype = row[12] if len(row) > 12 else None
+            category = row[13] if len(row) > 13 else None
             by_account.setdefault(account_id, []).append(
                 Event(
                     float(epoch),
@@ -241,6 +260,8 @@ class AccountStates:
                     float(base),
                     int(partition),
                     int(offset),
+                    *_KIND.get(ttype, _UNKNOWN_KIND),
+                    None if category is None else _intern(category),
                 )
             )
         kept = 0

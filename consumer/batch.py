@@ -15,6 +15,7 @@ Kafka coordinates, never of the clock or of how the messages were grouped into p
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -99,6 +100,7 @@ class Batch:
     spans: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # first, last offset read
     # Per partition (offset stored before this batch, offset after it): set by the consumer.
     moves: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    topic_id: uuid.UUID | None = None  # the topic incarnation the moves belong to: set by the consumer
     evaluation_s: float = 0.0  # validating and evaluating it (account loads excluded)
     rule_set_version: int | None = None  # the version the rules ran with (None: the environment's)
     # Rows for rule_set_applied, partition -> (first offset, version): set by the consumer.

@@ -1,77 +1,96 @@
-"""The consumer's side of the Kafka group: which partitions it reads, and from which offset.
+"""The consumer's side of the Kafka group: the thin shell around consumer/membership.py.
+
+The decisions (which partitions to read, from which offset, what to accept, when to drop, pause,
+resume or seek) are taken by the sans-I/O state machine `Membership`; this module turns
+kafka-python's callbacks and answers into its events and carries out its actions.
 
 Cooperative incremental rebalancing (kafka-python's cooperative-sticky assignor): a rebalance
 revokes only the partitions that move. The rebalance listener runs on kafka-python's IO thread,
-where blocking calls are not allowed, so it only books what changed (`to_setup`, `to_drop`);
-the consumer's main loop does the work after poll():
+where blocking calls are not allowed, so it puts the change on a thread-safe queue (and pauses
+what is gained); the main loop feeds the queue to the machine (`sync`) before every decision
+that depends on it.
 
-* a gained partition stays paused until its stored offset is read from PostgreSQL (`setup`,
-  with the decision in consumer/offsets.py) and the consumer seeks there;
-* a lost partition is dropped once the batch in flight is stored or fenced.
-
-Records of a partition that is not set up, or is being dropped, are never evaluated (`accept`).
-Kafka's committed offsets are written as a mirror of what this member stored (`mirror`), for
-lag tools only.
+Kafka's committed offsets are written as a mirror of what this member stored (`Mirror`), for lag
+tools only, never read back as truth.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg2.extensions
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.errors import KafkaError
+from kafka.errors import IllegalStateError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumer import offsets
-from consumer.offsets import StartKind
+from consumer.membership import (
+    Action,
+    Answer,
+    ClearCache,
+    CreateStored,
+    Forget,
+    Membership,
+    Mirror,
+    Pause,
+    ReadStored,
+    Resume,
+    Seek,
+)
 from utils.config import Settings
 
 log = logging.getLogger("consumer")
 
-_BLOCKED_RECHECK_S = 60.0  # how often a partition we refuse to read is looked at again
 DbCall = Callable[[Callable[[psycopg2.extensions.connection], Any], str], Any]
-
-
-@dataclass(slots=True)
-class Owned:
-    """A partition this member reads. Offsets are Kafka offsets of the next message."""
-
-    committed: int  # what consumer_offsets holds, as far as this member knows
-    expected: int  # what it will hold once every batch prepared so far is stored
-    position: int  # the next offset to read from Kafka
+Event = tuple[str, tuple[int, ...]]
 
 
 class _Listener(ConsumerRebalanceListener):
-    """Bookkeeping only: kafka-python 3 calls these on its IO thread."""
+    """kafka-python 3 calls these on its IO thread: they queue the change for the machine. The
+    one thing done here is pausing what is gained (kafka-python's pause is thread-safe): a
+    partition must not be fetched from before the machine has set it up. Left unpaused until
+    the main loop ran, kafka-python started fetching it from Kafka's committed offset or the log
+    start, and that fetch could land after our seek (test_accounts_moved_by_add_partitions_...
+    read offset 0 after seeking to 1434, and then hung in poll())."""
 
-    def __init__(self, member: GroupMember) -> None:
-        self.member = member
+    def __init__(self, events: queue.SimpleQueue[Event], consumer: KafkaConsumer) -> None:
+        self.events, self.consumer = events, consumer
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self.member.lose(revoked, "revoked")
+        self.events.put(("revoked", tuple(tp.partition for tp in revoked)))
 
     def on_partitions_lost(self, lost: Sequence[TopicPartition]) -> None:
-        self.member.lose(lost, "lost (this member was dropped from the group)")
+        self.events.put(("lost (this member was dropped from the group)", tuple(tp.partition for tp in lost)))
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.member.gain(assigned)
+        self.consumer.pause(*assigned)
+        self.events.put(("assigned", tuple(tp.partition for tp in assigned)))
 
 
 class GroupMember:
-    def __init__(self, settings: Settings, stop_event: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stop_event: threading.Event,
+        *,
+        on_forget: Callable[[tuple[int, ...]], None] = lambda ps: None,
+        on_clear: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_forget(partitions)`: the caller drops what it holds of partitions lost;
+        `on_clear()`: it empties its account cache (a rewind)."""
         k, cs = settings.kafka, settings.consumer
         self.topic, self.group = k.topic, k.consumer_group
         self.settings, self.stop_event = settings, stop_event
+        self.on_forget, self.on_clear = on_forget, on_clear
         self.consumer = KafkaConsumer(
             **k.client_kwargs(),
             group_id=k.consumer_group,
@@ -87,12 +106,8 @@ class GroupMember:
             fetch_max_bytes=32 * 1024 * 1024,
             client_id=f"txmon-consumer-{os.getpid()}",
         )
-        self.owned: dict[TopicPartition, Owned] = {}  # set up and readable
-        self.to_setup: set[TopicPartition] = set()  # gained (or fenced): read the stored offset first
-        self.to_drop: set[TopicPartition] = set()  # lost: drop once the batch in flight is done
-        self.blocked: dict[TopicPartition, float] = {}  # refused to read, until this monotonic time
-        self.rebalances = 0  # bumped by every listener call
-        self.mirror_of: dict[TopicPartition, int] = {}  # offsets this member stored, while it owns them
+        self.machine = Membership()
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._broker_errors = 0  # consecutive retriable Kafka errors from poll()
         self._ever_assigned = False
         self._unassigned_since: float | None = None
@@ -100,108 +115,130 @@ class GroupMember:
         # Know the topic's partitions before joining: a leader without them assigns nothing, and
         # the rebalance that follows is where kafka-python's join race strikes (watch_assignment).
         self.consumer.partitions_for_topic(self.topic)
-        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
 
     def close(self) -> None:
-        self.mirror(self.mirror_of, sync=True)
+        self.sync()
+        self._commit(self.machine.mirror_of.items(), sync=True)
         self.consumer.close(autocommit=False)
 
-    # ------------------------------------------------------------------ listener (IO thread)
+    # ------------------------------------------------------------------ events in, actions out
 
-    def gain(self, partitions: Sequence[TopicPartition]) -> None:
-        """Fetch nothing from them until their stored offset is read."""
-        self.rebalances += 1
-        self.consumer.pause(*partitions)
-        self.to_setup.update(partitions)
-        log.info("partitions assigned: %s", sorted(tp.partition for tp in partitions))
+    def sync(self) -> None:
+        """Feed the rebalances the listener queued to the machine, in order."""
+        while True:
+            try:
+                how, ps = self.events.get_nowait()
+            except queue.Empty:
+                return
+            log.info("partitions %s: %s", how, sorted(ps))
+            if how == "assigned":
+                self.execute(self.machine.assign(ps))
+            else:
+                self.execute(self.machine.revoke(ps))
 
-    def lose(self, partitions: Sequence[TopicPartition], how: str) -> None:
-        self.rebalances += 1
-        self.to_setup.difference_update(partitions)
-        self.to_drop.update(partitions)
-        log.info("partitions %s: %s", how, sorted(tp.partition for tp in partitions))
+    def execute(self, actions: Iterable[Action]) -> None:
+        """Carry out the machine's actions. The assignment can change on the IO thread at any
+        time: an action on a partition no longer assigned is skipped (its revocation is queued)."""
+        for a in actions:
+            if isinstance(a, Seek):
+                try:
+                    self.consumer.seek(self._tp(a.partition), a.offset)
+                except (ValueError, IllegalStateError, KeyError):
+                    log.info("partition %d: no longer assigned, not seeking it", a.partition)
+            elif isinstance(a, Pause | Resume):
+                assigned = self.consumer.assignment()
+                tps = [tp for tp in map(self._tp, a.partitions) if tp in assigned]
+                try:
+                    if isinstance(a, Pause):
+                        self.consumer.pause(*tps)
+                    else:
+                        self.consumer.resume(*tps)
+                except (KeyError, IllegalStateError):
+                    log.info("partitions %s: the assignment changed meanwhile", list(a.partitions))
+            elif isinstance(a, Mirror):
+                self._commit(a.offsets)
+            elif isinstance(a, Forget):
+                self.on_forget(a.partitions)
+            elif isinstance(a, ClearCache):
+                self.on_clear()
+            else:  # ReadStored and CreateStored are answered where they are asked (_setup)
+                raise AssertionError(f"unexpected action {a}")
 
-    # ------------------------------------------------------------------ main loop
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
 
-    def take_drops(self) -> set[TopicPartition]:
-        """The lost partitions, forgotten here; the caller drops their accounts."""
-        drops, self.to_drop = self.to_drop, set()
-        for tp in drops:
-            self.owned.pop(tp, None)
-            self.mirror_of.pop(tp, None)
-            self.blocked.pop(tp, None)
-        return drops
+    # ------------------------------------------------------------------ partitions
+
+    @property
+    def rebalances(self) -> int:
+        """Bumped by every assignment change (those queued included)."""
+        self.sync()
+        return self.machine.rebalances
+
+    def has_drops(self) -> bool:
+        self.sync()
+        return bool(self.machine.dropping)
+
+    def drop(self) -> tuple[int, ...]:
+        """Forget the partitions lost (the caller completed the batch in flight)."""
+        actions = self.machine.drop()
+        self.execute(actions)
+        return next((a.partitions for a in actions if isinstance(a, Forget)), ())
+
+    def owned(self) -> list[int]:
+        return self.machine.readable()
 
     def set_up_pending(self, db_call: DbCall) -> bool:
         """Set up what was gained, fenced or is due for another look. False when the broker or
         the database could not be asked (they stay pending, paused)."""
-        now = time.monotonic()
-        for tp in [tp for tp, at in self.blocked.items() if at <= now]:
-            del self.blocked[tp]
-            self.to_setup.add(tp)
-        if not self.to_setup:
-            return True
-        assigned = self.consumer.assignment()
-        todo, self.to_setup = sorted(tp for tp in self.to_setup if tp in assigned), set()
-        if todo and not self._setup(todo, db_call):
-            self.to_setup |= set(todo) - self.owned.keys() - self.blocked.keys()
-            return False
+        self.sync()
+        for a in self.machine.setup_due(time.monotonic()):
+            assert isinstance(a, ReadStored)
+            if not self._setup(a.partitions, db_call):
+                self.machine.read_failed(a.partitions)
+                return False
         return True
 
-    def _setup(self, tps: list[TopicPartition], db_call: DbCall) -> bool:
-        parts = [tp.partition for tp in tps]
+    def _setup(self, parts: tuple[int, ...], db_call: DbCall) -> bool:
+        tps = [self._tp(p) for p in parts]
         try:
             log_start = self.consumer.beginning_offsets(tps, timeout_ms=10_000)
             log_end = self.consumer.end_offsets(tps, timeout_ms=10_000)
         except KafkaError as exc:
-            log.warning("cannot set up partitions %s yet (%s); retrying", parts, exc)
+            log.warning("cannot set up partitions %s yet (%s); retrying", list(parts), exc)
             self.stop_event.wait(1.0)
             return False
         topic_id = self.topic_id()
         stored: dict[int, offsets.Stored] | None = db_call(
             lambda conn: offsets.read(conn, self.group, self.topic, parts),
-            f"reading the stored offsets of {parts}",
+            f"reading the stored offsets of {list(parts)}",
         )
         if stored is None:
             return False
-        new = [tp for tp in tps if tp.partition not in stored]
-        if new:
-            # No row yet (a new group, or one from before offsets lived here): Kafka's committed
-            # offset, else the log start, recorded before anything is read. The coordinator
-            # answers nothing while a rebalance is pending: ask briefly, retry after polling.
-            starts = {}
-            for tp in new:
-                try:
-                    committed = self.consumer.committed(tp, timeout_ms=2_000)
-                except KafkaError as exc:
-                    log.info(
-                        "partition %d: no committed offset from Kafka yet (%s); retrying", tp.partition, exc
-                    )
-                    return False
-                starts[tp.partition] = log_start[tp] if committed is None else committed
 
-            def create(conn: psycopg2.extensions.connection) -> dict[int, offsets.Stored]:
-                offsets.create(conn, self.group, self.topic, starts, topic_id)
-                return offsets.read(conn, self.group, self.topic, parts)
+        def answer(p: int, st: offsets.Stored | None) -> Answer:
+            return Answer(st, log_start[self._tp(p)], log_end[self._tp(p)])
 
-            stored = db_call(create, f"recording the start offsets of {sorted(starts)}")
-            if stored is None:
+        self.sync()  # revocations that came while we waited on PostgreSQL
+        actions = self.machine.answered(
+            {p: answer(p, stored.get(p)) for p in parts}, topic_id, time.monotonic(), self.topic
+        )
+        self.execute(a for a in actions if not isinstance(a, CreateStored))
+        create = next((a for a in actions if isinstance(a, CreateStored)), None)
+        if create is not None:
+            starts, tid = dict(create.starts), create.topic_id
+
+            def record_starts(conn: psycopg2.extensions.connection) -> dict[int, offsets.Stored]:
+                offsets.create(conn, self.group, self.topic, starts, tid)
+                return offsets.read(conn, self.group, self.topic, list(starts))
+
+            created = db_call(record_starts, f"recording the start offsets of {sorted(starts)}")
+            if created is None:
                 return False
-        for tp in tps:
-            where = f"{tp.topic}/{tp.partition}"
-            plan = offsets.plan_start(stored[tp.partition], log_start[tp], log_end[tp], topic_id, where)
-            if plan.kind is StartKind.BLOCKED:
-                log.error("%s", plan.message)
-                self.blocked[tp] = time.monotonic() + _BLOCKED_RECHECK_S
-                continue
-            if plan.kind is StartKind.SKIP_DELETED:
-                log.error("%s", plan.message)
-            n = stored[tp.partition].next_offset
-            self.owned[tp] = Owned(committed=n, expected=n, position=plan.offset)
-            self.consumer.seek(tp, plan.offset)
-            self.consumer.resume(tp)
-        resumed = {tp.partition: self.owned[tp].position for tp in tps if tp in self.owned}
-        log.info("partitions %s resume at %s", parts, resumed)
+            self.sync()
+            again = {p: answer(p, created.get(p)) for p in starts}
+            self.execute(self.machine.answered(again, topic_id, time.monotonic(), self.topic))
         return True
 
     def topic_id(self) -> uuid.UUID | None:
@@ -211,73 +248,7 @@ class GroupMember:
         topic_id = cluster.topic_id(self.topic) if cluster is not None else None
         return topic_id if isinstance(topic_id, uuid.UUID) and topic_id.int != 0 else None
 
-    def accept(self, polled: Mapping[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
-        """The records of partitions that are set up and still ours, from where we expect them.
-        Anything else (a partition lost or gained during the poll) is never evaluated."""
-        out: dict[TopicPartition, list[Any]] = {}
-        for tp, recs in polled.items():
-            st = self.owned.get(tp)
-            if st is None or tp in self.to_drop or not recs:
-                continue
-            first = recs[0].offset
-            if first < st.position:
-                log.error(
-                    "%s/%d: Kafka returned offset %d, before the position %d: the client was reset "
-                    "(log truncated or topic recreated); checking the partition again",
-                    tp.topic, tp.partition, first, st.position,
-                )  # fmt: skip
-                self.set_up_again(tp)
-                continue
-            if first > st.position:
-                log.warning(
-                    "%s/%d: offsets %d..%d are not in the log (deleted by retention before they were "
-                    "read, or transaction markers); continuing at %d",
-                    tp.topic, tp.partition, st.position, first - 1, first,
-                )  # fmt: skip
-            st.position = recs[-1].offset + 1
-            out[tp] = recs
-        return out
-
-    def set_up_again(self, tp: TopicPartition) -> None:
-        """Forget where `tp` stands and read its stored offset again (after a fence or a reset)."""
-        self.owned.pop(tp, None)
-        self.mirror_of.pop(tp, None)
-        if tp in self.consumer.assignment():
-            self.consumer.pause(tp)
-            self.to_setup.add(tp)
-
-    def rewind(self) -> None:
-        """Every owned partition back to its stored offset (those lost meanwhile are dropped
-        by the main loop next)."""
-        assigned = self.consumer.assignment()
-        for tp, st in self.owned.items():
-            st.expected = st.position = st.committed
-            if tp in assigned:
-                self.consumer.seek(tp, st.committed)
-
-    def stored(self, moves: Mapping[TopicPartition, tuple[int, int]]) -> None:
-        """A batch with these (start, end) offset moves committed: record and mirror them."""
-        now = {}
-        for tp, (_start, end) in moves.items():
-            st = self.owned.get(tp)
-            if st is not None:
-                st.committed = self.mirror_of[tp] = now[tp] = end
-        self.mirror(now)
-
-    def mirror(self, stored: Mapping[TopicPartition, int], *, sync: bool = False) -> None:
-        """Kafka's committed offsets follow the database for lag tools, never read back as truth:
-        only offsets this member stored, of partitions it still owns (a partition that went
-        elsewhere and came back is not committed from what this member stored before)."""
-        mirror = {tp: OffsetAndMetadata(n, None, -1) for tp, n in stored.items() if tp in self.owned}
-        if not mirror:
-            return
-        try:
-            if sync:
-                self.consumer.commit(mirror)
-            else:
-                self.consumer.commit_async(mirror, callback=_on_mirrored)
-        except KafkaError as exc:
-            log.info("mirroring offsets to Kafka failed (lag tools may lag): %s", exc)
+    # ------------------------------------------------------------------ reading
 
     def poll(self) -> dict[TopicPartition, list[Any]]:
         """poll(), riding out broker outages: kafka-python raises its retriable errors (connection
@@ -298,29 +269,78 @@ class GroupMember:
         if self._broker_errors:
             log.info("Kafka reachable again after %d failed polls", self._broker_errors)
             self._broker_errors = 0
+        self.machine.polled(tp.partition for tp, recs in records.items() if recs)
         return records
+
+    def accept(self, polled: Mapping[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """The records to evaluate: of partitions set up and still ours, from where we expect
+        them, not sought since the poll (the machine decides)."""
+        self.sync()
+        topic_id = self.topic_id()
+        self.execute(self.machine.topic_seen(topic_id, self.topic))
+        spans = {tp.partition: (recs[0].offset, recs[-1].offset) for tp, recs in polled.items() if recs}
+        if not spans:
+            return {}
+        accepted, actions = self.machine.accept(spans, topic_id, self.topic)
+        self.execute(actions)
+        return {tp: recs for tp, recs in polled.items() if tp.partition in accepted}
+
+    def prepared(
+        self, spans: Mapping[TopicPartition, tuple[int, int]]
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        moves = self.machine.prepared({tp.partition: span for tp, span in spans.items()})
+        return {self._tp(p): move for p, move in moves.items()}
+
+    # ------------------------------------------------------------------ batch outcomes
+
+    def stored(self, moves: Mapping[TopicPartition, tuple[int, int]]) -> None:
+        """A batch with these (start, end) offset moves committed: record and mirror them."""
+        self.execute(self.machine.stored({tp.partition: m for tp, m in moves.items()}))
+
+    def rewind(self) -> None:
+        """Every owned partition back to its stored offset (those lost meanwhile are dropped
+        by the main loop next); what was polled before is read again."""
+        self.sync()
+        self.execute(self.machine.rewind())
+
+    def fenced(self, partitions: Iterable[int]) -> None:
+        self.sync()
+        self.execute(self.machine.fenced(partitions))
+
+    def _commit(self, stored: Iterable[tuple[int, int]], *, sync: bool = False) -> None:
+        """Kafka's committed offsets follow the database for lag tools: only offsets this member
+        stored, of partitions it still owns (the machine's Mirror says which)."""
+        mirror = {self._tp(p): OffsetAndMetadata(n, None, -1) for p, n in stored}
+        if not mirror:
+            return
+        try:
+            if sync:
+                self.consumer.commit(mirror)
+            else:
+                self.consumer.commit_async(mirror, callback=_on_mirrored)
+        except KafkaError as exc:
+            log.info("mirroring offsets to Kafka failed (lag tools may lag): %s", exc)
 
     def keep_membership(self, seconds: float) -> None:
         """Wait while still calling poll() (paused), so the group does not evict us during an
-        outage. Rebalances may happen meanwhile: the listener books them as usual."""
+        outage. Rebalances may happen meanwhile: they are queued and fed to the machine."""
         deadline = time.monotonic() + seconds
         try:
+            self.sync()
+            self.execute(self.machine.outage_began())
             while time.monotonic() < deadline and not self.stop_event.is_set():
-                # Re-pause every round: a rebalance meanwhile brings partitions that are not paused.
-                self.consumer.pause(*self.consumer.assignment())
                 try:
                     self.consumer.poll(timeout_ms=min(500, int(seconds * 1000)))
                 except KafkaError as exc:
                     if not getattr(exc, "retriable", False):
                         raise
                     self.stop_event.wait(0.5)
+                # A rebalance meanwhile brings partitions that are not paused: the machine
+                # pauses what it gains.
+                self.sync()
         finally:
-            # Whatever was fetched meanwhile is read again from where we are.
-            assigned = self.consumer.assignment()
-            for tp, st in self.owned.items():
-                if tp in assigned:
-                    self.consumer.seek(tp, st.position)
-                    self.consumer.resume(tp)
+            self.sync()
+            self.execute(self.machine.outage_ended())
 
     def watch_assignment(self, now: float) -> None:
         """Work around a kafka-python 3.0.12 race, seen under the cooperative protocol too: the
@@ -342,36 +362,31 @@ class GroupMember:
                 now - self._unassigned_since,
             )
             self.consumer.unsubscribe()
-            self.consumer.subscribe([self.topic], listener=_Listener(self))
+            self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
             self._unassigned_since = now
             self._watchdog_s *= 2
 
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not stored yet, of each partition set up here, from the
         end offset the last fetch reported (no request to the broker)."""
-        out = {}
-        for tp, st in self.owned.items():
-            end = self.consumer.highwater(tp)
-            if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - st.committed)
-        return out
+        highwater = {p: self.consumer.highwater(self._tp(p)) for p in self.machine.owned}
+        return {(self.topic, p): n for p, n in self.machine.lag(highwater).items()}
 
     def caught_up(self) -> bool:
         """True when every assigned partition is read to its end, as the broker confirms. A broker
         that cannot be asked is no proof of an empty topic: silence during an outage is not idle."""
-        assigned = self.consumer.assignment()
-        if not assigned or any(tp not in self.owned for tp in assigned):
+        self.sync()
+        if self.machine.unread({}) is None:
             return False
         try:
-            ends = self.consumer.end_offsets(list(assigned), timeout_ms=5000)
+            ends = self.consumer.end_offsets([self._tp(p) for p in self.machine.assigned], timeout_ms=5000)
         except KafkaError as exc:
             log.warning("idle, but cannot confirm the end of the topic (%s): waiting on", exc)
             return False
-        lagging = {tp.partition: ends[tp] - self.owned[tp].position for tp in assigned}
-        lagging = {p: n for p, n in lagging.items() if n > 0}
+        lagging = self.machine.unread({tp.partition: n for tp, n in ends.items()})
         if lagging:
             log.info("idle, but partitions still have messages to read: %s", lagging)
-        return not lagging
+        return lagging == {}
 
 
 def _on_mirrored(offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:

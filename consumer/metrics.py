@@ -33,7 +33,7 @@ from utils.metrics import MetricsServer, new_registry, serve
 __all__ = ["OUTCOMES", "BatchStats", "ConsumerMetrics"]
 
 OUTCOMES = ("stored", "rejected", "already_stored")
-# Event time to stored: ~20-50 ms live (README, Performance); minutes mean a backlog; the
+# Event time to stored: ~20-50 ms live (docs/performance.md); minutes mean a backlog; the
 # simulated clock lands in +Inf.
 DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

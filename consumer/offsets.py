@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import psycopg2.extensions
 
-__all__ = ["Start", "StartKind", "Stored", "advance", "create", "plan_start", "read"]
+__all__ = ["Start", "StartKind", "Stored", "advance", "commit_status", "create", "plan_start", "read"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +61,37 @@ def create(
 
 
 def advance(
-    cur: psycopg2.extensions.cursor, group: str, topic: str, moves: Mapping[int, tuple[int, int]]
+    cur: psycopg2.extensions.cursor,
+    group: str,
+    topic: str,
+    moves: Mapping[int, tuple[int, int]],
+    topic_id: uuid.UUID | None = None,
 ) -> set[int]:
     """Move each partition's offset from `start` to `end` ({partition: (start, end)}) where it
-    still is `start`; returns the partitions where it was not (fenced). Run it first in the
-    batch's transaction: its row locks make a second writer of the same partition wait for the
-    first to commit, after which the second finds the offset moved."""
+    still is `start` and was recorded for the topic incarnation `topic_id` (None, or a row
+    without one: not checked); returns the partitions where it was not (fenced). Run it first in
+    the batch's transaction: its row locks make a second writer of the same partition wait for
+    the first to commit, after which the second finds the offset moved."""
     parts = sorted(moves)
+    tid = None if topic_id is None else str(topic_id)
     cur.execute(
         "UPDATE consumer_offsets o SET next_offset = m.next, updated_at = clock_timestamp() "
         "FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS m(p, start, next) "
         "WHERE o.consumer_group = %s AND o.kafka_topic = %s AND o.kafka_partition = m.p "
-        "AND o.next_offset = m.start RETURNING o.kafka_partition",
-        (parts, [moves[p][0] for p in parts], [moves[p][1] for p in parts], group, topic),
+        "AND o.next_offset = m.start "
+        "AND (o.topic_id IS NULL OR %s::uuid IS NULL OR o.topic_id = %s::uuid) RETURNING o.kafka_partition",
+        (parts, [moves[p][0] for p in parts], [moves[p][1] for p in parts], group, topic, tid, tid),
     )
     return set(parts) - {r[0] for r in cur.fetchall()}
+
+
+def commit_status(conn: psycopg2.extensions.connection, xid: int) -> str | None:
+    """What became of transaction `xid` (from txid_current()): 'committed', 'aborted',
+    'in progress', or None when it is too old to tell."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT txid_status(%s)", (xid,))
+        row = cur.fetchone()
+    return None if row is None else row[0]
 
 
 class StartKind(enum.Enum):
@@ -95,8 +111,8 @@ def plan_start(stored: Stored, log_start: int, log_end: int, topic_id: uuid.UUID
     """Where to read a gained partition `where` ("topic/partition") from, given its stored offset
     and the broker's log bounds. A stored offset past the log end, or a topic id other than the
     one recorded, means the topic was recreated (or its log truncated): resuming there would skip
-    its new messages, so nothing is read until an operator starts the group afresh (README,
-    "Guarantees", Topics). Offsets before the log start were deleted by retention unread: that
+    its new messages, so nothing is read until an operator starts the group afresh
+    (docs/operations.md, Recovery procedures). Offsets before the log start were deleted by retention unread: that
     loss already happened in Kafka; the consumer says how many and goes on from the log start."""
     n = stored.next_offset
     if stored.topic_id is not None and topic_id is not None and stored.topic_id != topic_id:
@@ -104,14 +120,14 @@ def plan_start(stored: Stored, log_start: int, log_end: int, topic_id: uuid.UUID
             StartKind.BLOCKED,
             n,
             f"{where}: the topic was deleted and recreated (topic id {stored.topic_id} when the stored "
-            f"offset {n} was written, {topic_id} now); not reading it: README 'Guarantees' (Topics)",
+            f"offset {n} was written, {topic_id} now); not reading it: start the group afresh as docs/operations.md says (Recovery procedures)",
         )
     if n > log_end:
         return Start(
             StartKind.BLOCKED,
             n,
             f"{where}: the stored offset {n} is past the end of the log ({log_end}): the topic was "
-            "recreated or its log truncated; not reading it: README 'Guarantees' (Topics)",
+            "recreated or its log truncated; not reading it: start the group afresh as docs/operations.md says (Recovery procedures)",
         )
     if n < log_start:
         return Start(

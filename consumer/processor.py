@@ -68,6 +68,15 @@ class Fenced(TxmonError):
         self.partitions = partitions
 
 
+class CommitUnknown(DatabaseUnavailable):
+    """The connection died after the batch's COMMIT was sent: it may be stored. Settled by
+    asking PostgreSQL what became of its transaction (`offsets.commit_status`)."""
+
+    def __init__(self, xid: int, result: storage.BatchResult, cause: BaseException) -> None:
+        super().__init__(f"lost the answer to a batch's COMMIT (transaction {xid}): {cause}")
+        self.xid, self.result = xid, result
+
+
 class Outcome(enum.Enum):
     DONE = "done"  # the batch is stored (or there was none)
     REWOUND = "rewound"  # rolled back; every partition was sought back to its stored offset
@@ -121,7 +130,9 @@ class TransactionProcessor:
         self._migrate_with_retry()
         self.rulesets.start(self.retry.call)
         self._rule_set_version_seen()
-        member = self.member = GroupMember(self.settings, self.stop_event)
+        member = self.member = GroupMember(
+            self.settings, self.stop_event, on_forget=self._forget, on_clear=self._clear_cache
+        )
         self.dlq = DlqPublisher(
             self.db, self._dlq_producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
         )
@@ -141,7 +152,7 @@ class TransactionProcessor:
                     break
                 if self.rulesets.poll(now).version != self._version_seen:
                     self._rule_set_version_seen()
-                if not joined and member.owned:
+                if not joined and member.owned():
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
                 records = member.accept(polled)
@@ -232,28 +243,30 @@ class TransactionProcessor:
         """Drops first (after the batch in flight is stored or fenced), then setups. False when
         asked to stop while the database was away."""
         assert self.member is not None
-        if self.member.to_drop:
+        if self.member.has_drops():
             if self._complete_inflight() is Outcome.STOPPED:
                 return False
-            drops = self.member.take_drops()
-            for tp in drops:
-                self.recorded.forget(tp.partition)
-            dropped = self.states.drop_partitions(tp.partition for tp in drops)
-            log.info(
-                "dropped %d accounts of partitions %s from memory",
-                dropped,
-                sorted(tp.partition for tp in drops),
-            )
+            self.member.drop()
         set_up = self.member.set_up_pending(self.retry.call)
         if self.dlq is not None:
-            self.dlq.set_partitions(tp.partition for tp in self.member.owned)
+            self.dlq.set_partitions(self.member.owned())
         return set_up or not self.stop_event.is_set()
+
+    def _forget(self, partitions: tuple[int, ...]) -> None:
+        """The machine's Forget: partitions lost are dropped from memory."""
+        for p in partitions:
+            self.recorded.forget(p)
+        dropped = self.states.drop_partitions(partitions)
+        log.info("dropped %d accounts of partitions %s from memory", dropped, list(partitions))
+
+    def _clear_cache(self) -> None:
+        """The machine's ClearCache: what was prepared is void."""
+        self.states.clear()
+        self.recorded.rolled_back()
 
     def _rewind(self, why: str) -> None:
         """Back to the stored offsets with an empty cache: what was prepared is read again."""
         assert self._inflight is None and self.member is not None
-        self.states.clear()
-        self.recorded.rolled_back()
         self.member.rewind()
         self.summary.rewinds += 1
         log.info("rewound to the stored offsets (%s)", why)
@@ -307,11 +320,8 @@ class TransactionProcessor:
         batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
         self.states.trim()
         batch.rule_set_switches = self.recorded.switches(rules.version, firsts)
-        owned = self.member.owned
-        for tp, (_first, last) in batch.spans.items():
-            st = owned[tp]
-            batch.moves[tp] = (st.expected, last + 1)
-            st.expected = last + 1
+        batch.moves = self.member.prepared(batch.spans)
+        batch.topic_id = self.member.machine.batch_topic_id(tp.partition for tp in batch.moves)
         return batch
 
     def _read_for_batch(self, read: Callable[[Any], T], what: str, rebalances: int) -> T | None:
@@ -329,21 +339,30 @@ class TransactionProcessor:
 
     def _write_once(self, batch: Batch) -> storage.BatchResult:
         started = time.perf_counter()
-        with self.db.connection() as conn:
-            with conn.cursor() as cur:
-                moves = {tp.partition: move for tp, move in batch.moves.items()}
-                fenced = offsets.advance(cur, self.group, self.topic, moves)
-                if fenced:
-                    raise Fenced(fenced)
-                rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
-            result = storage.write_batch(
-                conn,
-                batch.txns,
-                batch.alerts,
-                batch.rejections,
-                alert_positions=batch.alert_positions,
-                rule_set_version=batch.rule_set_version,
-            )
+        committing: tuple[int, storage.BatchResult] | None = None
+        try:
+            with self.db.connection() as conn:
+                with conn.cursor() as cur:
+                    moves = {tp.partition: move for tp, move in batch.moves.items()}
+                    fenced = offsets.advance(cur, self.group, self.topic, moves, batch.topic_id)
+                    if fenced:
+                        raise Fenced(fenced)
+                    cur.execute("SELECT txid_current()")
+                    xid = int(cur.fetchone()[0])  # type: ignore[index]
+                    rulesets_store.record_applied(cur, self.group, self.topic, batch.rule_set_switches)
+                result = storage.write_batch(
+                    conn,
+                    batch.txns,
+                    batch.alerts,
+                    batch.rejections,
+                    alert_positions=batch.alert_positions,
+                    rule_set_version=batch.rule_set_version,
+                )
+                committing = (xid, result)
+        except DatabaseUnavailable as exc:
+            if committing is not None:  # everything ran: the COMMIT itself went unanswered
+                raise CommitUnknown(*committing, exc) from exc
+            raise
         result.write_s = time.perf_counter() - started
         result.stored_at = time.time()
         return result
@@ -379,14 +398,21 @@ class TransactionProcessor:
                     error,
                 )
                 for p in error.partitions:
-                    self.member.set_up_again(TopicPartition(self.topic, p))
                     self.recorded.forget(p)
-                self._rewind("fenced")
+                self.member.fenced(error.partitions)
+                self.summary.rewinds += 1
+                log.info("rewound to the stored offsets (fenced)")
                 return Outcome.REWOUND
             if isinstance(error, storage.StoredElsewhere):
                 self.facts.learn_stored(error.stored_at)
                 self._rewind(f"{len(error.stored_at)} ids were already stored from other messages")
                 return Outcome.REWOUND
+            if isinstance(error, CommitUnknown):
+                stored = self._settle_commit(error)
+                if stored is not None:
+                    return stored
+                if self.stop_event.is_set():
+                    return Outcome.STOPPED
             if classify(error) is ErrorKind.DATA:
                 return self._reject_unstorable(batch, error)
             if not self.retry.again(error, attempts, f"storing a batch of {batch.size}"):
@@ -397,6 +423,25 @@ class TransactionProcessor:
                 return self._write_once(batch)
             except Exception as exc:
                 error = exc
+
+    def _settle_commit(self, error: CommitUnknown) -> storage.BatchResult | None:
+        """Whether a COMMIT whose answer was lost went through: its result if it did, None to
+        write the batch again (it did not, or asked to stop). Retrying blindly would find the
+        offsets moved by this very batch and take it for a zombie's fence."""
+        what = f"asking whether transaction {error.xid} committed"
+        while True:
+            status = self.retry.call(lambda conn: offsets.commit_status(conn, error.xid), what)
+            if status != "in progress":
+                break
+            self._keep_membership(0.5)  # the server has not noticed the dead connection yet
+        if status == "committed":
+            error.result.stored_at = time.time()
+            log.warning("the answer to a batch's COMMIT was lost; it was stored (transaction %d)", error.xid)
+            return error.result
+        log.warning(
+            "the answer to a batch's COMMIT was lost; it was not stored (%s): writing it again", status
+        )
+        return None
 
     def _reject_unstorable(self, batch: Batch, error: Exception) -> Outcome:
         """A row validation let through was refused by a constraint: learn which, and read the

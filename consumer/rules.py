@@ -22,25 +22,36 @@ threshold of 10,000 means the same money in yen as in dollars.
 from __future__ import annotations
 
 import math
+import operator
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from functools import lru_cache
+from itertools import islice
 
 from consumer.account_state import AccountHistory, Event
 from utils.config import RuleThresholds
 from utils.geo import EARTH_RADIUS_KM, country_zones, haversine_km, solar_hour, zone_hour
-from utils.models import Alert, Transaction
+from utils.models import DEBIT_TYPES, Alert, Transaction
 from utils.money import MINOR_UNITS
 
 __all__ = [
     "ALL_RULES",
     "RULES",
     "Rule",
+    "account_takeover",
     "amount_spike",
     "card_testing",
+    "dormant_reactivation",
     "duplicate",
     "evaluate",
     "high_amount",
+    "high_risk_card_burst",
     "impossible_travel",
+    "invoice_fraud",
     "local_time",
+    "pass_through",
+    "refund_abuse",
+    "structuring",
     "unusual_hour_high_value",
     "velocity",
 ]
@@ -59,24 +70,32 @@ def _money(txn: Transaction, base: str) -> str:
 
 
 def high_amount(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """A large amount: a debit from `high_amount`, a credit (salary, business income, a refund)
+    from `high_amount_credit`: a large credit is not a large spend."""
     amount = txn.amount_base
-    if amount < t.high_amount:
+    if amount < t.high_amount and amount < t.high_amount_credit:
         return None
-    critical = amount >= _CRITICAL_MULTIPLE * t.high_amount
+    debit = txn.transaction_type in DEBIT_TYPES
+    limit = t.high_amount if debit else t.high_amount_credit
+    if amount < limit:
+        return None
+    critical = amount >= _CRITICAL_MULTIPLE * limit
     base = t.base_currency
+    direction = "debit" if debit else "credit"
     return Alert(
         txn.transaction_id,
         txn.account_id,
         "high_amount",
         "critical" if critical else "high",
-        f"high_amount: {_money(txn, base)} >= {t.high_amount:.2f} {base}"
-        + (f" (critical from {_CRITICAL_MULTIPLE * t.high_amount:.2f})" if critical else ""),
+        f"high_amount: {direction} {_money(txn, base)} >= {limit:.2f} {base}"
+        + (f" (critical from {_CRITICAL_MULTIPLE * limit:.2f})" if critical else ""),
         {
             "amount": txn.amount,
             "currency": txn.currency,
             "amount_base": amount,
             "base_currency": base,
-            "threshold": t.high_amount,
+            "direction": direction,
+            "threshold": limit,
         },
     )
 
@@ -133,7 +152,10 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
 
 def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """An amount far above the account's usual: `spike_multiplier` times the median of its own
-    amounts over the `spike_window_s` of event time before this transaction. The median, not the
+    amounts in the same direction over the `spike_window_s` of event time before it: a debit
+    against what the account spends, a credit against what it receives, and that only with
+    `spike_credit_multiplier` set (0 by default: a salary or a client's payment is no spike, and
+    a day's window rarely holds enough credits to know what the account receives). The median, not the
     mean: one earlier high-value payment (an incident of its own, a yearly rent) would lift a mean
     for a whole day and hide the next spike. Probe-sized amounts (card testing) stay out of it."""
     amount = txn.amount_base
@@ -142,19 +164,23 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     now = txn.epoch
     start = now - t.spike_window_s
     probe = t.card_testing_max_amount
+    debit = txn.transaction_type in DEBIT_TYPES
+    multiplier = t.spike_multiplier if debit else t.spike_credit_multiplier
+    if multiplier <= 0.0:
+        return None  # credits are off by default: a salary or a client's payment is no spike
     past = []
     for event in history.newest_first():
         epoch = event.epoch
         if epoch < start:
             break
-        if epoch < now and event.amount_base > probe:
+        if epoch < now and event.amount_base > probe and event.debit is debit:
             past.append(event.amount_base)
     n = len(past)
     if n < t.spike_min_history:
         return None
     past.sort()
     median = past[n // 2] if n % 2 else (past[n // 2 - 1] + past[n // 2]) / 2.0
-    if median <= 0.0 or amount < t.spike_multiplier * median:
+    if median <= 0.0 or amount < multiplier * median:
         return None
     ratio = amount / median
     base = t.base_currency
@@ -164,16 +190,18 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         "amount_spike",
         "medium",
         f"amount_spike: {_money(txn, base)} is {ratio:.1f}x the median {median:.2f} {base} of {n} "
-        f"transactions in the previous {t.spike_window_s:g}s (limit {t.spike_multiplier:g}x)",
+        f"{'debits' if debit else 'credits'} in the previous {t.spike_window_s:g}s "
+        f"(limit {multiplier:g}x)",
         {
             "amount": txn.amount,
             "currency": txn.currency,
             "amount_base": amount,
             "median": round(median, 2),
             "ratio": round(ratio, 2),
+            "direction": "debit" if debit else "credit",
             "history": n,
             "window_s": t.spike_window_s,
-            "multiplier": t.spike_multiplier,
+            "multiplier": multiplier,
         },
     )
 
@@ -354,6 +382,453 @@ def unusual_hour_high_value(txn: Transaction, history: AccountHistory, t: RuleTh
     )
 
 
+# -- typologies: patterns over the account's window (docs/rules-typologies.md) ----------------
+# Each needs only what the window holds (consumer/account_state.py: direction, merchant or payee,
+# category), so its state is the window's: bounded by STATE_MAX_EVENTS_PER_ACCOUNT and
+# STATE_HISTORY_HOURS, nothing of its own. Each exits early on the fields of `txn` alone, so the
+# ordinary message costs a comparison or two.
+
+
+_MOVED_ON = frozenset({"transfer", "withdrawal"})
+
+
+def _median(values: list[float]) -> float:
+    values.sort()
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2.0
+
+
+def _window(history: AccountHistory, start: float, now: float) -> list[Event]:
+    """The events with start <= epoch <= now, oldest first."""
+    out = []
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < start:
+            break
+        if epoch <= now:
+            out.append(event)
+    out.reverse()
+    return out
+
+
+_EPOCH_OF = operator.attrgetter("epoch")
+_MERCHANT_OF = operator.attrgetter("merchant")
+_CATEGORY_OF = operator.attrgetter("category")
+
+
+def _seen(history: AccountHistory, merchant: str, before: float) -> bool:
+    """Whether the window holds a payment to or from `merchant` before `before`. It runs for
+    most payments, so the scan is done in C (the window is in event-time order)."""
+    events = history.events
+    return merchant in map(_MERCHANT_OF, islice(events, bisect_left(events, before, key=_EPOCH_OF)))
+
+
+def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """Money mule: a deposit of at least `pass_through_min_amount` passed on by a transfer or a
+    cash withdrawal of `pass_through_ratio` of it (to 1/ratio) within `pass_through_max_delay_s`,
+    at least `pass_through_min_cycles` times in the window, this one closing the latest cycle.
+    Purchases do not count: an account that spends what it earns is no mule."""
+    ratio = t.pass_through_ratio
+    amount = txn.amount_base
+    if txn.transaction_type not in _MOVED_ON or amount < ratio * t.pass_through_min_amount:
+        return None
+    now = txn.epoch
+    events = _window(history, now - t.pass_through_window_s, now)
+    if not events:
+        return None
+    delay = t.pass_through_max_delay_s
+    used: set[int] = set()  # debits already matched to an earlier credit
+    cycles: list[tuple[Event, float]] = []  # (credit, seconds until passed on)
+    closing: Event | None = None
+    for i, credit in enumerate(events):
+        if credit.debit or credit.refund or credit.amount_base < t.pass_through_min_amount:
+            continue
+        low, high = ratio * credit.amount_base, credit.amount_base / ratio
+        until = credit.epoch + delay
+        for j in range(i + 1, len(events)):
+            out = events[j]
+            if out.epoch > until:
+                break
+            if out.moved_on and j not in used and low <= out.amount_base <= high:
+                used.add(j)
+                cycles.append((credit, out.epoch - credit.epoch))
+                break
+        else:
+            if now <= until and low <= amount <= high and closing is None:
+                closing = credit
+                cycles.append((credit, now - credit.epoch))
+    if closing is None or len(cycles) < t.pass_through_min_cycles:
+        return None
+    received = sum(c.amount_base for c, _ in cycles)
+    slowest = max(d for _, d in cycles)
+    base = t.base_currency
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "pass_through",
+        "high",
+        f"pass_through: {_money(txn, base)} out {now - closing.epoch:.0f}s after {closing.amount_base:.2f} "
+        f"{base} came in; {len(cycles)} in-out cycles within {t.pass_through_window_s:g}s "
+        f"(threshold {t.pass_through_min_cycles}, each out {ratio:g}-{1 / ratio:.2f}x of in "
+        f"within {delay:g}s)",
+        {
+            "cycles": len(cycles),
+            "received": round(received, 2),
+            "slowest_s": round(slowest, 1),
+            "credit_transaction_id": closing.transaction_id,
+            "ratio": round(amount / closing.amount_base, 3),
+            "min_cycles": t.pass_through_min_cycles,
+            "max_delay_s": delay,
+        },
+    )
+
+
+def refund_abuse(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """A refund of at least `refund_abuse_min_share` of an earlier purchase at the same merchant,
+    the `refund_abuse_min_cycles`-th such pair within `refund_abuse_window_s`."""
+    merchant = txn.merchant
+    if txn.transaction_type != "refund" or merchant is None or txn.amount_base < t.refund_abuse_min_amount:
+        return None
+    now = txn.epoch
+    events = _window(history, now - t.refund_abuse_window_s, now)
+    share = t.refund_abuse_min_share
+    open_purchases: dict[str | None, list[float]] = {}
+    pairs: list[str] = []
+
+    def pair(shop: str | None, refunded: float) -> bool:
+        bought = open_purchases.get(shop)
+        if not bought:
+            return False
+        for k, paid in enumerate(bought):
+            if share * paid <= refunded <= paid * 1.0001:
+                del bought[k]
+                return True
+        return False
+
+    for event in events:
+        if event.refund:
+            if event.amount_base >= t.refund_abuse_min_amount and pair(event.merchant, event.amount_base):
+                pairs.append(str(event.merchant))
+        elif event.debit and event.merchant is not None:
+            open_purchases.setdefault(event.merchant, []).append(event.amount_base)
+    if not pair(merchant, txn.amount_base):
+        return None
+    pairs.append(merchant)
+    if len(pairs) < t.refund_abuse_min_cycles:
+        return None
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "refund_abuse",
+        "medium",
+        f"refund_abuse: refund of {_money(txn, t.base_currency)} at {merchant!r} after a purchase there; "
+        f"{len(pairs)} purchase-refund pairs within {t.refund_abuse_window_s:g}s "
+        f"(threshold {t.refund_abuse_min_cycles}, refunds >= {share:g} of the purchase)",
+        {
+            "pairs": len(pairs),
+            "merchants": sorted(set(pairs)),
+            "min_cycles": t.refund_abuse_min_cycles,
+            "min_share": share,
+            "window_s": t.refund_abuse_window_s,
+        },
+    )
+
+
+def _hour(epoch: float) -> int:
+    return int(epoch % 86_400.0 // 3_600.0)
+
+
+def _hour_used(history: AccountHistory, before: float, hour: int) -> bool:
+    """Whether an event before `before` fell within an hour of `hour` (UTC hour of day). Newest
+    first: an account active at this time of day shows it within its last few events."""
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
+            return True
+    return False
+
+
+def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """Two signals of a taken-over account, judged against the account's own window:
+
+    * burst: `takeover_min_new` debits, each `takeover_min_ratio` times the account's median
+      debit or more, to merchants or payees the window never saw before the burst, within
+      `takeover_window_s`, at an hour of day the account does not use (none of its
+      earlier events within an hour of it), summing to `takeover_drain_share` of the spending
+      its window held before them (its median debit times their number);
+    * new payee: a transfer of at least `takeover_payee_min_amount` to a payee never seen, right
+      after (within `takeover_window_s`) a payment at an hour the account does not use.
+
+    Hours are UTC hours of day: only compared with the account's own, so no zone is needed."""
+    merchant = txn.merchant
+    if merchant is None or txn.transaction_type not in DEBIT_TYPES:
+        return None
+    events = history.events
+    if len(events) < t.takeover_min_history:
+        return None
+    now = txn.epoch
+    start = now - t.takeover_window_s
+    # Cheap exits first (this runs for most payments): a burst needs an hour the account does
+    # not use, the payee signal a large transfer; either needs a merchant the window never saw.
+    if _seen(history, merchant, start):
+        return None
+    payee = txn.transaction_type == "transfer" and txn.amount_base >= t.takeover_payee_min_amount
+    if not payee and _hour_used(history, start, _hour(now)):
+        return None
+    before = [e for e in events if e.epoch < start]
+    if len(before) < t.takeover_min_history:
+        return None
+    known = {e.merchant for e in before}
+    used = {_hour(e.epoch) for e in before}
+
+    def unusual(epoch: float) -> bool:
+        h = _hour(epoch)
+        return h not in used and (h + 1) % 24 not in used and (h - 1) % 24 not in used
+
+    recent = [e for e in events if start <= e.epoch <= now]
+    usual = [e.amount_base for e in before if e.debit]
+    big = t.takeover_min_ratio * _median(usual) if usual else 0.0
+    burst = [
+        e
+        for e in recent
+        if e.debit and e.merchant is not None and e.merchant not in known and e.amount_base >= big
+    ]
+    # What the account usually spends: its median debit times its number of debits, so one
+    # earlier outsized payment (a yearly rent, another incident) does not hide the drain.
+    spent = big / t.takeover_min_ratio * len(usual) if t.takeover_min_ratio > 0 else sum(usual)
+    drained = txn.amount_base + sum(e.amount_base for e in burst)
+    base = t.base_currency
+    if (
+        txn.amount_base >= big
+        and len(burst) + 1 >= t.takeover_min_new
+        and unusual(now)
+        and spent > 0.0
+        and drained >= t.takeover_drain_share * spent
+    ):
+        return Alert(
+            txn.transaction_id,
+            txn.account_id,
+            "account_takeover",
+            "high",
+            f"account_takeover: {len(burst) + 1} payments to first-time merchants or payees within "
+            f"{t.takeover_window_s:g}s at UTC hour {_hour(now)}, which the account does not use, "
+            f"draining {drained:.2f} {base} = {drained / spent:.0%} of the {spent:.2f} {base} its window "
+            f"held (thresholds {t.takeover_min_new} and {t.takeover_drain_share:g})",
+            {
+                "signal": "burst",
+                "new_payees": len(burst) + 1,
+                "drained": round(drained, 2),
+                "usual_spend": round(spent, 2),
+                "share": round(drained / spent, 3),
+                "utc_hour": _hour(now),
+                "window_s": t.takeover_window_s,
+            },
+        )
+    if txn.transaction_type == "transfer" and txn.amount_base >= t.takeover_payee_min_amount:
+        odd = [e for e in recent if unusual(e.epoch)]
+        if odd:
+            return Alert(
+                txn.transaction_id,
+                txn.account_id,
+                "account_takeover",
+                "high",
+                f"account_takeover: first transfer of {_money(txn, base)} to new payee {merchant!r}, "
+                f"{now - odd[-1].epoch:.0f}s after activity at UTC hour {_hour(odd[-1].epoch)}, which the "
+                f"account does not use",
+                {
+                    "signal": "new_payee",
+                    "payee": merchant,
+                    "after_transaction_id": odd[-1].transaction_id,
+                    "seconds_after": round(now - odd[-1].epoch, 1),
+                    "window_s": t.takeover_window_s,
+                },
+            )
+    return None
+
+
+def structuring(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """Amounts kept just under a reporting threshold: `structuring_min_count` of them in the same
+    direction within `structuring_window_s`, each within `structuring_margin` (a share) below
+    `structuring_threshold`, together above it."""
+    threshold = t.structuring_threshold
+    floor = threshold * (1.0 - t.structuring_margin)
+    amount = txn.amount_base
+    if not floor <= amount < threshold or len(history.events) + 1 < t.structuring_min_count:
+        return None
+    debit = txn.transaction_type in DEBIT_TYPES
+    now = txn.epoch
+    near = [amount]
+    for event in _window(history, now - t.structuring_window_s, now):
+        if event.debit is debit and floor <= event.amount_base < threshold:
+            near.append(event.amount_base)
+    total = sum(near)
+    if len(near) < t.structuring_min_count or total <= threshold:
+        return None
+    base = t.base_currency
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "structuring",
+        "high",
+        f"structuring: {len(near)} {'debits' if debit else 'credits'} of {floor:.2f}-{threshold:.2f} {base} "
+        f"within {t.structuring_window_s:g}s, {total:.2f} {base} together (threshold "
+        f"{threshold:.2f}, count {t.structuring_min_count})",
+        {
+            "count": len(near),
+            "total": round(total, 2),
+            "threshold": threshold,
+            "margin": t.structuring_margin,
+            "direction": "debit" if debit else "credit",
+            "window_s": t.structuring_window_s,
+        },
+    )
+
+
+def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """A first high-value payment to a merchant or payee (vendor) the window never saw: at least
+    `invoice_min_amount`, and a round amount (a multiple of `invoice_round_unit` as sent) or
+    `invoice_multiplier` times the account's median debit."""
+    merchant = txn.merchant
+    amount = txn.amount_base
+    if (
+        merchant is None
+        or amount < t.invoice_min_amount
+        or txn.transaction_type not in DEBIT_TYPES
+        or len(history.events) < t.invoice_min_history
+    ):
+        return None
+    now = txn.epoch
+    if _seen(history, merchant, now + 1e-9):
+        return None
+    unit = t.invoice_round_unit
+    units = txn.amount / unit if unit > 0 else 0.5
+    round_amount = abs(units - round(units)) < 1e-9
+    debits = [e.amount_base for e in history.events if e.debit and e.epoch <= now]
+    median = _median(debits) if debits else 0.0
+    ratio = amount / median if median > 0 else math.inf
+    if not round_amount and ratio < t.invoice_multiplier:
+        return None
+    base = t.base_currency
+    why = f"a multiple of {unit:g}" if round_amount else f"{ratio:.1f}x the median debit {median:.2f} {base}"
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "invoice_fraud",
+        "medium",
+        f"invoice_fraud: first payment to {merchant!r}: {_money(txn, base)}, {why} "
+        f"(from {t.invoice_min_amount:.2f} {base})",
+        {
+            "merchant": merchant,
+            "amount": txn.amount,
+            "amount_base": amount,
+            "round": round_amount,
+            "median_debit": round(median, 2),
+            "ratio": None if ratio == math.inf else round(ratio, 2),
+            "min_amount": t.invoice_min_amount,
+        },
+    )
+
+
+def dormant_reactivation(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """At least `dormant_min_amount` moved by an account whose previous event is at least
+    `dormant_idle_days` older. The window keeps an idle account's last events (its age bound is
+    relative to the account's newest event), so this needs no state of its own."""
+    amount = txn.amount_base
+    if amount < t.dormant_min_amount or not history.events:
+        return None
+    now = txn.epoch
+    last = None
+    for event in history.newest_first():
+        if event.epoch <= now:
+            last = event
+            break
+    if last is None:
+        return None
+    idle_days = (now - last.epoch) / 86_400.0
+    if idle_days < t.dormant_idle_days:
+        return None
+    base = t.base_currency
+    direction = "debit" if txn.transaction_type in DEBIT_TYPES else "credit"
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "dormant_reactivation",
+        "medium",
+        f"dormant_reactivation: {direction} {_money(txn, base)} after {idle_days:.1f} days without activity "
+        f"(from {t.dormant_idle_days:g} days and {t.dormant_min_amount:.2f} {base})",
+        {
+            "idle_days": round(idle_days, 2),
+            "previous_transaction_id": last.transaction_id,
+            "amount_base": amount,
+            "direction": direction,
+            "min_idle_days": t.dormant_idle_days,
+            "min_amount": t.dormant_min_amount,
+        },
+    )
+
+
+@lru_cache(maxsize=16)
+def _categories(spec: str) -> frozenset[str]:
+    return frozenset(c.strip().lower() for c in spec.split(",") if c.strip())
+
+
+def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """Card purchases at high-risk categories (`card_burst_categories`) the account does not
+    use otherwise (none of its window's earlier debits): `card_burst_min_count` within
+    `card_burst_window_s`, summing to `card_burst_multiplier` times the account's own median
+    debit (the window's other debits) and to at least `card_burst_min_amount`."""
+    category = txn.merchant_category
+    if txn.transaction_type != "purchase" or category is None:
+        return None
+    risky = _categories(t.card_burst_categories)
+    if category.lower() not in risky or len(history.events) + 1 < t.card_burst_min_count:
+        return None
+    now = txn.epoch
+    start = now - t.card_burst_window_s
+    events = history.events
+    if category in map(_CATEGORY_OF, islice(events, bisect_left(events, start, key=_EPOCH_OF))):
+        return None  # the account buys there anyway (a refund there is as telling)
+    burst = [txn.amount_base]
+    usual = []
+    habits = set()
+    for event in history.events:
+        if event.epoch > now or not event.debit:
+            continue
+        cat = event.category
+        if event.epoch >= start and cat is not None and cat.lower() in risky:
+            burst.append(event.amount_base)
+        else:
+            usual.append(event.amount_base)
+            if cat is not None:
+                habits.add(cat.lower())
+    if category.lower() in habits:
+        return None  # the account shops there anyway: relative to its history, nothing new
+    total = sum(burst)
+    if len(burst) < t.card_burst_min_count or total < t.card_burst_min_amount or not usual:
+        return None
+    median = _median(usual)
+    if median <= 0.0 or total < t.card_burst_multiplier * median:
+        return None
+    base = t.base_currency
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "high_risk_card_burst",
+        "high",
+        f"high_risk_card_burst: {len(burst)} card purchases at high-risk categories within "
+        f"{t.card_burst_window_s:g}s, {total:.2f} {base} = {total / median:.1f}x the account's median debit "
+        f"{median:.2f} {base} (thresholds {t.card_burst_min_count}, {t.card_burst_multiplier:g}x)",
+        {
+            "count": len(burst),
+            "total": round(total, 2),
+            "median_debit": round(median, 2),
+            "ratio": round(total / median, 2),
+            "category": category,
+            "window_s": t.card_burst_window_s,
+        },
+    )
+
+
 RULES: tuple[tuple[str, Rule], ...] = (
     ("high_amount", high_amount),
     ("velocity", velocity),
@@ -362,6 +837,13 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("impossible_travel", impossible_travel),
     ("duplicate", duplicate),
     ("unusual_hour_high_value", unusual_hour_high_value),
+    ("pass_through", pass_through),
+    ("refund_abuse", refund_abuse),
+    ("account_takeover", account_takeover),
+    ("structuring", structuring),
+    ("invoice_fraud", invoice_fraud),
+    ("dormant_reactivation", dormant_reactivation),
+    ("high_risk_card_burst", high_risk_card_burst),
 )
 
 

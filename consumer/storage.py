@@ -192,6 +192,9 @@ def write_batch(
     return result
 
 
+_VANISHED_RETRIES = 3  # rounds for rows deleted between the INSERT and the look-up of its conflicts
+
+
 def _insert_via_staging(
     cur: psycopg2.extensions.cursor, txns: Sequence[Transaction], payload: str, result: BatchResult
 ) -> set[tuple[int, int]]:
@@ -201,14 +204,21 @@ def _insert_via_staging(
     repeats positions with other messages, which are new rows."""
     _ensure_staging(cur)
     _copy_in(cur, "txn_stage", payload)
-    cur.execute(
-        f"INSERT INTO transactions ({_TXN_COLS_SQL}) SELECT {_TXN_COLS_SQL} FROM txn_stage "
-        "ORDER BY kafka_partition, kafka_offset "
-        "ON CONFLICT (transaction_id) DO NOTHING RETURNING kafka_partition, kafka_offset"
-    )
-    inserted_at = {(r[0], r[1]) for r in cur.fetchall()}
-    missing = [t for t in txns if (t.kafka_partition, t.kafka_offset) not in inserted_at]
-    if missing:
+    inserted_at: set[tuple[int, int]] = set()
+    pending: list[str] | None = None  # None: every staged row
+    for _ in range(_VANISHED_RETRIES):
+        cur.execute(
+            f"INSERT INTO transactions ({_TXN_COLS_SQL}) SELECT {_TXN_COLS_SQL} FROM txn_stage "
+            "WHERE %s::text[] IS NULL OR transaction_id = ANY(%s::text[]) "
+            "ORDER BY kafka_partition, kafka_offset "
+            "ON CONFLICT (transaction_id) DO NOTHING RETURNING kafka_partition, kafka_offset",
+            (pending, pending),
+        )
+        inserted_at |= {(r[0], r[1]) for r in cur.fetchall()}
+        todo = txns if pending is None else [t for t in txns if t.transaction_id in set(pending)]
+        missing = [t for t in todo if (t.kafka_partition, t.kafka_offset) not in inserted_at]
+        if not missing:
+            return inserted_at
         cur.execute(
             "SELECT transaction_id, kafka_topic, kafka_partition, kafka_offset FROM transactions "
             "WHERE transaction_id = ANY(%s)",
@@ -216,15 +226,25 @@ def _insert_via_staging(
         )
         stored = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
         elsewhere = {}
+        vanished = []
         for t in missing:
             where = stored.get(t.transaction_id)
             if where == (t.kafka_topic, t.kafka_partition, t.kafka_offset):
                 result.already_stored += 1
             elif where is not None:
                 elsewhere[t.transaction_id] = where
+            else:
+                # The row that kept it out was deleted since (retention, an operator): insert it.
+                vanished.append(t.transaction_id)
         if elsewhere:
             raise StoredElsewhere(elsewhere)
-    return inserted_at
+        if not vanished:
+            return inserted_at
+        pending = vanished
+    raise TxmonError(
+        f"{len(pending or ())} transaction ids were deleted each time they were about to be stored; "
+        "is a retention job deleting new rows? (RETENTION_DAYS)"
+    )
 
 
 def find_unstorable(
@@ -314,7 +334,7 @@ def load_accounts(
             SELECT a.account_id, t.transaction_id, t.amount::float8, t.merchant, t.country::text,
                    t.latitude, t.longitude, extract(epoch FROM t."timestamp")::float8 AS epoch,
                    t.currency::text, coalesce(t.amount_base, t.amount)::float8,
-                   t.kafka_partition, t.kafka_offset
+                   t.kafka_partition, t.kafka_offset, t.transaction_type, t.merchant_category
             FROM unnest(%(accounts)s::text[]) AS a(account_id)
             CROSS JOIN LATERAL (
                 SELECT * FROM transactions t

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -73,13 +74,28 @@ _MAX_NIGHT_WAIT_US = 2 * _US_PER_HOUR
 _NIGHT_CANDIDATES = 32
 _RECENT = 25  # amounts remembered per account for the spike scenario's baseline
 _WARM = 8  # ... and how many it needs first
+_HABITS = 15  # ... and for a takeover (the rule wants 10 events before the burst)
+_SLEEP_S = (1.5 * 3600, 4.0 * 3600)  # civil seconds of day a takeover may start: all asleep
 
 MIN_USD = 2.50  # above card_testing's $2.00: ordinary payments are never probes
 NORMAL_MAX_USD = 9_000.0  # below high_amount's $10,000
 _Z_CLIP = 2.0  # ordinary amounts stay within 2 sigma of the account's habit
 
-# (type, cumulative weight): purchases dominate card traffic.
-_TYPE_CUM = ((0.72, "purchase"), (0.82, "withdrawal"), (0.90, "transfer"), (0.96, "deposit"), (1.0, "refund"))
+# (type, cumulative weight): purchases dominate card traffic; refunds are rare (about 1.5 %).
+_TYPE_CUM = (
+    (0.745, "purchase"),
+    (0.845, "withdrawal"),
+    (0.925, "transfer"),
+    (0.985, "deposit"),
+    (1.0, "refund"),
+)
+# Every tenth account of the pool is a business: irregular income from clients, payments to a few
+# usual vendors, no salary.
+_BUSINESS_EVERY = 10
+_CLIENT_SHARE = 0.06  # of a business account's messages: a client's payment (a credit)
+_VENDOR_SHARE = 0.05  # ... a payment to one of its usual vendors
+# Ordinary credits and debits stay out of the structuring band (utils/config.py: $9,000-10,000).
+_BAND = (8_800.0, 10_050.0)
 
 
 def simulated_start(now: datetime, frontier: datetime | None, *, days_back: float) -> datetime:
@@ -158,6 +174,10 @@ class TransactionGenerator:
         # which only ever turns a withdrawal into a purchase, and keeps the memory bounded.
         self._last_atm_us = array("q", [-(1 << 62)]) * min(n * clones, 1 << 20)
         self._last_located_us = [-(1 << 62)] * n if clones == 1 else []
+        # The UTC day each account (key) last saw its calendar (salary, bill, subscription).
+        self._calendar_day = array("q", [-1]) * min(n * clones, 1 << 20)
+        digital = [m for m in accounts.merchants if m.category == "digital_goods"]
+        self._subscriptions = tuple(digital) or accounts.merchants
         self._table_day = -1
         self._awake: list[tuple[tuple[int, ...], tuple[float, ...], float]] = []
         self._gap_rate: list[float] = []
@@ -317,6 +337,17 @@ class TransactionGenerator:
             key = self._pick_free()
         i = key // self.clones
         acc = self._accounts[i]
+        slot = key % len(self._calendar_day)
+        day = self._t_us // _US_PER_DAY
+        if self._calendar_day[slot] != day:
+            self._calendar_day[slot] = day
+            due = self._calendar(key, acc, day)
+            if due is not None:
+                return self._stamp(due, self._t_us)
+        if i % _BUSINESS_EVERY == 0 and self.pool.payees:
+            r = rng.random()
+            if r < _CLIENT_SHARE + _VENDOR_SHARE:
+                return self._stamp(self._business(key, acc, client=r < _CLIENT_SHARE), self._t_us)
         r = rng.random()
         ttype = next(t for cum, t in _TYPE_CUM if r < cum)
         if ttype == "withdrawal":
@@ -332,11 +363,18 @@ class TransactionGenerator:
             z = rng.gauss(0.0, 1.0)
         base = math.exp(acc.amount_mu + acc.amount_sigma * z)
         merchant: Any
-        if ttype == "purchase" or ttype == "refund":
+        if ttype == "purchase":
             m = rng.choice(acc.merchants) if rng.random() < 0.9 else rng.choice(self.pool.merchants)
             merchant = m
             channel = "online" if rng.random() < acc.online_share else "pos"
-            usd = base * CATEGORIES[m.category] * (0.8 if ttype == "refund" else 1.0)
+            usd = base * CATEGORIES[m.category]
+        elif ttype == "refund":
+            # A legitimate refund: part of a purchase made days ago at a shop the account rarely
+            # uses (a return), so no purchase of the account's recent window matches it.
+            m = rng.choice(self.pool.merchants)
+            merchant = m
+            channel = "online" if rng.random() < acc.online_share else "pos"
+            usd = base * CATEGORIES[m.category] * rng.uniform(0.2, 0.8)
         elif ttype == "withdrawal":
             merchant, channel = acc.atm_operator, "atm"
             usd = min(800.0, max(20.0, base * 1.5))
@@ -362,29 +400,87 @@ class TransactionGenerator:
                 del self._aftermath[key]
         return self._stamp(txn, self._t_us)
 
+    def _calendar(self, key: int, acc: Any, day: int) -> dict[str, Any] | None:
+        """The account's first message of a UTC day when the day is due: its monthly salary (a
+        credit from its employer), a utility bill (a transfer to its utility) or a subscription
+        (the same amount at the same digital shop). None on other days."""
+        payees = self.pool.payees
+        if not payees:
+            return None
+        aid = self._account_id(key)
+        h = zlib.crc32(acc.account_id.encode())
+        dom = (_EPOCH + timedelta(days=day)).day
+        rng = self._rng
+        if dom == h % 28 + 1 and (key // self.clones) % _BUSINESS_EVERY:
+            usd = _out_of_band(acc.typical_amount * 35.0)
+            return wire_txn(
+                rng, aid, acc, "deposit", price(usd, acc.currency), "online", payees[h % len(payees)], None
+            )
+        if dom == (h >> 8) % 28 + 1:
+            usd = min(450.0, max(MIN_USD, acc.typical_amount * rng.uniform(1.5, 3.0)))
+            utility = payees[(h >> 4) % len(payees)]
+            return wire_txn(rng, aid, acc, "transfer", price(usd, acc.currency), "online", utility, None)
+        if dom == (h >> 16) % 28 + 1:
+            shop = self._subscriptions[h % len(self._subscriptions)]
+            usd = max(MIN_USD, round(acc.typical_amount * 0.3, 2))
+            return wire_txn(rng, aid, acc, "purchase", price(usd, acc.currency), "online", shop, None)
+        return None
+
+    def _business(self, key: int, acc: Any, *, client: bool) -> dict[str, Any]:
+        """A business account's irregular income (a client's payment) or a payment to one of its
+        three usual vendors."""
+        rng = self._rng
+        payees = self.pool.payees
+        h = zlib.crc32(acc.account_id.encode())
+        aid = self._account_id(key)
+        if client:
+            usd = _out_of_band(acc.typical_amount * rng.uniform(6.0, 30.0))
+            return wire_txn(
+                rng, aid, acc, "deposit", price(usd, acc.currency), "online", rng.choice(payees), None
+            )
+        vendor = payees[(h + rng.randrange(3) * 7) % len(payees)]
+        usd = max(MIN_USD, acc.typical_amount * rng.uniform(1.5, 4.0))
+        return wire_txn(rng, aid, acc, "transfer", price(usd, acc.currency), "online", vendor, None)
+
     # -- incidents ---------------------------------------------------------------------------
 
     def _victim(self, name: str) -> tuple[int, Victim, int] | None:
         """(key, victim, wait) for a new incident of `name`, or None if no account fits now."""
         rng = self._rng
         wait = 0
-        if name == "unusual_hour_high_value":
+        if name == "dormant_reactivation" and self.clock == "wall":
+            return None  # its lead-in lies months back: only a simulated clock can stamp it
+        if name in ("unusual_hour_high_value", "account_takeover"):
             # The account whose civil night comes soonest among a few: a sleeping one, so no
             # ordinary payment of its own falls inside the wait.
             best: tuple[int, int] | None = None
-            for _ in range(_NIGHT_CANDIDATES):
+            # A takeover wants an account both asleep and warm: more candidates to find one.
+            for _ in range(_NIGHT_CANDIDATES * (1 if name == "unusual_hour_high_value" else 4)):
                 key = self._key(rng.randrange(len(self._accounts)))
-                if not self._free(key) or not self._local_clock_known(key):
+                if not self._free(key):
                     continue
-                w = _wait_for_night(self._t_us, self._accounts[key // self.clones].city.zone)
+                if name == "unusual_hour_high_value" and not self._local_clock_known(key):
+                    continue
+                if name == "account_takeover" and (not self._recent or len(self._recent[key]) < _HABITS):
+                    continue  # the rule needs the account's habits: hours, payees, spending
+                zone = self._accounts[key // self.clones].city.zone
+                w = (
+                    _wait_for_night(self._t_us, zone)
+                    if name == "unusual_hour_high_value"
+                    else _wait_for_sleep(self._t_us, zone)
+                )
                 if best is None or w < best[1]:
                     best = (key, w)
-            if best is None or best[1] > _MAX_NIGHT_WAIT_US:
+            # A takeover's burst and payee transfer take up to 35 minutes after the wait.
+            limit = (
+                _MAX_NIGHT_WAIT_US if name == "unusual_hour_high_value" else _MAX_NIGHT_WAIT_US - _US_PER_HOUR
+            )
+            if best is None or best[1] > limit:
                 return None
             key, wait = best
             # Somewhere in the first half hour of the target, not all on the same second.
             wait += int(rng.uniform(0, 1800) * _US_PER_S)
-        elif name == "amount_spike" and self._recent:
+        elif name in ("amount_spike", "invoice_fraud", "high_risk_card_burst") and self._recent:
             # An account with enough recent history for the rule to judge a spike against.
             for _ in range(20):
                 warm = self._pick_free()
@@ -438,6 +534,13 @@ class TransactionGenerator:
         return first if first is not None else self._normal()
 
 
+def _out_of_band(usd: float) -> float:
+    """`usd`, moved below the structuring band when it falls inside (ordinary money is never
+    structured)."""
+    low, high = _BAND
+    return usd * 0.85 if low <= usd < high else usd
+
+
 @cache
 def _zones_agree(country: str) -> bool:
     """True when every zone of `country` keeps the same offset (in January and in July)."""
@@ -457,6 +560,16 @@ def _wait_for_night(t_us: int, zone: str) -> int:
     lo, _hi = NIGHT_TARGET_S
     # A second late rather than a hair early: the target must hold after rounding to microseconds.
     return int(((lo - local_s) % 86_400.0 + 1.0) * _US_PER_S)
+
+
+def _wait_for_sleep(t_us: int, zone: str) -> int:
+    """Microseconds from `t_us` until the account in `zone` is deep asleep: 0 between 01:30 and
+    04:00 civil time (every account sleeps from midnight to 07:00, and the hours either side of
+    these are unused too), else until the next 01:30."""
+    local_s = zone_hour(t_us / _US_PER_S, zone) * 3600.0
+    if _SLEEP_S[0] <= local_s < _SLEEP_S[1]:
+        return 0
+    return int(((_SLEEP_S[0] - local_s) % 86_400.0 + 1.0) * _US_PER_S)
 
 
 def encode(txn: dict[str, Any]) -> tuple[bytes, bytes]:

@@ -21,6 +21,7 @@ from utils.money import MINOR_UNITS, USD_PER_UNIT
 __all__ = [
     "CATEGORIES",
     "CITIES",
+    "RISKY_CATEGORIES",
     "Account",
     "AccountPool",
     "City",
@@ -149,11 +150,21 @@ class Account:
         return math.log(self.typical_amount) - self.amount_sigma**2 / 2
 
 
+# High-risk categories (the card-burst rule's default list): shops no account uses habitually,
+# where a stolen card is turned into resaleable value. Drawn after everything else, so the pool's
+# accounts, merchants and ATMs are what they were before these existed.
+RISKY_CATEGORIES = ("gift_cards", "crypto", "wallet_topup", "jewelry")
+_RISKY_PER_CATEGORY = 5
+_PAYEES = 60  # employers, landlords, utilities, vendors and clients: counterparties of transfers
+
+
 @dataclass(frozen=True, slots=True)
 class AccountPool:
     accounts: tuple[Account, ...]
     merchants: tuple[Merchant, ...]
     atm_operators: tuple[str, ...]
+    risky_merchants: tuple[Merchant, ...] = ()
+    payees: tuple[str, ...] = ()  # names of counterparties (employers, utilities, vendors, clients)
 
     @classmethod
     def create(cls, n: int, seed: int) -> AccountPool:
@@ -199,7 +210,13 @@ class AccountPool:
                     activity=min(3.0, max(0.2, rng.lognormvariate(-0.125, 0.5))),
                 )
             )
-        return cls(tuple(accounts), merchants, atms)
+        risky = tuple(
+            Merchant(_unique_company(fake, seen), category)
+            for category in RISKY_CATEGORIES
+            for _ in range(_RISKY_PER_CATEGORY)
+        )
+        payees = tuple(_unique_company(fake, seen) for _ in range(_PAYEES))
+        return cls(tuple(accounts), merchants, atms, risky, payees)
 
 
 def _unique_company(fake: Faker, seen: set[str]) -> str:

@@ -130,8 +130,9 @@ def run_pipeline(settings: Settings, count: int, seed: int) -> tuple[ProducerSum
     return with_consumer(settings, produce, idle_s=10.0, timeout_s=max(300.0, count / 200))
 
 
-def measure(settings: Settings, ids: list[str]) -> tuple[int, list[RuleScore]]:
-    """Score the rules on the transactions `ids` (one run) as stored: (stored count, scores)."""
+def measure(settings: Settings, ids: list[str]) -> tuple[int, list[RuleScore], dict[str, Any]]:
+    """Score the rules on the transactions `ids` (one run) as stored: (stored count, scores, the
+    ordinary traffic's share alerted: unlabelled transactions with at least one alert)."""
     db = database.Database(settings.postgres, maxconn=1)
     try:
         with db.connection() as conn, conn.cursor() as cur:
@@ -149,9 +150,21 @@ def measure(settings: Settings, ids: list[str]) -> tuple[int, list[RuleScore]]:
                 (ids,),
             )
             alerts = cur.fetchall()
+            cur.execute(
+                "SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM alerts a "
+                "WHERE a.transaction_id = t.transaction_id)) FROM transactions t "
+                "WHERE t.transaction_id = ANY(%s) AND t.simulated_incident IS NULL",
+                (ids,),
+            )
+            ordinary_n, ordinary_alerted = (int(v) for v in cur.fetchone())
     finally:
         db.close()
-    return stored, score_rules(stored, incidents, alerts)
+    ordinary = {
+        "transactions": ordinary_n,
+        "alerted": ordinary_alerted,
+        "share": round(ordinary_alerted / ordinary_n, 6) if ordinary_n else None,
+    }
+    return stored, score_rules(stored, incidents, alerts), ordinary
 
 
 def run_ids(settings: Settings, produced: ProducerSummary, count: int) -> list[str]:
@@ -191,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         produced, consumed = run_pipeline(settings, args.count, args.seed)
         if not produced.ok or produced.acked != args.count:
             raise TxmonError(f"the producer acked {produced.acked} of {args.count} ({produced.first_error})")
-        stored, scores = measure(settings, run_ids(settings, produced, args.count))
+        stored, scores, ordinary = measure(settings, run_ids(settings, produced, args.count))
     except TxmonError as exc:
         print(f"quality failed: {exc}", file=sys.stderr)
         return 2
@@ -208,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "stored": stored,
         "consumer": {k: consumed[k] for k in ("consumed", "stored", "rejected", "alerts")},
         "rules": [s.as_dict() for s in scores],
+        "ordinary": ordinary,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     path = args.json or RESULTS_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-seed{args.seed}.json"
@@ -216,5 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrule quality: {stored:,} transactions, seed {args.seed}, fraud rate {args.fraud_rate:g}, "
           f"event time from {produced.start}\n")  # fmt: skip
     print(format_table(scores))
+    if ordinary["transactions"]:
+        print(
+            f"\nordinary (unlabelled) transactions alerted: {ordinary['alerted']:,} of "
+            f"{ordinary['transactions']:,} = {100 * ordinary['share']:.3f} % (budget 1 %)"
+        )
     print(f"\nJSON: {path}")
     return 0 if stored == args.count else 1

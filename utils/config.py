@@ -222,6 +222,9 @@ class RuleThresholds:
         "ALERT_SPIKE_WINDOW_SECONDS", 86_400.0, "... over this much event time before"
     )
     spike_min_history: int = env("ALERT_SPIKE_MIN_HISTORY", 5)
+    spike_credit_multiplier: float = env(
+        "ALERT_SPIKE_CREDIT_MULTIPLIER", 0.0, "credits: times the median credit (0: credits never spike)"
+    )
     spike_min_amount: float = env("ALERT_SPIKE_MIN_AMOUNT", 300.0)
     travel_max_kmh: float = env("ALERT_TRAVEL_MAX_KMH", 900.0)
     travel_min_km: float = env("ALERT_TRAVEL_MIN_KM", 500.0)
@@ -229,6 +232,82 @@ class RuleThresholds:
     unusual_hour_start: int = env("ALERT_UNUSUAL_HOUR_START", 1, "local hour, inclusive")
     unusual_hour_end: int = env("ALERT_UNUSUAL_HOUR_END", 5, "local hour, exclusive")
     unusual_hour_min_amount: float = env("ALERT_UNUSUAL_HOUR_MIN_AMOUNT", 2_000.0)
+    # Typology rules (docs/rules-typologies.md). Windows are capped by STATE_HISTORY_HOURS.
+    high_amount_credit: float = env(
+        "ALERT_HIGH_AMOUNT_CREDIT",
+        50_000.0,
+        "credits (deposits, refunds) from this much; debits: ALERT_HIGH_AMOUNT",
+    )
+    pass_through_min_amount: float = env(
+        "ALERT_PASS_THROUGH_MIN_AMOUNT", 500.0, "credits this large start a cycle"
+    )
+    pass_through_ratio: float = env(
+        "ALERT_PASS_THROUGH_RATIO", 0.8, "a debit of this share of the credit (up to 1/share) passes it on"
+    )
+    pass_through_max_delay_s: float = env("ALERT_PASS_THROUGH_MAX_DELAY_SECONDS", 7_200.0, "credit to debit")
+    pass_through_min_cycles: int = env("ALERT_PASS_THROUGH_MIN_CYCLES", 2, "in-out cycles within the window")
+    pass_through_window_s: float = env("ALERT_PASS_THROUGH_WINDOW_SECONDS", 86_400.0)
+    refund_abuse_min_cycles: int = env(
+        "ALERT_REFUND_ABUSE_MIN_CYCLES", 2, "purchase-refund pairs in the window"
+    )
+    refund_abuse_min_share: float = env(
+        "ALERT_REFUND_ABUSE_MIN_SHARE",
+        0.9,
+        "a refund of at least this share of the purchase at that merchant",
+    )
+    refund_abuse_min_amount: float = env("ALERT_REFUND_ABUSE_MIN_AMOUNT", 20.0)
+    refund_abuse_window_s: float = env("ALERT_REFUND_ABUSE_WINDOW_SECONDS", 86_400.0)
+    takeover_min_new: int = env(
+        "ALERT_TAKEOVER_MIN_NEW", 3, "debits to first-time merchants/payees within the window (a burst)"
+    )
+    takeover_drain_share: float = env(
+        "ALERT_TAKEOVER_DRAIN_SHARE", 0.5, "... summing to this share of what the window held of its spending"
+    )
+    takeover_min_ratio: float = env(
+        "ALERT_TAKEOVER_MIN_RATIO", 3.0, "each burst payment at least this many times the median debit"
+    )
+    takeover_window_s: float = env("ALERT_TAKEOVER_WINDOW_SECONDS", 3_600.0)
+    takeover_min_history: int = env(
+        "ALERT_TAKEOVER_MIN_HISTORY", 10, "earlier events needed to know the account's hours and payees"
+    )
+    takeover_payee_min_amount: float = env(
+        "ALERT_TAKEOVER_PAYEE_MIN_AMOUNT", 500.0, "a first transfer to a new payee after unusual activity"
+    )
+    structuring_threshold: float = env("ALERT_STRUCTURING_THRESHOLD", 10_000.0, "the reporting threshold")
+    structuring_margin: float = env(
+        "ALERT_STRUCTURING_MARGIN", 0.1, "amounts within this share below the threshold count"
+    )
+    structuring_min_count: int = env("ALERT_STRUCTURING_MIN_COUNT", 3, "... this many, summing above it")
+    structuring_window_s: float = env("ALERT_STRUCTURING_WINDOW_SECONDS", 86_400.0)
+    invoice_min_amount: float = env(
+        "ALERT_INVOICE_MIN_AMOUNT",
+        2_000.0,
+        "a first payment this large to a merchant/payee the account never paid",
+    )
+    invoice_round_unit: float = env(
+        "ALERT_INVOICE_ROUND_UNIT", 100.0, "... that is a multiple of this (as sent), or ..."
+    )
+    invoice_multiplier: float = env("ALERT_INVOICE_MULTIPLIER", 5.0, "... this many times the median debit")
+    invoice_min_history: int = env(
+        "ALERT_INVOICE_MIN_HISTORY", 5, "earlier events needed to call a payee new"
+    )
+    dormant_idle_days: float = env(
+        "ALERT_DORMANT_IDLE_DAYS", 30.0, "an account idle this long (event time) then moving ..."
+    )
+    dormant_min_amount: float = env("ALERT_DORMANT_MIN_AMOUNT", 1_000.0, "... at least this much")
+    card_burst_categories: str = env(
+        "ALERT_CARD_BURST_CATEGORIES",
+        "electronics,gift_cards,crypto,wallet_topup,jewelry",
+        "high-risk merchant categories, comma-separated",
+    )
+    card_burst_min_count: int = env(
+        "ALERT_CARD_BURST_MIN_COUNT", 3, "card purchases there within the window ..."
+    )
+    card_burst_multiplier: float = env(
+        "ALERT_CARD_BURST_MULTIPLIER", 10.0, "... summing to this many times the account's median debit ..."
+    )
+    card_burst_min_amount: float = env("ALERT_CARD_BURST_MIN_AMOUNT", 500.0, "... and to at least this much")
+    card_burst_window_s: float = env("ALERT_CARD_BURST_WINDOW_SECONDS", 3_600.0)
 
     def __post_init__(self) -> None:
         self.rate_table()  # fail at start-up, naming the variables, rather than on the first message

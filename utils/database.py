@@ -45,7 +45,10 @@ class ErrorKind(enum.Enum):
     OTHER = "other"  # a bug or a privilege problem: retrying will not help
 
 
-_OUTAGE_CODES = frozenset({"57P01", "57P02", "57P03"})  # admin_shutdown, crash_shutdown, cannot_connect_now
+# admin_shutdown, crash_shutdown, cannot_connect_now; the server closed an idle session
+# (idle_in_transaction_session_timeout, idle_session_timeout: our process was frozen); a standby
+# answered (read_only_sql_transaction, after a failover until the address points at the primary).
+_OUTAGE_CODES = frozenset({"57P01", "57P02", "57P03", "25P03", "57P05", "25006"})
 _CONFLICT_CODES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _TIMEOUT_CODES = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
 
@@ -152,7 +155,8 @@ class Database:
             yield conn
             conn.commit()
         except BaseException as exc:
-            outage = is_outage(exc)
+            # A connection the server closed lost the work whatever SQLSTATE it gave: wait, retry.
+            outage = is_outage(exc) or (conn.closed != 0 and isinstance(exc, psycopg2.Error))
             broken = outage or conn.closed != 0
             if not broken:
                 try:

@@ -14,7 +14,7 @@ owns them, so the consumer rejects a message whose key differs as `key_mismatch`
     timestamp          str   ISO-8601 with offset, e.g. "2026-11-24T21:04:03.123456+00:00"
     channel            str   one of CHANNELS
     country            str   ISO 3166-1 alpha-2, upper case
-    merchant           str | null   (null for deposits and transfers)
+    merchant           str | null   (for a transfer: its payee, optional; null for most deposits)
     merchant_category  str | null
     city               str | null
     latitude           number | null   -90..90
@@ -41,6 +41,15 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 TRANSACTION_TYPES = ("purchase", "withdrawal", "transfer", "deposit", "refund")
+
+# Direction, from the account's side: money going out (a debit) or coming in (a credit). The wire
+# format has no sign, so the type says it: a purchase, a cash withdrawal and a transfer the account
+# sends are debits; a deposit (salary, incoming transfer, cash paid in) and a refund are credits.
+# A transfer is always one the account sends: one it receives is a deposit. For a transfer,
+# `merchant` names the payee (optional). The rules compare debits with what the account spends
+# and credits with what it receives (consumer/rules.py).
+DEBIT_TYPES = frozenset({"purchase", "withdrawal", "transfer"})
+CREDIT_TYPES = frozenset({"deposit", "refund"})
 CHANNELS = ("pos", "online", "atm")
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -101,6 +110,13 @@ SCENARIOS = (
     "rapid_repeat",
     "unusual_hour_high_value",
     "high_amount",
+    "pass_through",
+    "refund_abuse",
+    "account_takeover",
+    "structuring",
+    "invoice_fraud",
+    "dormant_reactivation",
+    "high_risk_card_burst",
 )
 
 

@@ -38,6 +38,13 @@ RULE_SCENARIO: Mapping[str, str] = {
     "impossible_travel": "impossible_travel",
     "duplicate": "rapid_repeat",
     "unusual_hour_high_value": "unusual_hour_high_value",
+    "pass_through": "pass_through",
+    "refund_abuse": "refund_abuse",
+    "account_takeover": "account_takeover",
+    "structuring": "structuring",
+    "invoice_fraud": "invoice_fraud",
+    "dormant_reactivation": "dormant_reactivation",
+    "high_risk_card_burst": "high_risk_card_burst",
 }
 
 

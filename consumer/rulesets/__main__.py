@@ -59,7 +59,7 @@ def _who() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m consumer.rulesets",
-        description="Manage the alert rules as versioned data (see README: Rules as data).",
+        description="Manage the alert rules as versioned data (see docs/rules-as-data.md).",
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     show = sub.add_parser("show", help="print the active rule set (or version N) as YAML")

@@ -55,12 +55,44 @@ PARAMETER_RULES: Mapping[str, str] = MappingProxyType(
         "spike_min_history": "amount_spike",
         "spike_min_amount": "amount_spike",
         "spike_window_s": "amount_spike",
+        "spike_credit_multiplier": "amount_spike",
         "travel_max_kmh": "impossible_travel",
         "travel_min_km": "impossible_travel",
         "duplicate_window_s": "duplicate",
         "unusual_hour_start": "unusual_hour_high_value",
         "unusual_hour_end": "unusual_hour_high_value",
         "unusual_hour_min_amount": "unusual_hour_high_value",
+        "high_amount_credit": "high_amount",
+        "pass_through_min_amount": "pass_through",
+        "pass_through_ratio": "pass_through",
+        "pass_through_max_delay_s": "pass_through",
+        "pass_through_min_cycles": "pass_through",
+        "pass_through_window_s": "pass_through",
+        "refund_abuse_min_cycles": "refund_abuse",
+        "refund_abuse_min_share": "refund_abuse",
+        "refund_abuse_min_amount": "refund_abuse",
+        "refund_abuse_window_s": "refund_abuse",
+        "takeover_min_new": "account_takeover",
+        "takeover_drain_share": "account_takeover",
+        "takeover_window_s": "account_takeover",
+        "takeover_min_ratio": "account_takeover",
+        "takeover_min_history": "account_takeover",
+        "takeover_payee_min_amount": "account_takeover",
+        "structuring_threshold": "structuring",
+        "structuring_margin": "structuring",
+        "structuring_min_count": "structuring",
+        "structuring_window_s": "structuring",
+        "invoice_min_amount": "invoice_fraud",
+        "invoice_round_unit": "invoice_fraud",
+        "invoice_multiplier": "invoice_fraud",
+        "invoice_min_history": "invoice_fraud",
+        "dormant_idle_days": "dormant_reactivation",
+        "dormant_min_amount": "dormant_reactivation",
+        "card_burst_categories": "high_risk_card_burst",
+        "card_burst_min_count": "high_risk_card_burst",
+        "card_burst_multiplier": "high_risk_card_burst",
+        "card_burst_min_amount": "high_risk_card_burst",
+        "card_burst_window_s": "high_risk_card_burst",
     }
 )
 
@@ -81,6 +113,13 @@ DEFAULT_SEVERITY: Mapping[str, str] = MappingProxyType(
         "impossible_travel": "high",
         "duplicate": "medium",
         "unusual_hour_high_value": "medium",
+        "pass_through": "high",
+        "refund_abuse": "medium",
+        "account_takeover": "high",
+        "structuring": "high",
+        "invoice_fraud": "medium",
+        "dormant_reactivation": "medium",
+        "high_risk_card_burst": "high",
     }
 )
 
@@ -118,6 +157,17 @@ BOUNDS: Mapping[str, Bounds] = MappingProxyType(
         "travel_max_kmh": Bounds(0, low_open=True),
         "unusual_hour_start": Bounds(0, 23),
         "unusual_hour_end": Bounds(0, 24),  # exclusive: 24 runs the window to midnight
+        "pass_through_ratio": Bounds(0, 1, low_open=True),
+        "pass_through_min_cycles": Bounds(1),
+        "refund_abuse_min_cycles": Bounds(1),
+        "refund_abuse_min_share": Bounds(0, 1, low_open=True),
+        "takeover_min_new": Bounds(1),
+        "takeover_min_history": Bounds(1),
+        "structuring_threshold": Bounds(0, low_open=True),
+        "structuring_margin": Bounds(0, 1, low_open=True),
+        "structuring_min_count": Bounds(1),
+        "invoice_min_history": Bounds(1),
+        "card_burst_min_count": Bounds(1),
     }
 )
 _WINDOW = Bounds(0, low_open=True)
@@ -125,7 +175,18 @@ _NOT_NEGATIVE = Bounds(0)
 
 # Parameters that count an account's past events, which its window holds at most
 # STATE_MAX_EVENTS_PER_ACCOUNT of (windows, `*_s`, are likewise capped by STATE_HISTORY_HOURS).
-EVENT_COUNTS = frozenset({"velocity_count", "card_testing_count", "spike_min_history"})
+EVENT_COUNTS = frozenset(
+    {
+        "velocity_count",
+        "card_testing_count",
+        "spike_min_history",
+        "takeover_min_new",
+        "takeover_min_history",
+        "structuring_min_count",
+        "invoice_min_history",
+        "card_burst_min_count",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

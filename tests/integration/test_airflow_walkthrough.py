@@ -1,4 +1,4 @@
-"""The README's Airflow walkthrough, done the way a new user does it, in a real browser.
+"""The Airflow walkthrough of docs/airflow.md, done the way a new user does it, in a real browser.
 
 `scripts/airflow_standalone.sh` (what `make airflow` runs) starts native Airflow against the test
 stack's Kafka and PostgreSQL, with a day of transactions already stored (as `make demo` leaves

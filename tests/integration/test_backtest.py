@@ -116,7 +116,8 @@ def _recorded_version_switch_is_replayed(
     s: Settings, capsys: pytest.CaptureFixture[str], rules_admins: dict[str, str]
 ) -> None:
     """The stored alerts were all raised under the environment's settings. Recording that
-    partition 0 switched to a version without `velocity` at offset X makes the self-check expect
+    partition 0 switched to a version without `velocity` at offset X (halfway through its
+    velocity alerts) makes the self-check expect
     exactly partition 0's velocity alerts from X on to vanish (and fail, since they are stored)."""
     name, password = next(iter(rules_admins.items()))
     person = connect(dataclasses.replace(s.postgres, user=name, password=password))
@@ -129,10 +130,15 @@ def _recorded_version_switch_is_replayed(
         ).version
     owner = connect(s.postgres, migration=True)
     with contextlib.closing(owner), owner, owner.cursor() as cur:
+        # The switch halfway through partition 0's velocity alerts (wherever the seeded stream
+        # put its bursts), so that some are raised before it and some after.
         cur.execute(
-            "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY kafka_offset) FROM transactions WHERE kafka_partition = 0"
+            "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY t.kafka_offset) FROM transactions t "
+            "JOIN alerts a USING (transaction_id) WHERE t.kafka_partition = 0 AND a.alert_type = %s",
+            (DISABLED,),
         )
         switch = cur.fetchone()[0]
+        assert switch is not None, "the seeded stream raised no velocity alert in partition 0"
         cur.execute(
             "INSERT INTO rule_set_applied (consumer_group, kafka_topic, kafka_partition, first_offset, version) "
             "VALUES (%s, %s, 0, %s, %s)",

@@ -3,21 +3,35 @@ batch cost more than writing the batch), discards broken ones, write_batch is id
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 import pytest
+from kafka import TopicPartition
 
 from consumer import offsets
 from consumer.account_state import AccountStates
-from consumer.storage import StoredElsewhere, load_accounts, write_batch
+from consumer.batch import Batch
+from consumer.processor import TransactionProcessor
+from consumer.storage import (
+    BatchResult,
+    StoredElsewhere,
+    _insert_via_staging,
+    copy_rows,
+    load_accounts,
+    write_batch,
+)
 from consumer.validation import validate
 from producer.generator import AccountPool, TransactionGenerator, encode
-from utils.config import PostgresSettings, ValidationLimits
-from utils.database import Database, ErrorKind, classify
+from utils.config import PostgresSettings, Settings, ValidationLimits
+from utils.database import Database, ErrorKind, classify, connect
 from utils.errors import DatabaseUnavailable
 from utils.models import Transaction
 
@@ -192,3 +206,99 @@ def test_errors_are_classified_by_sqlstate(db: Database) -> None:
         cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     assert classify(outage.value) is ErrorKind.OUTAGE
     assert _backend_pid(db) > 0  # the pool still works after each of them
+
+
+def test_offsets_advance_only_for_the_topic_incarnation_they_were_stored_for(db: Database) -> None:
+    """Issue 18, item 4: a member alive across a delete-and-recreate writes under the new
+    topic id; the row of the old incarnation fences it even where the offsets line up."""
+    old, new = uuid.UUID(int=11), uuid.UUID(int=12)
+    with db.connection() as conn:
+        offsets.create(conn, "g-inc", "t", {0: 0}, old)
+    with db.connection() as conn, conn.cursor() as cur:
+        assert offsets.advance(cur, "g-inc", "t", {0: (0, 10)}, new) == {0}
+    with db.connection() as conn, conn.cursor() as cur:
+        assert offsets.advance(cur, "g-inc", "t", {0: (0, 10)}, old) == set()
+        assert offsets.advance(cur, "g-inc", "t", {0: (10, 12)}, None) == set()  # a broker without ids
+
+
+class _DeleteBeforeLookup:
+    """A cursor that, right before the staging path looks up the ids it could not insert,
+    lets another session delete one of them (retention, or an operator) and commit."""
+
+    def __init__(self, cur: psycopg2.extensions.cursor, pg: PostgresSettings, victim: str) -> None:
+        self.cur, self.pg, self.victim, self.deleted = cur, pg, victim, False
+
+    def execute(self, sql: str, params: object = None) -> None:
+        if sql.startswith("SELECT transaction_id, kafka_topic") and not self.deleted:
+            # The retention job's role: the consumer's may not delete.
+            with contextlib.closing(connect(self.pg, migration=True)) as other, other, other.cursor() as cur:
+                cur.execute("DELETE FROM transactions WHERE transaction_id = %s", (self.victim,))
+                assert cur.rowcount == 1
+            self.deleted = True
+        self.cur.execute(sql, params)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cur, name)
+
+
+def test_a_replayed_row_deleted_meanwhile_is_stored_again_not_dropped(
+    db: Database, fresh_db: PostgresSettings
+) -> None:
+    """Issue 18, item 7: the staging path took a row it could not insert for a replay, but the
+    row was gone when it looked: the message was neither inserted nor already stored."""
+    txns = _txns(10)
+    with db.connection() as conn:
+        write_batch(conn, txns, [], [])
+    result = BatchResult()
+    with db.connection() as conn, conn.cursor() as cur:
+        proxy = _DeleteBeforeLookup(cur, fresh_db, txns[0].transaction_id)
+        inserted_at = _insert_via_staging(proxy, txns, copy_rows(txns), result)  # type: ignore[arg-type]
+    assert proxy.deleted
+    assert (sorted(inserted_at), result.already_stored) == ([(0, 0)], 9)
+    assert _count(db, "SELECT count(*) FROM transactions") == 10
+
+
+class _CommitAnswerLost(Database):
+    """PostgreSQL commits the first transaction that reaches COMMIT, and the connection dies
+    before its answer arrives (a network cut at the worst moment)."""
+
+    armed = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        with super().connection() as conn:
+            yield conn
+            if not self.armed:
+                return
+            self.armed = False
+            conn.commit()
+        raise DatabaseUnavailable("lost the PostgreSQL connection: server closed the connection unexpectedly")
+
+
+def test_a_commit_whose_answer_was_lost_is_resolved_by_reading_back_not_taken_for_a_fence(
+    fresh_db: PostgresSettings,
+) -> None:
+    """Issue 18, item 7: the retry found its own offsets moved, reported a zombie fence and
+    left the batch out of the summary (it was stored)."""
+    settings = dataclasses.replace(Settings(), postgres=fresh_db)
+    proc = TransactionProcessor(settings)
+    fake_db = _CommitAnswerLost(fresh_db, maxconn=3)
+    proc.db = proc.retry.db = fake_db
+    fences: list[set[int]] = []
+    proc.member = SimpleNamespace(  # type: ignore[assignment]
+        fenced=fences.append, rewind=lambda: None, keep_membership=lambda seconds: None, close=lambda: None
+    )
+    txns = _txns(20)
+    batch = Batch(txns=txns, moves={TopicPartition("t", 0): (0, 20)})
+    with fake_db.connection() as conn:
+        offsets.create(conn, settings.kafka.consumer_group, settings.kafka.topic, {0: 0}, None)
+    fake_db.armed = True
+    try:
+        with pytest.raises(DatabaseUnavailable) as lost:
+            proc._write_once(batch)
+        outcome = proc._persist(batch, lost.value)
+        assert isinstance(outcome, BatchResult), outcome
+        assert (outcome.inserted, fences, proc.summary.fenced) == (20, [], 0)
+        assert _count(fake_db, "SELECT count(*) FROM transactions") == 20
+    finally:
+        proc.close()

@@ -340,7 +340,7 @@ def build_corpus() -> list[Hostile]:
 
 CORPUS = build_corpus()
 HYPOTHESIS_MESSAGES = 300
-# How many hostile messages the two tests below send (the README reports it).
+# How many hostile messages the two tests below send (docs/guarantees.md reports it).
 HOSTILE_INPUTS = len(CORPUS) + HYPOTHESIS_MESSAGES
 
 
@@ -734,11 +734,11 @@ def test_message_near_the_size_limit_is_rejected_without_stalling(
     assert offsets[0] in dlq_positions(s), "the rejected message has no dead-letter record"
 
 
-def test_readme_reports_the_number_of_hostile_inputs() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_docs_report_the_number_of_hostile_inputs() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "guarantees.md").read_text()
     assert (
         f"**{HOSTILE_INPUTS} messages** through the real broker and consumer ({len(CORPUS)} hand-written"
-        in readme
+        in page
     )
 
 

@@ -227,6 +227,8 @@ def bounded(since: float, until: float) -> Replayed:
                     t.amount_base,
                     t.kafka_partition,
                     t.kafka_offset,
+                    t.transaction_type,
+                    t.merchant_category,
                 )
 
     part = [t for t in txns if starts[t.kafka_partition] <= t.kafka_offset <= lasts[t.kafka_partition]]

@@ -48,7 +48,7 @@ SERVICES = (
     | AIRFLOW_SERVICES
 )
 
-# service -> (variable, default host port, container port), as the design and README promise.
+# service -> (variable, default host port, container port), as the design and docs/compose.md promise.
 HOST_PORTS = {
     "zookeeper": ("ZOOKEEPER_HOST_PORT", 2181, 2181),
     "kafka": ("KAFKA_HOST_PORT", 9092, 9092),

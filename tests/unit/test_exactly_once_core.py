@@ -164,6 +164,19 @@ def test_errors_are_classified_by_sqlstate_not_by_class_or_text(exc: BaseExcepti
     assert classify(exc) is kind
 
 
+@pytest.mark.parametrize(
+    ("cls", "code"),
+    [
+        (psycopg2.OperationalError, "25P03"),  # idle_in_transaction_session_timeout: the server closed it
+        (psycopg2.OperationalError, "57P05"),  # idle_session_timeout: the server closed it
+        (psycopg2.InternalError, "25006"),  # read_only_sql_transaction: a standby answers after a failover
+    ],
+)
+def test_a_connection_the_server_closed_or_demoted_is_an_outage(cls: type[psycopg2.Error], code: str) -> None:
+    """Issue 18, item 7: these ended the consumer instead of waiting for the database."""
+    assert classify(error(cls, code)) is ErrorKind.OUTAGE
+
+
 class Clock:
     def __init__(self) -> None:
         self.waited: list[float] = []

@@ -51,3 +51,14 @@ def test_pipeline_code_does_not_import_the_stack() -> None:
     assert len(files) > 20, files  # the walk found the code
     offenders = {str(p.relative_to(REPO)): found for p in files if (found := imports_stack(p.read_text()))}
     assert not offenders, f"pipeline code imports the dev stack: {offenders}"
+
+
+def test_pipeline_code_does_not_import_the_docs_tooling() -> None:
+    files = [p for package in PIPELINE for p in sorted((REPO / package).rglob("*.py"))]
+    offenders = {
+        str(p.relative_to(REPO)): sorted(
+            m for m in imported_modules(p.read_text()) if m.split(".")[0] == "devdocs"
+        )
+        for p in files
+    }
+    assert not {k: v for k, v in offenders.items() if v}, "pipeline code imports devdocs/ (dev tooling)"

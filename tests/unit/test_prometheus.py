@@ -72,10 +72,10 @@ def test_rules_read_only_metrics_we_export() -> None:
     assert used <= _exported(), sorted(used - _exported())
 
 
-def test_the_readmes_queries_are_the_tested_ones() -> None:
-    readme = (PROMETHEUS_DIR.parents[1] / "README.md").read_text()
-    block = re.search(r"```promql\n(.*?)```", readme, re.S)
-    assert block, "README.md has a ```promql block of operator queries"
+def test_the_documented_queries_are_the_tested_ones() -> None:
+    page = (PROMETHEUS_DIR.parents[1] / "docs" / "metrics.md").read_text()
+    block = re.search(r"```promql\n(.*?)```", page, re.S)
+    assert block, "docs/metrics.md has a ```promql block of operator queries"
     queries = [line for line in block.group(1).splitlines() if line.strip()]
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
     tested = [case["expr"] for t in tests for case in t.get("promql_expr_test", [])]

@@ -37,12 +37,14 @@ def txn(
     scenario: str | None = None,
     country: str = "US",
     currency: str = "USD",
+    ttype: str = "purchase",
+    category: str | None = None,
 ) -> Transaction:
     lat, lon = where if where is not None else (None, None)
     return Transaction(
         transaction_id=tid or f"t{next(_ids)}",
         account_id="ACC-1",
-        transaction_type="purchase",
+        transaction_type=ttype,
         amount=amount,
         currency=currency,
         amount_base=RATES.to_base(amount, currency),
@@ -50,6 +52,7 @@ def txn(
         channel="pos",
         country=country,
         merchant=merchant,
+        merchant_category=category,
         latitude=lat,
         longitude=lon,
         simulated_scenario=scenario,
@@ -100,6 +103,7 @@ def test_high_amount_boundaries_and_severity(amount: float, severity: str | None
         "currency": "USD",
         "amount_base": amount,
         "base_currency": "USD",
+        "direction": "debit",
         "threshold": 10_000.0,
     }
 
@@ -187,7 +191,7 @@ def test_amount_spike_fires_at_the_multiplier_of_the_median() -> None:
     past = [txn(NOON - 3_600 * i, 50.0) for i in range(5, 0, -1)]
     alert = only(rules.amount_spike(txn(NOON, 400.0), history(*past), T), "amount_spike")
     assert (
-        "400.00 USD is 8.0x the median 50.00 USD of 5 transactions in the previous 86400s (limit 8x)"
+        "400.00 USD is 8.0x the median 50.00 USD of 5 debits in the previous 86400s (limit 8x)"
         in alert.message
     )
     assert alert.details == {
@@ -196,6 +200,7 @@ def test_amount_spike_fires_at_the_multiplier_of_the_median() -> None:
         "amount_base": 400.0,
         "median": 50.0,
         "ratio": 8.0,
+        "direction": "debit",
         "history": 5,
         "window_s": 86_400.0,
         "multiplier": 8.0,
@@ -450,6 +455,13 @@ def test_registry_names_are_the_alert_types() -> None:
         "impossible_travel",
         "duplicate",
         "unusual_hour_high_value",
+        "pass_through",
+        "refund_abuse",
+        "account_takeover",
+        "structuring",
+        "invoice_fraud",
+        "dormant_reactivation",
+        "high_risk_card_burst",
     ]
     assert all(rule.__name__ == name for name, rule in RULES)
 
@@ -498,6 +510,7 @@ def _scenes() -> list[tuple[Transaction, AccountHistory]]:
         (txn(NOON, 60_000.0, where=LONDON), history(*steady)),
         (txn(NOON, 10.0, merchant="Shop X"), history(*burst)),
         (txn(_at(18), 2_500.0, where=None, country="JP"), history()),
+        *typology_scenes(),
     ]
 
 
@@ -516,3 +529,9 @@ def test_label_does_not_change_alerts(label: str) -> None:
     for transaction, h in _scenes():
         labelled = replace(transaction, simulated_scenario=label, simulated_incident=f"incident-{label}")
         assert evaluate(labelled, h, T) == evaluate(transaction, h, T)
+
+
+def typology_scenes() -> list[tuple[Transaction, AccountHistory]]:
+    from tests.unit.test_typology_rules import scenes
+
+    return scenes()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.rulesets.document import Problem, RuleSetInvalid, dump, load
-from consumer.rulesets.model import RuleSet, StateLimits
+from consumer.rulesets.model import DEFAULT_SEVERITY, RuleSet, StateLimits
 from utils.config import RuleThresholds
 
 ENV = RuleSet.from_thresholds(RuleThresholds())
@@ -119,7 +119,7 @@ def test_an_empty_hour_window_is_impossible() -> None:
 def test_missing_pieces() -> None:
     no_severity = "\n".join(line for line in TEXT.splitlines() if line != "    severity: high") + "\n"
     found = problems(no_severity)
-    assert {p.path for p in found} == {"rules.high_amount", "rules.card_testing", "rules.impossible_travel"}
+    assert {p.path for p in found} == {f"rules.{name}" for name, s in DEFAULT_SEVERITY.items() if s == "high"}
     assert all("'severity' is missing" in p.message for p in found)
     assert one("version: 3\n").message == "no 'rules' section"
     assert one("").message == "the file is empty"

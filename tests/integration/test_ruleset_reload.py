@@ -26,6 +26,7 @@ from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator,
 from tests.fleet import Consumers, Msg, owned, send, tail, wait_processed
 from tests.support import execute, query, wait_until
 from utils.config import Settings, settings_to_env
+from utils.models import DEBIT_TYPES
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +50,12 @@ def pipeline(
 
 
 def batch(s: Settings, n: int, seed: int) -> list[dict[str, Any]]:
-    """`n` transactions of AMOUNT in the base currency, over many accounts."""
+    """`n` debits of AMOUNT in the base currency, over many accounts (debits: high_amount is
+    direction-aware, and a credit of AMOUNT is under ALERT_HIGH_AMOUNT_CREDIT)."""
     gen = TransactionGenerator(seed, AccountPool.create(400, seed), 0.0, "simulated", DEFAULT_START)
-    return [{**t, "amount": AMOUNT, "currency": s.rules.base_currency} for t in gen.next_batch(n)]
+    debits = [t for t in gen.next_batch(4 * n) if t["transaction_type"] in DEBIT_TYPES][:n]
+    assert len(debits) == n
+    return [{**t, "amount": AMOUNT, "currency": s.rules.base_currency} for t in debits]
 
 
 def encoded(txns: list[dict[str, Any]]) -> list[Msg]:

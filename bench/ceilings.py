@@ -44,7 +44,7 @@ def kafka_read(
     """Read `expected` messages of the settings' topic from the beginning and decode them."""
     k = settings.kafka
     consumer = KafkaConsumer(
-        bootstrap_servers=k.bootstrap_servers.split(","),
+        **k.client_kwargs(),
         group_id=None,
         enable_auto_commit=False,
         max_poll_records=settings.consumer.max_poll_records,

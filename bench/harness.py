@@ -25,7 +25,7 @@ from stack.apache_kafka import KAFKA_POM, pom_kafka_version
 from stack.common import cache_dir
 from stack.orchestrator import LocalStack, StackEnv
 from utils import schema
-from utils.config import KafkaSettings, PostgresSettings, Settings, load_settings, settings_to_env
+from utils.config import PostgresSettings, Settings, load_settings, settings_to_env
 from utils.errors import StackError
 
 log = logging.getLogger("bench")
@@ -67,6 +67,7 @@ def open_services(state_dir: Path | None, ports: dict[str, int] | None = None) -
         state_dir or cache_dir() / "bench-stack",
         existing_kafka=base.kafka.bootstrap_servers if _configured("KAFKA_BOOTSTRAP_SERVERS") else None,
         existing_postgres=base.postgres if _configured("POSTGRES_HOST") else None,
+        existing_kafka_settings=base.kafka,
         zk_port=ports["zk_port"],
         kafka_port=ports["kafka_port"],
         pg_port=ports["pg_port"],
@@ -180,7 +181,7 @@ class Workspace:
         self.stack = services.stack
         self.run_id = run_id
         self.keep = keep
-        self.admin = admin_client(self.env.kafka_bootstrap_servers)
+        self.admin = admin_client(self.env.kafka_settings())
         self._topics: list[str] = []
         self._dbs: list[str] = []
 
@@ -229,8 +230,8 @@ class Workspace:
     ) -> Settings:
         """Settings for one measurement: its own topic, DLQ, group and (unless given) database."""
         topic = self.topic(label, partitions)
-        kafka = KafkaSettings(
-            bootstrap_servers=self.env.kafka_bootstrap_servers,
+        kafka = dataclasses.replace(
+            self.env.kafka_settings(),
             topic=topic,
             dlq_topic=self.topic(f"{label}-dlq", 1),
             consumer_group=f"g-{topic}",

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     k, cs = settings.kafka, settings.consumer
     consumer = KafkaConsumer(
-        bootstrap_servers=k.bootstrap_servers.split(","),
+        **k.client_kwargs(),
         group_id=None,
         enable_auto_commit=False,
         max_poll_records=cs.max_poll_records,

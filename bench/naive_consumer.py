@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     conn = psycopg2.connect(settings.postgres.dsn())
     consumer = KafkaConsumer(
         k.topic,
-        bootstrap_servers=k.bootstrap_servers.split(","),
+        **k.client_kwargs(),
         group_id=k.consumer_group,
         auto_offset_reset="earliest",
         enable_auto_commit=True,

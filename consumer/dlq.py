@@ -42,7 +42,9 @@ DLQ_MAX_PAYLOAD = 900_000
 _PAGE = 500  # rejections read and sent per partition and round
 
 
-def dlq_record(r: Rejection) -> dict[str, Any]:
+def dlq_record(r: Rejection, full_length: int | None = None) -> dict[str, Any]:
+    """The dead-letter copy of `r`; `full_length`: the original's size when `r.raw` holds only its
+    first bytes (consumer/storage.py keeps at most REJECTED_PAYLOAD_MAX_BYTES)."""
     headers = [
         ("dlq.reason", r.reason.encode()),
         ("dlq.detail", r.detail[:1000].encode("utf-8", "replace")),
@@ -51,6 +53,8 @@ def dlq_record(r: Rejection) -> dict[str, Any]:
         ("dlq.source.offset", str(r.offset).encode()),
     ]
     value = r.raw
+    if full_length is not None and full_length > len(value):
+        headers.append(("dlq.payload_truncated_from", str(full_length).encode()))
     if len(value) > DLQ_MAX_PAYLOAD:
         headers.append(("dlq.payload_omitted", str(len(value)).encode()))
         value = b""
@@ -88,6 +92,7 @@ class DlqPublisher(threading.Thread):
         super().__init__(name="txmon-dlq", daemon=True)
         self.db, self._make_producer = db, make_producer
         self._producer: KafkaProducer | None = None
+        self._full_length: dict[tuple[int, int], int] = {}  # (partition, offset) of truncated rows
         self.source_topic, self.dlq_topic = source_topic, dlq_topic
         self.max_backoff_s = max_backoff_s
         self.published = 0
@@ -174,7 +179,8 @@ class DlqPublisher(threading.Thread):
         first_error: BaseException | None = None
         for r in rows:
             try:
-                sent.append((r, producer.send(self.dlq_topic, **dlq_record(r))))
+                full_length = self._full_length.pop((partition, r.offset), None)
+                sent.append((r, producer.send(self.dlq_topic, **dlq_record(r, full_length))))
             except KafkaError as exc:  # refused before sending (no metadata, too large for the client)
                 first_error = exc
                 break
@@ -210,11 +216,15 @@ class DlqPublisher(threading.Thread):
                 row = cur.fetchone()
                 self._progress[partition] = -1 if row is None else int(row[0])
             cur.execute(
-                "SELECT kafka_offset, reason, detail, transaction_id, message_key, raw_payload "
+                "SELECT kafka_offset, reason, detail, transaction_id, message_key, raw_payload, payload_bytes "
                 "FROM rejected_transactions WHERE kafka_topic = %s AND kafka_topic_id = %s "
                 "AND kafka_partition = %s AND kafka_offset > %s ORDER BY kafka_offset LIMIT %s",
                 (self.source_topic, incarnation, partition, self._progress[partition], _PAGE),
             )
+            rows = cur.fetchall()
+            for offset, *_, raw, full in rows:
+                if full is not None and full > len(raw):
+                    self._full_length[(partition, int(offset))] = int(full)
             return [
                 Rejection(
                     reason,
@@ -226,7 +236,7 @@ class DlqPublisher(threading.Thread):
                     tid,
                     None if key is None else bytes(key),
                 )
-                for offset, reason, detail, tid, key, raw in cur.fetchall()
+                for offset, reason, detail, tid, key, raw, _ in rows
             ]
 
     def _record(self, partition: int, offset: int, topic_id: uuid.UUID) -> None:

@@ -92,7 +92,7 @@ class GroupMember:
         self.settings, self.stop_event = settings, stop_event
         self.on_forget, self.on_clear = on_forget, on_clear
         self.consumer = KafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers.split(","),
+            **k.client_kwargs(),
             group_id=k.consumer_group,
             enable_auto_commit=False,  # offsets live in PostgreSQL; Kafka's are a mirror we write
             auto_offset_reset="earliest",  # only before our seek; a rewind past it is detected

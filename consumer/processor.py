@@ -198,7 +198,7 @@ class TransactionProcessor:
         # Not idempotent: the dead-letter topic is at-least-once anyway, and an idempotent
         # producer turns a refused batch into a fatal state for every later send.
         return KafkaProducer(
-            bootstrap_servers=self.settings.kafka.bootstrap_servers.split(","),
+            **self.settings.kafka.client_kwargs(),
             acks="all",
             enable_idempotence=False,
             linger_ms=5,

@@ -303,6 +303,12 @@ def find_unstorable(
     return bad
 
 
+# What is kept of a rejected message (its first bytes; payload_bytes records the full length):
+# enough to see what a producer sent wrong, and a flood of ~1 MB messages cannot fill the disk.
+REJECTED_PAYLOAD_MAX_BYTES = 64 * 1024
+REJECTED_KEY_MAX_BYTES = 10_000
+
+
 def insert_rejections(
     cur: psycopg2.extensions.cursor, rejections: Iterable[Rejection], topic_id: uuid.UUID = NIL
 ) -> int:
@@ -316,15 +322,16 @@ def insert_rejections(
             r.reason,
             r.detail,
             r.transaction_id,
-            None if r.key is None else psycopg2.Binary(r.key),
-            psycopg2.Binary(r.raw),
+            None if r.key is None else psycopg2.Binary(r.key[:REJECTED_KEY_MAX_BYTES]),
+            psycopg2.Binary(r.raw[:REJECTED_PAYLOAD_MAX_BYTES]),
+            len(r.raw),
         )
         for r in rejections
     ]
     inserted = psycopg2.extras.execute_values(
         cur,
         "INSERT INTO rejected_transactions (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset, reason, detail, "
-        "transaction_id, message_key, raw_payload) VALUES %s "
+        "transaction_id, message_key, raw_payload, payload_bytes) VALUES %s "
         "ON CONFLICT ON CONSTRAINT rejected_one_per_message DO NOTHING RETURNING 1",
         rows,
         page_size=500,

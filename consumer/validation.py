@@ -38,6 +38,7 @@ import dataclasses
 import math
 import re
 import reprlib
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -398,9 +399,30 @@ def _optional_text(name: str, value: Any, max_length: int) -> str | None:
         raise _Invalid("field_too_long", f"{name}={_show(value)}: {len(value)} characters > {max_length}")
     # isprintable() is a fast C scan that is True for nearly all real text; it is also False for
     # harmless characters (no-break space, zero-width joiner), so only then look for C0 controls.
-    if not value.isprintable() and _find_c0(value):
-        raise _Invalid("control_characters", f"{name}={_show(value)}: contains NUL or control characters")
+    if not value.isprintable():
+        if _find_c0(value):
+            raise _Invalid("control_characters", f"{name}={_show(value)}: contains NUL or control characters")
+        if (found := disguising_character(value)) is not None:
+            raise _Invalid(
+                "control_characters", f"{name}={_show(value)}: contains {found}, which can disguise text"
+            )
     return value
+
+
+# Characters that change how text around them looks without being seen: bidi embeddings,
+# overrides and isolates (a merchant "\u202eenilno" reads "online"), invisible separators, and
+# C1 controls. Joiners (U+200C/D: Persian, Indic, emoji) and the directional marks (U+200E/F:
+# Hebrew, Arabic) are ordinary text and pass.
+_find_disguising = re.compile("[\u0080-\u009f\u200b\u2060\ufeff\u180e\u202a-\u202e\u2066-\u2069]").search
+
+
+def disguising_character(value: str) -> str | None:
+    """'U+202E RIGHT-TO-LEFT OVERRIDE' for the first such character in `value`, else None."""
+    match = _find_disguising(value)
+    if match is None:
+        return None
+    char = match.group()
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'control character')}"
 
 
 def _coordinates(latitude: Any, longitude: Any) -> tuple[float | None, float | None]:

@@ -23,12 +23,23 @@ from deploy.compose import ENV_EXAMPLE, REPO_ROOT, DeployError, Project, engine_
 log = logging.getLogger("deploy")
 
 
+def refuse_public_secrets(path: Path) -> None:
+    """DeployError, naming each line to fix, when `path` holds a `change-me-...` value or a secret
+    shorter than 32 bytes: the stack would start with a password anyone can read on GitHub."""
+    problems = env_file.weak_secrets(path.read_text())
+    if problems:
+        raise DeployError(
+            f"{path} holds secrets the stack must not start with:\n  "
+            + "\n  ".join(problems)
+            + f"\n(or move {path.name} aside and run `make compose-up` again: it writes one with fresh secrets)"
+        )
+
+
 def write_env_if_missing(path: Path) -> bool:
-    """Create `path` from .env.example with fresh secrets; False if it already existed."""
+    """Create `path` from .env.example with fresh secrets; False if it already existed (then it
+    is checked: see refuse_public_secrets)."""
     if path.exists():
-        left = env_file.placeholders_left(path.read_text())
-        if left:
-            log.warning("%s still has change-me-... values for %s: replace them", path, ", ".join(left))
+        refuse_public_secrets(path)
         return False
     text = env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid())
     # Secrets inside: readable by the owner only, from the first byte.
@@ -45,8 +56,8 @@ def _offline(value: str | None) -> bool | None:
 
 def cmd_up(project: Project, offline: bool | None) -> int:
     started = time.monotonic()
+    write_env_if_missing(project.env_file)  # first: refuse public secrets before any slow step
     engine_up()
-    write_env_if_missing(project.env_file)
     images = ensure_base_images(offline)
     for image, seconds in images.items():
         if image != "total":

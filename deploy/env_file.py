@@ -75,3 +75,31 @@ def placeholders_left(text: str) -> list[str]:
         if match and match["value"].startswith(PLACEHOLDER):
             names.append(match["name"])
     return names
+
+
+# Names that hold a secret (as tests/unit/test_env_example.py and the Compose checks see them).
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|_KEY$")
+MIN_SECRET_BYTES = 32
+
+
+def weak_secrets(text: str) -> list[str]:
+    """Each line of an env file `make compose-up` must refuse, as `line N: NAME ...: the fix`:
+    a value still the public `change-me-...` placeholder (it is on GitHub), or a secret shorter
+    than MIN_SECRET_BYTES. An empty secret is left to Compose (`${VAR:?...}` names it)."""
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _ASSIGNMENT.match(line)
+        if not match:
+            continue
+        name, value = match["name"], match["value"].strip().strip("'\"")
+        if value.startswith(PLACEHOLDER):
+            problems.append(
+                f"line {number}: {name}={value} is the public placeholder from .env.example: replace it "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        elif SECRET_NAME.search(name) and value and len(value.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"line {number}: {name} is {len(value.encode())} bytes: a secret needs at least "
+                f"{MIN_SECRET_BYTES} (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+    return problems

@@ -18,7 +18,9 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import re
+import stat
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,23 @@ log = logging.getLogger(__name__)
 
 OUR_DAGS = ("transaction_reporting", "system_monitoring", "data_cleanup")
 REPORT_FILES = ("report.html", "summary.csv", "alerts.csv", "figures.json")
+_MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".json": "application/json",
+}
+# Every response of the report pages: no script may run (the reports have none: inline SVG and
+# styles only), nothing is framed elsewhere or sniffed into another type, and nothing is cached
+# (the reports hold account ids and amounts).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -192,12 +211,34 @@ async def _reader(request: Request) -> None:
     requires_access_dag(method="GET", param_dag_id="transaction_reporting")(request, user)
 
 
+def _read_report(day_dir: Path, name: str) -> bytes | None:
+    """The file's bytes, or None if it is missing or either it or its day folder is a symlink:
+    a link planted in the reports folder must not serve /etc/passwd or the .env. O_NOFOLLOW
+    refuses a link swapped in after the check."""
+    if day_dir.is_symlink() or not day_dir.is_dir():
+        return None
+    try:
+        fd = os.open(day_dir / name, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # missing, or a symlink (ELOOP)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        return fh.read()
+
+
 def create_app() -> Any:
     from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+    from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
     readers = [Depends(_reader)]
     app = FastAPI(title="txmon reports", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.exception_handler(HTTPException)
     async def _sign_in_first(request: Request, exc: HTTPException) -> Response:
@@ -212,15 +253,15 @@ def create_app() -> Any:
         return _index_page(_reports_root())
 
     @app.get("/reports/{day}/{name}", dependencies=readers)
-    def report_file(day: str, name: str) -> FileResponse:
+    def report_file(day: str, name: str) -> Response:
         if not _DAY.match(day) or name not in REPORT_FILES:
             raise HTTPException(404, f"no such report file: {day}/{name}")
-        path = _reports_root() / day / name
-        if not path.is_file():
+        content = _read_report(_reports_root() / day, name)
+        if content is None:
             raise HTTPException(
                 404, f"No report for {day} yet: trigger transaction_reporting with the day {day}."
             )
-        return FileResponse(path)
+        return Response(content, media_type=_MEDIA_TYPES[Path(name).suffix])
 
     return app
 

@@ -16,15 +16,16 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from producer.generator import MAX_LEAD, simulated_start
+from utils.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 __all__ = ["continue_after_topic", "topic_frontier"]
 
 
-def continue_after_topic(bootstrap_servers: str, topic: str, *, days_back: float) -> datetime:
+def continue_after_topic(kafka: KafkaSettings, topic: str, *, days_back: float) -> datetime:
     """Where a simulated run on `topic` starts: after its latest event (generator.simulated_start)."""
-    frontier = topic_frontier(bootstrap_servers, topic)
+    frontier = topic_frontier(kafka, topic)
     start = simulated_start(datetime.now(UTC), frontier, days_back=days_back)
     log.info(
         "simulated clock starts at %s (%s)", start.isoformat(),
@@ -34,12 +35,12 @@ def continue_after_topic(bootstrap_servers: str, topic: str, *, days_back: float
     return start
 
 
-def topic_frontier(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> datetime | None:
+def topic_frontier(kafka: KafkaSettings, topic: str, *, timeout_s: float = 10.0) -> datetime | None:
     """The newest `timestamp` among the last message of each partition of `topic`, plus MAX_LEAD
     (a simulated incident stamps its legs up to that far ahead of messages sent after it); None
     for an empty or unreadable topic. Messages that are not our JSON are ignored."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers.split(","),
+        **kafka.client_kwargs(),
         enable_auto_commit=False,
         client_id="txmon-producer-frontier",
         consumer_timeout_ms=int(timeout_s * 1000),

@@ -41,6 +41,7 @@ from producer.partitioner import CachedKeyPartitioner
 from producer.pool import AccountPool
 from utils.config import KafkaSettings, ProducerSettings, Settings, load_settings
 from utils.errors import ConfigError, TxmonError
+from utils.kafka_auth import refused_credentials
 from utils.logs import configure_logging
 
 log = logging.getLogger("producer")
@@ -171,17 +172,18 @@ def _make_kafka_producer(kafka: KafkaSettings, bootstrap_timeout_s: float) -> Ka
     if kafka_log.getEffectiveLevel() > logging.DEBUG:
         kafka_log.setLevel(logging.CRITICAL)
     try:
-        return KafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers.split(","),
-            client_id="txmon-producer",
-            acks="all",  # with enable_idempotence (default): no loss, no duplicates on retry
-            linger_ms=10,  # a few ms of batching lifts throughput; latency stays well under 50 ms
-            batch_size=256 * 1024,
-            compression_type=None,  # lz4 is not a dependency; gzip costs more CPU than it saves here
-            max_block_ms=10_000,  # a missing topic fails in 10 s instead of hanging a minute
-            partitioner=CachedKeyPartitioner(),  # the default mapping, ~15% faster per message
-            bootstrap_timeout_ms=int(bootstrap_timeout_s * 1000),
-        )
+        with refused_credentials(kafka):
+            return KafkaProducer(
+                **kafka.client_kwargs(),
+                client_id="txmon-producer",
+                acks="all",  # with enable_idempotence (default): no loss, no duplicates on retry
+                linger_ms=10,  # a few ms of batching lifts throughput; latency stays well under 50 ms
+                batch_size=256 * 1024,
+                compression_type=None,  # lz4 is not a dependency; gzip costs more CPU than it saves here
+                max_block_ms=10_000,  # a missing topic fails in 10 s instead of hanging a minute
+                partitioner=CachedKeyPartitioner(),  # the default mapping, ~15% faster per message
+                bootstrap_timeout_ms=int(bootstrap_timeout_s * 1000),
+            )
     except KafkaTimeoutError as exc:  # kafka-python 3: "Unable to bootstrap from ..."
         raise BrokerUnavailable(
             f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers!r} ({exc}). "
@@ -237,7 +239,7 @@ def run_producer(
             f"{rate:g}/s" if rate else "full speed", ps.accounts, natural, clones, pool.accounts[0].account_id,
         )  # fmt: skip
     elif start is None:
-        start = continue_after_topic(settings.kafka.bootstrap_servers, topic, days_back=ps.days_back)
+        start = continue_after_topic(settings.kafka, topic, days_back=ps.days_back)
     generator = TransactionGenerator(
         seed, pool, ps.fraud_rate, clock=clock, start=start or datetime.now(UTC), clones=clones
     )

@@ -94,7 +94,7 @@ def prepare(settings: Settings, admin_db: str, *, fresh: bool, stack: Any = None
     if missing and stack is not None:
         stack.create_database(name)
     schema.migrate(settings.postgres)
-    admin = admin_client(settings.kafka.bootstrap_servers)
+    admin = admin_client(settings.kafka)
     try:
         if fresh:
             existing = set(admin.list_topics())

@@ -38,7 +38,7 @@ def check_kafka(settings: Settings) -> CheckResult:
     k = settings.kafka
     result = CheckResult("kafka")
     try:
-        with contextlib.closing(admin_client(k.bootstrap_servers, timeout_s=KAFKA_TIMEOUT_S)) as admin:
+        with contextlib.closing(admin_client(k, timeout_s=KAFKA_TIMEOUT_S)) as admin:
             _check_topics_and_lag(admin, settings, result)
     except KafkaAdminError as exc:
         result.problems.append(f"kafka: {exc}")

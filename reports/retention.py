@@ -17,8 +17,11 @@ are what remains of a purged day. Deletes run in bounded batches (short locks, s
 
     python -m reports.retention [--days N]     # what the DAG runs, without Airflow
 
-It logs in as the retention role (POSTGRES_RETENTION_USER): the only role that may delete rows of
-the audit tables (utils/roles.py).
+It logs in as the retention role (POSTGRES_RETENTION_USER), which holds no DELETE privilege: rows
+go only through the database function purge_expired() (migration 070), which deletes what is older
+than the database's retention policy and nothing else. The policy is the owner's to set
+(`python -m utils.database migrate` writes RETENTION_DAYS); a cleanup whose RETENTION_DAYS
+differs from it stops and says so, rather than deleting other than what it announced.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 from psycopg2 import sql
@@ -42,11 +45,12 @@ from utils.errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
-# (table, key, the condition a row must meet to go; %(cutoff)s is the one instant used throughout)
+# (table, whether purge_expired deletes it in batches, the condition a row must meet to go;
+# %(cutoff)s is the one instant used throughout, the same purge_expired computes)
 _TARGETS = (
-    ("transactions", "transaction_id", '"timestamp" < %(cutoff)s AND processed_at < %(cutoff)s'),
-    ("rejected_transactions", "rejected_id", "rejected_at < %(cutoff)s"),
-    ("pipeline_metrics", None, "measured_at < %(cutoff)s"),
+    ("transactions", True, '"timestamp" < %(cutoff)s AND processed_at < %(cutoff)s'),
+    ("rejected_transactions", True, "rejected_at < %(cutoff)s"),
+    ("pipeline_metrics", False, "measured_at < %(cutoff)s"),
 )
 
 
@@ -89,11 +93,19 @@ def expired_day_dirs(root: Path, cutoff: date) -> list[Path]:
     return out
 
 
-def plan(db: Database, settings: Settings, *, now: datetime | None = None) -> Plan:
+def plan(db: Database, settings: Settings) -> Plan:
+    """What purge_expired will delete now: the cutoff is the server's (its clock, the owner's policy)."""
     days = settings.retention_days
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     rows = {}
     with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT days, retention_cutoff() FROM retention_policy")
+        policy_days, cutoff = cur.fetchone()
+        if policy_days != days:
+            raise ConfigError(
+                f"RETENTION_DAYS={days} but the database keeps {policy_days} days (retention_policy, "
+                "which only the owner role may change): run `python -m utils.database migrate` with "
+                f"RETENTION_DAYS={days} (Compose: the db-migrate service), or set RETENTION_DAYS={policy_days}"
+            )
         for table, _, condition in _TARGETS:
             stmt = sql.SQL("SELECT count(*) FROM {} WHERE " + condition).format(sql.Identifier(table))
             cur.execute(stmt, {"cutoff": cutoff})
@@ -105,35 +117,27 @@ def plan(db: Database, settings: Settings, *, now: datetime | None = None) -> Pl
     return Plan(days, cutoff, rows, directories)
 
 
-def _delete_rows(db: Database, cutoff: datetime, batch_size: int) -> dict[str, int]:
+def _delete_rows(db: Database, batch_size: int) -> dict[str, int]:
     deleted: dict[str, int] = {}
-    for table, key, condition in _TARGETS:
-        if key is None:  # small and indexed by time: one statement
-            stmt = sql.SQL("DELETE FROM {} WHERE " + condition).format(sql.Identifier(table))
-        else:
-            stmt = sql.SQL(
-                "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE " + condition + " LIMIT %(limit)s)"
-            ).format(t=sql.Identifier(table), k=sql.Identifier(key))
+    for table, batched, _ in _TARGETS:
         total = 0
         while True:
             with db.connection() as conn, conn.cursor() as cur:
-                cur.execute(stmt, {"cutoff": cutoff, "limit": batch_size})
-                n = cur.rowcount
+                cur.execute("SELECT purge_expired(%s, %s)", (table, batch_size))
+                n = int(cur.fetchone()[0])
             total += n
-            if key is None or n < batch_size:
+            if not batched or n < batch_size:
                 break
         deleted[table] = total
     return deleted
 
 
-def cleanup(
-    db: Database, settings: Settings, *, now: datetime | None = None, batch_size: int = 10_000
-) -> dict[str, int]:
+def cleanup(db: Database, settings: Settings, *, batch_size: int = 10_000) -> dict[str, int]:
     """Delete what is older than RETENTION_DAYS (see the module's docstring), logging first what
     it will delete; returns the count per table and per kind of directory."""
-    the_plan = plan(db, settings, now=now)
+    the_plan = plan(db, settings)
     log.info("%s", the_plan.describe())
-    counts = _delete_rows(db, the_plan.cutoff, batch_size)
+    counts = _delete_rows(db, batch_size)
     for kind, paths in the_plan.directories.items():
         for path in paths:
             shutil.rmtree(path)

@@ -12,18 +12,18 @@ import logging
 import sys
 from pathlib import Path
 
-from stack.orchestrator import LocalStack, export_lines
+from stack.orchestrator import LocalStack, StackEnv, export_lines
 from utils.config import load_settings
 from utils.errors import StackError, TxmonError
 
 log = logging.getLogger("stack")
 
 
-def _ensure_topics(bootstrap: str) -> None:
+def _ensure_topics(stack_env: StackEnv) -> None:
     from utils.kafka_cleanup import admin_client, ensure_topics
 
     settings = load_settings()
-    with contextlib.closing(admin_client(bootstrap)) as admin:
+    with contextlib.closing(admin_client(stack_env.kafka_settings())) as admin:
         for topic, outcome in ensure_topics(admin, settings.kafka).items():
             log.info("topic %s: %s", topic, outcome)
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_topics:
                 pass
             elif stack.is_local("kafka"):
-                _ensure_topics(stack_env.kafka_bootstrap_servers)
+                _ensure_topics(stack_env)
             else:  # a broker someone else runs is used as it is: no side effects on it
                 log.info("kafka is external: `make topics` creates the pipeline's topics there if missing")
             sys.stdout.write(export_lines(stack_env.as_environ()))

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reports.zookeeper import zk_command
+from stack import kafka_security
 from stack.common import HOST, Daemon, Runtime, cache_dir, file_lock, kafka_answers, write_atomic
 from utils.config import REPO_ROOT
 from utils.errors import StackError
@@ -302,10 +303,68 @@ class ApacheKafka(Daemon):
         return str(self.config)
 
     def ready(self) -> bool:
-        return kafka_answers(self.bootstrap, timeout_s=2.0, expect_topics=topics_in_log_dir(self.data_dir))
+        return kafka_answers(
+            self.bootstrap,
+            timeout_s=2.0,
+            expect_topics=topics_in_log_dir(self.data_dir),
+            security=self.client_security(kafka_security.BROKER_USER),
+        )
+
+    # ---- TXMON_KAFKA_SECURITY=sasl_ssl ---------------------------------------------------------
+
+    @property
+    def secured(self) -> bool:
+        return kafka_security.wanted_security(self.rt.environ) == "sasl_ssl"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.rt.state_dir / "kafka-tls"
+
+    def user_passwords(self) -> dict[str, str]:
+        """The generated password of each Kafka user (kafka_security.USERS); {} when plaintext."""
+        return kafka_security.user_passwords(self.rt.state_dir) if self.secured else {}
+
+    def client_security(self, user: str) -> dict[str, object]:
+        """kafka-python keyword arguments to connect as `user` ({} when the broker is plaintext)."""
+        if not self.secured:
+            return {}
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_cafile": str(self.tls_dir / "ca.pem"),
+            "sasl_mechanism": kafka_security.MECHANISM,
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.user_passwords()[user],
+        }
+
+    def _provision(self) -> None:
+        from kafka import KafkaAdminClient
+
+        env = self.rt.environ
+        grants = kafka_security.service_acls(
+            env.get("KAFKA_TOPIC") or "transactions",
+            env.get("KAFKA_DLQ_TOPIC") or "transactions.dlq",
+            env.get("KAFKA_CONSUMER_GROUP") or "transaction-processor",
+        )
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            client_id="txmon-local-stack-provision",
+            **self.client_security(kafka_security.BROKER_USER),  # type: ignore[arg-type]
+        )
+        try:
+            kafka_security.provision_users_and_acls(admin, self.user_passwords(), grants)
+        finally:
+            admin.close()
+        log.info(
+            "kafka: SASL_SSL on %s, users %s, ACLs applied", self.bootstrap, ", ".join(kafka_security.USERS)
+        )
 
     def start(self) -> None:
         self.zookeeper.start()
+        self._start_broker()
+        if self.secured:
+            self._provision()
+
+    def _start_broker(self) -> None:
         try:
             super().start()
         except StackError as error:
@@ -325,9 +384,24 @@ class ApacheKafka(Daemon):
         lib = kafka_lib_dir(environ=self.rt.environ)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = kafka_properties(self.data_dir, self.port, self.zookeeper.port, partitions=self.partitions)
-        self.config.write_text(render_properties(props))
+        java = find_java(self.rt.environ)
+        if self.secured:
+            props.update(self._secured_properties(java, lib))
+        write_atomic(self.config, render_properties(props), mode=0o600)  # it holds the broker's password
         log.info("starting kafka on %s (ZooKeeper mode, broker %d)", self.bootstrap, BROKER_ID)
-        return java_argv(find_java(self.rt.environ), KAFKA_HEAP, "kafka.Kafka", self.config, lib)
+        return java_argv(java, KAFKA_HEAP, "kafka.Kafka", self.config, lib)
+
+    def _secured_properties(self, java: str, lib: Path) -> dict[str, object]:
+        kafka_security.ensure_certificates(self.tls_dir)
+        password = self.user_passwords()[kafka_security.BROKER_USER]
+        # Once per ZooKeeper data dir (a JVM start costs seconds): a new ZooKeeper gets the user again.
+        marker = self.zookeeper.home / "data" / "txmon-broker-user"
+        if not marker.exists() or marker.read_text().strip() != _digest(password):
+            log.info("kafka: creating the broker's SCRAM user in ZooKeeper")
+            prefix = java_argv(java, "-Xmx128m", "", Path(), lib)[:-2]
+            kafka_security.create_broker_user(prefix, f"{HOST}:{self.zookeeper.port}", password)
+            write_atomic(marker, _digest(password) + "\n")
+        return kafka_security.broker_properties(HOST, self.port, self.tls_dir, password)
 
     def hint(self, log_text: str) -> str:
         if "InconsistentClusterIdException" in log_text:
@@ -352,3 +426,7 @@ class ApacheKafka(Daemon):
                 log.info("waiting for the previous broker's ZooKeeper session to expire")
                 waited = True
             time.sleep(0.5)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -143,7 +143,13 @@ def tcp_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def kafka_answers(bootstrap: str, timeout_s: float = 3.0, *, expect_topics: Iterable[str] = ()) -> bool:
+def kafka_answers(
+    bootstrap: str,
+    timeout_s: float = 3.0,
+    *,
+    expect_topics: Iterable[str] = (),
+    security: Mapping[str, object] | None = None,
+) -> bool:
     """True when a Kafka broker answers a metadata request and the cluster has a controller.
 
     `expect_topics`: also require these topics in the metadata with a leader for every partition.
@@ -166,6 +172,7 @@ def kafka_answers(bootstrap: str, timeout_s: float = 3.0, *, expect_topics: Iter
             bootstrap_timeout_ms=int(timeout_s * 1000),
             request_timeout_ms=int(max(timeout_s, 1.0) * 1000),
             client_id="txmon-local-stack-probe",
+            **(security or {}),  # type: ignore[arg-type]
         )
     except Exception as exc:  # any failure means "not (yet) a usable broker"
         log.debug("kafka probe %s: %s", bootstrap, exc)

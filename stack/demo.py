@@ -49,7 +49,7 @@ BAD_MESSAGES: tuple[bytes, ...] = (
 
 
 def _send_bad(settings: Settings, n: int) -> int:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers.split(","), acks="all")
+    producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all")
     for i in range(n):
         producer.send(settings.kafka.topic, key=b"demo-bad", value=BAD_MESSAGES[i % len(BAD_MESSAGES)])
     producer.flush(timeout=30)
@@ -116,7 +116,7 @@ def run_demo(count: int, seed: int, bad: int, stack: LocalStack | None) -> int:
         started_stack = "local stack"
     settings = load_settings()
     schema.migrate(settings.postgres)
-    admin = admin_client(settings.kafka.bootstrap_servers)
+    admin = admin_client(settings.kafka)
     try:
         ensure_topics(admin, settings)
     finally:

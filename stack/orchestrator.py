@@ -47,7 +47,7 @@ from stack.common import (
 from stack.postgres import APP_ROLE, CONSOLE_ROLE, DB_NAME, OWNER_ROLE, RETENTION_ROLE, SUPERUSER, Postgres
 from stack.tansu import TansuBroker
 from utils import roles
-from utils.config import PostgresSettings, load_settings
+from utils.config import KafkaSettings, PostgresSettings, load_settings
 from utils.errors import ConfigError, StackError
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,27 @@ class StackEnv:
     postgres_retention_password: str = field(default="", repr=False)
     postgres_console_user: str = ""
     postgres_console_password: str = field(default="", repr=False)
+    # TXMON_KAFKA_SECURITY=sasl_ssl: the `admin` Kafka user (topics and groups), for development.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
 
     def as_environ(self) -> dict[str, str]:
         """The variables utils/config.py reads, named after the fields (KAFKA_BOOTSTRAP_SERVERS, ...)."""
         return {f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def kafka_settings(self) -> KafkaSettings:
+        """This stack's brokers and credentials (topics and group: the defaults)."""
+        return KafkaSettings(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+        )
 
     def postgres_settings(self) -> PostgresSettings:
         return PostgresSettings(
@@ -156,6 +173,7 @@ class LocalStack:
         pg_port: int = DEFAULT_PORTS["postgres"],
         existing_kafka: str | None = None,
         existing_postgres: PostgresSettings | None = None,
+        existing_kafka_settings: KafkaSettings | None = None,
         start_timeout_s: float = 120.0,
         stop_timeout_s: float = 60.0,
         kafka_partitions: int = 6,
@@ -169,6 +187,8 @@ class LocalStack:
         # Configured services to use instead of starting ours, if they answer at `up()`.
         self.existing_kafka = existing_kafka
         self.existing_postgres = existing_postgres
+        # The configured Kafka's credentials (KAFKA_SECURITY_PROTOCOL, ...), used with existing_kafka.
+        self.existing_kafka_settings = existing_kafka_settings
         rt = Runtime(self.state_dir, self.environ, start_timeout_s, stop_timeout_s)
         self.zookeeper = ZooKeeper(rt, zk_port)
         # Both write the pidfile and log of component `kafka`; `up()` records which one runs.
@@ -199,6 +219,7 @@ class LocalStack:
             pg_port=ports["postgres"],
             existing_kafka=None if isolated else settings.kafka.bootstrap_servers,
             existing_postgres=None if isolated else settings.postgres,
+            existing_kafka_settings=None if isolated else settings.kafka,
             kafka_partitions=settings.kafka.topic_partitions,
             environ=environ,
         )
@@ -370,7 +391,10 @@ class LocalStack:
         if name == "kafka" and self.existing_kafka:
             if quick:
                 return any(tcp_answers(h, p) for h, p in parse_bootstrap(self.existing_kafka))
-            return kafka_answers(self.existing_kafka)
+            security = (
+                self.existing_kafka_settings.client_security() if self.existing_kafka_settings else None
+            )
+            return kafka_answers(self.existing_kafka, security=security)
         if name == "postgres" and self.existing_postgres:
             return tcp_answers(self.existing_postgres.host, self.existing_postgres.port)
         return False
@@ -378,17 +402,16 @@ class LocalStack:
     def env(self) -> StackEnv:
         """The environment for the pipeline: this stack's addresses and roles, or the configured ones."""
         state = self._read_state()
-        if state.get("kafka") == "external" and self.existing_kafka:
-            bootstrap = self.existing_kafka
-        else:
-            bootstrap = self.kafka_bootstrap
+        kafka = self._kafka_env(state)
         if state.get("postgres") == "external" and self.existing_postgres:
             pg = self.existing_postgres
-            return StackEnv(bootstrap, pg.host, pg.port, pg.db, pg.user, pg.password, pg.migration_user,
-                            pg.migration_password, pg.retention_user, pg.retention_password,
-                            pg.console_user, pg.console_password)  # fmt: skip
+            return StackEnv(kafka.pop("kafka_bootstrap_servers"), pg.host, pg.port, pg.db, pg.user, pg.password,
+                            pg.migration_user, pg.migration_password, pg.retention_user, pg.retention_password,
+                            pg.console_user, pg.console_password, **kafka)  # fmt: skip
+        bootstrap = kafka.pop("kafka_bootstrap_servers")
         passwords = self.postgres.passwords()
         return StackEnv(
+            **kafka,
             kafka_bootstrap_servers=bootstrap,
             postgres_host=HOST,
             postgres_port=self.ports["postgres"],
@@ -401,6 +424,51 @@ class LocalStack:
             postgres_retention_password=passwords[RETENTION_ROLE],
             postgres_console_user=CONSOLE_ROLE,
             postgres_console_password=passwords[CONSOLE_ROLE],
+        )
+
+    def _kafka_env(self, state: Mapping[str, Any]) -> dict[str, str]:
+        if state.get("kafka") == "external" and self.existing_kafka:
+            k = self.existing_kafka_settings or KafkaSettings(bootstrap_servers=self.existing_kafka)
+            return {
+                "kafka_bootstrap_servers": self.existing_kafka,
+                "kafka_security_protocol": k.security_protocol,
+                "kafka_sasl_mechanism": k.sasl_mechanism,
+                "kafka_sasl_username": k.sasl_username,
+                "kafka_sasl_password": k.sasl_password,
+                "kafka_ssl_cafile": k.ssl_cafile,
+            }
+        out = {"kafka_bootstrap_servers": self.kafka_bootstrap}
+        broker = self._brokers["apache"]
+        if (
+            state.get("kafka_impl", "apache") == "apache"
+            and isinstance(broker, ApacheKafka)
+            and broker.secured
+        ):
+            security = broker.client_security("admin")
+            out.update(
+                kafka_security_protocol=str(security["security_protocol"]),
+                kafka_sasl_mechanism=str(security["sasl_mechanism"]),
+                kafka_sasl_username="admin",
+                kafka_sasl_password=str(security["sasl_plain_password"]),
+                kafka_ssl_cafile=str(security["ssl_cafile"]),
+            )
+        return out
+
+    def kafka_user(self, user: str) -> KafkaSettings:
+        """This stack's Kafka as one of its users (stack/kafka_security.USERS): what each service
+        would be configured with. Plaintext when the stack is."""
+        bootstrap = self._kafka_env(self._read_state())["kafka_bootstrap_servers"]
+        broker = self._brokers["apache"]
+        if not (isinstance(broker, ApacheKafka) and broker.secured):
+            return KafkaSettings(bootstrap_servers=bootstrap)
+        security = broker.client_security(user)
+        return KafkaSettings(
+            bootstrap_servers=bootstrap,
+            security_protocol=str(security["security_protocol"]),
+            sasl_mechanism=str(security["sasl_mechanism"]),
+            sasl_username=user,
+            sasl_password=str(security["sasl_plain_password"]),
+            ssl_cafile=str(security["ssl_cafile"]),
         )
 
     def superuser_password(self) -> str:

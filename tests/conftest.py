@@ -76,9 +76,68 @@ def test_stack() -> Iterator[LocalStack]:
         stack.down()
 
 
+# The secured broker (TXMON_KAFKA_SECURITY=sasl_ssl) runs beside the plaintext one, on its own ports.
+SECURED_TEST_PORTS = {"zk_port": 22231 + _OFFSET, "kafka_port": 29142 + _OFFSET, "pg_port": 25482 + _OFFSET}
+
+
+@pytest.fixture(scope="session")
+def secured_kafka_stack() -> Iterator[LocalStack]:
+    """ZooKeeper + a SASL_SSL broker with SCRAM users and ACLs (no PostgreSQL: tests that need a
+    database take `fresh_db` from the plaintext stack). Started only by the tests that ask for it."""
+    stack = LocalStack(
+        cache_dir() / f"test-stack-secured-{_OFFSET}",
+        environ={**os.environ, "TXMON_KAFKA_SECURITY": "sasl_ssl", "TXMON_KAFKA_IMPL": "apache"},
+        zk_port=SECURED_TEST_PORTS["zk_port"],
+        kafka_port=SECURED_TEST_PORTS["kafka_port"],
+        pg_port=SECURED_TEST_PORTS["pg_port"],
+    )
+    stack.destroy()  # fresh topics, users and certificates each session (a few seconds)
+    stack.start_component("kafka")
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
 @pytest.fixture(scope="session")
 def stack_env(test_stack: LocalStack) -> StackEnv:
     return test_stack.env()
+
+
+RULES_ADMINS = ("txmon_test_alice", "txmon_test_bob")
+
+
+@pytest.fixture(scope="session")
+def rules_admins(test_stack: LocalStack) -> dict[str, str]:
+    """Two named people's own logins, members of txmon_rules_admin (name -> password), as
+    `python -m utils.roles add-rules-admin NAME` makes them: who may publish rule sets."""
+    import secrets
+
+    from utils import roles
+
+    out = {name: secrets.token_urlsafe(24) for name in RULES_ADMINS}
+    pg = test_stack.env().postgres_settings()
+    conn = test_stack.postgres.connect_superuser()
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name, password in out.items():
+                roles.add_rules_admin(cur, name, password, roles.RoleNames.from_settings(pg))
+    finally:
+        conn.close()
+    return out
+
+
+@pytest.fixture
+def as_person(rules_admins: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Log the rule-set CLI in as one of `rules_admins` (PGUSER/PGPASSWORD, as a person would)."""
+
+    def login(name: str) -> None:
+        monkeypatch.setenv("PGUSER", name)
+        monkeypatch.setenv("PGPASSWORD", rules_admins[name])
+
+    login(RULES_ADMINS[0])
+    return login
 
 
 @pytest.fixture(autouse=True)

@@ -41,6 +41,68 @@ class KafkaSettings:
     consumer_group: str = env("KAFKA_CONSUMER_GROUP", "transaction-processor", "consumer group id")
     topic_partitions: int = env("KAFKA_TOPIC_PARTITIONS", 6, "partitions when the topic is created")
     replication_factor: int = env("KAFKA_REPLICATION_FACTOR", 1, "replication when topics are created")
+    security_protocol: str = env(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: str = env(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (SASL_* only)"
+    )
+    sasl_username: str = env("KAFKA_SASL_USERNAME", "", "this service's Kafka user (SASL_* only)")
+    sasl_password: str = env("KAFKA_SASL_PASSWORD", "", secret=True)
+    ssl_cafile: str = env(
+        "KAFKA_SSL_CAFILE", "", "PEM file of the CA that signed the broker's certificate (empty: system CAs)"
+    )
+
+    def __post_init__(self) -> None:
+        protocol = self.security_protocol.upper()
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol!r}: use one of "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if protocol.startswith("SASL_"):
+            if self.sasl_mechanism.upper() not in KAFKA_SASL_MECHANISMS:
+                raise ConfigError(
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r}: use one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+                )
+            if not self.sasl_username or not self.sasl_password:
+                raise ConfigError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD "
+                    "(this service's Kafka user): set both in the environment or .env"
+                )
+        if self.ssl_cafile and not Path(self.ssl_cafile).is_file():
+            raise ConfigError(
+                f"KAFKA_SSL_CAFILE={self.ssl_cafile} is not a readable file: point it at the CA's PEM "
+                "certificate (the native stack prints it with `make stack-env`)"
+            )
+
+    def client_security(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for these settings; every producer, consumer and admin
+        client of the project passes them (so none can connect in plaintext by accident)."""
+        protocol = self.security_protocol.upper()
+        out: dict[str, Any] = {"security_protocol": protocol}
+        if protocol in ("SSL", "SASL_SSL"):
+            # Hostname checking stays on: the broker's certificate names the host clients dial.
+            out["ssl_check_hostname"] = True
+            if self.ssl_cafile:
+                out["ssl_cafile"] = self.ssl_cafile
+        if protocol.startswith("SASL_"):
+            out["sasl_mechanism"] = self.sasl_mechanism.upper()
+            out["sasl_plain_username"] = self.sasl_username
+            out["sasl_plain_password"] = self.sasl_password
+        return out
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """`client_security()` plus the brokers: everything a kafka-python client needs to connect."""
+        return {"bootstrap_servers": self.bootstrap_servers.split(","), **self.client_security()}
+
+    def as_user(self, username: str, password: str) -> KafkaSettings:
+        """The same cluster as another Kafka user (tests, the stack's own admin work)."""
+        return dataclasses.replace(self, sasl_username=username, sasl_password=password)
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
 @dataclass(frozen=True, slots=True)

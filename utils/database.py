@@ -234,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "migrate":
             wait_for_database(settings.postgres, timeout_s=args.wait, migration=True)
             applied = schema.migrate(settings.postgres)
+            schema.set_retention_days(settings.postgres, settings.retention_days)
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
         else:
             done, pending = schema.migration_status(settings.postgres)

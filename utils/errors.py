@@ -19,3 +19,7 @@ class MigrationError(TxmonError):
 
 class StackError(TxmonError):
     """The native local stack (ZooKeeper, Kafka, PostgreSQL) could not be started."""
+
+
+class KafkaAuthenticationError(TxmonError):
+    """The broker refused this client's SASL credentials (KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD)."""

@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from kafka.admin import ConfigResource, OffsetSpec
 
 from utils.config import KafkaSettings, Settings, load_settings
 from utils.errors import TxmonError
+from utils.kafka_auth import refused_credentials
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,27 @@ class PartitionLag:
 # --------------------------------------------------------------------------------------------
 
 
-def admin_client(bootstrap_servers: str, *, timeout_s: float = 10.0) -> KafkaAdminClient:
-    """A connected admin client, or KafkaAdminError naming the fix when no broker answers."""
+def admin_client(
+    bootstrap_servers: str | KafkaSettings,
+    *,
+    timeout_s: float = 10.0,
+    security: Mapping[str, Any] | None = None,
+) -> KafkaAdminClient:
+    """A connected admin client, or KafkaAdminError naming the fix when no broker answers.
+
+    Given KafkaSettings it connects with their brokers and credentials (`client_security()`);
+    given a bootstrap string, with `security` (plaintext when None)."""
+    if isinstance(bootstrap_servers, KafkaSettings):
+        with refused_credentials(bootstrap_servers):
+            return admin_client(
+                bootstrap_servers.bootstrap_servers,
+                timeout_s=timeout_s,
+                security=bootstrap_servers.client_security(),
+            )
     try:
         return KafkaAdminClient(
             bootstrap_servers=bootstrap_servers,
+            **(security or {}),
             bootstrap_timeout_ms=int(timeout_s * 1000),
             request_timeout_ms=int(max(timeout_s, 5.0) * 1000),
             client_id="txmon-kafka-cleanup",
@@ -349,13 +366,13 @@ def _group_lag(admin: KafkaAdminClient, group: str) -> list[PartitionLag]:
     return rows
 
 
-def group_lag(admin: KafkaAdminClient | str, group: str | None = None) -> list[PartitionLag]:
+def group_lag(admin: KafkaAdminClient | str | KafkaSettings, group: str | None = None) -> list[PartitionLag]:
     """Lag per group and partition: end offset minus committed offset.
 
-    `admin` may be an open client or a bootstrap string (then a client is opened and closed here,
+    `admin` may be an open client or a bootstrap string or KafkaSettings (then a client is opened and closed here,
     which is what an Airflow task wants). `group=None`: every consumer group on the cluster.
     """
-    if isinstance(admin, str):
+    if isinstance(admin, str | KafkaSettings):
         with contextlib.closing(admin_client(admin)) as client:
             return group_lag(client, group)
     groups = [group] if group else list_consumer_groups(admin)
@@ -506,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     args = _build_parser(settings).parse_args(argv)
     try:
-        with contextlib.closing(admin_client(args.bootstrap_servers, timeout_s=args.timeout)) as admin:
+        kafka = dataclasses.replace(settings.kafka, bootstrap_servers=args.bootstrap_servers)
+        with contextlib.closing(admin_client(kafka, timeout_s=args.timeout)) as admin:
             return _run(args, admin)
     except TxmonError as exc:
         print(f"error: {exc}", file=sys.stderr)

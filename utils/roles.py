@@ -6,11 +6,14 @@
                                           writes rows, owns nothing, so it cannot drop or alter tables;
                                           the audit tables (transactions, alerts, rejected_transactions)
                                           it may only read and add to
-    retention  (POSTGRES_RETENTION_USER)  what the retention cleanup logs in as: reads and deletes
-                                          old rows of the tables it purges, nothing else
+    retention  (POSTGRES_RETENTION_USER)  what the retention cleanup logs in as: counts old rows and
+                                          calls purge_expired() (migration 070), nothing else
     console    (POSTGRES_CONSOLE_USER)    what the analysts' console (console/) logs in as: reads the
                                           pipeline's tables, writes only the console's; a case's
                                           history (case_events) it may only add to
+    txmon_rules_admin (a group, no login)  its members, each a named person's own login
+                                          (`python -m utils.roles add-rules-admin NAME`), publish and
+                                          activate rule sets: INSERT on the history tables only
 
 Three places apply this definition, each with the rights it has:
   - the native stack (stack/postgres.py) and Compose's one-shot `db-roles` service
@@ -103,17 +106,44 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "case_alerts": ("SELECT",),
         "case_links": (),
         "case_events": (),
+        # How long data is kept: the owner sets it (utils/schema.set_retention_days).
+        "retention_policy": ("SELECT",),
     }
 )
-# What the retention role may do: count and delete what has expired (reports/retention.py).
-# A transaction's alerts go with it by ON DELETE CASCADE, which PostgreSQL runs as alerts' owner.
+# What the retention role may do: count what has expired and call the one function that deletes
+# it (purge_expired, migration 070: rows older than retention_policy.days, nothing else). It holds
+# no DELETE privilege, so it cannot delete a young row. A transaction's alerts go with it by
+# ON DELETE CASCADE.
 RETENTION_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "transactions": ("SELECT", "DELETE"),
-        "rejected_transactions": ("SELECT", "DELETE"),
-        "pipeline_metrics": ("SELECT", "DELETE"),
+        "transactions": ("SELECT",),
+        "rejected_transactions": ("SELECT",),
+        "pipeline_metrics": ("SELECT",),
+        "retention_policy": ("SELECT",),
     }
 )
+RETENTION_FUNCTIONS = ("purge_expired(text, integer)",)
+
+# The people who may change the rules (migration 071): add to the history, read it, nothing more.
+# No UPDATE, DELETE or TRUNCATE anywhere, and they own nothing, so the history stays as written.
+RULES_ADMIN_GROUP = "txmon_rules_admin"
+RULES_ADMIN_ATTRIBUTES = (
+    "NOLOGIN",
+    "NOSUPERUSER",
+    "NOCREATEDB",
+    "NOCREATEROLE",
+    "NOREPLICATION",
+    "NOBYPASSRLS",
+)
+PERSON_ATTRIBUTES = LOGIN_ONLY
+RULES_ADMIN_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "rule_set_versions": ("SELECT", "INSERT"),
+        "rule_set_activations": ("SELECT", "INSERT"),
+        "rule_set_active": ("SELECT",),
+    }
+)
+RULES_ADMIN_SEQUENCES = ("rule_set_activations_activation_id_seq",)
 
 
 # What the console role may do: read what the pipeline stored, write its own tables. A table
@@ -196,11 +226,44 @@ def _list(words: Iterable[str]) -> sql.Composable:
 
 def role_statement(name: str, attributes: Sequence[str], *, exists: bool) -> sql.Composed:
     """CREATE (or ALTER, when it exists) ROLE with its attributes; the password is the one parameter
-    (`%s`), so it never appears in the statement text."""
+    (`%s`), so it never appears in the statement text. Pass it through `password_verifier`: the
+    server then receives a SCRAM verifier, never the password itself (nor do its logs)."""
     verb = "ALTER" if exists else "CREATE"
     return sql.SQL("{} ROLE {} WITH {} PASSWORD %s").format(
         sql.SQL(verb), sql.Identifier(name), _keywords(attributes)
     )
+
+
+def password_verifier(
+    password: str, role: str, scope: psycopg2.extensions.connection | psycopg2.extensions.cursor
+) -> str:
+    """The SCRAM-SHA-256 verifier of `password` for `role`, computed here by libpq
+    (PQencryptPasswordConn; `scope` is any open connection or cursor): what ALTER/CREATE ROLE
+    ... PASSWORD is given instead of the password."""
+    return psycopg2.extensions.encrypt_password(password, role, scope, "scram-sha-256")
+
+
+def rules_admin_statements(db: str, tables: Iterable[str]) -> list[sql.Composed]:
+    """The rules-admin group's privileges: connect, use the schema, add to (and read) the rule-set
+    history. Revoked first, so a narrower definition takes privileges away."""
+    group, schema = sql.Identifier(RULES_ADMIN_GROUP), sql.Identifier(SCHEMA)
+    out = [
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), group),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, group),
+    ]
+    for table in sorted(set(tables)):
+        name = sql.Identifier(SCHEMA, table)
+        out.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(name, group))
+        if table in RULES_ADMIN_TABLE_PRIVILEGES:
+            out.append(
+                sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+                    _list(RULES_ADMIN_TABLE_PRIVILEGES[table]), name, group
+                )
+            )
+    if "rule_set_activations" in tables:
+        for seq in RULES_ADMIN_SEQUENCES:
+            out.append(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sql.Identifier(SCHEMA, seq), group))
+    return out
 
 
 def create_database_statement(db: str, owner: str) -> sql.Composed:
@@ -270,6 +333,11 @@ def table_statements(
                     sql.SQL("GRANT {} ON TABLE {} TO {}").format(
                         _list(RETENTION_TABLE_PRIVILEGES[table]), name, purger
                     )
+                )
+        if "retention_policy" in tables:  # migration 070 made the function
+            for function in RETENTION_FUNCTIONS:
+                out.append(
+                    sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(schema, sql.SQL(function), purger)
                 )
     if console:
         out += console_table_statements(console, tables)
@@ -342,7 +410,17 @@ def provision(
         for name, attributes in wanted:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
             exists = cur.fetchone() is not None
-            cur.execute(role_statement(name, attributes, exists=exists), (passwords[name],))
+            cur.execute(
+                role_statement(name, attributes, exists=exists),
+                (password_verifier(passwords[name], name, cur),),
+            )
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RULES_ADMIN_GROUP,))
+        if cur.fetchone() is None:
+            cur.execute(
+                sql.SQL("CREATE ROLE {} WITH {}").format(
+                    sql.Identifier(RULES_ADMIN_GROUP), _keywords(RULES_ADMIN_ATTRIBUTES)
+                )
+            )
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
         if cur.fetchone() is None:
             log.info("creating database %s owned by %s", db, names.owner)
@@ -353,7 +431,19 @@ def provision(
 
 def grant_database_privileges(cur: psycopg2.extensions.cursor, db: str, names: RoleNames) -> None:
     """As the superuser or the database's owner: its owner and who may connect."""
-    _execute_atomically(cur, database_statements(db, names))
+    statements = database_statements(db, names)
+    if _role_exists(cur, RULES_ADMIN_GROUP):
+        statements.append(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(db), sql.Identifier(RULES_ADMIN_GROUP)
+            )
+        )
+    _execute_atomically(cur, statements)
+
+
+def _role_exists(cur: psycopg2.extensions.cursor, name: str) -> bool:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    return cur.fetchone() is not None
 
 
 def grant_table_privileges(
@@ -361,7 +451,11 @@ def grant_table_privileges(
 ) -> None:
     """As the owner, after the migrations: the app role's privileges on what they created, and
     the retention and console roles' where those roles exist."""
-    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,))
+    # Views too: rule_set_active is one (migration 071), read like the table it replaced.
+    cur.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %(s)s UNION SELECT viewname FROM pg_views WHERE schemaname = %(s)s",
+        {"s": SCHEMA},
+    )
     tables = {row[0] for row in cur.fetchall()}
     if retention:
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (retention,))
@@ -381,12 +475,47 @@ def grant_table_privileges(
             table,
             app,
         )
-    _execute_atomically(cur, table_statements(app, tables, retention, console))
+    statements = table_statements(app, tables, retention, console)
+    if _role_exists(cur, RULES_ADMIN_GROUP):
+        cur.execute("SELECT current_database()")
+        statements += rules_admin_statements(cur.fetchone()[0], tables)
+    else:
+        log.warning(
+            "role %s does not exist: nobody can publish rule sets until `python -m utils.roles provision`",
+            RULES_ADMIN_GROUP,
+        )
+    _execute_atomically(cur, statements)
 
 
 # --------------------------------------------------------------------------------------------
 # CLI: Compose's one-shot `db-roles` service
 # --------------------------------------------------------------------------------------------
+
+
+def add_rules_admin(cur: psycopg2.extensions.cursor, name: str, password: str, names: RoleNames) -> None:
+    """As the superuser: `name`'s own login, a member of the rules-admin group (created or its
+    password updated). Refused for the pipeline's own roles: a person is not a service."""
+    if name in (names.owner, names.app, names.retention, SUPERUSER, RULES_ADMIN_GROUP):
+        raise ConfigError(f"{name!r} is one of the pipeline's roles: a rules admin is a person's own login")
+    if len(password) < 16:
+        raise ConfigError(f"the password for {name!r} is shorter than 16 characters: choose a longer one")
+    exists = _role_exists(cur, name)
+    cur.execute(
+        role_statement(name, PERSON_ATTRIBUTES, exists=exists), (password_verifier(password, name, cur),)
+    )
+    cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(RULES_ADMIN_GROUP), sql.Identifier(name)))
+    log.info("role %s: a rules admin (member of %s)", name, RULES_ADMIN_GROUP)
+
+
+def _read_password(name: str) -> str:
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise ConfigError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
 
 
 def _connect_superuser(pg: PostgresSettings, timeout_s: float) -> psycopg2.extensions.connection:
@@ -423,11 +552,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "POSTGRES_RETENTION_USER/_PASSWORD, POSTGRES_CONSOLE_USER/_PASSWORD, POSTGRES_DB]",
     )
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    person = sub.add_parser(
+        "add-rules-admin",
+        help="as the superuser: a named person's own login, member of txmon_rules_admin (may publish and "
+        "activate rule sets); the password is read from the terminal (or the first line of stdin) "
+        "[env: POSTGRES_SUPERUSER_PASSWORD]",
+    )
+    person.add_argument("name", help="the person's PostgreSQL role name, e.g. their user name")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
         pg = settings.postgres
+        if args.cmd == "add-rules-admin":
+            if not pg.superuser_password:
+                raise ConfigError("set POSTGRES_SUPERUSER_PASSWORD (see .env.example)")
+            password = _read_password(args.name)
+            conn = _connect_superuser(pg, 10.0)
+            try:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    add_rules_admin(cur, args.name, password, RoleNames.from_settings(pg))
+            finally:
+                conn.close()
+            print(f"{args.name} may publish and activate rule sets (member of {RULES_ADMIN_GROUP})")
+            return 0
         names = RoleNames.from_settings(pg)
         missing = [
             var

@@ -166,3 +166,19 @@ def migration_status(pg: PostgresSettings) -> tuple[list[str], list[str]]:
         conn.close()
     all_m = discover_migrations()
     return [m.name for m in all_m if m.version in done], [m.name for m in all_m if m.version not in done]
+
+
+def set_retention_days(pg: PostgresSettings, days: int) -> None:
+    """As the owner: how many days purge_expired() keeps (migration 070's retention_policy).
+    The retention role can read the policy but not change it, so it cannot shorten it."""
+    conn = connect(pg, migration=True)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE retention_policy SET days = %s, updated_at = now() WHERE days IS DISTINCT FROM %s",
+                (days, days),
+            )
+            if cur.rowcount:
+                log.info("retention policy: keep %d days", days)
+    finally:
+        conn.close()

@@ -10,7 +10,9 @@
                                                            without it, the versions that ran: a self-check)
 
 `show`, `validate`, `history` and `backtest` work as the app role (POSTGRES_USER); `publish` and
-`activate` log in as the owner role (POSTGRES_MIGRATION_USER). Exit codes: 0 done, 1 the file or
+`activate` log in as you: `--user NAME` (default: PGUSER, else your user name), a member of
+txmon_rules_admin, with the password from PGPASSWORD or ~/.pgpass (libpq's own). The history
+records that login, taken by the server (session_user); there is no way to type another name. Exit codes: 0 done, 1 the file or
 version is refused (nothing changed), 2 configuration or database problem, 3 the backtest's
 self-check did not reproduce the stored alerts (the first differences are printed).
 """
@@ -24,6 +26,7 @@ import dataclasses
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -45,6 +48,8 @@ log = logging.getLogger("consumer.rulesets")
 
 
 def _who() -> str:
+    if os.environ.get("PGUSER"):
+        return os.environ["PGUSER"]
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no user name in a container without /etc/passwd entry
@@ -64,12 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="store FILE as a new immutable version and activate it")
     publish.add_argument("file", type=Path)
     publish.add_argument("--reason", required=True, help="why: kept with the version for good")
-    publish.add_argument("--by", default=_who(), help="who publishes (default: your user name)")
+    publish.add_argument(
+        "--user", default=_who(), help="your PostgreSQL login [env: PGUSER; default: your user name]"
+    )
+    publish.add_argument("--by", help=argparse.SUPPRESS)
     sub.add_parser("history", help="list versions and activations, newest first")
     activate = sub.add_parser("activate", help="make version N active (roll back or forward)")
     activate.add_argument("version", type=int)
     activate.add_argument("--reason", help="why (default: 'activated version N')")
-    activate.add_argument("--by", default=_who(), help="who activates (default: your user name)")
+    activate.add_argument(
+        "--user", default=_who(), help="your PostgreSQL login [env: PGUSER; default: your user name]"
+    )
+    activate.add_argument("--by", help=argparse.SUPPRESS)
     backtest = sub.add_parser(
         "backtest",
         help="replay stored transactions with FILE (without FILE: the versions that ran, a self-check)",
@@ -129,10 +140,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
     if args.cmd == "history":
         with contextlib.closing(connect(settings.postgres)) as conn, conn.cursor() as cur:
             return _history(store.versions(cur), store.activations(cur))
+    if args.cmd in ("publish", "activate") and args.by is not None:
+        raise Refused(
+            "--by is gone: the record shows the login that did it, taken by the database "
+            f"(session_user); log in as yourself with --user NAME (now {args.user!r})"
+        )
     if args.cmd == "publish":
         rule_set = _read(args.file, settings)
-        with _owner(settings) as cur:
-            done = store.publish(cur, rule_set, by=args.by, reason=args.reason, environment=environment)
+        with _person(settings, args.user) as cur:
+            done = store.publish(cur, rule_set, reason=args.reason, environment=environment)
         lines = (
             [f"stored the environment's settings as version 1 ({store.INITIAL_REASON})"]
             if done.seeded
@@ -142,15 +158,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> str:
             lines.append(f"published version {done.version} ({rule_set.summary()}); it is active")
         else:
             lines.append(f"identical to the active version {done.version}: nothing new published")
-        log.info("rule set: %s", "; ".join(lines), extra={"rule_set_version": done.version, "by": args.by})
+        log.info("rule set: %s", "; ".join(lines), extra={"rule_set_version": done.version, "by": args.user})
         return "\n".join(lines) + "\n"
     if args.cmd == "activate":
         reason = args.reason or f"activated version {args.version}"
-        with _owner(settings) as cur:
-            changed = store.activate(cur, args.version, by=args.by, reason=reason)
+        with _person(settings, args.user) as cur:
+            changed = store.activate(cur, args.version, reason=reason)
         if not changed:
             return f"version {args.version} is already active: nothing changed\n"
-        log.info("rule set: version %d activated by %s", args.version, args.by)
+        log.info(
+            "rule set: version %d activated by %s",
+            args.version,
+            args.user,
+            extra={"rule_set_version": args.version, "by": args.user, "reason": reason},
+        )
         return f"version {args.version} is active\n"
     raise AssertionError(args.cmd)  # argparse allows only the commands above
 
@@ -245,9 +266,13 @@ def _read(path: Path, settings: Settings) -> RuleSet:
 
 
 @contextlib.contextmanager
-def _owner(settings: Settings) -> Iterator[psycopg2.extensions.cursor]:
-    """A cursor of the owner role in one transaction: committed on success, rolled back on error."""
-    conn = connect(settings.postgres, migration=True)
+def _person(settings: Settings, user: str) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor of `user`'s own login in one transaction (committed on success, rolled back on
+    error). No password from settings: libpq reads PGPASSWORD or ~/.pgpass, as psql does."""
+    pg = dataclasses.replace(
+        settings.postgres, user=user, password="", migration_user="", migration_password=""
+    )
+    conn = connect(pg)
     try:
         with conn, conn.cursor() as cur:
             yield cur

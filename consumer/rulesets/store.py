@@ -1,7 +1,7 @@
 """Rule-set versions in PostgreSQL (utils/migrations/030_rule_sets.sql).
 
-Reads work as any role (the consumer's app role has SELECT); `publish` and `activate` need the
-owner role. Each write runs in the caller's transaction under one advisory lock, so two
+Reads work as any role (the consumer's app role has SELECT); `publish` and `activate` need a
+named person's own login, a member of txmon_rules_admin (migration 071, utils/roles.py). Each write runs in the caller's transaction under one advisory lock, so two
 publishers never get the same version number and a reader sees a version and its activation
 together or not at all.
 """
@@ -90,9 +90,12 @@ def _explained(what: str) -> Iterator[None]:
             "(`python -m utils.database migrate`)"
         ) from exc
     except psycopg2.errors.InsufficientPrivilege as exc:
+        hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
         raise RuleSetStoreError(
-            f"{what}: this role may not ({str(exc).strip()}); publishing and activating run as the owner "
-            "role: set POSTGRES_MIGRATION_USER and POSTGRES_MIGRATION_PASSWORD (see .env.example)"
+            f"{what}: refused: {exc.diag.message_primary or str(exc).strip()}{hint}. Publishing and "
+            "activating need your own login, a member of txmon_rules_admin: `python -m consumer.rulesets "
+            "publish FILE --reason TEXT --user NAME` (password from PGPASSWORD or ~/.pgpass); an "
+            "administrator adds you with `python -m utils.roles add-rules-admin NAME`"
         ) from exc
 
 
@@ -153,8 +156,10 @@ def activations(cur: Cursor) -> list[Activation]:
         return [Activation(*row) for row in cur.fetchall()]
 
 
-def publish(cur: Cursor, rule_set: RuleSet, *, by: str, reason: str, environment: RuleSet) -> Published:
+def publish(cur: Cursor, rule_set: RuleSet, *, reason: str, environment: RuleSet) -> Published:
     """Store `rule_set` as the next version and make it active, in the caller's transaction.
+    Who did it is the session's login, recorded by the database (migration 071), never a name
+    the caller passes; the login must be a member of txmon_rules_admin.
 
     The first publish stores `environment` (the set in force until then) as version 1 first, so
     that `activate 1` returns to it. A set identical to the active version is not stored again.
@@ -165,20 +170,20 @@ def publish(cur: Cursor, rule_set: RuleSet, *, by: str, reason: str, environment
         latest = cur.fetchone()[0]
         seeded = latest is None
         if seeded:
-            latest = _insert(cur, 1, environment, by, INITIAL_REASON)
-            _set_active(cur, 1, by, INITIAL_REASON)
+            latest = _insert(cur, 1, environment, INITIAL_REASON)
+            _set_active(cur, 1, INITIAL_REASON)
         cur.execute(
             "SELECT v.version, v.checksum FROM rule_set_active a JOIN rule_set_versions v USING (version)"
         )
         current = cur.fetchone()
         if current is not None and current[1] == rule_set.checksum():
             return Published(current[0], created=False, seeded=seeded)
-        version = _insert(cur, latest + 1, rule_set, by, reason)
-        _set_active(cur, version, by, reason)
+        version = _insert(cur, latest + 1, rule_set, reason)
+        _set_active(cur, version, reason)
     return Published(version, created=True, seeded=seeded)
 
 
-def activate(cur: Cursor, version: int, *, by: str, reason: str) -> bool:
+def activate(cur: Cursor, version: int, *, reason: str) -> bool:
     """Make an earlier (or later) version active again; False when it already was."""
     with _explained(f"activating rule-set version {version}"):
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
@@ -187,28 +192,26 @@ def activate(cur: Cursor, version: int, *, by: str, reason: str) -> bool:
             raise UnknownVersion(_unknown(cur, version))
         if active_version(cur) == version:
             return False
-        _set_active(cur, version, by, reason)
+        _set_active(cur, version, reason)
     return True
 
 
-def _insert(cur: Cursor, version: int, rule_set: RuleSet, by: str, reason: str) -> int:
+def _insert(cur: Cursor, version: int, rule_set: RuleSet, reason: str) -> int:
+    # published_by and db_role: the trigger rule_set_named_person writes session_user.
     cur.execute(
-        """INSERT INTO rule_set_versions (version, document, checksum, published_by, reason)
-           VALUES (%s, %s, %s, %s, %s)""",
-        (version, Json(rule_set.document()), rule_set.checksum(), by, reason),
+        """INSERT INTO rule_set_versions (version, document, checksum, reason)
+           VALUES (%s, %s, %s, %s)""",
+        (version, Json(rule_set.document()), rule_set.checksum(), reason),
     )
     return version
 
 
-def _set_active(cur: Cursor, version: int, by: str, reason: str) -> None:
-    # The trigger rule_set_active_logged appends the activation to rule_set_activations.
+def _set_active(cur: Cursor, version: int, reason: str) -> None:
+    # An activation is a new row (the newest is active: the view rule_set_active), never an
+    # update; activated_by is the session's login (trigger rule_set_named_person).
     cur.execute(
-        """INSERT INTO rule_set_active (version, activated_by, activated_at, reason)
-           VALUES (%s, %s, now(), %s)
-           ON CONFLICT (singleton) DO UPDATE
-           SET version = EXCLUDED.version, activated_by = EXCLUDED.activated_by,
-               activated_at = EXCLUDED.activated_at, reason = EXCLUDED.reason""",
-        (version, by, reason),
+        "INSERT INTO rule_set_activations (version, activated_at, reason) VALUES (%s, now(), %s)",
+        (version, reason),
     )
 
 

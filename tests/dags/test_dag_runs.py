@@ -29,6 +29,7 @@ from producer.transaction_producer import run_producer  # noqa: E402
 from stack.orchestrator import LocalStack  # noqa: E402
 from tests.dags.isolation import keep_logging  # noqa: E402
 from tests.support import consume, produce, query  # noqa: E402
+from utils import schema  # noqa: E402
 from utils.config import Settings, settings_to_env  # noqa: E402
 
 SEEDED_DAY = DEFAULT_START.date()  # the simulated clock's stream falls on 2026-01-01 (UTC)
@@ -178,6 +179,7 @@ def test_reporting_then_cleanup(
         s, retention_days=90, validation=dataclasses.replace(s.validation, max_age_days=90)
     )
     task_env(ninety)
+    schema.set_retention_days(s.postgres, 90)  # the owner's policy (db-migrate in Compose)
     stored = query(s.postgres, "SELECT count(*) FROM transactions")[0][0]
     run = dagbag.dags["data_cleanup"].test()
     assert str(run.state) == "success", _task_states("data_cleanup", run.run_id)

@@ -67,3 +67,33 @@ def test_only_report_files_are_served(
     assert (
         missing.status_code == 404 and "trigger transaction_reporting with the day 2026-11-29" in missing.text
     )
+
+
+def test_report_files_are_not_followed_through_symlinks_and_carry_security_headers(
+    plugin: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    root = tmp_path / "reports"
+    _day(root, "2026-11-27", 1, {"complete": True, "day_over": True})
+    secret = tmp_path / "env"
+    secret.write_text("POSTGRES_PASSWORD=s3cret")
+    (root / "2026-11-27" / "summary.csv").symlink_to(secret)  # a link planted beside a real report
+    (root / "2026-11-28").symlink_to(tmp_path)  # a day folder that is a link
+    (tmp_path / "report.html").write_text("outside the reports folder")
+    monkeypatch.setattr(plugin, "_reports_root", lambda: root)
+    app = plugin.create_app()
+    app.dependency_overrides[plugin._reader] = lambda: None
+    client = TestClient(app)
+    for bad in ("/reports/2026-11-27/summary.csv", "/reports/2026-11-28/report.html"):
+        response = client.get(bad)
+        assert (
+            response.status_code == 404 and "s3cret" not in response.text and "outside" not in response.text
+        )
+    ok = client.get("/reports/2026-11-27/report.html")
+    assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/html")
+    for response in (ok, client.get("/reports/"), client.get("/reports/2026-11-27/summary.csv")):
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert "script-src" not in response.headers["content-security-policy"]  # no script at all
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ def stored_by_rule(s: Settings) -> dict[str, int]:
 
 
 def test_backtest_of_a_seeded_run(
-    seeded: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    seeded: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path, rules_admins: dict[str, str]
 ) -> None:
     s = seeded
     per_rule = stored_by_rule(s)
@@ -102,7 +103,7 @@ def test_backtest_of_a_seeded_run(
     assert {(r["change"], r["rule"]) for r in rows} == {("removed", DISABLED)}
     assert all(json.loads(r["details"]) for r in rows)
 
-    _recorded_version_switch_is_replayed(s, capsys)
+    _recorded_version_switch_is_replayed(s, capsys, rules_admins)
     _an_alert_no_rule_raises_fails_the_check(s, capsys)
 
 
@@ -111,23 +112,24 @@ def _show(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-def _recorded_version_switch_is_replayed(s: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def _recorded_version_switch_is_replayed(
+    s: Settings, capsys: pytest.CaptureFixture[str], rules_admins: dict[str, str]
+) -> None:
     """The stored alerts were all raised under the environment's settings. Recording that
     partition 0 switched to a version without `velocity` at offset X (halfway through its
     velocity alerts) makes the self-check expect
     exactly partition 0's velocity alerts from X on to vanish (and fail, since they are stored)."""
-    owner = connect(s.postgres, migration=True)
-    with contextlib.closing(owner), owner, owner.cursor() as cur:
+    name, password = next(iter(rules_admins.items()))
+    person = connect(dataclasses.replace(s.postgres, user=name, password=password))
+    with contextlib.closing(person), person, person.cursor() as cur:
         environment = RuleSet.from_thresholds(s.rules)
         data = environment.document()
         data["rules"][DISABLED]["enabled"] = False
         version = store.publish(
-            cur,
-            RuleSet.from_document(data, s.rules),
-            by="test",
-            reason="no velocity",
-            environment=environment,
+            cur, RuleSet.from_document(data, s.rules), reason="no velocity", environment=environment
         ).version
+    owner = connect(s.postgres, migration=True)
+    with contextlib.closing(owner), owner, owner.cursor() as cur:
         # The switch halfway through partition 0's velocity alerts (wherever the seeded stream
         # put its bursts), so that some are raised before it and some after.
         cur.execute(

@@ -80,9 +80,15 @@ def _environment(settings: Settings) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("example", RUN, ids=[e.where for e in RUN])
-def test_documented_example_runs(example: Example, seeded: Settings, workdir: Path) -> None:
+def test_documented_example_runs(
+    example: Example, seeded: Settings, workdir: Path, rules_admins: dict[str, str]
+) -> None:
     env = _environment(seeded)
     if example.lang in SHELL:
+        if "consumer.rulesets" in example.code:
+            # As a person who may publish rule sets (docs/rules-as-data.md: `publish` logs in as you).
+            name, password = next(iter(rules_admins.items()))
+            env.update(PGUSER=name, PGPASSWORD=password)
         argv = ["bash", "-e", "-o", "pipefail", "-c", example.code]
     else:
         pg = seeded.postgres

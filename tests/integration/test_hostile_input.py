@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumer.dlq import DLQ_MAX_PAYLOAD
+from consumer.storage import REJECTED_KEY_MAX_BYTES, REJECTED_PAYLOAD_MAX_BYTES
 from consumer.validation import REASONS, validate
 from tests.support import ConsumerProcess, query, scalar
 from utils.config import PostgresSettings, Settings
@@ -271,12 +271,14 @@ def build_corpus() -> list[Hostile]:
         "עברית\u200f",
         "zero\u200dwidth",
         "line\u2028sep",
-        "nel\u0085c1",
         "del\x7f",
         " ",
         "",
     ):
         add(f"merchant {text!r}", _dumps(base(tid(), merchant=text)), "stored")
+    # Characters that make a name read as something else on a page (consumer/validation.py).
+    for text in ("\u202eenilno", "Pay\u200bPal", "nel\u0085c1", "a\u2066b\u2069"):
+        add(f"merchant {text!r}", _dumps(base(tid(), merchant=text)), "control_characters")
     add("merchant of 256 chars", _dumps(base(tid(), merchant="m" * 256)), "stored")
     add(
         "raw NUL byte in a string",
@@ -562,9 +564,10 @@ def check_every_message(s: Settings, msgs: list[Hostile], offsets: list[int]) ->
     """Each message is stored verbatim or rejected with the predicted reason; returns counts."""
     pg = s.postgres
     rejected = {
-        o: (reason, bytes(raw), None if key is None else bytes(key))
-        for o, reason, raw, key in query(
-            pg, "SELECT kafka_offset, reason, raw_payload, message_key FROM rejected_transactions"
+        o: (reason, bytes(raw), None if key is None else bytes(key), full)
+        for o, reason, raw, key, full in query(
+            pg,
+            "SELECT kafka_offset, reason, raw_payload, message_key, payload_bytes FROM rejected_transactions",
         )
     }
     cols = ", ".join(f'"{c}"' for c in _COLUMNS)
@@ -586,11 +589,12 @@ def check_every_message(s: Settings, msgs: list[Hostile], offsets: list[int]) ->
             )
             continue
         if in_rej:
-            reason, raw, key = rejected[o]
+            reason, raw, key, full = rejected[o]
             got = reason
-            if raw != (m.value or b""):
-                problems.append(f"{label}: raw bytes differ in rejected_transactions")
-            if key != m.key:
+            # The first REJECTED_PAYLOAD_MAX_BYTES are kept, with the full length beside them.
+            if raw != (m.value or b"")[:REJECTED_PAYLOAD_MAX_BYTES] or full != len(m.value or b""):
+                problems.append(f"{label}: raw bytes or length differ in rejected_transactions")
+            if key != (None if m.key is None else m.key[:REJECTED_KEY_MAX_BYTES]):
                 problems.append(f"{label}: key differs ({key!r} != {m.key!r})")
             if reason not in (*REASONS, "duplicate_transaction_id", "database_rejected"):
                 problems.append(f"{label}: unknown reason {reason!r}")
@@ -649,9 +653,10 @@ def _run(
     assert rejected_offsets <= dead.keys(), (
         f"missing from the DLQ: {sorted(rejected_offsets - dead.keys())[:10]}"
     )
-    # A copy too big for the broker with its headers goes without its body (the table has it).
+    # The dead-letter copy carries what the table keeps: the first REJECTED_PAYLOAD_MAX_BYTES
+    # (a header then names the full length, see test_a_large_rejected_message_is_kept_bounded).
     assert all(
-        dead[o] == (m.value or b"") or (len(m.value or b"") > DLQ_MAX_PAYLOAD and dead[o] == b"")
+        dead[o] == (m.value or b"")[:REJECTED_PAYLOAD_MAX_BYTES]
         for m, o in zip(msgs, offsets, strict=True)
         if o in rejected_offsets
     )
@@ -737,3 +742,27 @@ def test_the_docs_report_the_number_of_hostile_inputs() -> None:
         f"**{HOSTILE_INPUTS} messages** through the real broker and consumer ({len(CORPUS)} hand-written"
         in page
     )
+
+
+def test_a_large_rejected_message_is_kept_bounded(
+    settings_factory: Callable[..., Settings], tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    """A ~900 KB rejected message costs the table 64 KiB, with its full length recorded; the
+    dead-letter copy says it was cut and from what size."""
+    s = settings_factory(partitions=1)
+    big = Hostile("900 KB merchant", _dumps(base("h-bounded", merchant="M" * KB900)))
+    offsets = send_all(s, [big])
+    run_consumer(s, tmp_path, children)
+    assert query(s.postgres, "SELECT length(raw_payload), payload_bytes FROM rejected_transactions") == [
+        (REJECTED_PAYLOAD_MAX_BYTES, len(big.value or b""))
+    ]
+    c = KafkaConsumer(
+        s.kafka.dlq_topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )  # fmt: skip
+    try:
+        (record,) = list(c)
+    finally:
+        c.close()
+    assert dict(record.headers)["dlq.payload_truncated_from"] == str(len(big.value or b"")).encode()
+    assert record.value == (big.value or b"")[:REJECTED_PAYLOAD_MAX_BYTES] and offsets == [0]

@@ -20,6 +20,7 @@ from producer.transaction_producer import run_producer
 from reports import retention
 from reports.metrics import Metric, collect_metrics, evaluate_thresholds, record_metrics
 from tests.support import consume, produce, query, scalar
+from utils import schema
 from utils.config import PostgresSettings, Settings, ValidationLimits, settings_to_env
 from utils.database import Database
 
@@ -70,6 +71,11 @@ def test_the_retention_command_deletes_what_expired(
     monkeypatch.setenv("TXMON_ENV_FILE", os.devnull)
     assert retention.main(["--days", "20"]) == 2  # shorter than VALIDATION_MAX_AGE_DAYS: refused
     assert "Set RETENTION_DAYS to at least 30" in capsys.readouterr().err
+    # What may be deleted is the owner's policy, which the retention role cannot change: a
+    # cleanup asking for another period stops, naming the fix, before deleting anything.
+    assert retention.main(["--days", "30"]) == 2
+    assert "the database keeps 3650 days" in capsys.readouterr().err
+    schema.set_retention_days(fresh_db, 30)
     assert retention.main(["--days", "30"]) == 0  # the flag wins over RETENTION_DAYS
 
     out = capsys.readouterr().out.split()
@@ -175,13 +181,14 @@ def test_cleanup_says_first_what_it_deletes_and_keeps_what_was_processed_recentl
         data_dir=str(tmp_path),
         retention_days=90,
     )
+    schema.set_retention_days(fresh_db, 90)  # as the owner: the policy purge_expired() keeps to
     purger = Database(fresh_db.as_retention())  # the app role may not delete (utils/roles.py)
     try:
         with caplog.at_level(logging.INFO, logger="reports.retention"):
             counts = retention.cleanup(purger, settings)
     finally:
         purger.close()
-    first = caplog.records[0].getMessage()
+    first = next(r for r in caplog.records if r.name == "reports.retention").getMessage()
     assert first.startswith("retention (RETENTION_DAYS=90): will delete what is older than ")
     assert "1 transactions, 0 rejected_transactions, 0 pipeline_metrics" in first
     assert counts["transactions"] == 1

@@ -410,7 +410,9 @@ def test_rows_stored_without_a_base_amount_are_converted_by_the_report(
     # The day's rows: a few of the stream's lie on other days (a dormant account's last payment).
     on_day = """("timestamp" AT TIME ZONE 'UTC')::date = %s"""
     day_rows = scalar(s.postgres, f"SELECT count(*) FROM transactions WHERE {on_day}", (day,))
-    old_rows = scalar(s.postgres, f"SELECT count(*) FROM transactions WHERE amount_base IS NULL AND {on_day}", (day,))
+    old_rows = scalar(
+        s.postgres, f"SELECT count(*) FROM transactions WHERE amount_base IS NULL AND {on_day}", (day,)
+    )
     assert old_rows > 0 and day_rows > 590
     rows = queries.build_daily_summary(db, day, RATES)
     assert _as_tuples(rows) == _expected_summary(s.postgres, day)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -89,6 +90,7 @@ def assert_roles_as_defined(cur: psycopg2.extensions.cursor, names: roles.RoleNa
     assert role_attributes(cur, names.app) == expected_attributes(roles.APP_ATTRIBUTES)
     assert role_attributes(cur, names.retention) == expected_attributes(roles.RETENTION_ATTRIBUTES)
     assert role_attributes(cur, names.console) == expected_attributes(roles.CONSOLE_ATTRIBUTES)
+    assert role_attributes(cur, roles.RULES_ADMIN_GROUP) == expected_attributes(roles.RULES_ADMIN_ATTRIBUTES)
 
 
 def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: roles.RoleNames) -> None:
@@ -98,26 +100,36 @@ def assert_database_as_defined(cur: psycopg2.extensions.cursor, db: str, names: 
         names.app: set(roles.APP_DATABASE_PRIVILEGES),
         names.retention: set(roles.RETENTION_DATABASE_PRIVILEGES),
         names.console: set(roles.CONSOLE_DATABASE_PRIVILEGES),
+        roles.RULES_ADMIN_GROUP: {"CONNECT"},
     }  # and nothing for PUBLIC
 
 
 def assert_tables_as_defined(conn: psycopg2.extensions.connection, names: roles.RoleNames) -> None:
     with conn.cursor() as cur:
-        tables = relation_grants(cur, ("r", "p"))
+        tables = relation_grants(cur, ("r", "p", "v"))  # rule_set_active is a view (migration 071)
         expected = {t: {names.app: set(p)} for t, p in roles.APP_TABLE_PRIVILEGES.items() if p}
         for table, privileges in roles.RETENTION_TABLE_PRIVILEGES.items():
             expected[table][names.retention] = set(privileges)
         for table, privileges in roles.CONSOLE_TABLE_PRIVILEGES.items():
             expected.setdefault(table, {})[names.console] = set(privileges)
+        for table, privileges in roles.RULES_ADMIN_TABLE_PRIVILEGES.items():
+            expected[table][roles.RULES_ADMIN_GROUP] = set(privileges)
         assert tables == expected
         sequences = relation_grants(cur, ("S",))
         assert sequences, "the migrations create bigserial keys"
         console_sequences = {"console_users_user_id_seq", "cases_case_id_seq", "case_events_event_id_seq"}
-        for name, grants in sequences.items():
+        for seq, grants in sequences.items():
             assert grants.pop(names.console, set()) == (
-                {"USAGE", "SELECT"} if name in console_sequences else set()
+                {"USAGE", "SELECT"} if seq in console_sequences else set()
             )
-            assert grants == {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)}, (name, grants)
+            wanted = {names.app: set(roles.APP_SEQUENCE_PRIVILEGES)}
+            if seq in roles.RULES_ADMIN_SEQUENCES:
+                wanted[roles.RULES_ADMIN_GROUP] = {"USAGE"}
+            assert grants == wanted, (seq, grants)
+        cur.execute("SELECT proname, proacl::text[] FROM pg_proc WHERE proname = 'purge_expired'")
+        ((_, acl),) = cur.fetchall()
+        assert any(entry.startswith(f"{names.retention}=X/") for entry in acl), acl
+        assert not any(entry.startswith("=") or entry.startswith(f"{names.app}=") for entry in acl), acl
         cur.execute(
             "SELECT has_schema_privilege(%s, 'public', 'USAGE'), has_schema_privilege(%s, 'public', 'CREATE')",
             (names.app, names.app),
@@ -220,3 +232,43 @@ def test_provision_cli_sets_up_what_compose_needs(
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
                 for role in (names.app, names.retention, names.console, names.owner):
                     cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_passwords_reach_the_server_only_as_scram_verifiers(native_stack: LocalStack) -> None:
+    """CREATE/ALTER ROLE get libpq's SCRAM-SHA-256 verifier, never the password: it is in no
+    statement the server parses or logs; the roles still log in with their passwords."""
+    suffix = uuid.uuid4().hex[:8]
+    names = roles.RoleNames(owner=f"sv_owner_{suffix}", app=f"sv_app_{suffix}", retention=f"sv_ret_{suffix}")
+    passwords = {
+        names.owner: f"owner {suffix}",
+        names.app: f"app '{suffix}",
+        names.retention: f"ret-{suffix}",
+    }
+    db = f"sv_{suffix}"
+    sent: list[object] = []
+
+    class Recording(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> None:
+            sent.append(vars)
+            super().execute(query, vars)
+
+    conn = native_stack.postgres.connect_superuser()
+    conn.cursor_factory = Recording
+    try:
+        roles.provision(conn, db, names, passwords)
+        parameters = [str(v) for v in sent if v]
+        assert all(p not in "".join(parameters) for p in passwords.values()), "a password was sent"
+        verifiers = [v[0] for v in sent if isinstance(v, tuple) and str(v[0]).startswith("SCRAM-SHA-256$")]
+        assert len(verifiers) == 3
+        for role, password in passwords.items():
+            psycopg2.connect(
+                host="127.0.0.1", port=native_stack.ports["postgres"], dbname=db, user=role, password=password
+            ).close()
+    finally:
+        conn.cursor_factory = psycopg2.extensions.cursor
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            for role in passwords:
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.close()

@@ -8,6 +8,7 @@ currency, under the environment's 10,000 and over the published 5,000.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator,
 from tests.fleet import Consumers, Msg, owned, send, tail, wait_processed
 from tests.support import execute, query, wait_until
 from utils.config import Settings, settings_to_env
+from utils.models import DEBIT_TYPES
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +39,7 @@ def pipeline(
     tmp_path: Path,
     children: list[subprocess.Popen[bytes]],
     monkeypatch: pytest.MonkeyPatch,
+    as_person: Callable[[str], None],
 ) -> tuple[Settings, Consumers]:
     """Two partitions, consumers that look for a new version every 0.5 s, and the environment
     `python -m consumer.rulesets` (run in this process) reads, pointing at the same database."""
@@ -47,9 +50,12 @@ def pipeline(
 
 
 def batch(s: Settings, n: int, seed: int) -> list[dict[str, Any]]:
-    """`n` transactions of AMOUNT in the base currency, over many accounts."""
+    """`n` debits of AMOUNT in the base currency, over many accounts (debits: high_amount is
+    direction-aware, and a credit of AMOUNT is under ALERT_HIGH_AMOUNT_CREDIT)."""
     gen = TransactionGenerator(seed, AccountPool.create(400, seed), 0.0, "simulated", DEFAULT_START)
-    return [{**t, "amount": AMOUNT, "currency": s.rules.base_currency} for t in gen.next_batch(n)]
+    debits = [t for t in gen.next_batch(4 * n) if t["transaction_type"] in DEBIT_TYPES][:n]
+    assert len(debits) == n
+    return [{**t, "amount": AMOUNT, "currency": s.rules.base_currency} for t in debits]
 
 
 def encoded(txns: list[dict[str, Any]]) -> list[Msg]:
@@ -98,12 +104,12 @@ def publish(tmp_path: Path, s: Settings, high_amount: float, reason: str) -> tup
     path.write_text(text.replace(old, f"high_amount: {high_amount!r}", 1))
     out = tmp_path / "cli.out"
     with open(out, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        code = cli.main(["publish", str(path), "--reason", reason, "--by", "tester"])
+        code = cli.main(["publish", str(path), "--reason", reason])  # as PGUSER (as_person)
     return code, out.read_text()
 
 
 def activate(version: int, reason: str) -> int:
-    return cli.main(["activate", str(version), "--reason", reason, "--by", "tester"])
+    return cli.main(["activate", str(version), "--reason", reason])
 
 
 def switched(log: str, to: int) -> bool:
@@ -126,7 +132,7 @@ def test_a_running_consumer_switches_rolls_back_and_refuses_a_malformed_version(
     assert code == 0, out
     wait_until(lambda: switched(fleet.log("a"), 2), 15, what="a switching to version 2")
     log_line = next(line for line in fleet.log("a").splitlines() if "rule set switched" in line)
-    assert "published by tester: lower high_amount for the test" in log_line, log_line
+    assert "published by txmon_test_alice: lower high_amount for the test" in log_line, log_line
 
     coords = deliver(s, v2_txns := batch(s, 60, seed=2), len(before))
     assert high_amount_versions(s, v2_txns) == [2] * len(v2_txns), "every 6,000 now alerts, as version 2"
@@ -146,14 +152,16 @@ def test_a_running_consumer_switches_rolls_back_and_refuses_a_malformed_version(
     assert code != 0 and "Fix:" in out, out
     assert query(s.postgres, "SELECT version FROM rule_set_active") == [(1,)]
 
-    # a version written around publish (by hand, as the owner): the consumer refuses it
+    # a version written around publish (by hand, by a rules admin): the consumer refuses it
     bad = RuleSet.from_thresholds(s.rules).document()
     bad["rules"]["high_amount"]["parameters"]["high_amount"] = "five thousand"
+    person = dataclasses.replace(
+        s.postgres, user=os.environ["PGUSER"], password=os.environ["PGPASSWORD"], migration_user=""
+    )
     execute(
-        s.postgres,
-        "INSERT INTO rule_set_versions (version, document, checksum, published_by, reason) "
-        "VALUES (3, %s, 'x', 'hand', 'malformed'); "
-        "UPDATE rule_set_active SET version = 3, activated_by = 'hand', reason = 'malformed'",
+        person,
+        "INSERT INTO rule_set_versions (version, document, checksum, reason) VALUES (3, %s, 'x', 'malformed'); "
+        "INSERT INTO rule_set_activations (version, activated_at, reason) VALUES (3, now(), 'malformed')",
         (json.dumps(bad),),
     )
     wait_until(lambda: "rule-set version 3 refused" in fleet.log("a"), 15, what="a refusing version 3")

@@ -20,6 +20,7 @@ import psycopg2.errors
 import pytest
 
 from tests.support import REPO, ConsumerProcess, produce, query, scalar, wait_until
+from utils import schema
 from utils.config import PostgresSettings, Settings
 
 # --------------------------------------------------------------------------------------------
@@ -138,19 +139,28 @@ def test_app_role_reads_and_writes_rows(app_conn: psycopg2.extensions.connection
     app_conn.rollback()
 
 
-def test_only_the_retention_role_deletes_audit_rows_and_alerts_go_with_their_transaction(
+def test_the_retention_role_deletes_only_old_rows_and_alerts_go_with_their_transaction(
     app_conn: psycopg2.extensions.connection, fresh_db: PostgresSettings
 ) -> None:
+    """It holds no DELETE privilege: purge_expired() (a SECURITY DEFINER function) deletes what is
+    older than the owner's retention policy and nothing else, whatever the caller asks."""
+    schema.set_retention_days(fresh_db, 30)
     with app_conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency, "
-            '"timestamp", channel, country, schema_version, kafka_topic, kafka_partition, kafka_offset) '
-            "VALUES ('sec-old', 'acct', 'purchase', 1.50, 'EUR', now(), 'pos', 'DE', 1, 't', 0, 0)"
-        )
-        cur.execute(
-            "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message) "
-            "VALUES ('sec-old', 'acct', 'high_amount', 'high', 'x')"
-        )
+        for tid, age_days in (("sec-old", 31), ("sec-young", 29)):
+            cur.execute(
+                "INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency, "
+                '"timestamp", channel, country, schema_version, kafka_topic, kafka_partition, kafka_offset, '
+                "processed_at) VALUES (%(t)s, 'acct', 'purchase', 1.50, 'EUR', now() - make_interval(days => %(d)s), "
+                "'pos', 'DE', 1, 't', 0, %(d)s, now() - make_interval(days => %(d)s))",
+                {"t": tid, "d": age_days},
+            )
+            cur.execute(
+                "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message) "
+                "VALUES (%s, 'acct', 'high_amount', 'high', 'x')",
+                (tid,),
+            )
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("SELECT purge_expired('transactions', 100)")  # the app role may not even call it
     conn = psycopg2.connect(fresh_db.as_retention().dsn())
     conn.autocommit = True
     try:
@@ -158,18 +168,26 @@ def test_only_the_retention_role_deletes_audit_rows_and_alerts_go_with_their_tra
             for statement in (
                 "INSERT INTO transactions (transaction_id) VALUES ('x')",
                 "UPDATE transactions SET amount = 0",
+                "DELETE FROM transactions WHERE transaction_id = 'sec-young'",
+                "DELETE FROM transactions",
+                "DELETE FROM rejected_transactions",
                 "DELETE FROM alerts",
                 "SELECT * FROM alerts",
                 "DELETE FROM daily_summary",
                 "DELETE FROM consumer_offsets",
+                "UPDATE retention_policy SET days = 1",
+                "SELECT purge_expired('daily_summary', 100)",
             ):
-                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                with pytest.raises((psycopg2.errors.InsufficientPrivilege, psycopg2.errors.RaiseException)):
                     cur.execute(statement)
-            cur.execute("DELETE FROM transactions WHERE transaction_id = 'sec-old'")
-            assert cur.rowcount == 1
+            cur.execute("SELECT purge_expired('transactions', 100)")
+            assert cur.fetchone()[0] == 1
+            cur.execute("SELECT purge_expired('transactions', 100)")
+            assert cur.fetchone()[0] == 0, "a second call finds nothing more that is old"
     finally:
         conn.close()
-    assert scalar(fresh_db, "SELECT count(*) FROM alerts WHERE transaction_id = 'sec-old'") == 0
+    assert query(fresh_db, "SELECT transaction_id FROM transactions") == [("sec-young",)]
+    assert query(fresh_db, "SELECT transaction_id FROM alerts") == [("sec-young",)]
 
 
 def test_consumer_runs_with_only_the_app_role(

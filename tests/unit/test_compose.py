@@ -429,8 +429,9 @@ def test_database_secrets_reach_only_the_jobs_that_log_in_with_them(services: di
 
     assert having("POSTGRES_MIGRATION_PASSWORD") == {"db-roles", "db-migrate"}
     assert having("POSTGRES_SUPERUSER_PASSWORD") == {"db-roles"}
-    # The retention role's to the job that creates it and to Airflow, whose cleanup task deletes as it.
-    assert having("POSTGRES_RETENTION_PASSWORD") == {"db-roles"} | AIRFLOW_SERVICES - {"airflow-init"}
+    # The retention role's to the job that creates it and to the scheduler, which runs the cleanup
+    # task (LocalExecutor): not the API server, the dag-processor or the triggerer.
+    assert having("POSTGRES_RETENTION_PASSWORD") == {"db-roles", "airflow-scheduler"}
     assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_SUPERUSER_PASSWORD")
 
 
@@ -767,3 +768,21 @@ def test_kafka_entrypoint_rejects_an_unknown_role(fake_java: Path, tmp_path: Pat
     assert result.returncode == 64
     assert "usage" in result.stderr
     assert argv == []
+
+
+# Only the servers and jobs that start as root to hand their data to their own user get any
+# capability back, and only what chown/setpriv take.
+ROOT_STARTERS = {"postgres", "airflow-postgres", "airflow-init"}
+ROOT_CAPABILITIES = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}
+
+
+def test_no_container_keeps_capabilities_or_can_gain_privileges(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        assert svc.get("cap_drop") == ["ALL"], f"{name}: cap_drop: [ALL]"
+        assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name}: no-new-privileges"
+        added = set(svc.get("cap_add", []))
+        if name in ROOT_STARTERS:
+            assert added == ROOT_CAPABILITIES, name
+        else:
+            assert not added, f"{name} runs as its own user and needs no capability: {sorted(added)}"
+            assert svc.get("user") in (None, "${AIRFLOW_UID:-50000}:0"), f"{name} must not run as root"

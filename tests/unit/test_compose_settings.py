@@ -52,11 +52,11 @@ WITHHELD = {
     "POSTGRES_PASSWORD": {"db-migrate", "console"},
     # The console logs in as its own role (POSTGRES_CONSOLE_USER), never as the app role.
     "POSTGRES_USER": {"console"},
-    # The retention role deletes old audit rows: only the cleanup task (Airflow's scheduler and
-    # the containers sharing its settings) and db-roles, which creates it, get its password;
-    # db-migrate grants it by name.
-    "POSTGRES_RETENTION_USER": {"consumer", "airflow-init", "console"},
-    "POSTGRES_RETENTION_PASSWORD": {"consumer", "db-migrate", "airflow-init", "console"},
+    # The retention role deletes old audit rows: only the cleanup task (it runs in Airflow's
+    # scheduler, LocalExecutor) and db-roles, which creates it, get its password; db-migrate
+    # grants it by name.
+    "POSTGRES_RETENTION_USER": {"consumer", "console", *(AIRFLOW - {"airflow-scheduler"})},
+    "POSTGRES_RETENTION_PASSWORD": {"consumer", "db-migrate", "console", *(AIRFLOW - {"airflow-scheduler"})},
     # The console's role: only the console logs in as it, db-roles creates it, db-migrate grants
     # it by name.
     "POSTGRES_CONSOLE_USER": {"consumer", *AIRFLOW},

@@ -94,3 +94,57 @@ def test_every_published_port_is_known_to_deploy() -> None:
     assert published == set(HOST_PORTS)
     for variable, (default, _) in HOST_PORTS.items():
         assert f"${{{variable}:-{default}}}" in compose, variable
+
+
+# --- Refusing public secrets (make compose-up) ----------------------------------------------------
+
+
+def test_a_fresh_env_passes_the_secret_check() -> None:
+    assert env_file.weak_secrets(env_file.render(EXAMPLE, host_uid=1000)) == []
+
+
+def test_placeholders_and_short_secrets_are_refused_with_their_line() -> None:
+    problems = env_file.weak_secrets(EXAMPLE)
+    names = [re.search(r"line \d+: (\w+)", p)[1] for p in problems]  # type: ignore[index]
+    assert set(names) == set(env_file.placeholders_left(EXAMPLE)) and "POSTGRES_PASSWORD" in names
+    line = next(n for n, text in enumerate(EXAMPLE.splitlines(), 1) if text.startswith("POSTGRES_PASSWORD="))
+    assert f"line {line}: POSTGRES_PASSWORD=change-me-app-password is the public placeholder" in "\n".join(
+        problems
+    )
+
+    text = (
+        "POSTGRES_PASSWORD=short-but-real\nAIRFLOW_JWT_SECRET='"
+        + "x" * 32
+        + "'\nKAFKA_TOPIC=tx\nEMPTY_PASSWORD=\n"
+    )
+    assert env_file.weak_secrets(text) == [
+        "line 1: POSTGRES_PASSWORD is 14 bytes: a secret needs at least 32 "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    ]
+    # A change-me value under any name is refused: it is public whatever it is called.
+    assert env_file.weak_secrets("SOME_TOKEN_X=change-me-please")[0].startswith(
+        "line 1: SOME_TOKEN_X=change-me-please"
+    )
+
+
+def test_compose_up_refuses_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`make compose-up` (python -m deploy up) with a .env still holding change-me values fails
+    with the lines to fix, before the engine or any build is touched."""
+    import deploy.__main__ as deploy_main
+
+    touched: list[str] = []
+
+    def engine_up() -> None:
+        touched.append("engine")
+
+    monkeypatch.setattr(deploy_main, "engine_up", engine_up)
+    env = tmp_path / ".env"
+    env.write_text(EXAMPLE)
+    assert deploy_main.main(["--env-file", str(env), "up"]) == 1
+    assert touched == []
+    refused = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POSTGRES_PASSWORD=change-me-app-password is the public placeholder" in refused
+    env.write_text(env_file.render(EXAMPLE, host_uid=1000))
+    deploy_main.refuse_public_secrets(env)  # fresh secrets pass

@@ -41,7 +41,7 @@ def test_every_table_the_migrations_create_has_a_line() -> None:
 def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_rule_sets() -> None:
     privileges = dict(roles.APP_TABLE_PRIVILEGES)
     assert privileges.pop("schema_migrations") == ("SELECT",)
-    for table in ("rule_set_versions", "rule_set_active", "rule_set_activations"):
+    for table in ("rule_set_versions", "rule_set_active", "rule_set_activations", "retention_policy"):
         assert privileges.pop(table) == ("SELECT",)
     for table in ("transactions", "alerts", "rejected_transactions", "rule_set_applied"):
         assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
@@ -54,19 +54,27 @@ def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_ru
     assert set(privileges.values()) == {("SELECT", "INSERT", "UPDATE", "DELETE")}  # the DAGs' tables
 
 
-def test_only_the_retention_role_deletes_and_only_what_expires() -> None:
+def test_the_retention_role_deletes_only_through_the_function() -> None:
+    """No DELETE privilege at all: what it may delete is what purge_expired() (migration 070)
+    deletes, rows older than the owner's retention policy."""
     assert dict(roles.RETENTION_TABLE_PRIVILEGES) == {
-        "transactions": ("SELECT", "DELETE"),
-        "rejected_transactions": ("SELECT", "DELETE"),
-        "pipeline_metrics": ("SELECT", "DELETE"),
+        "transactions": ("SELECT",),
+        "rejected_transactions": ("SELECT",),
+        "pipeline_metrics": ("SELECT",),
+        "retention_policy": ("SELECT",),
     }
-    statements = [render(s) for s in roles.table_statements("app", ["alerts", "transactions"], "purge")]
-    assert statements[-4:] == [
+    tables = ["alerts", "transactions", "retention_policy"]
+    statements = [render(s) for s in roles.table_statements("app", tables, "purge")]
+    assert statements[-7:] == [
         'GRANT USAGE ON SCHEMA "public" TO "purge"',
         'REVOKE ALL ON TABLE "public"."alerts" FROM "purge"',  # cascaded from transactions
+        'REVOKE ALL ON TABLE "public"."retention_policy" FROM "purge"',
+        'GRANT SELECT ON TABLE "public"."retention_policy" TO "purge"',
         'REVOKE ALL ON TABLE "public"."transactions" FROM "purge"',
-        'GRANT SELECT, DELETE ON TABLE "public"."transactions" TO "purge"',
+        'GRANT SELECT ON TABLE "public"."transactions" TO "purge"',
+        'GRANT EXECUTE ON FUNCTION "public".purge_expired(text, integer) TO "purge"',
     ]
+    assert not any("DELETE" in s and '"purge"' in s for s in statements)
     names = roles.RoleNames(owner="o", app="a", retention="r")
     assert [render(s) for s in roles.database_statements("db", names)][-2:] == [
         'REVOKE ALL ON DATABASE "db" FROM "r"',

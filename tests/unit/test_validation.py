@@ -365,8 +365,8 @@ def test_the_kafka_record_timestamp_rides_along() -> None:
         '"; DELETE FROM alerts WHERE "1"="1',
         "\\x00 is not a NUL, just a backslash",
         "Café ☕ — 東京 🚀",
-        "\u202eRTL override",
         "no\u00a0break and zero\u200dwidth",
+        "עברית\u200f and فارسی\u200c",
         "%s %(name)s {0} $1",
     ],
 )
@@ -574,3 +574,21 @@ def test_incident_id_is_optional_text_kept_verbatim() -> None:
     assert accepted(message()).simulated_incident is None
     assert rejected(message(simulated_incident=7)).reason == "wrong_type"
     assert rejected(message(simulated_incident="x" * 300)).reason == "field_too_long"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("\u202eenilno", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("Shop\u2066evil\u2069", "U+2066 LEFT-TO-RIGHT ISOLATE"),
+        ("Pay\u200bPal", "U+200B ZERO WIDTH SPACE"),
+        ("\ufeffBank", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        ("nel\u0085c1", "U+0085"),
+        ("csi\u009b31m", "U+009B"),
+    ],
+)
+def test_characters_that_disguise_text_are_refused_by_name(text: str, named: str) -> None:
+    """A merchant name shown on a report page must read as what it is."""
+    rejection = rejected(message(merchant=text))
+    assert rejection.reason == "control_characters"
+    assert named in rejection.detail and "disguise" in rejection.detail

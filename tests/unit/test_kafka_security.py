@@ -1,0 +1,126 @@
+"""Kafka client security settings and the secured native broker's configuration (no services)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stack import kafka_security
+from stack.kafka_security import Grant, broker_properties, service_acls, wanted_security
+from utils.config import load_settings
+from utils.errors import ConfigError, StackError
+
+
+def test_plaintext_by_default() -> None:
+    k = load_settings(environ={}).kafka
+    assert k.client_security() == {"security_protocol": "PLAINTEXT"}
+    assert k.client_kwargs() == {"bootstrap_servers": ["localhost:9092"], "security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_ssl_kwargs(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    k = load_settings(
+        environ={
+            "KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2",
+            "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "KAFKA_SASL_USERNAME": "producer",
+            "KAFKA_SASL_PASSWORD": "s3cret-value",
+            "KAFKA_SSL_CAFILE": str(ca),
+        }
+    ).kafka
+    assert k.client_kwargs() == {
+        "bootstrap_servers": ["a:1", "b:2"],
+        "security_protocol": "SASL_SSL",
+        "ssl_check_hostname": True,
+        "ssl_cafile": str(ca),
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "producer",
+        "sasl_plain_password": "s3cret-value",
+    }
+    assert "s3cret-value" not in repr(k), "the password must never reach a log line"
+    other = k.as_user("consumer", "pw2").client_security()
+    assert other["sasl_plain_username"] == "consumer" and other["sasl_plain_password"] == "pw2"
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_PASSWORD"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_USERNAME"),
+        (
+            {
+                "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_USERNAME": "u",
+                "KAFKA_SASL_PASSWORD": "p",
+                "KAFKA_SASL_MECHANISM": "GSSAPI",
+            },
+            "KAFKA_SASL_MECHANISM",
+        ),
+        ({"KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "KAFKA_SSL_CAFILE"),
+    ],
+)
+def test_bad_security_settings_name_the_variable(environ: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        load_settings(environ=environ)
+
+
+def test_stack_security_mode() -> None:
+    assert wanted_security({}) == "plaintext"
+    assert wanted_security({"TXMON_KAFKA_SECURITY": "SASL_SSL"}) == "sasl_ssl"
+    with pytest.raises(StackError, match="TXMON_KAFKA_SECURITY"):
+        wanted_security({"TXMON_KAFKA_SECURITY": "kerberos"})
+
+
+def _allowed(grants: list[Grant], user: str) -> set[tuple[str, str, str]]:
+    return {(g.resource, g.name, g.operation) for g in grants if g.user == user}
+
+
+def test_each_service_gets_only_what_it_needs() -> None:
+    grants = service_acls("tx", "tx.dlq", "grp")
+    assert _allowed(grants, "producer") == {
+        ("TOPIC", "tx", "WRITE"),
+        ("TOPIC", "tx", "DESCRIBE"),
+        ("TOPIC", "tx", "READ"),
+    }
+    consumer = _allowed(grants, "consumer")
+    assert ("TOPIC", "tx.dlq", "WRITE") in consumer and ("GROUP", "grp", "READ") in consumer
+    assert ("TOPIC", "tx", "WRITE") not in consumer, "the consumer must not inject transactions"
+    assert ("TOPIC", "tx.dlq", "READ") not in consumer
+    assert {op for _, _, op in _allowed(grants, "health")} == {"DESCRIBE"}
+    assert not any(g.user == kafka_security.BROKER_USER for g in grants), "the broker is the super user"
+    assert not any(g.operation == "ALL" and g.user != "admin" for g in grants)
+
+
+def test_broker_is_locked(tmp_path: Path) -> None:
+    (tmp_path / "broker.key.password").write_text("kp\n")
+    props = broker_properties("127.0.0.1", 9093, tmp_path, "brokerpw")
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:9093"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["authorizer.class.name"] == "kafka.security.authorizer.AclAuthorizer"
+    assert props["super.users"] == "User:broker"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert "PLAINTEXT" not in str(props["listeners"])
+
+
+def test_certificates_verify_for_the_broker_address(tmp_path: Path) -> None:
+    """The CA signs a broker certificate Python's TLS accepts for 127.0.0.1 (hostname checking on)."""
+    import ssl
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    ca = kafka_security.ensure_certificates(tmp_path / "tls")
+    password = (tmp_path / "tls" / "broker.key.password").read_text().strip().encode()
+    key, cert, chain = pkcs12.load_key_and_certificates(
+        (tmp_path / "tls" / "broker.p12").read_bytes(), password
+    )
+    assert key is not None and cert is not None and len(chain) == 1
+    assert oct((tmp_path / "tls" / "broker.p12").stat().st_mode & 0o777) == "0o600"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    assert ctx.check_hostname
+    assert kafka_security.ensure_certificates(tmp_path / "tls") == ca  # made once, then reused
+    passwords = kafka_security.user_passwords(tmp_path)
+    assert set(passwords) == set(kafka_security.USERS) and all(len(p) >= 32 for p in passwords.values())
+    assert kafka_security.user_passwords(tmp_path) == passwords

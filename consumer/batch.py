@@ -16,7 +16,7 @@ Kafka coordinates, never of the clock or of how the messages were grouped into p
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -155,10 +155,12 @@ def validate_records(
     facts: Facts | None = None,
     *,
     incarnation: uuid.UUID = NIL,
+    partition_counts: Collection[int] | None = None,
 ) -> Batch:
     """Validate a poll's records (in partition order) and decide which of the valid ones are
     stored: an id is kept at its first position and rejected after it. `incarnation`: the
-    topic's (consumer/positions.py), which a position is of."""
+    topic's (consumer/positions.py), which a position is of. `partition_counts`: the counts the
+    incarnation has had (consumer/partition_counts.py), where a key may be (None: unchecked)."""
     batch = Batch(raw=RawByPosition(records), incarnation=incarnation)
     txns, rejections = batch.txns, batch.rejections
     for tp, recs in records.items():
@@ -173,6 +175,7 @@ def validate_records(
                 limits=limits,
                 kafka_timestamp_ms=rec.timestamp,  # stored in the log: the same on every replay
                 rates=rates,
+                partition_counts=partition_counts,
             )
             if type(item) is Rejection:
                 rejections.append(item)

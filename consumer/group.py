@@ -32,7 +32,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import IllegalStateError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumer import offsets
+from consumer import offsets, partition_counts, positions
 from consumer.membership import (
     Action,
     Answer,
@@ -112,6 +112,9 @@ class GroupMember:
         self._ever_assigned = False
         self._unassigned_since: float | None = None
         self._watchdog_s = max(30.0, 3 * cs.session_timeout_ms / 1000)
+        # Per topic incarnation, every partition count the group has recorded (migration 065):
+        # where validation accepts a key (consumer/validation.py `wrong_partition`).
+        self._counts: dict[uuid.UUID, frozenset[int]] = {}
         # Know the topic's partitions before joining: a leader without them assigns nothing, and
         # the rebalance that follows is where kafka-python's join race strikes (watch_assignment).
         self.consumer.partitions_for_topic(self.topic)
@@ -210,12 +213,19 @@ class GroupMember:
             self.stop_event.wait(1.0)
             return False
         topic_id = self.topic_id()
-        stored: dict[int, offsets.Stored] | None = db_call(
-            lambda conn: offsets.read(conn, self.group, self.topic, parts),
-            f"reading the stored offsets of {list(parts)}",
+        incarnation, count = (
+            positions.incarnation(topic_id),
+            len(self.consumer.partitions_for_topic(self.topic)),
         )
-        if stored is None:
+
+        def read(conn: psycopg2.extensions.connection) -> tuple[frozenset[int], dict[int, offsets.Stored]]:
+            counts = partition_counts.record(conn, self.topic, incarnation, count)
+            return counts, offsets.read(conn, self.group, self.topic, parts)
+
+        answered = db_call(read, f"reading the stored offsets of {list(parts)}")
+        if answered is None:
             return False
+        self._counts[incarnation], stored = answered
 
         def answer(p: int, st: offsets.Stored | None) -> Answer:
             return Answer(st, log_start[self._tp(p)], log_end[self._tp(p)])
@@ -240,6 +250,28 @@ class GroupMember:
             again = {p: answer(p, created.get(p)) for p in starts}
             self.execute(self.machine.answered(again, topic_id, time.monotonic(), self.topic))
         return True
+
+    def partition_counts(self, incarnation: uuid.UUID) -> frozenset[int]:
+        """The partition counts recorded for the incarnation (empty before any setup of it)."""
+        return self._counts.get(incarnation, frozenset())
+
+    def refresh_partition_counts(self, incarnation: uuid.UUID, db_call: DbCall) -> frozenset[int] | None:
+        """Fresh metadata, its count recorded, and every count recorded since (another member may
+        have seen partitions added first). None: the database could not be asked."""
+        try:
+            # kafka-python refreshes metadata only every metadata_max_age_ms; a producer may
+            # have seen added partitions first. No public call forces it.
+            self.consumer._fetch_all_topic_metadata()
+        except KafkaError as exc:
+            log.warning("cannot refresh the topic's metadata (%s); using what the client has", exc)
+        count = len(self.consumer.partitions_for_topic(self.topic))
+        counts: frozenset[int] | None = db_call(
+            lambda conn: partition_counts.record(conn, self.topic, incarnation, count),
+            "recording the topic's partition count",
+        )
+        if counts is not None:
+            self._counts[incarnation] = counts
+        return counts
 
     def topic_id(self) -> uuid.UUID | None:
         """Kafka's id of the topic (KIP-516, metadata v10+), None where the broker has none.

@@ -284,9 +284,30 @@ class TransactionProcessor:
         incarnation = positions.incarnation(
             self.member.machine.batch_topic_id(tp.partition for tp in records)
         )
+        counts = self.member.partition_counts(incarnation)
         batch = validate_records(
-            records, self.settings.validation, self.rates, self.facts, incarnation=incarnation
+            records,
+            self.settings.validation,
+            self.rates,
+            self.facts,
+            incarnation=incarnation,
+            partition_counts=counts,
         )
+        if any(r.reason == "wrong_partition" for r in batch.rejections):
+            # Partitions may have been added since this member last looked (a producer can see
+            # them first): refuse a placement only against every count recorded by now.
+            fresh = self.member.refresh_partition_counts(incarnation, self.retry.call)
+            if fresh is None:
+                return None
+            if fresh != counts:
+                batch = validate_records(
+                    records,
+                    self.settings.validation,
+                    self.rates,
+                    self.facts,
+                    incarnation=incarnation,
+                    partition_counts=fresh,
+                )
         validated = time.perf_counter()
         missing = self.states.missing(batch.accounts()) if batch.txns else set()
         if missing:

@@ -9,7 +9,7 @@ is documented in utils/models.py; every check below maps to exactly one `reason`
     amount_not_positive, amount_too_large, amount_precision, unknown_currency,
     invalid_country, invalid_timestamp, timestamp_in_future, timestamp_too_old,
     no_record_timestamp, field_too_long, control_characters, invalid_coordinates, key_mismatch,
-    internal_error
+    wrong_partition, internal_error
 
 Time checks are relative to the Kafka record's timestamp (CreateTime, set by the producer, or
 LogAppendTime, set by the broker), never to the consumer's clock: both are stored in the log, so
@@ -21,6 +21,12 @@ timestamp (pre-0.10 message format, kafka-python gives -1) escapes that bound: i
 (`no_record_timestamp`).
 `key_mismatch`: the Kafka key must be the account_id (UTF-8), because the key chose the partition,
 and one partition is what orders an account's transactions and decides which consumer owns them.
+`wrong_partition`: and the message must be in the partition Kafka's default partitioner (murmur2,
+the Java client's and kafka-python's) puts that key in, under one of the partition counts the
+consumer group has recorded for this topic incarnation (`partition_counts`: a key moved by
+add-partitions is accepted in its old and its new partition). Otherwise one account would live in
+two partitions, owned by two members whose cached histories never see each other's events, and
+its alerts would depend on cache residency (docs/guarantees-assumptions.md §3).
 
 Text is accepted verbatim, SQL metacharacters included: it reaches PostgreSQL only through
 parameterised COPY, so rejecting `'; DROP TABLE` would lose data without adding safety. What
@@ -39,6 +45,7 @@ import math
 import re
 import reprlib
 import unicodedata
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +54,7 @@ import orjson
 from utils.config import ValidationLimits
 from utils.models import CHANNELS, CURRENCIES, SCHEMA_VERSION, TRANSACTION_TYPES, Rejection, Transaction
 from utils.money import DEFAULT_RATES, MINOR_UNITS, RateTable
+from utils.partitioner import key_hash
 
 __all__ = ["REASONS", "validate"]
 
@@ -74,6 +82,7 @@ REASONS = (
     "control_characters",
     "invalid_coordinates",
     "key_mismatch",
+    "wrong_partition",
     "internal_error",
 )
 
@@ -100,6 +109,10 @@ _repr.maxstring = _SHOWN_CHARS
 _repr.maxother = _SHOWN_CHARS
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
 
+# murmur2 of each key seen (bounded, utils/partitioner.py): uncached it costs ~5 µs a message.
+# A memo of a pure function: what it answers never depends on what it holds.
+_key_hashes: dict[bytes, int] = {}
+
 
 class _Invalid(Exception):
     """Control flow inside this module only: a check failed. Never escapes `validate`."""
@@ -121,6 +134,7 @@ def validate(
     limits: ValidationLimits,
     kafka_timestamp_ms: int | None,
     rates: RateTable = DEFAULT_RATES,
+    partition_counts: Collection[int] | None = None,
 ) -> Transaction | Rejection:
     """Check one message against the wire format; never raises.
 
@@ -128,7 +142,10 @@ def validate(
     and it is rejected), what "in the future" and "too old" are measured against, and what the pipeline's delay is
     measured from. `rates` converts the amount into the base currency (`amount_base`), the
     currency VALIDATION_MAX_AMOUNT and the rules' thresholds are in. The returned `Transaction`
-    carries its Kafka topic, partition, offset and record timestamp.
+    carries its Kafka topic, partition, offset and record timestamp. `partition_counts`: the
+    partition counts the topic incarnation has had (recorded by the consumer group); the message
+    must be where the default partitioner puts its key under one of them. None: not checked (a
+    caller that does not know the topic's layout, such as the importer).
     """
     doc: Any = None
     try:
@@ -146,7 +163,15 @@ def validate(
             raise _Invalid("not_an_object", f"top-level JSON value is {type(doc).__name__}, not an object")
         ts = kafka_timestamp_ms if kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0 else None
         txn = _transaction(
-            doc, topic, partition, offset, key, limits, None if ts is None else ts / 1000.0, rates
+            doc,
+            topic,
+            partition,
+            offset,
+            key,
+            limits,
+            None if ts is None else ts / 1000.0,
+            rates,
+            partition_counts,
         )
         txn.kafka_timestamp_ms = ts
         return txn
@@ -169,6 +194,7 @@ def _transaction(
     limits: ValidationLimits,
     record_time: float | None,
     rates: RateTable,
+    partition_counts: Collection[int] | None,
 ) -> Transaction:
     get = doc.get
 
@@ -189,6 +215,8 @@ def _transaction(
             f"message key {_show(key)} is not the account_id {account_id!r}: the producer must key "
             "each message by its account_id",
         )
+    if partition_counts is not None:
+        _check_placement(key, partition, partition_counts)
     transaction_type = _member("transaction_type", get("transaction_type"), _TRANSACTION_TYPES)
     sent_amount = get("amount")
     amount = _amount(sent_amount)
@@ -289,6 +317,20 @@ _FIELD_ORDER = (
 )
 if tuple(f.name for f in dataclasses.fields(Transaction) if f.init) != _FIELD_ORDER:
     raise ImportError("utils.models.Transaction fields changed: update consumer.validation._transaction")
+
+
+def _check_placement(key: bytes, partition: int, counts: Collection[int]) -> None:
+    h = key_hash(key, _key_hashes)
+    for n in counts:
+        if h % n == partition:
+            return
+    where = ", ".join(f"{h % n} of {n}" for n in sorted(counts)) or "none: no partition count recorded"
+    raise _Invalid(
+        "wrong_partition",
+        f"key {_show(key)} is in partition {partition}, not where Kafka's default (murmur2) "
+        f"partitioner puts it (partition {where}): produce with that partitioner and no explicit "
+        "partition (librdkafka: partitioner=murmur2_random); replay it with python -m consumer.dlq replay",
+    )
 
 
 def _identifier(name: str, value: Any) -> str:

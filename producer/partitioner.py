@@ -3,29 +3,19 @@
 The consumer keeps each account's alert state per partition, so every producer must place a key
 where the Java client would: murmur2(key) & 0x7fffffff modulo the partition count. kafka-python's
 DefaultPartitioner does exactly that, in pure Python, for every message (~3 µs, about a sixth of
-the producer's time measured with py-spy). Accounts repeat, so the hash is remembered per key.
+the producer's time measured with py-spy). Accounts repeat, so the hash is remembered per key
+(utils/partitioner.py, shared with the consumer's placement check).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kafka.partitioner.default import DefaultPartitioner, murmur2
+from kafka.partitioner.default import DefaultPartitioner
+
+from utils.partitioner import key_hash
 
 __all__ = ["CachedKeyPartitioner", "key_hash"]
-
-# A key costs ~100 bytes here; past this many distinct keys the memo starts over.
-MAX_REMEMBERED_KEYS = 1_000_000
-
-
-def key_hash(key: bytes, memo: dict[bytes, int]) -> int:
-    """murmur2(key) & 0x7fffffff, from `memo` when this key was hashed before."""
-    h = memo.get(key)
-    if h is None:
-        if len(memo) >= MAX_REMEMBERED_KEYS:
-            memo.clear()
-        h = memo[key] = murmur2(key) & 0x7FFFFFFF
-    return h
 
 
 class CachedKeyPartitioner(DefaultPartitioner):  # type: ignore[misc]  # untyped library base

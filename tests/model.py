@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +43,17 @@ class Expected:
     alerts: set[tuple[str, str]] = field(default_factory=set)  # (transaction_id, alert_type)
 
 
-def expected(s: Settings, *phases: Iterable[Record], stored: Iterable[tuple[Any, ...]] = ()) -> Expected:
+def expected(
+    s: Settings,
+    *phases: Iterable[Record],
+    stored: Iterable[tuple[Any, ...]] = (),
+    partition_counts: Collection[int] | None = None,
+) -> Expected:
     """What a clean run stores for the records of `phases`, processed one phase after the other
     (the messages of a later phase were produced after the earlier ones were all consumed, e.g.
     after partitions were added; usually there is one). `stored`: rows already in the database
-    before the run (HistoryRow order), the accounts' history at the start."""
+    before the run (HistoryRow order), the accounts' history at the start. `partition_counts`:
+    the topic's partition counts, where a key may be (None: placements are not checked)."""
     cs = s.consumer
     states = AccountStates(cs.state_max_events_per_account, cs.state_history_hours * 3600.0)
     rows = list(stored)
@@ -57,7 +63,7 @@ def expected(s: Settings, *phases: Iterable[Record], stored: Iterable[tuple[Any,
         by_tp: dict[TopicPartition, list[Record]] = defaultdict(list)
         for r in sorted(group, key=lambda r: (r.partition, r.offset)):
             by_tp[TopicPartition(s.kafka.topic, r.partition)].append(r)
-        batch = validate_records(by_tp, s.validation, s.rules.rate_table())
+        batch = validate_records(by_tp, s.validation, s.rules.rate_table(), partition_counts=partition_counts)
         states.load(states.missing(batch.accounts()), [])
         evaluate_batch(batch, states, s.rules)
         for rej in batch.rejections:

@@ -96,6 +96,8 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "dlq_progress": ("SELECT", "INSERT", "UPDATE"),
         # How far each partition of each topic incarnation is stored: raised, never lowered.
         "stored_positions": ("SELECT", "INSERT", "UPDATE"),
+        # The partition counts each topic incarnation has had: recorded once each, read back.
+        "topic_partition_counts": INSERT_ONLY,
         # The migration history: readable (migrate's up-to-date check runs as any role), never written.
         "schema_migrations": ("SELECT",),
         # The console's tables (console/): the pipeline writes none of them; closed cases and

@@ -234,7 +234,7 @@ def test_the_console_role_reads_the_pipeline_and_cannot_rewrite_history(
                 "DELETE FROM case_events",
                 "DELETE FROM alerts",
                 "UPDATE transactions SET amount = 1",
-                "INSERT INTO rule_set_active (version, activated_by, reason) VALUES (1, 'x', 'x')",
+                "INSERT INTO rule_set_activations (version, activated_at, reason) VALUES (1, now(), 'x')",
             ):
                 with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                     cur.execute(statement)

@@ -198,9 +198,14 @@ def test_a_replayed_stored_copy_is_never_rejected_as_a_duplicate(
     whatever partition order: each id stays stored where it was, its first copy is never
     rejected, and nothing is stored twice."""
     s = settings_factory(partitions=2, max_poll_records=500)
-    txns = dense(40, seed=41)
-    firsts = [(i % 2, *encode(doc(t, transaction_id=f"dup-{i}"))) for i, t in enumerate(txns[:20])]
-    seconds = [(1 - i % 2, *encode(doc(t, transaction_id=f"dup-{i}"))) for i, t in enumerate(txns[20:])]
+    # Each copy in its account's own partition (others are refused as wrong_partition): the
+    # first copy of id i from an account of partition i % 2, the second from one of the other.
+    txns = dense(200, seed=41)
+    on = [[t for t in txns if partition_of(t["account_id"].encode(), 2) == p] for p in (0, 1)]
+    firsts = [(i % 2, *encode(doc(on[i % 2][i // 2], transaction_id=f"dup-{i}"))) for i in range(20)]
+    seconds = [
+        (1 - i % 2, *encode(doc(on[1 - i % 2][10 + i // 2], transaction_id=f"dup-{i}"))) for i in range(20)
+    ]
     first_at = send_to(s, firsts)
     consume(s)
     second_at = send_to(s, seconds)
@@ -318,12 +323,59 @@ def test_accounts_moved_by_add_partitions_keep_their_history(
     consume(s4)
     seen = {(r.partition, r.offset) for r in before}
     after = [r for r in read_topic(s4, s.kafka.topic) if (r.partition, r.offset) not in seen]
-    exp = expected(s4, before, after)
+    exp = expected(s4, before, after, partition_counts={2, 4})  # each key where its count put it
     ids = {t["transaction_id"] for t in [*phase1, *phase2]}
     assert set(exp.good) == ids
+    assert {n for (n,) in query(s.postgres, "SELECT partition_count FROM topic_partition_counts")} == {2, 4}
+    assert scalar(s.postgres, "SELECT count(*) FROM rejected_transactions") == 0
     assert scalar(s.postgres, "SELECT count(*) FROM transactions") == len(ids)
     got = stored_alerts(s, ids)
     assert got == exp.alerts, f"{len(exp.alerts - got)} alerts missing, {len(got - exp.alerts)} extra"
+
+
+def test_an_account_message_in_another_partition_is_refused_as_wrong_partition(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """A producer with another partitioner (or an explicit partition) puts some of an account's
+    messages in the other partition: each is refused (`wrong_partition`, in the table and the
+    DLQ), and the alerts are those of a clean run of the rest. Accepted, each would be a high
+    amount with alerts of its own, seen by a member that does not hold the account's history."""
+    s = settings_factory(partitions=2, max_poll_records=300)
+    stream = dense(1200, seed=131)
+    items: list[tuple[int | None, bytes | None, bytes]] = []
+    misplaced: list[int] = []  # indexes into items
+    for i, t in enumerate(stream):
+        items.append((None, *encode(t)))
+        if i % 100 == 50:
+            wrong = 1 - partition_of(t["account_id"].encode(), 2)
+            stray = doc(t, transaction_id=f"stray-{i}", amount=9000.0, currency="USD")
+            misplaced.append(len(items))
+            items.append((wrong, *encode(stray)))
+    landed = send_to(s, items)
+    summary = consume(s)
+    stray_at = {landed[i] for i in misplaced}
+    assert summary.rejected == len(stray_at) == 12, summary.as_dict()
+    rejected = {
+        (p, o): r
+        for p, o, r in query(
+            s.postgres, "SELECT kafka_partition, kafka_offset, reason FROM rejected_transactions"
+        )
+    }
+    assert rejected == {at: "wrong_partition" for at in stray_at}
+    dead = read_topic(s, s.kafka.dlq_topic)
+    assert {
+        (int(dict(r.headers)["dlq.source.partition"]), int(dict(r.headers)["dlq.source.offset"]))
+        for r in dead
+    } == stray_at
+    assert {dict(r.headers)["dlq.reason"] for r in dead} == {b"wrong_partition"}
+    records = read_topic(s, s.kafka.topic)
+    clean = expected(s, [r for r in records if (r.partition, r.offset) not in stray_at])
+    ids = {t["transaction_id"] for t in stream}
+    assert set(clean.good) == ids and not clean.bad
+    assert expected(s, records, partition_counts={2}).alerts == clean.alerts
+    assert scalar(s.postgres, "SELECT count(*) FROM transactions") == len(ids)
+    got = stored_alerts(s, ids | {f"stray-{i}" for i in range(len(stream))})
+    assert got == clean.alerts, f"{len(clean.alerts - got)} alerts missing, {len(got - clean.alerts)} extra"
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.partitioner.default import murmur2
 
 from tests.support import ConsumerProcess, consume, execute, generated, produce, query, scalar, wait_until
 from utils.config import Settings
@@ -86,7 +88,9 @@ def test_replaying_the_topic_adds_nothing(pipeline_settings: Settings) -> None:
 def _send_raw(
     s: Settings, messages: list[tuple[bytes | None, bytes]], timestamp_ms: int | None = None
 ) -> None:
-    """To partition 0; `timestamp_ms`: the records' Kafka timestamp (None: the producer's clock)."""
+    """To partition 0; `timestamp_ms`: the records' Kafka timestamp (None: the producer's clock).
+    A valid message must be of an account of partition 0 (`on_partition_0`), or it is refused as
+    wrong_partition."""
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
     for key, value in messages:
         producer.send(s.kafka.topic, key=key, value=value, partition=0, timestamp_ms=timestamp_ms)
@@ -94,9 +98,15 @@ def _send_raw(
     producer.close()
 
 
+def on_partition_0(s: Settings, txns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The transactions whose account Kafka's default partitioner puts in partition 0."""
+    n = s.kafka.topic_partitions
+    return [t for t in txns if (murmur2(t["account_id"].encode()) & 0x7FFFFFFF) % n == 0]
+
+
 def test_bad_messages_go_to_the_dlq_and_the_table_with_reasons(pipeline_settings: Settings) -> None:
     s = pipeline_settings
-    good = generated(s, 3, seed=3)
+    good = on_partition_0(s, generated(s, 60, seed=3))[:3]
     bad_amount = {**good[1], "transaction_id": "neg-1", "amount": -5}
     missing = {k: v for k, v in good[2].items() if k != "currency"} | {"transaction_id": "miss-1"}
     messages: list[tuple[bytes | None, bytes]] = [
@@ -136,7 +146,7 @@ def test_bad_messages_go_to_the_dlq_and_the_table_with_reasons(pipeline_settings
 def test_rules_see_history_from_before_a_restart(pipeline_settings: Settings) -> None:
     """Two tiny charges, a restart, two more: card testing only fires if the history was loaded back."""
     s = pipeline_settings
-    base = generated(s, 1, seed=9)[0]
+    base = on_partition_0(s, generated(s, 30, seed=9))[0]
     t0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()  # fixed, and so is each record's time
     sent_ms = int((t0 + 600) * 1000)
 

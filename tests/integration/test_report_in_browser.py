@@ -29,6 +29,7 @@ from utils.rule_quality import RULE_SCENARIO, format_table
 
 DAY = DEFAULT_START.date()
 EMPTY_DAY = DAY.replace(day=2)
+PAST_NEEDING = {"account_takeover", "dormant_reactivation"}
 COUNT = 4000  # ~90 minutes of simulated time: over 1,000 transactions in an hour
 SECTIONS = [
     "Completeness",
@@ -73,7 +74,7 @@ def test_the_report_of_a_seeded_day_as_a_person_sees_it(
     pipeline_settings: Settings, tmp_path: Path, page: Any
 ) -> None:
     s = pipeline_settings
-    produce(s, COUNT, seed=41, start=DEFAULT_START)
+    produce(s, COUNT, seed=48, start=DEFAULT_START)
     assert consume(s).stored == COUNT
     report, figures = _build(s, tmp_path, DAY)
     on_day = scalar(
@@ -137,10 +138,12 @@ def test_the_report_of_a_seeded_day_as_a_person_sees_it(
         texts = [t.strip() for t in cells.all_inner_texts()]
         assert texts[0] == score.alert_type and texts[1] == score.scenario, texts
         assert texts[2:4] == [f"{score.incidents:,}", f"{score.caught:,}"], (score, texts)
-        assert score.incidents > 0 and texts[4].endswith("%"), (
-            score,
-            texts,
-        )  # seed 41 injects every scenario
+        # Seed 48 starts every scenario on this day but the two that need an account's past
+        # (a takeover's habits, a dormant account's idle month): those begin days before it.
+        if score.scenario in PAST_NEEDING:
+            assert score.incidents == 0 and texts[4] == "–", (score, texts)
+        else:
+            assert score.incidents > 0 and texts[4].endswith("%"), (score, texts)
         assert texts[5:7] == [f"{score.alerts:,}", f"{score.alerts_on_incidents:,}"], (score, texts)
         assert texts[8] == f"{score.alerts_per_1000:,.2f}", (score, texts)
         for j in range(2, len(texts)):

@@ -8,8 +8,8 @@ import random
 import pytest
 from kafka.partitioner.default import murmur2
 
-from producer import partitioner
 from producer.partitioner import key_hash
+from utils import partitioner
 
 
 def test_known_java_client_placements() -> None:

@@ -43,7 +43,13 @@ def test_the_app_role_only_adds_to_the_audit_trail_and_only_reads_history_and_ru
     assert privileges.pop("schema_migrations") == ("SELECT",)
     for table in ("rule_set_versions", "rule_set_active", "rule_set_activations", "retention_policy"):
         assert privileges.pop(table) == ("SELECT",)
-    for table in ("transactions", "alerts", "rejected_transactions", "rule_set_applied"):
+    for table in (
+        "transactions",
+        "alerts",
+        "rejected_transactions",
+        "rule_set_applied",
+        "topic_partition_counts",
+    ):
         assert privileges.pop(table) == ("SELECT", "INSERT")  # never changed, never deleted
     for table in ("consumer_offsets", "dlq_progress", "stored_positions"):
         assert privileges.pop(table) == ("SELECT", "INSERT", "UPDATE")  # advanced, never deleted

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kafka.partitioner.default import murmur2
 
 from consumer.validation import REASONS, validate
 from utils.config import RuleThresholds, ValidationLimits
@@ -304,6 +305,59 @@ def test_key_must_be_the_account_id(key: bytes | None) -> None:
     assert "account_id 'ACC-000123'" in rejection.detail and rejection.key == key
 
 
+def _placed(account: str, partition: int, counts: Any) -> Transaction | Rejection:
+    return validate(
+        message(account_id=account),
+        topic="t",
+        partition=partition,
+        offset=0,
+        key=account.encode(),
+        limits=LIMITS,
+        kafka_timestamp_ms=NOW_MS,
+        partition_counts=counts,
+    )
+
+
+def _java_partition(account: str, count: int) -> int:
+    return (murmur2(account.encode()) & 0x7FFFFFFF) % count
+
+
+def test_a_message_must_be_in_its_keys_partition() -> None:
+    accounts = [f"ACC-{i:06d}" for i in range(50)]
+    for account in accounts:
+        right = _java_partition(account, 3)
+        assert isinstance(_placed(account, right, {3}), Transaction)
+        for wrong in {0, 1, 2} - {right}:
+            rejection = _placed(account, wrong, {3})
+            assert isinstance(rejection, Rejection) and rejection.reason == "wrong_partition"
+            assert f"partition {right} of 3" in rejection.detail and "murmur2" in rejection.detail
+            assert rejection.key == account.encode() and rejection.partition == wrong
+    # Unchecked where the caller does not know the topic's layout; refused where nothing is known.
+    assert isinstance(_placed(accounts[0], 7, None), Transaction)
+    assert _reason(_placed(accounts[0], 0, frozenset())) == "wrong_partition"
+
+
+def test_a_key_moved_by_add_partitions_is_accepted_under_both_counts() -> None:
+    moved = [
+        a for a in (f"ACC-{i:06d}" for i in range(200)) if _java_partition(a, 3) != _java_partition(a, 6)
+    ]
+    assert len(moved) > 50  # about half the keys move from 3 to 6 partitions
+    for account in moved[:20]:
+        old, new = _java_partition(account, 3), _java_partition(account, 6)
+        assert isinstance(_placed(account, old, {3, 6}), Transaction)
+        assert isinstance(_placed(account, new, {3, 6}), Transaction)
+        # Before the new count is recorded the new placement is refused, after it the old one
+        # only where no recorded count puts it there.
+        assert _reason(_placed(account, new, {3})) == "wrong_partition"
+        assert _reason(_placed(account, old, {6})) == "wrong_partition"
+        elsewhere = next(p for p in range(6) if p not in (old, new))
+        assert _reason(_placed(account, elsewhere, {3, 6})) == "wrong_partition"
+
+
+def _reason(result: Transaction | Rejection) -> str | None:
+    return result.reason if isinstance(result, Rejection) else None
+
+
 def test_unexpected_exception_becomes_internal_error() -> None:
     no_limits: Any = None
     result = validate(
@@ -440,7 +494,12 @@ def test_message_exactly_at_size_limit_is_parsed() -> None:
 
 
 def test_every_reason_is_documented() -> None:
-    exercised = {reason for _, _, reason in BAD} | {"internal_error", "key_mismatch", "no_record_timestamp"}
+    exercised = {reason for _, _, reason in BAD} | {
+        "internal_error",
+        "key_mismatch",
+        "no_record_timestamp",
+        "wrong_partition",
+    }
     assert exercised <= set(REASONS)
     assert set(REASONS) - exercised == set()
 

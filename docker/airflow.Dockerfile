@@ -14,9 +14,10 @@ FROM ${AIRFLOW_IMAGE}
 #                   "extending the image" guide advises, so nothing we add can move it.
 #   pgserver        PostgreSQL binaries for the native local stack; Compose runs its own servers.
 # Everything else (the pipeline's libraries, the postgres provider, matplotlib for report
-# charts, psutil for system metrics) stays pinned exactly as in the native venv the DAG tests use.
+# charts, psutil for system metrics, the console's web stack that requirements.txt includes) stays
+# pinned exactly as in the native venv the DAG tests use.
 # --chown: the RUN below runs as the base image's airflow user and writes into /tmp/txmon.
-COPY --chown=airflow:0 requirements.txt requirements-pipeline.txt /tmp/txmon/
+COPY --chown=airflow:0 requirements.txt requirements-console.txt requirements-pipeline.txt /tmp/txmon/
 RUN grep -v -E '^(apache-airflow|pgserver)==' /tmp/txmon/requirements.txt >/tmp/txmon/requirements-airflow.txt \
     && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/txmon/requirements-airflow.txt
 

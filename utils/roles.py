@@ -161,6 +161,10 @@ CONSOLE_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "rule_set_active": ("SELECT",),
         "rule_set_activations": ("SELECT",),
         "rule_set_applied": ("SELECT",),
+        # A lead's backtest replays the topic's current incarnation (migration 060), and the
+        # partitions' placement check reads the counts each incarnation has had (065).
+        "stored_positions": ("SELECT",),
+        "topic_partition_counts": ("SELECT",),
         "schema_migrations": ("SELECT",),
         # Users: created by `python -m console add-user` (as this role); a failed sign-in counts.
         "console_users": ("SELECT", "INSERT", "UPDATE"),

@@ -488,7 +488,8 @@ class LocalStack:
 
     def _env(self) -> StackEnv:
         state = self._read_state()
-        kafka = self._kafka_env(state)
+        # Any: mypy would match these strings against every StackEnv field, the int one included.
+        kafka: dict[str, Any] = self._kafka_env(state)
         if state.get("postgres") == "external" and self.existing_postgres:
             pg = self.existing_postgres
             return StackEnv(kafka.pop("kafka_bootstrap_servers"), pg.host, pg.port, pg.db, pg.user, pg.password,

@@ -48,7 +48,9 @@ def test_stack() -> Iterator[LocalStack]:
         cache_dir() / f"test-stack-cluster-{_OFFSET}",
         environ={**os.environ, "TXMON_KAFKA_IMPL": "apache"},
         kafka_brokers=BROKERS,
-        **CLUSTER_TEST_PORTS,
+        zk_port=CLUSTER_TEST_PORTS["zk_port"],
+        kafka_port=CLUSTER_TEST_PORTS["kafka_port"],
+        pg_port=CLUSTER_TEST_PORTS["pg_port"],
     )
     stack.destroy()  # a previous session's topics would only slow the start (a few seconds)
     stack.up()

@@ -415,6 +415,8 @@ class LocalStack:
                     state[name] = "local"
             if state["kafka"] == "local":
                 state["kafka_impl"] = self._choose_kafka_impl(wanted, state.get("kafka_impl"))
+                self._check_broker_count(state)
+                state["kafka_brokers"] = self.kafka_brokers
                 # tansu needs no ZooKeeper; neither does a configured Kafka.
                 state["zookeeper"] = "local" if state["kafka_impl"] == "apache" else "unused"
             else:
@@ -427,6 +429,19 @@ class LocalStack:
                 self.broker.start()
             log.info("stack ready in %.1f s (state in %s)", time.monotonic() - started, self.state_dir)
             return self.env()
+
+    def _check_broker_count(self, state: Mapping[str, Any]) -> None:
+        """A state dir's brokers hold topics replicated for their count: one broker cannot serve
+        a cluster's three-replica topics (nor a cluster take over one broker's), so a different
+        count is refused with the fix rather than started into a broken cluster."""
+        recorded = state.get("kafka_brokers", 1)  # a state dir from before clusters had one broker
+        if recorded == self.kafka_brokers or state.get("kafka_impl") != "apache":
+            return
+        if any((self.state_dir / "kafka" / "data").glob("*-[0-9]*")):
+            raise StackError(
+                f"{self.state_dir} holds the topics of {recorded} Kafka broker(s): set TXMON_KAFKA_BROKERS="
+                f"{recorded}, or use another --state-dir for {self.kafka_brokers}"
+            )
 
     def _choose_kafka_impl(self, wanted: str, running: str | None) -> str:
         """apache or tansu for this stack's broker: what runs already, else what TXMON_KAFKA_IMPL
@@ -588,9 +603,21 @@ class LocalStack:
         """Stop every process this stack started (by pidfile); data and passwords stay."""
         with self._locked():
             self.broker.stop()  # before ZooKeeper, so it deregisters cleanly
+            self._stop_other_brokers()
             self.zookeeper.stop()
             if self.pg_dir.exists():
                 self.postgres.stop()
+
+    def _stop_other_brokers(self) -> None:
+        """Brokers of a cluster this object was not built for (`down` without TXMON_KAFKA_BROKERS
+        in a shell where `up` had it): stopped by their pidfiles all the same."""
+        rt = Runtime(self.state_dir, self.environ, stop_timeout_s=60.0)
+        for pidfile in sorted((self.state_dir / "run").glob("kafka-*.pid")):
+            broker_id = pidfile.stem.removeprefix("kafka-")
+            if not broker_id.isdigit() or int(broker_id) < self.kafka_brokers:
+                continue
+            port = self.ports["kafka"] + int(broker_id)
+            ApacheKafka(rt, port, self.zookeeper, broker_id=int(broker_id), brokers=int(broker_id) + 1).stop()
 
     def destroy(self) -> None:
         """`down()`, then remove the state dir (and a relocated PostgreSQL folder): all data is lost."""

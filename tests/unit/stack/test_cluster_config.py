@@ -3,6 +3,8 @@ files, the replication it asks for, the bootstrap list, and the topics the proje
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,38 @@ def test_stack_env_carries_the_replication_factor_to_the_settings() -> None:
     three = orch.StackEnv("b", "127.0.0.1", 1, "d", "u", "p", kafka_replication_factor=3)
     assert three.kafka_settings().replication_factor == 3
     assert three.as_environ()["KAFKA_REPLICATION_FACTOR"] == "3"
+
+
+def test_a_state_dir_keeps_its_broker_count(tmp_path: Path) -> None:
+    (tmp_path / "kafka" / "data" / "transactions-0").mkdir(parents=True)
+    three = orch.LocalStack(tmp_path, kafka_brokers=3, environ={})
+    with pytest.raises(StackError, match="TXMON_KAFKA_BROKERS=1"):
+        three._check_broker_count({"kafka_impl": "apache"})  # recorded before clusters: one broker
+    three._check_broker_count({"kafka_impl": "apache", "kafka_brokers": 3})
+    one = orch.LocalStack(tmp_path, environ={})
+    with pytest.raises(StackError, match="TXMON_KAFKA_BROKERS=3"):
+        one._check_broker_count({"kafka_impl": "apache", "kafka_brokers": 3})
+
+
+def test_a_new_state_dir_takes_any_broker_count(tmp_path: Path) -> None:
+    orch.LocalStack(tmp_path, kafka_brokers=3, environ={})._check_broker_count({"kafka_impl": "apache"})
+
+
+def test_down_stops_a_clusters_brokers_without_being_told_their_count(tmp_path: Path) -> None:
+    """`make stack-down` in a shell without TXMON_KAFKA_BROKERS must not orphan brokers 1 and 2."""
+    three = orch.LocalStack(tmp_path, zk_port=22181, kafka_port=29092, pg_port=25432, kafka_brokers=3)
+    procs = []
+    for member in three.kafka_cluster.members[1:]:
+        # A stand-in whose command line carries the broker's marker, as the JVM's does.
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", member.marker()])
+        procs.append(proc)
+        member.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        member.pidfile.write_text(f"{proc.pid}\n")
+        assert member.pid() == proc.pid
+    try:
+        orch.LocalStack(tmp_path, zk_port=22181, kafka_port=29092, pg_port=25432, environ={}).down()
+        assert [p.wait(15) for p in procs] == [-15, -15]  # SIGTERM, as a broker's controlled shutdown
+        assert not list((tmp_path / "run").glob("kafka-*.pid"))
+    finally:
+        for p in procs:
+            p.kill()

@@ -8,6 +8,7 @@ import math
 import subprocess
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -342,7 +343,7 @@ def test_brokers_ratio_pairs_each_round_and_ignores_a_missing_figure() -> None:
     """bench.brokers: three brokers / one within each ABBA round, then the median of the rounds."""
     from bench.brokers import paired_ratio
 
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"mode": "1_broker", "produce_rate": 100},
         {"mode": "3_brokers", "produce_rate": 70},
         {"mode": "3_brokers", "produce_rate": 45},  # the second round runs the cluster first

@@ -16,8 +16,8 @@ Then, as in tests/integration/test_faults.py (tests/fleet.check_end_state):
 
 The consumers' longest stall is measured from the database: per partition, the longest time
 without a new stored row while the producer was sending (the producer offers every partition ~50
-rows a second, so a gap is a stall of the pipeline for that partition: the leader election plus
-the consumer's refetch). It is reported per bounce in the run's summary (tests/cluster/conftest.py),
+rows a second, so a gap is a stall of the pipeline for that partition, end to end: the leader
+election, the producer's wait for the new leader and the consumers' refetch). It is reported per bounce in the run's summary (tests/cluster/conftest.py),
 and only a generous bound is asserted.
 """
 

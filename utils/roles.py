@@ -339,7 +339,9 @@ def table_statements(
     partitioned = "transaction_ids" in tables  # migration 090 made the partition functions
     if partitioned:
         for function in APP_FUNCTIONS:
-            out.append(sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(schema, sql.SQL(function), role))
+            out.append(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(schema, sql.SQL(function), role)
+            )
     if retention:
         purger = sql.Identifier(retention)
         out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, purger))

@@ -226,7 +226,9 @@ def _transactions(cur: Cursor, ids: list[str]) -> list[Row]:
                            '{}') AS alert_ids
            FROM transactions t LEFT JOIN alerts a ON a.transaction_id = t.transaction_id
            WHERE t.transaction_id = ANY(%s)
-           GROUP BY t.transaction_id ORDER BY t."timestamp", t.transaction_id""",
+           GROUP BY t.transaction_id, t."timestamp", t.transaction_type, t.amount, t.currency, t.merchant,
+                    t.city, t.country, t.channel
+           ORDER BY t."timestamp", t.transaction_id""",
         (ids,),
     )
     return [dict(r) for r in cur.fetchall()]

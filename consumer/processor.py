@@ -48,6 +48,7 @@ from consumer.batch import Batch, Facts, KafkaRecord, evaluate_batch, validate_r
 from consumer.dlq import DlqPublisher
 from consumer.group import GroupMember
 from consumer.metrics import BatchStats, ConsumerMetrics
+from consumer.partitions import PartitionKeeper
 from consumer.retry import Attempts, DbRetry
 from consumer.rulesets import store as rulesets_store
 from consumer.rulesets.model import StateLimits
@@ -104,6 +105,7 @@ class TransactionProcessor:
             session={"idle_in_transaction_session_timeout": cs.idle_in_transaction_timeout_ms},
         )
         self.retry = DbRetry(self.db, self.stop_event, self._keep_membership, cs.db_retry_max_backoff_s)
+        self.partitions = PartitionKeeper()  # today's and the next days' partitions, made ahead
         self.summary = ProcessorSummary()
         self.facts = Facts()
         self.member: GroupMember | None = None
@@ -147,6 +149,7 @@ class TransactionProcessor:
             while not self.stop_event.is_set():
                 polled = member.poll()
                 now = time.monotonic()
+                self.partitions.maybe_ensure(self.db)  # hourly, in its own short transaction
                 self._touch_health()
                 member.watch_assignment(now)
                 if not self._apply_rebalance():

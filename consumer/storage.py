@@ -29,6 +29,10 @@ from utils.models import Alert, Rejection, Transaction
 TXN_COLUMNS = tuple(f.name for f in dataclasses.fields(Transaction) if f.init)
 COPY_COLUMNS = (*TXN_COLUMNS, "kafka_topic_id")
 _TXN_COLS_SQL = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+_STAGE_COLS_SQL = ", ".join(f's."{c}"' for c in COPY_COLUMNS)
+# The registry of stored ids (migration 090): transactions is partitioned by day, so its own
+# unique keys would include the day; business-id uniqueness across days is this table's key.
+_ID_COLS_SQL = "transaction_id, kafka_topic, kafka_topic_id, kafka_partition, kafka_offset"
 
 # COPY's text format: backslash, tab, newline and carriage return must be escaped.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -116,6 +120,21 @@ def _copy_in(cur: psycopg2.extensions.cursor, table: str, payload: str) -> None:
     cur.copy_expert(f"COPY {table} ({_TXN_COLS_SQL}) FROM STDIN", io.BytesIO(data), size=len(data) + 1)
 
 
+def _copy_ids(cur: psycopg2.extensions.cursor, txns: Sequence[Transaction], topic_id: uuid.UUID) -> None:
+    """Register the batch's ids with their Kafka positions (after the rows: a registry row's
+    processed_at is then never before its transaction's, which retention relies on). A
+    UniqueViolation here is an id stored before, by this batch's message or another."""
+    esc = _copy_text
+    incarnation = str(topic_id)
+    lines = [
+        f"{esc(t.transaction_id)}\t{esc(t.kafka_topic)}\t{incarnation}\t{t.kafka_partition}\t{t.kafka_offset}"
+        for t in txns
+    ]
+    lines.append("")
+    data = "\n".join(lines).encode()
+    cur.copy_expert(f"COPY transaction_ids ({_ID_COLS_SQL}) FROM STDIN", io.BytesIO(data), size=len(data) + 1)
+
+
 def _ensure_staging(cur: psycopg2.extensions.cursor) -> None:
     # Session-local, emptied by every commit: nothing leaks between batches or consumers.
     cur.execute(
@@ -138,15 +157,18 @@ def write_batch(
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
 
-    Fast path: COPY straight into `transactions` inside a savepoint; in steady state no row exists
-    yet, and this is the cheapest write PostgreSQL offers. If any transaction_id is already there,
-    the savepoint is rolled back and the batch goes through COPY into a temp table and
-    `INSERT ... ON CONFLICT DO NOTHING` instead. A transaction_id already stored from the *same*
+    Fast path: COPY straight into `transactions` and its ids into `transaction_ids` (the registry
+    whose primary key keeps transaction_id unique across the day partitions, migration 090)
+    inside a savepoint; in steady state no id exists yet, and this is the cheapest write
+    PostgreSQL offers. If any transaction_id is already registered, the savepoint is rolled back
+    and the batch goes through COPY into a temp table and `INSERT ... ON CONFLICT DO NOTHING`
+    into the registry instead, storing the rows whose ids got in. A transaction_id already stored from the *same*
     Kafka message (topic, partition, offset) is a replay and a no-op; from a *different* message
     it raises `StoredElsewhere` (the caller rolls back). The transactions of one batch carry
     distinct ids: the consumer rejects an id reused within a batch before the rules see it.
-    Alerts are written only for the transactions this batch actually inserted, so a replay can
-    never add a second alert; `alert_positions[i]` is the (partition, offset) of the message that
+    Alerts are written only for the transactions this batch actually inserted (registered), so a
+    replay can never add a second alert: that, not a unique key, keeps one alert per rule and
+    transaction (docs/partitioning.md); `alert_positions[i]` is the (partition, offset) of the message that
     raised `alerts[i]`, `rule_set_version` the rule-set version that raised them (None: the
     environment's settings). `direct=False` skips the fast path (the benchmark's staging-table
     ceiling, and tests of that path).
@@ -173,6 +195,7 @@ def write_batch(
                 cur.execute("SAVEPOINT direct_copy")
                 try:
                     _copy_in(cur, "transactions", payload)
+                    _copy_ids(cur, txns, topic_id)
                     cur.execute("RELEASE SAVEPOINT direct_copy")
                     result.inserted = len(txns)
                 except psycopg2.errors.UniqueViolation:
@@ -193,8 +216,7 @@ def write_batch(
             psycopg2.extras.execute_values(
                 cur,
                 "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, details, "
-                "rule_set_version) "
-                "VALUES %s ON CONFLICT ON CONSTRAINT alerts_one_per_rule DO NOTHING",
+                "rule_set_version) VALUES %s",
                 [
                     (
                         a.transaction_id,
@@ -235,11 +257,21 @@ def _insert_via_staging(
     inserted_at: set[tuple[int, int]] = set()
     pending: list[str] | None = None  # None: every staged row
     for _ in range(_VANISHED_RETRIES):
+        # The registry decides which rows are new (waiting for a concurrent batch's commit on the
+        # same id, then skipping it); those rows go in with the registry row's processed_at, so
+        # the two agree to the microsecond (retention deletes registry rows by it).
         cur.execute(
-            f"INSERT INTO transactions ({_TXN_COLS_SQL}) SELECT {_TXN_COLS_SQL} FROM txn_stage "
-            "WHERE %s::text[] IS NULL OR transaction_id = ANY(%s::text[]) "
-            "ORDER BY kafka_partition, kafka_offset "
-            "ON CONFLICT (transaction_id) DO NOTHING RETURNING kafka_partition, kafka_offset",
+            f"""WITH stamp AS (SELECT clock_timestamp() AS at),
+               registered AS (
+                   INSERT INTO transaction_ids ({_ID_COLS_SQL}, processed_at)
+                   SELECT {_ID_COLS_SQL}, (SELECT at FROM stamp) FROM txn_stage
+                   WHERE %s::text[] IS NULL OR transaction_id = ANY(%s::text[])
+                   ORDER BY kafka_partition, kafka_offset
+                   ON CONFLICT (transaction_id) DO NOTHING
+                   RETURNING transaction_id, processed_at)
+               INSERT INTO transactions ({_TXN_COLS_SQL}, processed_at)
+               SELECT {_STAGE_COLS_SQL}, r.processed_at FROM txn_stage s JOIN registered r USING (transaction_id)
+               RETURNING kafka_partition, kafka_offset""",
             (pending, pending),
         )
         inserted_at |= {(r[0], r[1]) for r in cur.fetchall()}
@@ -249,7 +281,7 @@ def _insert_via_staging(
             return inserted_at
         cur.execute(
             "SELECT transaction_id, kafka_topic, kafka_partition, kafka_offset, kafka_topic_id "
-            "FROM transactions WHERE transaction_id = ANY(%s)",
+            "FROM transaction_ids WHERE transaction_id = ANY(%s)",
             ([t.transaction_id for t in missing],),
         )
         stored = {r[0]: (r[1], r[2], r[3], uuid.UUID(str(r[4]))) for r in cur.fetchall()}
@@ -262,7 +294,7 @@ def _insert_via_staging(
             elif where is not None:
                 elsewhere[t.transaction_id] = where
             else:
-                # The row that kept it out was deleted since (retention, an operator): insert it.
+                # The registry row that kept it out was deleted since (retention): insert it.
                 vanished.append(t.transaction_id)
         if elsewhere:
             raise StoredElsewhere(elsewhere)
@@ -291,8 +323,7 @@ def find_unstorable(
             try:
                 cur.copy_expert(f"COPY txn_stage ({_TXN_COLS_SQL}) FROM STDIN", io.StringIO(copy_rows([t])))
                 cur.execute(
-                    f"INSERT INTO transactions ({_TXN_COLS_SQL}) SELECT {_TXN_COLS_SQL} FROM txn_stage "
-                    "ON CONFLICT (transaction_id) DO NOTHING"
+                    f"INSERT INTO transactions ({_TXN_COLS_SQL}) SELECT {_TXN_COLS_SQL} FROM txn_stage"
                 )
             except psycopg2.Error as exc:
                 if is_outage(exc):
@@ -331,8 +362,7 @@ def insert_rejections(
     inserted = psycopg2.extras.execute_values(
         cur,
         "INSERT INTO rejected_transactions (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset, reason, detail, "
-        "transaction_id, message_key, raw_payload, payload_bytes) VALUES %s "
-        "ON CONFLICT ON CONSTRAINT rejected_one_per_message DO NOTHING RETURNING 1",
+        "transaction_id, message_key, raw_payload, payload_bytes) VALUES %s RETURNING 1",
         rows,
         page_size=500,
         fetch=True,  # rowcount would count the last page only

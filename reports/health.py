@@ -143,12 +143,17 @@ def check_postgres(db: Database, monitor: MonitorSettings) -> CheckResult:
         result.metrics.append(Metric("postgres_long_running_queries", float(len(long_running)), db_labels))
         cur.execute(
             """
-            SELECT relname, pg_total_relation_size(relid), n_live_tup, n_dead_tup,
-                   extract(epoch FROM now() - greatest(last_autovacuum, last_vacuum))::float8,
-                   greatest(last_autovacuum, last_vacuum), greatest(last_autoanalyze, last_analyze)
-            FROM pg_stat_user_tables
-            WHERE schemaname = 'public' AND relname = ANY(%s)
-            ORDER BY relname
+            SELECT t.relname, sum(pg_total_relation_size(s.relid))::bigint, sum(s.n_live_tup)::bigint,
+                   sum(s.n_dead_tup)::bigint,
+                   extract(epoch FROM now() - max(greatest(s.last_autovacuum, s.last_vacuum)))::float8,
+                   max(greatest(s.last_autovacuum, s.last_vacuum)), max(greatest(s.last_autoanalyze, s.last_analyze))
+            FROM unnest(%s::text[]) AS t(relname)
+            -- A table partitioned by day (migration 090) holds nothing itself: its partitions
+            -- (pg_partition_tree; a plain table is its own only member) add up to it.
+            CROSS JOIN LATERAL pg_partition_tree(to_regclass('public.' || quote_ident(t.relname))) AS p
+            JOIN pg_stat_user_tables s ON s.relid = p.relid
+            GROUP BY t.relname
+            ORDER BY t.relname
             """,
             (list(_TABLES),),
         )

@@ -4,16 +4,19 @@ Deleting data is an explicit decision: the `data_cleanup` DAG starts paused, and
 line says what it is about to delete (counted before anything goes).
 
 * transactions (their alerts go with them) whose event time *and* processing time are both
-  before the cutoff. The event time, because reports are per event day; the processing time as
+  before the cutoff. Since migration 090 the tables are partitioned by processing day and a day
+  goes whole (DETACH + DROP): once the whole day is before the cutoff, and none of its events is
+  at or after it (a day holding a younger event waits, and the days after it with it:
+  retention_boundary()). Rows in the default partition (docs/partitioning.md) go row by row. The event time, because reports are per event day; the processing time as
   well, so that every processing day inside the retention window keeps all its offsets and its
   reconciliation never shows gaps that retention made. That RETENTION_DAYS is at least
   VALIDATION_MAX_AGE_DAYS (`utils.config.check_retention`) means a late copy of a deleted event
   is rejected as too old instead of being stored a second time;
-* rejected messages by `rejected_at`, old `pipeline_metrics` rows by `measured_at`;
+* rejected messages by `rejected_at` (whole days too), old `pipeline_metrics` rows by `measured_at`;
 * the report and metrics directories of days before the cutoff.
 
 The daily aggregates (daily_summary, rule_quality, reconciliation) are kept: they are small and
-are what remains of a purged day. Deletes run in bounded batches (short locks, steady WAL).
+are what remains of a purged day. Row deletes run in bounded batches (short locks, steady WAL).
 
     python -m reports.retention [--days N]     # what the DAG runs, without Airflow
 
@@ -46,12 +49,25 @@ from utils.errors import ConfigError, DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 # (table, whether purge_expired deletes it in batches, the condition a row must meet to go;
-# %(cutoff)s is the one instant used throughout, the same purge_expired computes)
+# %(cutoff)s is the one instant used throughout, the same purge_expired computes, and
+# %(boundary)s the table's retention_boundary(): day partitions below it go whole, rows left in
+# the default partition by the row rule of migration 070)
 _TARGETS = (
-    ("transactions", True, '"timestamp" < %(cutoff)s AND processed_at < %(cutoff)s'),
-    ("rejected_transactions", True, "rejected_at < %(cutoff)s"),
+    (
+        "transactions",
+        True,
+        "CASE WHEN tableoid = 'transactions_default'::regclass "
+        'THEN "timestamp" < %(cutoff)s AND processed_at < %(cutoff)s ELSE processed_at < %(boundary)s END',
+    ),
+    (
+        "rejected_transactions",
+        True,
+        "CASE WHEN tableoid = 'rejected_transactions_default'::regclass "
+        "THEN rejected_at < %(cutoff)s ELSE rejected_at < %(boundary)s END",
+    ),
     ("pipeline_metrics", False, "measured_at < %(cutoff)s"),
 )
+_PARTITIONED = ("transactions", "rejected_transactions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +123,12 @@ def plan(db: Database, settings: Settings) -> Plan:
                 f"RETENTION_DAYS={days} (Compose: the db-migrate service), or set RETENTION_DAYS={policy_days}"
             )
         for table, _, condition in _TARGETS:
+            boundary = None
+            if table in _PARTITIONED:
+                cur.execute("SELECT retention_boundary(%s)", (table,))
+                boundary = cur.fetchone()[0]
             stmt = sql.SQL("SELECT count(*) FROM {} WHERE " + condition).format(sql.Identifier(table))
-            cur.execute(stmt, {"cutoff": cutoff})
+            cur.execute(stmt, {"cutoff": cutoff, "boundary": boundary})
             rows[table] = int(cur.fetchone()[0])
     directories = {
         kind: expired_day_dirs(Path(settings.data_dir) / kind, cutoff.date())

@@ -80,6 +80,8 @@ APP_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "transactions": INSERT_ONLY,
         "alerts": INSERT_ONLY,
         "rejected_transactions": INSERT_ONLY,
+        # Every stored transaction_id, once (migration 090): the consumer adds to it with each batch.
+        "transaction_ids": INSERT_ONLY,
         "daily_summary": READ_WRITE,
         "rule_quality": READ_WRITE,
         "pipeline_metrics": READ_WRITE,
@@ -125,6 +127,12 @@ RETENTION_TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 RETENTION_FUNCTIONS = ("purge_expired(text, integer)",)
+# Since migration 090 (day partitions): where purge_expired's whole-day drops stop, so the
+# cleanup's plan counts exactly what will go.
+RETENTION_PARTITION_FUNCTIONS = ("retention_boundary(text)",)
+# The app role creates today's and the next days' partitions before writing into them
+# (migration 090: a SECURITY DEFINER function that can create nothing else).
+APP_FUNCTIONS = ("ensure_partitions(integer)",)
 
 # The people who may change the rules (migration 071): add to the history, read it, nothing more.
 # No UPDATE, DELETE or TRUNCATE anywhere, and they own nothing, so the history stays as written.
@@ -328,6 +336,12 @@ def table_statements(
             out.append(
                 sql.SQL("GRANT {} ON TABLE {} TO {}").format(_list(APP_TABLE_PRIVILEGES[table]), name, role)
             )
+    partitioned = "transaction_ids" in tables  # migration 090 made the partition functions
+    if partitioned:
+        for function in APP_FUNCTIONS:
+            out.append(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(schema, sql.SQL(function), role)
+            )
     if retention:
         purger = sql.Identifier(retention)
         out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, purger))
@@ -341,7 +355,7 @@ def table_statements(
                     )
                 )
         if "retention_policy" in tables:  # migration 070 made the function
-            for function in RETENTION_FUNCTIONS:
+            for function in RETENTION_FUNCTIONS + (RETENTION_PARTITION_FUNCTIONS if partitioned else ()):
                 out.append(
                     sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(schema, sql.SQL(function), purger)
                 )
@@ -457,9 +471,12 @@ def grant_table_privileges(
 ) -> None:
     """As the owner, after the migrations: the app role's privileges on what they created, and
     the retention and console roles' where those roles exist."""
-    # Views too: rule_set_active is one (migration 071), read like the table it replaced.
+    # Views too: rule_set_active is one (migration 071), read like the table it replaced. Not the
+    # partitions of a partitioned table (migration 090): every role reaches their rows through
+    # the parent, whose privileges are the ones checked.
     cur.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %(s)s UNION SELECT viewname FROM pg_views WHERE schemaname = %(s)s",
+        """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %(s)s AND c.relkind IN ('r', 'p', 'v') AND NOT c.relispartition""",
         {"s": SCHEMA},
     )
     tables = {row[0] for row in cur.fetchall()}

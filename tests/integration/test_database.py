@@ -233,7 +233,10 @@ class _DeleteBeforeLookup:
         if sql.startswith("SELECT transaction_id, kafka_topic") and not self.deleted:
             # The retention job's role: the consumer's may not delete.
             with contextlib.closing(connect(self.pg, migration=True)) as other, other, other.cursor() as cur:
+                # Both the row and its registry entry (migration 090), as retention removes them.
                 cur.execute("DELETE FROM transactions WHERE transaction_id = %s", (self.victim,))
+                assert cur.rowcount == 1
+                cur.execute("DELETE FROM transaction_ids WHERE transaction_id = %s", (self.victim,))
                 assert cur.rowcount == 1
             self.deleted = True
         self.cur.execute(sql, params)

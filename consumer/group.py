@@ -402,8 +402,18 @@ class GroupMember:
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not stored yet, of each partition set up here, from the
         end offset the last fetch reported (no request to the broker)."""
-        highwater = {p: self.consumer.highwater(self._tp(p)) for p in self.machine.owned}
+        highwater = {p: self._highwater(p) for p in self.machine.owned}
         return {(self.topic, p): n for p, n in self.machine.lag(highwater).items()}
+
+    def _highwater(self, partition: int) -> int | None:
+        """None for a partition revoked on the IO thread whose revocation is still queued: the
+        machine owns it until the next sync, kafka-python already refuses to answer for it (a
+        member exporting metrics crashed here on `IllegalStateError` in a rebalance)."""
+        try:
+            end: int | None = self.consumer.highwater(self._tp(partition))
+        except IllegalStateError:
+            return None
+        return end
 
     def caught_up(self) -> bool:
         """True when every assigned partition is read to its end, as the broker confirms. A broker

@@ -1,0 +1,45 @@
+"""The kafka-python shell around the membership machine (consumer/group.py), where it can be
+driven without a broker: kafka-python changes the assignment on its IO thread, so the shell must
+cope with a partition the machine still owns (its revocation queued) that the client refuses."""
+
+from __future__ import annotations
+
+from kafka import TopicPartition
+from kafka.errors import IllegalStateError
+
+from consumer.group import GroupMember
+from consumer.membership import Membership
+from tests.unit.test_membership import owning
+
+
+class _Client:
+    """KafkaConsumer's highwater(): the end offset last fetched, refused for unassigned partitions."""
+
+    def __init__(self, assigned: dict[int, int]) -> None:
+        self.assigned = assigned
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        if tp.partition not in self.assigned:
+            raise IllegalStateError("Partition is not assigned")
+        return self.assigned[tp.partition]
+
+
+def member(machine: Membership, client: _Client) -> GroupMember:
+    m = object.__new__(GroupMember)  # no broker: only the attributes lag() reads
+    m.topic, m.machine, m.consumer = "transactions", machine, client  # type: ignore[assignment]
+    return m
+
+
+def test_lag_leaves_out_a_partition_revoked_on_the_io_thread_before_the_machine_heard_of_it() -> None:
+    machine = owning(0, 1, at=500)
+    # Partition 1 was revoked by kafka-python's IO thread: the event is queued, not yet synced.
+    lag = member(machine, _Client({0: 650})).lag()
+    assert lag == {("transactions", 0): 150}
+
+
+def test_lag_of_every_owned_partition_while_the_assignment_is_unchanged() -> None:
+    machine = owning(0, 1, at=500)
+    assert member(machine, _Client({0: 650, 1: 500})).lag() == {
+        ("transactions", 0): 150,
+        ("transactions", 1): 0,
+    }

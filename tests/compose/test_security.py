@@ -100,7 +100,7 @@ def test_tls_login_with_verify_full_works_and_every_container_uses_tls(
     assert plain == 0 and not_scram == 0, sessions.stdout
     # A client trusting another CA refuses the server: verify-full is a check, not a formality.
     other_ca = tmp_path / "other-ca"
-    tls.ensure_authority(other_ca)
+    tls.ensure_authority(other_ca, common_name="someone else's CA")
     stranger = _psql(
         project,
         variables["POSTGRES_USER"],
@@ -109,6 +109,7 @@ def test_tls_login_with_verify_full_works_and_every_container_uses_tls(
         PGSSLROOTCERT=str(other_ca / tls.CA_CERT),
     )
     assert stranger.returncode != 0 and "certificate verify failed" in stranger.stderr, stranger.stderr
+    assert "password authentication" not in stranger.stderr  # refused before any password
     MEASUREMENTS.append(
         f"PostgreSQL: {total} container sessions of the pipeline's roles, all TLS; host login {version}"
     )

@@ -23,8 +23,14 @@ WORKDIR /app
 COPY requirements-pipeline.txt ./
 RUN pip install -r requirements-pipeline.txt
 
+# Mount points of named volumes, which Docker seeds with their owner when it creates them:
+# /var/lib/txmon-alerts for the alert receiver, /var/lib/txmon-tls/* for postgres-tls, which runs
+# as uid 999 (the PostgreSQL server's) so that the key it writes is the server's own.
 RUN groupadd --system --gid 10001 txmon \
-    && useradd --system --uid 10001 --gid txmon --no-create-home --shell /usr/sbin/nologin txmon
+    && useradd --system --uid 10001 --gid txmon --no-create-home --shell /usr/sbin/nologin txmon \
+    && mkdir -p /var/lib/txmon-alerts /var/lib/txmon-tls/ca /var/lib/txmon-tls/server /var/lib/txmon-tls/trust \
+    && chown txmon:txmon /var/lib/txmon-alerts \
+    && chown -R 999:999 /var/lib/txmon-tls && chmod 0700 /var/lib/txmon-tls/ca
 
 # Same layout as the repository, so the commands are the ones used natively.
 COPY utils/ ./utils/

@@ -65,12 +65,14 @@ quality: venv ## measure every rule per incident on the local stack (QUALITY_ARG
 	@$(PY) -m quality $(QUALITY_ARGS)
 
 # What the tests need outside the venv, from Debian: the browser tests drive /usr/bin/chromium
-# (Playwright cannot download its own browser here) and the alerting-rule tests run promtool.
+# (Playwright cannot download its own browser here), the alerting-rule tests run promtool and
+# amtool (Alertmanager's configuration).
 # Installed only when missing, quietly; as root directly, otherwise through sudo.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-test-deps: ## install chromium and promtool (Debian packages) if missing; `make test` runs it
+test-deps: ## install chromium, promtool and amtool (Debian packages) if missing; `make test` runs it
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v amtool >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; }
 
 test: venv test-deps ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,6 +11,8 @@ never one per message. The end-to-end delay histogram takes a whole batch of del
     txmon_consumer_batch_size                          messages per batch
     txmon_consumer_end_to_end_delay_seconds            per stored transaction: stored - Kafka record time
     txmon_consumer_rule_set_version{group}             active version (0: the environment's set)
+    txmon_consumer_rule_set_activated_timestamp_seconds{group,version,activated_by}
+                                                       when the newest activation was made, and by whom
     txmon_consumer_lag{group,topic,partition}          messages behind the partition's end
     txmon_consumer_last_batch_timestamp_seconds        when the last batch was stored (Unix time)
 """
@@ -22,6 +24,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
@@ -29,6 +32,9 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from utils.metrics import MetricsServer, new_registry, serve
+
+if TYPE_CHECKING:
+    from consumer.rulesets.store import Activation
 
 __all__ = ["OUTCOMES", "BatchStats", "ConsumerMetrics"]
 
@@ -134,6 +140,16 @@ class ConsumerMetrics:
             ["group"],
             registry=r,
         )
+        # One series, labelled with the newest activation: a new activation replaces it, so the
+        # alert TxmonRuleSetActivated (docker/prometheus/alerts.yml) sees who and which version.
+        self.rule_set_activated = Gauge(
+            "txmon_consumer_rule_set_activated_timestamp_seconds",
+            "When the newest rule-set activation was made (the database's time), labelled with its "
+            "version and who made it (their own login); absent until one exists.",
+            ["group", "version", "activated_by"],
+            registry=r,
+        )
+        self._activation_labels: tuple[str, str, str] | None = None
         self.lag = Gauge(
             "txmon_consumer_lag",
             "Messages between this consumer's position and the end of each assigned partition.",
@@ -165,6 +181,17 @@ class ConsumerMetrics:
 
     def set_rule_set_version(self, version: int | None) -> None:
         self.rule_set_version.labels(self.group).set(version or 0)
+
+    def set_rule_set_activation(self, activation: Activation | None) -> None:
+        """The newest activation read from the database (None: nothing published yet)."""
+        labels = (
+            None if activation is None else (self.group, str(activation.version), activation.activated_by)
+        )
+        if self._activation_labels is not None and self._activation_labels != labels:
+            self.rule_set_activated.remove(*self._activation_labels)
+        if activation is not None and labels is not None:
+            self.rule_set_activated.labels(*labels).set(activation.activated_at.timestamp())
+        self._activation_labels = labels
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
         """The lag of every partition assigned now; partitions no longer assigned disappear."""

@@ -133,6 +133,7 @@ class TransactionProcessor:
         self._migrate_with_retry()
         self.rulesets.start(self.retry.call)
         self._rule_set_version_seen()
+        self._rule_set_activation_seen()
         member = self.member = GroupMember(
             self.settings, self.stop_event, on_forget=self._forget, on_clear=self._clear_cache
         )
@@ -156,6 +157,8 @@ class TransactionProcessor:
                     break
                 if self.rulesets.poll(now).version != self._version_seen:
                     self._rule_set_version_seen()
+                if self.rulesets.activation != self._activation_seen:
+                    self._rule_set_activation_seen()
                 if not joined and member.owned():
                     # The idle clock starts at the first assignment: a group join takes seconds.
                     joined, last_message = True, now
@@ -511,6 +514,11 @@ class TransactionProcessor:
         self._version_seen = self.rulesets.current.version
         if self.metrics is not None:
             self.metrics.set_rule_set_version(self._version_seen)
+
+    def _rule_set_activation_seen(self) -> None:
+        self._activation_seen = self.rulesets.activation
+        if self.metrics is not None:
+            self.metrics.set_rule_set_activation(self._activation_seen)
 
     def _record_metrics(self, batch: Batch, result: storage.BatchResult) -> None:
         """Once per batch, after its commit. The delays are those of the rows this batch

@@ -64,6 +64,7 @@ def cmd_up(project: Project, offline: bool | None) -> int:
             log.info("base image %s: %.0fs", image, seconds)
     build_s = project.build()
     up_s = project.up()
+    log.info("the transactions DB takes TLS logins only; its CA's certificate: %s", project.export_ca())
     print(project.ps(), file=sys.stderr)
     log.info(
         "stack healthy: base images %.0fs, build %.0fs, start to healthy %.0fs, total %.0fs",

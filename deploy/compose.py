@@ -34,6 +34,8 @@ HOST_PORTS = {
     "AIRFLOW_HOST_PORT": (8080, "Airflow UI/API"),
     "PROMETHEUS_HOST_PORT": (9090, "Prometheus"),
     "CONSOLE_HOST_PORT": (8000, "analysts' console"),
+    "ALERTMANAGER_HOST_PORT": (9093, "Alertmanager"),
+    "ALERT_RECEIVER_HOST_PORT": (9095, "delivered alerts"),
 }
 
 
@@ -93,14 +95,30 @@ class Project:
     def host_port(self, variable: str) -> int:
         return int(self.variables().get(variable) or HOST_PORTS[variable][0])
 
+    def ca_path(self) -> Path:
+        """Where `export_ca` puts the stack's CA certificate on the host (per project, beside the
+        env file): what host clients give as sslrootcert / POSTGRES_SSLROOTCERT."""
+        return self.env_file.parent / ".compose" / self.name / "ca.pem"
+
+    def export_ca(self) -> Path:
+        """Copy the CA's certificate (public; the key never leaves the tls_ca volume) out of the
+        running postgres container to `ca_path()`."""
+        dest = self.ca_path()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.run("cp", "postgres:/etc/txmon/tls/ca.pem", str(dest), capture=True)
+        return dest
+
     def urls(self) -> dict[str, str]:
         port = self.host_port
         return {
             "Airflow UI/API": f"http://localhost:{port('AIRFLOW_HOST_PORT')}",
             "Airflow reports": f"http://localhost:{port('AIRFLOW_HOST_PORT')}/txmon/reports/",
             "Prometheus": f"http://localhost:{port('PROMETHEUS_HOST_PORT')}",
+            "Alertmanager": f"http://localhost:{port('ALERTMANAGER_HOST_PORT')}",
+            "delivered alerts": f"http://localhost:{port('ALERT_RECEIVER_HOST_PORT')}/alerts",
             "transactions DB": f"postgresql://{self.variables().get('POSTGRES_USER', 'txmon_app')}"
-            f"@localhost:{port('POSTGRES_HOST_PORT')}/{self.variables().get('POSTGRES_DB', 'transactions')}",
+            f"@localhost:{port('POSTGRES_HOST_PORT')}/{self.variables().get('POSTGRES_DB', 'transactions')}"
+            f"?sslmode=verify-full&sslrootcert={self.ca_path()}",
             "Kafka": f"localhost:{port('KAFKA_HOST_PORT')}",
             "ZooKeeper": f"localhost:{port('ZOOKEEPER_HOST_PORT')}",
             "Airflow's metadata DB": f"localhost:{port('AIRFLOW_POSTGRES_HOST_PORT')}",

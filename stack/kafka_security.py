@@ -15,11 +15,8 @@ that user once it answers, on every start (both are idempotent).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import logging
-import os
 import secrets
 import subprocess
 from collections.abc import Mapping
@@ -28,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stack.common import write_atomic
+from utils import tls
 from utils.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -37,8 +35,6 @@ MECHANISM = "SCRAM-SHA-512"
 BROKER_USER = "broker"
 USERS = (BROKER_USER, "admin", "producer", "consumer", "health")
 SCRAM_ITERATIONS = 8192
-# Certificates for a development stack: long enough never to expire under a running checkout.
-CERT_DAYS = 3650
 
 
 def wanted_security(environ: Mapping[str, str]) -> str:
@@ -152,92 +148,26 @@ def _key_password(tls_dir: Path) -> str:
 def ensure_certificates(tls_dir: Path, hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Path:
     """A CA and a broker certificate signed by it, for `hostnames` (DNS names or IP addresses);
     made once. Returns the CA certificate clients trust. The CA key stays in `tls_dir` (0600)
-    so a certificate for a new name can be signed later; `ca.pem` is all a client needs."""
-    ca_pem = tls_dir / "ca.pem"
+    so a certificate for a new name can be signed later; `ca.pem` is all a client needs.
+    The CA and the certificate come from utils/tls.py, which makes the Compose PostgreSQL's too."""
+    ca_pem = tls_dir / tls.CA_CERT
     if ca_pem.exists() and (tls_dir / "broker.p12").exists() and (tls_dir / "broker.key.password").exists():
         return ca_pem
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    tls_dir.chmod(0o700)
-    now = datetime.datetime.now(datetime.UTC)
-    not_after = now + datetime.timedelta(days=CERT_DAYS)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "txmon local stack CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for h in hostnames:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            names.append(x509.DNSName(h))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    authority = tls.ensure_authority(tls_dir)
+    cert, key = tls.issue_server(authority, hostnames)
     # A PKCS#12 key store: Kafka's PEM key store wants an encrypted PKCS#8 key, and the JDK cannot
     # decrypt the PBES2 encryption `cryptography` writes ("PBES2 SecretKeyFactory not available").
     password = secrets.token_urlsafe(32)
     p12 = pkcs12.serialize_key_and_certificates(
-        b"broker", key, cert, [ca_cert], serialization.BestAvailableEncryption(password.encode())
+        b"broker", key, cert, [authority.cert], serialization.BestAvailableEncryption(password.encode())
     )
-    pem = serialization.Encoding.PEM
     write_atomic(tls_dir / "broker.key.password", password + "\n", mode=0o600)
-    _write_bytes(tls_dir / "broker.p12", p12)
-    ca_key_pem = ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    write_atomic(tls_dir / "ca.key", ca_key_pem.decode(), mode=0o600)
-    write_atomic(ca_pem, ca_cert.public_bytes(pem).decode(), mode=0o644)
-    log.info("made a CA and a broker certificate for %s in %s", ", ".join(hostnames), tls_dir)
+    tls.write_file(tls_dir / "broker.p12", p12, 0o600)
+    log.info("made a broker certificate for %s in %s", ", ".join(hostnames), tls_dir)
     return ca_pem
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------

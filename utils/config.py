@@ -107,6 +107,7 @@ class KafkaSettings:
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+POSTGRES_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,34 @@ class PostgresSettings:
     pool_max: int = env("POSTGRES_POOL_MAX", 4)
     connect_timeout_s: int = env("POSTGRES_CONNECT_TIMEOUT", 5)
     statement_timeout_ms: int = env("POSTGRES_STATEMENT_TIMEOUT_MS", 60000)
+    sslmode: str = env(
+        "POSTGRES_SSLMODE",
+        "",
+        "libpq's sslmode: disable, allow, prefer, require, verify-ca or verify-full (empty: libpq's default, prefer)",
+    )
+    sslrootcert: str = env(
+        "POSTGRES_SSLROOTCERT",
+        "",
+        "PEM file of the CA that signed the server's certificate (verify-ca, verify-full)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.sslmode and self.sslmode not in POSTGRES_SSLMODES:
+            raise ConfigError(f"POSTGRES_SSLMODE={self.sslmode!r}: use one of {', '.join(POSTGRES_SSLMODES)}")
+        if self.sslrootcert and not Path(self.sslrootcert).is_file():
+            raise ConfigError(
+                f"POSTGRES_SSLROOTCERT={self.sslrootcert} is not a readable file: point it at the CA's PEM "
+                "certificate (Compose: docs/compose.md says how to copy it out of the stack)"
+            )
+        if self.sslmode.startswith("verify-") and not self.sslrootcert:
+            raise ConfigError(
+                f"POSTGRES_SSLMODE={self.sslmode} checks the server's certificate against a CA: set "
+                "POSTGRES_SSLROOTCERT to that CA's PEM file"
+            )
+
+    def tls_params(self) -> dict[str, str]:
+        """libpq's TLS keywords, only those set (libpq's defaults otherwise)."""
+        return {k: v for k, v in (("sslmode", self.sslmode), ("sslrootcert", self.sslrootcert)) if v}
 
     def dsn(self, *, migration: bool = False) -> str:
         """A libpq key/value DSN. Values are quoted so spaces or quotes in a password work."""
@@ -149,6 +178,7 @@ class PostgresSettings:
             "password": password,
             "connect_timeout": str(self.connect_timeout_s),
             "application_name": "txmon",
+            **self.tls_params(),
         }
         return " ".join(f"{k}={_libpq_quote(v)}" for k, v in parts.items() if v != "")
 

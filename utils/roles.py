@@ -553,6 +553,7 @@ def _connect_superuser(pg: PostgresSettings, timeout_s: float) -> psycopg2.exten
                 password=pg.superuser_password,
                 connect_timeout=pg.connect_timeout_s,
                 application_name="txmon-roles",
+                **pg.tls_params(),
             )
         except psycopg2.OperationalError as exc:
             if "password authentication failed" in str(exc) or time.monotonic() > deadline:

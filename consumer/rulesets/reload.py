@@ -41,6 +41,10 @@ class RuleSetReloader:
     def __init__(self, db: Database, base: RuleThresholds, limits: StateLimits, check_seconds: float) -> None:
         self.db, self.base, self.limits, self.check_seconds = db, base, limits, check_seconds
         self.current = ActiveRules.environment(base)
+        # The newest activation as last read, whether or not this consumer runs that version
+        # (a refused version was still activated by someone): what the consumer's
+        # txmon_consumer_rule_set_activated_timestamp_seconds exports, and the alert fires on.
+        self.activation: store.Activation | None = None
         self._refused: int | None = None  # the version last refused, not refused again every check
         self._next_check = 0.0
         self._failing = False  # the last check could not reach the database
@@ -49,6 +53,7 @@ class RuleSetReloader:
         """Load the active version before the first batch, waiting for the database (`db_call`
         retries an outage until the consumer is asked to stop)."""
         active = db_call(self._read_active, "reading the active rule-set version")
+        self.activation = active
         if active is not None:
             self._switch_to(active)
 
@@ -67,6 +72,7 @@ class RuleSetReloader:
                 self._failing = True
                 return self.current
             self._failing = False
+            self.activation = active
             if active is None or active.version == self.current.version:
                 self._refused = None
             elif active.version != self._refused:

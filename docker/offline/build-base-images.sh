@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Base images without an image registry (no Docker Hub: air-gapped networks, our CI).
 #
-#   docker/offline/build-base-images.sh          build every stand-in whose tag is missing
-#   docker/offline/build-base-images.sh --list   print the tags and whether each exists
+#   docker/offline/build-base-images.sh          build every stand-in whose tag is missing or stale
+#   docker/offline/build-base-images.sh --list   print the tags and whether each exists and is current
 #
 # The project's Dockerfiles and docker-compose.yml name public base images (python slim,
 # Maven + Temurin JDK, Temurin JRE, postgres, apache/airflow, debian slim). This script builds a stand-in
@@ -14,7 +14,8 @@
 #      (/usr/local/share/ca-certificates/*.crt, e.g. a TLS-inspecting proxy's), and
 #      `docker import` it as $TXMON_OFFLINE_BASE (txmon-offline/debian:bookworm)
 #   2. docker/offline/<name>.Dockerfile on top of it, each tagged with the name the project
-#      uses; a tag that already exists locally is left alone (delete it to rebuild)
+#      uses; a tag that exists locally is left alone while its recipe (the Dockerfile and the
+#      files it copies, hashed into the label txmon.offline.recipe) is unchanged, rebuilt otherwise
 # The names are read from the project's files (ARG *_IMAGE defaults, ${POSTGRES_IMAGE:-...});
 # PYTHON_IMAGE, MAVEN_IMAGE, JRE_IMAGE, AIRFLOW_IMAGE, POSTGRES_IMAGE, DEBIAN_IMAGE override them.
 # Inside an air-gapped network, point the builds at internal mirrors; the project's own
@@ -69,6 +70,21 @@ declare -A TAGS=(
 )
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# A hash of stand-in $1's recipe: its Dockerfile and the files of docker/offline it COPYs. Built
+# into the image as a label, so an image built from an older recipe is rebuilt, not reused.
+recipe() {
+    local dockerfile=$OFFLINE_DIR/$1.Dockerfile
+    {
+        cat "$dockerfile"
+        sed -n 's/^COPY \([^-][^ ]*\) .*/\1/p' "$dockerfile" | while read -r file; do cat "$OFFLINE_DIR/$file"; done
+    } | sha256sum | cut -c 1-16
+}
+
+# Stand-in $1 is present and built from today's recipe.
+current() {
+    [[ $(docker image inspect -f '{{ index .Config.Labels "txmon.offline.recipe" }}' "${TAGS[$1]}" 2>/dev/null) == "$(recipe "$1")" ]]
+}
 
 debian_mirror() {
     if [[ -n ${DEBIAN_MIRROR:-} ]]; then
@@ -145,7 +161,7 @@ build_one() {
     log "building $tag from docker/offline/$name.Dockerfile (log: $LOG_DIR/$name.log)"
     # The classic builder: the CLI's BuildKit path needs the buildx plugin, which these
     # machines do not have (Compose brings its own BuildKit client for the project's images).
-    if DOCKER_BUILDKIT=0 docker build --force-rm \
+    if DOCKER_BUILDKIT=0 docker build --force-rm --label "txmon.offline.recipe=$(recipe "$name")" \
         --build-arg "BASE_IMAGE=$BASE_TAG" \
         --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
         ${MAVEN_REPO_URL:+--build-arg "MAVEN_REPO_URL=$MAVEN_REPO_URL"} \
@@ -163,7 +179,9 @@ list() {
     local name
     for name in base "${NAMES[@]}"; do
         local tag=${TAGS[$name]:-$BASE_TAG}
-        if have_image "$tag"; then echo "present  $tag"; else echo "missing  $tag"; fi
+        if [[ $name != base ]] && have_image "$tag" && ! current "$name"; then
+            echo "stale    $tag"
+        elif have_image "$tag"; then echo "present  $tag"; else echo "missing  $tag"; fi
     done
 }
 
@@ -172,7 +190,7 @@ main() {
     mkdir -p "$LOG_DIR"
     local started=$SECONDS missing=() name
     for name in "${NAMES[@]}"; do
-        have_image "${TAGS[$name]}" || missing+=("$name")
+        current "$name" || missing+=("$name")
     done
     if ((${#missing[@]} == 0)); then
         log "every base image is present: ${TAGS[*]}"

@@ -100,7 +100,11 @@ def project(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """The running stack: built, started, every service healthy."""
     env_path = tmp_path_factory.mktemp("compose") / ".env"
     ports = {variable: str(free_port()) for variable in HOST_PORTS}
-    env_path.write_text(env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid(), overrides=ports))
+    # Images tagged for this run (layers are shared through the build cache): two checkouts
+    # testing on one engine at once would otherwise overwrite each other's `:local` images and
+    # each start the other's code.
+    overrides = {**ports, "TXMON_IMAGE_TAG": f"test{_OFFSET}"}
+    env_path.write_text(env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid(), overrides=overrides))
     # The env file alone decides: a variable of the developer's shell (or of CI) with the same
     # name as one in .env.example would otherwise win over it.
     documented = set(dotenv_values(ENV_EXAMPLE))
@@ -114,6 +118,8 @@ def project(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         TIMINGS.update({f"  {image}": seconds for image, seconds in images.items()})
         TIMINGS["docker compose build"] = stack.build()
         TIMINGS["docker compose up until healthy"] = stack.up()
+        # The transactions DB takes TLS logins only: host clients check it against this CA.
+        stack.export_ca()
     except (DeployError, subprocess.TimeoutExpired) as exc:
         stack.down(volumes=True)
         pytest.fail(f"the Compose stack did not come up: {exc}", pytrace=False)
@@ -128,12 +134,30 @@ def variables(project: Project) -> dict[str, str]:
     return project.variables()
 
 
-@pytest.fixture(scope="session")
-def psql(project: Project, variables: dict[str, str]) -> Callable[[str], list[list[str]]]:
-    """Run SQL with the psql client on the published port, as the app role; rows of fields."""
+def psql_client() -> str:
     client = shutil.which("psql")
     if client is None:
         pytest.fail("psql is not installed: apt-get install postgresql-client", pytrace=False)
+    return client
+
+
+def host_pg_env(project: Project, **extra: str) -> dict[str, str]:
+    """libpq's environment for a host client of the stack's transactions DB: TLS, the server's
+    certificate and name checked against the stack's CA (verify-full), as docs/compose.md says."""
+    return {
+        **os.environ,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": str(project.ca_path()),
+        "PGCONNECT_TIMEOUT": "10",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def psql(project: Project, variables: dict[str, str]) -> Callable[[str], list[list[str]]]:
+    """Run SQL with the psql client on the published port over TLS (verify-full), as the app
+    role; rows of fields."""
+    client = psql_client()
     port = project.host_port("POSTGRES_HOST_PORT")
 
     def run(sql: str) -> list[list[str]]:
@@ -153,7 +177,7 @@ def psql(project: Project, variables: dict[str, str]) -> Callable[[str], list[li
                 "--file=-",
             ],
             input=sql,
-            env={**os.environ, "PGPASSWORD": variables["POSTGRES_PASSWORD"], "PGCONNECT_TIMEOUT": "10"},
+            env=host_pg_env(project, PGPASSWORD=variables["POSTGRES_PASSWORD"]),
             capture_output=True,
             text=True,
             timeout=120,

@@ -32,6 +32,7 @@ DOCKERFILES = [
     REPO_ROOT / "docker" / "kafka.Dockerfile",
     REPO_ROOT / "docker" / "airflow.Dockerfile",
     REPO_ROOT / "docker" / "prometheus.Dockerfile",
+    REPO_ROOT / "docker" / "alertmanager.Dockerfile",
     REPO_ROOT / "docker" / "console.Dockerfile",
 ]
 
@@ -42,9 +43,10 @@ AIRFLOW_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT = {"kafka-init", "db-roles", "db-migrate", "airflow-init"}
+ONE_SHOT = {"kafka-init", "postgres-tls", "db-roles", "db-migrate", "airflow-init"}
 SERVICES = (
     {"zookeeper", "kafka", "postgres", "airflow-postgres", "producer", "consumer", "prometheus", "console"}
+    | {"alertmanager", "alert-receiver"}
     | ONE_SHOT
     | AIRFLOW_SERVICES
 )
@@ -58,6 +60,8 @@ HOST_PORTS = {
     "airflow-apiserver": ("AIRFLOW_HOST_PORT", 8080, 8080),
     "prometheus": ("PROMETHEUS_HOST_PORT", 9090, 9090),
     "console": ("CONSOLE_HOST_PORT", 8000, 8000),
+    "alertmanager": ("ALERTMANAGER_HOST_PORT", 9093, 9093),
+    "alert-receiver": ("ALERT_RECEIVER_HOST_PORT", 9095, 9095),
 }
 
 # The same entry points the native stack and the tests run; these files must exist.
@@ -482,6 +486,8 @@ def test_airflow_connection_to_the_transactions_db(resolved: dict[str, Any]) -> 
         "schema": example["POSTGRES_DB"],
         "login": example["POSTGRES_USER"],
         "password": example["POSTGRES_PASSWORD"],
+        # The server takes TLS logins only; hooks check its certificate as our own code does.
+        "extra": {"sslmode": "verify-full", "sslrootcert": "/etc/txmon/tls/ca.pem"},
     }
 
 
@@ -592,6 +598,7 @@ def test_each_image_is_built_by_one_service_and_never_pulled(compose: dict[str, 
         "txmon-kafka:${TXMON_IMAGE_TAG:-local}": ["zookeeper"],
         "txmon-airflow:${TXMON_IMAGE_TAG:-local}": ["airflow-init"],
         "txmon-prometheus:${TXMON_IMAGE_TAG:-local}": ["prometheus"],
+        "txmon-alertmanager:${TXMON_IMAGE_TAG:-local}": ["alertmanager"],
         "txmon-console:${TXMON_IMAGE_TAG:-local}": ["console"],
     }
     for name, svc in compose["services"].items():
@@ -785,7 +792,10 @@ def test_no_container_keeps_capabilities_or_can_gain_privileges(services: dict[s
             assert added == ROOT_CAPABILITIES, name
         else:
             assert not added, f"{name} runs as its own user and needs no capability: {sorted(added)}"
-            assert svc.get("user") in (None, "${AIRFLOW_UID:-50000}:0"), f"{name} must not run as root"
+            # postgres-tls writes the server's key as the server's own uid (999), so PostgreSQL
+            # accepts its owner and mode without anyone changing owners.
+            users = (None, "${AIRFLOW_UID:-50000}:0", *(["999:999"] if name == "postgres-tls" else []))
+            assert svc.get("user") in users, f"{name} must not run as root"
 
 
 # --- The three-broker override (docker-compose.cluster.yml) -------------------------------------------

@@ -62,6 +62,23 @@ WITHHELD = {
     "POSTGRES_CONSOLE_USER": {"consumer", *AIRFLOW},
     "POSTGRES_CONSOLE_PASSWORD": {"consumer", "db-migrate", *AIRFLOW},
 }
+# postgres-tls writes the server's certificate and pg_hba.conf from the database and role names:
+# it never connects, so it gets no password and no connection setting.
+for _variable in (
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_MIGRATION_PASSWORD",
+    "POSTGRES_SUPERUSER_PASSWORD",
+    "POSTGRES_RETENTION_PASSWORD",
+    "POSTGRES_CONSOLE_PASSWORD",
+    "POSTGRES_POOL_MAX",
+    "POSTGRES_CONNECT_TIMEOUT",
+    "POSTGRES_STATEMENT_TIMEOUT_MS",
+    "POSTGRES_SSLMODE",
+    "POSTGRES_SSLROOTCERT",
+):
+    WITHHELD.setdefault(_variable, set()).add("postgres-tls")
 
 
 @pytest.fixture(scope="module")

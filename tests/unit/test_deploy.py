@@ -75,7 +75,11 @@ def test_project_runs_compose_with_its_name_and_env_file(tmp_path: Path) -> None
     assert project.host_port("AIRFLOW_HOST_PORT") == HOST_PORTS["AIRFLOW_HOST_PORT"][0]
     urls = project.urls()
     assert urls["Kafka"] == "localhost:40002"
-    assert urls["transactions DB"] == "postgresql://app@localhost:40004/tx"
+    # TLS only, checked against the CA `make compose-up` copies out beside the env file.
+    assert project.ca_path() == env_path.parent / ".compose" / "txmon-x" / "ca.pem"
+    assert urls["transactions DB"] == (
+        f"postgresql://app@localhost:40004/tx?sslmode=verify-full&sslrootcert={project.ca_path()}"
+    )
     assert urls["Prometheus"] == f"http://localhost:{HOST_PORTS['PROMETHEUS_HOST_PORT'][0]}"
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.metrics import DELAY_BUCKETS, BatchStats, ConsumerMetrics
+from consumer.rulesets.store import Activation
 from producer.metrics import ProducerCollector, ProducerCounts
 from utils.errors import ConfigError
 from utils.metrics import new_registry, serve
@@ -86,6 +88,23 @@ def test_lag_follows_the_assignment_and_version_is_labelled_by_group() -> None:
     lags = {dict(k[1])["partition"]: v for k, v in s.items() if k[0] == "txmon_consumer_lag"}
     assert lags == {"1": 4, "2": 7}  # partition 0 was revoked: gone, not stuck at 10
     assert value(s, "txmon_consumer_rule_set_version", group="g") == 3
+
+
+def test_rule_set_activation_is_one_series_labelled_with_the_newest_activation() -> None:
+    """Absent until something is activated; each new activation replaces the series (so an alert
+    on it names the version and the login), and the value is when it was activated."""
+    name = "txmon_consumer_rule_set_activated_timestamp_seconds"
+    m = ConsumerMetrics("g", CollectorRegistry())
+    m.set_rule_set_activation(None)
+    assert not [k for k in scrape(m.registry) if k[0] == name]
+    at = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+    m.set_rule_set_activation(Activation(2, "alice", at, "tighter velocity"))
+    m.set_rule_set_activation(Activation(3, "bob", at + timedelta(minutes=5), "roll back"))
+    s = scrape(m.registry)
+    assert [dict(k[1]) for k in s if k[0] == name] == [{"group": "g", "version": "3", "activated_by": "bob"}]
+    assert value(s, name, group="g", version="3", activated_by="bob") == at.timestamp() + 300
+    m.set_rule_set_activation(None)  # the history cannot lose rows, but a test database can be reset
+    assert not [k for k in scrape(m.registry) if k[0] == name]
 
 
 def test_producer_collector_reads_the_live_counts() -> None:

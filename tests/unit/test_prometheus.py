@@ -43,6 +43,31 @@ def test_alerting_rules_pass_their_tests(promtool: str) -> None:
     assert "SUCCESS" in run(promtool, "test", "rules", "alerts.test.yml")
 
 
+def test_alertmanager_config_is_valid_and_delivers_where_compose_listens() -> None:
+    """amtool (Debian's prometheus-alertmanager) accepts the configuration; Prometheus sends to the
+    Alertmanager service, and Alertmanager to the receiver service, on the ports Compose gives."""
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.fail("amtool is missing: `apt-get install -y prometheus-alertmanager` (Debian) provides it")
+    config = PROMETHEUS_DIR.parent / "alertmanager" / "alertmanager.yml"
+    proc = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    compose = yaml.safe_load((PROMETHEUS_DIR.parents[1] / "docker-compose.yml").read_text())["services"]
+    prometheus = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    targets = [
+        t
+        for am in prometheus["alerting"]["alertmanagers"]
+        for c in am["static_configs"]
+        for t in c["targets"]
+    ]
+    assert targets == ["alertmanager:9093"] and "alertmanager" in compose
+    manager = yaml.safe_load(config.read_text())
+    (receiver,) = manager["receivers"]
+    assert manager["route"]["receiver"] == receiver["name"]
+    assert [w["url"] for w in receiver["webhook_configs"]] == ["http://alert-receiver:9095/alerts"]
+    assert compose["alert-receiver"]["command"][-4:-2] == ["--port", "9095"]
+
+
 def test_every_alert_has_a_test_and_says_the_fix() -> None:
     rules = [
         r for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"] for r in g["rules"]

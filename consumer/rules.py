@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import islice
@@ -551,17 +552,27 @@ def refund_abuse(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     )
 
 
+# An hour of day is the account's habit from this many of its window's events within an hour of
+# it (account_takeover; docs/rules-typologies.md says why not one).
+HABIT_EVENTS = 2
+
+
 def _hour(epoch: float) -> int:
     return int(epoch % 86_400.0 // 3_600.0)
 
 
 def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) -> bool:
-    """Whether an event in [floor, before) fell within an hour of `hour` (UTC hour of day).
-    Newest first: an account active at this time of day shows it within its last few events."""
+    """Whether the account uses `hour` (UTC hour of day): at least HABIT_EVENTS of its events
+    in [floor, before) fell within an hour of it. One payment at 3 a.m. (often itself an alerted
+    anomaly) does not make 3 a.m. a habit. Newest first: an account active at this time of day
+    shows it within its last few events."""
+    n = 0
     for event in history.newest_first():
         epoch = event.epoch
         if floor <= epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
-            return True
+            n += 1
+            if n >= HABIT_EVENTS:
+                return True
     return False
 
 
@@ -570,7 +581,7 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
 
     * burst: `takeover_min_new` debits, each `takeover_min_ratio` times the account's median
       debit or more, to merchants or payees the window never saw before the burst, within
-      `takeover_window_s`, at an hour of day the account does not use (none of its
+      `takeover_window_s`, at an hour of day the account does not use (fewer than HABIT_EVENTS of its
       earlier events within an hour of it), summing to `takeover_drain_share` of the spending
       its window held before them (its median debit times their number);
     * new payee: a transfer of at least `takeover_payee_min_amount` to a payee never seen, right
@@ -621,11 +632,11 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
     if len(before) < t.takeover_min_history:
         return None
     known = {e.merchant for e in before}
-    used = {_hour(e.epoch) for e in before}
+    used = Counter(_hour(e.epoch) for e in before)
 
     def unusual(epoch: float) -> bool:
         h = _hour(epoch)
-        return h not in used and (h + 1) % 24 not in used and (h - 1) % 24 not in used
+        return used[h] + used[(h + 1) % 24] + used[(h - 1) % 24] < HABIT_EVENTS
 
     recent = [e for e in events if start <= e.epoch <= now]
     usual = [e.amount_base for e in before if e.debit]

@@ -1,15 +1,17 @@
 """The scan-based versions of the rules the merchant index and the dispatch sped up, as they were
 before (consumer/rules.py at 23a1dd9), for tests/unit/test_rule_dispatch.py to compare with:
-the same alerts, message for message. Reference code: not used by the pipeline."""
+the same alerts, message for message (with the hour test of HABIT_EVENTS, which they share).
+Reference code: not used by the pipeline."""
 
 from __future__ import annotations
 
 import operator
 from bisect import bisect_left
+from collections import Counter
 from itertools import islice
 
 from consumer.account_state import AccountHistory
-from consumer.rules import _median, _money
+from consumer.rules import HABIT_EVENTS, _median, _money
 from utils.config import RuleThresholds
 from utils.models import DEBIT_TYPES, Alert, Transaction
 
@@ -71,12 +73,17 @@ def _hour(epoch: float) -> int:
 
 
 def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) -> bool:
-    """Whether an event in [floor, before) fell within an hour of `hour` (UTC hour of day).
-    Newest first: an account active at this time of day shows it within its last few events."""
+    """Whether the account uses `hour` (UTC hour of day): at least HABIT_EVENTS of its events
+    in [floor, before) fell within an hour of it. One payment at 3 a.m. (often itself an alerted
+    anomaly) does not make 3 a.m. a habit. Newest first: an account active at this time of day
+    shows it within its last few events."""
+    n = 0
     for event in history.newest_first():
         epoch = event.epoch
         if floor <= epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
-            return True
+            n += 1
+            if n >= HABIT_EVENTS:
+                return True
     return False
 
 
@@ -112,11 +119,11 @@ def account_takeover_scan(txn: Transaction, history: AccountHistory, t: RuleThre
     if len(before) < t.takeover_min_history:
         return None
     known = {e.merchant for e in before}
-    used = {_hour(e.epoch) for e in before}
+    used = Counter(_hour(e.epoch) for e in before)
 
     def unusual(epoch: float) -> bool:
         h = _hour(epoch)
-        return h not in used and (h + 1) % 24 not in used and (h - 1) % 24 not in used
+        return used[h] + used[(h + 1) % 24] + used[(h - 1) % 24] < HABIT_EVENTS
 
     recent = [e for e in events if start <= e.epoch <= now]
     usual = [e.amount_base for e in before if e.debit]

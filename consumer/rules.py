@@ -562,10 +562,11 @@ def _hour(epoch: float) -> int:
 
 
 def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) -> bool:
-    """Whether the account uses `hour` (UTC hour of day): at least HABIT_EVENTS of its events
-    in [floor, before) fell within an hour of it. One payment at 3 a.m. (often itself an alerted
-    anomaly) does not make 3 a.m. a habit. Newest first: an account active at this time of day
-    shows it within its last few events."""
+    """Whether the account uses `hour` (UTC hour of day) on the evidence of its events in
+    [floor, before) alone: at least HABIT_EVENTS of them fell within an hour of it (a cheap
+    exit; account_takeover also counts the window's payments at known merchants). One payment
+    at 3 a.m., often itself an alerted anomaly, does not make 3 a.m. a habit. Newest first: an
+    account active at this time of day shows it within its last few events."""
     n = 0
     for event in history.newest_first():
         epoch = event.epoch
@@ -632,13 +633,16 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
     if len(before) < t.takeover_min_history:
         return None
     known = {e.merchant for e in before}
+    recent = [e for e in events if start <= e.epoch <= now]
+    # The account's hours: its events before the window, and those within it at merchants it
+    # knew (the owner paying as usual while the window runs); never the first-time ones.
     used = Counter(_hour(e.epoch) for e in before)
+    used.update(_hour(e.epoch) for e in recent if e.merchant in known)
 
     def unusual(epoch: float) -> bool:
         h = _hour(epoch)
         return used[h] + used[(h + 1) % 24] + used[(h - 1) % 24] < HABIT_EVENTS
 
-    recent = [e for e in events if start <= e.epoch <= now]
     usual = [e.amount_base for e in before if e.debit]
     big = t.takeover_min_ratio * _median(usual) if usual else 0.0
     burst = [

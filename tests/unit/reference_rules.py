@@ -119,13 +119,16 @@ def account_takeover_scan(txn: Transaction, history: AccountHistory, t: RuleThre
     if len(before) < t.takeover_min_history:
         return None
     known = {e.merchant for e in before}
+    recent = [e for e in events if start <= e.epoch <= now]
+    # The account's hours: its events before the window, and those within it at merchants it
+    # knew (the owner paying as usual while the window runs); never the first-time ones.
     used = Counter(_hour(e.epoch) for e in before)
+    used.update(_hour(e.epoch) for e in recent if e.merchant in known)
 
     def unusual(epoch: float) -> bool:
         h = _hour(epoch)
         return used[h] + used[(h + 1) % 24] + used[(h - 1) % 24] < HABIT_EVENTS
 
-    recent = [e for e in events if start <= e.epoch <= now]
     usual = [e.amount_base for e in before if e.debit]
     big = t.takeover_min_ratio * _median(usual) if usual else 0.0
     burst = [

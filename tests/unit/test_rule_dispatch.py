@@ -123,8 +123,9 @@ def test_fast_paths_raise_the_alerts_of_the_plain_rules(seed: int, s: Settings) 
             fired[a.alert_type] += 1
         history.add(Event.of(txn))
     # Not vacuous: the stream's incidents fire the rules compared here, and most others.
-    assert fired["account_takeover"] > 0 and fired["duplicate"] > 0
-    assert len(fired) >= 10, fired
+    # (A 3-hour window is too short for a takeover's habits: it fires on the default window.)
+    assert fired["duplicate"] > 0 and (s is TIGHT or fired["account_takeover"] > 0)
+    assert len(fired) >= 9, fired
 
 
 def bounds(t: RuleThresholds) -> set[float]:

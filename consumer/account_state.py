@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -127,14 +128,21 @@ class AccountHistory:
     `events` is public for the rules to scan (read it, never mutate it). `partition` is where the
     account's latest message came from (the consumer drops the account when it loses that
     partition).
+
+    `by_merchant` indexes the same events: merchant or payee -> their epochs, ascending. It is
+    kept on every insert and eviction (so it holds exactly what `events` holds: no bound of its
+    own), and answers "did the window pay or hear from this merchant in [start, before)?" with a
+    dictionary look-up and a bisection (`seen`), where a scan of the window costs microseconds
+    per payment. Read it, never mutate it.
     """
 
-    __slots__ = ("events", "max_age_s", "max_events", "partition")
+    __slots__ = ("by_merchant", "events", "max_age_s", "max_events", "partition")
 
     def __init__(self, max_events: int, max_age_s: float, partition: int = -1) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
         self.events: deque[Event] = deque()
+        self.by_merchant: dict[str | None, list[float]] = {}
         self.max_events = max_events
         self.max_age_s = max_age_s
         self.partition = partition
@@ -171,6 +179,14 @@ class AccountHistory:
                 n += 1
         return n
 
+    def seen(self, merchant: str | None, start: float, before: float) -> bool:
+        """Whether an event with `merchant` and start <= epoch < before is held."""
+        epochs = self.by_merchant.get(merchant)
+        if epochs is None:
+            return False
+        i = bisect_left(epochs, start)
+        return i < len(epochs) and epochs[i] < before
+
     def last_located(self, before: float) -> Event | None:
         """The newest event with coordinates at or before `before`, if any, however old (where
         the cardholder was last seen; a rule that needs it recent checks `floor`)."""
@@ -183,8 +199,14 @@ class AccountHistory:
         """Insert in stream order and enforce the count bound; False if this very message (same
         partition and offset) is already held, so adding a replayed message changes nothing."""
         events = self.events
+        index = self.by_merchant
+        epochs = index.get(event.merchant)
         if not events or _after(event, events[-1]):
             events.append(event)
+            if epochs is None:
+                index[event.merchant] = [event.epoch]
+            else:
+                epochs.append(event.epoch)  # the newest event: the newest of its merchant too
         else:
             # Late arrival (or a replay): walk back from the newest, almost always a step or two.
             i = len(events)
@@ -195,8 +217,19 @@ class AccountHistory:
                 if held.partition == event.partition and held.offset == event.offset:
                     return False
             events.insert(i, event)
+            if epochs is None:
+                index[event.merchant] = [event.epoch]
+            else:
+                insort(epochs, event.epoch)
         if len(events) > self.max_events:
-            events.popleft()
+            # The oldest event in stream order has the smallest epoch held, so it is the first
+            # of its merchant's (equal epochs are interchangeable: only values are kept).
+            gone = events.popleft()
+            epochs = index[gone.merchant]
+            if len(epochs) == 1:
+                del index[gone.merchant]
+            else:
+                del epochs[0]
         return True
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import islice
@@ -32,7 +33,7 @@ from itertools import islice
 from consumer.account_state import AccountHistory, Event
 from utils.config import RuleThresholds
 from utils.geo import EARTH_RADIUS_KM, country_zones, haversine_km, solar_hour, zone_hour
-from utils.models import DEBIT_TYPES, Alert, Transaction
+from utils.models import DEBIT_TYPES, TRANSACTION_TYPES, Alert, Transaction
 from utils.money import MINOR_UNITS
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "invoice_fraud",
     "local_time",
     "pass_through",
+    "plan",
     "refund_abuse",
     "structuring",
     "unusual_hour_high_value",
@@ -282,10 +284,18 @@ def _way_back(txn: Transaction, previous: Event, history: AccountHistory, t: Rul
 
 def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     merchant = txn.merchant
-    if merchant is None or not history.events:
+    if merchant is None:
         return None
     now = txn.epoch
     start = now - min(t.duplicate_window_s, history.max_age_s)
+    # The window's merchant index first: most payments have no earlier one at the same merchant
+    # within the window, and then the scan below is skipped.
+    epochs = history.by_merchant.get(merchant)
+    if epochs is None:
+        return None
+    i = bisect_left(epochs, start)
+    if i == len(epochs) or epochs[i] > now:
+        return None
     # The amount as sent: two yen amounts a yen apart convert to the same cent of a dollar.
     amount, currency, tid = txn.amount, txn.currency, txn.transaction_id
     for event in history.newest_first():
@@ -426,11 +436,9 @@ _CATEGORY_OF = operator.attrgetter("category")
 
 def _seen(history: AccountHistory, merchant: str, before: float, now: float) -> bool:
     """Whether the window holds a payment to or from `merchant` in sight of `now` and before
-    `before`. It runs for most payments, so the scan is done in C (the window is in event-time
-    order)."""
-    events = history.events
-    first = bisect_left(events, history.floor(now), key=_EPOCH_OF)
-    return merchant in map(_MERCHANT_OF, islice(events, first, bisect_left(events, before, key=_EPOCH_OF)))
+    `before`. It runs for most payments, so it reads the window's merchant index
+    (`AccountHistory.by_merchant`) instead of scanning the window."""
+    return history.seen(merchant, now - history.max_age_s, before)
 
 
 def pass_through(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
@@ -544,17 +552,28 @@ def refund_abuse(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     )
 
 
+# An hour of day is the account's habit from this many of its window's events within an hour of
+# it (account_takeover; docs/rules-typologies.md says why not one).
+HABIT_EVENTS = 2
+
+
 def _hour(epoch: float) -> int:
     return int(epoch % 86_400.0 // 3_600.0)
 
 
 def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) -> bool:
-    """Whether an event in [floor, before) fell within an hour of `hour` (UTC hour of day).
-    Newest first: an account active at this time of day shows it within its last few events."""
+    """Whether the account uses `hour` (UTC hour of day) on the evidence of its events in
+    [floor, before) alone: at least HABIT_EVENTS of them fell within an hour of it (a cheap
+    exit; account_takeover also counts the window's payments at known merchants). One payment
+    at 3 a.m., often itself an alerted anomaly, does not make 3 a.m. a habit. Newest first: an
+    account active at this time of day shows it within its last few events."""
+    n = 0
     for event in history.newest_first():
         epoch = event.epoch
         if floor <= epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
-            return True
+            n += 1
+            if n >= HABIT_EVENTS:
+                return True
     return False
 
 
@@ -563,7 +582,7 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
 
     * burst: `takeover_min_new` debits, each `takeover_min_ratio` times the account's median
       debit or more, to merchants or payees the window never saw before the burst, within
-      `takeover_window_s`, at an hour of day the account does not use (none of its
+      `takeover_window_s`, at an hour of day the account does not use (fewer than HABIT_EVENTS of its
       earlier events within an hour of it), summing to `takeover_drain_share` of the spending
       its window held before them (its median debit times their number);
     * new payee: a transfer of at least `takeover_payee_min_amount` to a payee never seen, right
@@ -578,25 +597,52 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
         return None
     now = txn.epoch
     start = now - t.takeover_window_s
-    floor = history.floor(now)
-    # Cheap exits first (this runs for most payments): a burst needs an hour the account does
-    # not use, the payee signal a large transfer; either needs a merchant the window never saw.
-    if _seen(history, merchant, start, now):
-        return None
+    floor = now - history.max_age_s
+    # Cheap exits first (this runs for most payments): either signal needs a merchant the window
+    # never saw (a look-up in the window's merchant index, `_seen` inlined); a burst needs
+    # `takeover_min_new` - 1 earlier debits within the window (newest first, a step or two) and
+    # an hour the account does not use; the payee signal a large transfer.
+    epochs = history.by_merchant.get(merchant)
+    if epochs is not None:
+        i = bisect_left(epochs, floor)
+        if i < len(epochs) and epochs[i] < start:
+            return None
     payee = txn.transaction_type == "transfer" and txn.amount_base >= t.takeover_payee_min_amount
-    if not payee and _hour_used(history, start, floor, _hour(now)):
-        return None
+    if not payee:
+        # The burst's other members: debits within the window to merchants not seen before it
+        # (the index again); most accounts' recent payments go to their usual shops.
+        need = t.takeover_min_new - 1
+        if need > 0:
+            index = history.by_merchant
+            for event in reversed(events):
+                epoch = event.epoch
+                if epoch < start:
+                    return None
+                if epoch <= now and event.debit and event.merchant is not None:
+                    epochs = index[event.merchant]
+                    i = bisect_left(epochs, floor)
+                    if i == len(epochs) or epochs[i] >= start:
+                        need -= 1
+                        if need == 0:
+                            break
+            else:
+                return None
+        if _hour_used(history, start, floor, _hour(now)):
+            return None
     before = [e for e in events if floor <= e.epoch < start]
     if len(before) < t.takeover_min_history:
         return None
     known = {e.merchant for e in before}
-    used = {_hour(e.epoch) for e in before}
+    recent = [e for e in events if start <= e.epoch <= now]
+    # The account's hours: its events before the window, and those within it at merchants it
+    # knew (the owner paying as usual while the window runs); never the first-time ones.
+    used = Counter(_hour(e.epoch) for e in before)
+    used.update(_hour(e.epoch) for e in recent if e.merchant in known)
 
     def unusual(epoch: float) -> bool:
         h = _hour(epoch)
-        return h not in used and (h + 1) % 24 not in used and (h - 1) % 24 not in used
+        return used[h] + used[(h + 1) % 24] + used[(h - 1) % 24] < HABIT_EVENTS
 
-    recent = [e for e in events if start <= e.epoch <= now]
     usual = [e.amount_base for e in before if e.debit]
     big = t.takeover_min_ratio * _median(usual) if usual else 0.0
     burst = [
@@ -864,13 +910,108 @@ RULES: tuple[tuple[str, Rule], ...] = (
 ALL_RULES: tuple[Rule, ...] = tuple(rule for _name, rule in RULES)  # per message: no unpacking there
 
 
+# -- dispatch ----------------------------------------------------------------------------------
+# Most rules give up on a message's type or amount before they read the window: a refund is no
+# pass-through, a $40 payment no structuring. Calling fourteen functions to hear eleven of them
+# say None cost as much as the rules' real work, so `evaluate` asks each rule's gate first: the
+# transaction types it can fire on and the amounts (base currency) it can fire at, the very
+# conditions its first lines test (the rule still tests them: a gate only skips calls that
+# would return None, so the alerts are the same; tests/unit/test_rule_dispatch.py compares).
+# For a rule set, each type's amount axis is cut at the gates' bounds into intervals and points;
+# within one the rules to call are fixed, so a message costs a bisection and the calls that
+# can fire. A rule without a gate (velocity, travel, duplicate, or one added later) is always
+# called.
+
+_Gate = tuple[frozenset[str] | None, tuple[float, ...], Callable[[float], bool] | None]
+_Plan = dict[str | None, tuple[list[float], list[tuple[Rule, ...]]]]
+
+
+def _gates(t: RuleThresholds) -> dict[Rule, _Gate]:
+    """rule -> (types it may fire on or None for any, amount bounds, amount test or None)."""
+    debits = frozenset(DEBIT_TYPES)
+    big = min(t.high_amount, t.high_amount_credit)
+    probe = t.card_testing_max_amount
+    spike = t.spike_min_amount
+    night = t.unusual_hour_min_amount
+    passed_on = t.pass_through_ratio * t.pass_through_min_amount
+    refund = t.refund_abuse_min_amount
+    top = t.structuring_threshold
+    near = top * (1.0 - t.structuring_margin)
+    invoice = t.invoice_min_amount
+    dormant = t.dormant_min_amount
+    return {
+        high_amount: (None, (big,), lambda x: x >= big),
+        card_testing: (None, (probe,), lambda x: x <= probe),
+        # credits only with spike_credit_multiplier set
+        amount_spike: (None if t.spike_credit_multiplier > 0.0 else debits, (spike,), lambda x: x >= spike),
+        unusual_hour_high_value: (None, (night,), lambda x: x >= night),
+        pass_through: (_MOVED_ON, (passed_on,), lambda x: x >= passed_on),
+        refund_abuse: (frozenset({"refund"}), (refund,), lambda x: x >= refund),
+        account_takeover: (debits, (), None),
+        structuring: (None, (near, top), lambda x: near <= x < top),
+        invoice_fraud: (debits, (invoice,), lambda x: x >= invoice),
+        dormant_reactivation: (None, (dormant,), lambda x: x >= dormant),
+        high_risk_card_burst: (frozenset({"purchase"}), (), None),
+    }
+
+
+def plan(rules: Sequence[Rule], t: RuleThresholds) -> _Plan:
+    """transaction type -> (bounds, rules to call per segment): segment 2i is the open interval
+    below bounds[i] (above bounds[i-1]), 2i+1 the point bounds[i]. A type not in the plan (a
+    type of older rows) calls every rule."""
+    gates = _gates(t)
+    out: _Plan = {}
+    for ttype in TRANSACTION_TYPES:
+        mine = [(rule, gates.get(rule, (None, (), None))) for rule in rules]
+        mine = [(rule, g) for rule, g in mine if g[0] is None or ttype in g[0]]
+        bounds = sorted({b for _rule, g in mine for b in g[1]})
+        points: list[float] = []
+        for i, b in enumerate(bounds):
+            below = bounds[i - 1] if i else b - abs(b) - 1.0
+            points += [below + (b - below) / 2.0, b]
+        points.append(bounds[-1] + abs(bounds[-1]) + 1.0 if bounds else 0.0)
+        segments = [tuple(rule for rule, g in mine if g[2] is None or g[2](x)) for x in points]
+        out[ttype] = (bounds, segments)
+    return out
+
+
+_PLANS: dict[tuple[int, int], tuple[Sequence[Rule], RuleThresholds, _Plan]] = {}
+_LAST_PLAN: tuple[Sequence[Rule] | None, RuleThresholds | None, _Plan] = (None, None, {})  # the one in use
+
+
+def _plan_for(rules: Sequence[Rule], t: RuleThresholds) -> _Plan:
+    # By identity: the consumer keeps one rule set (rules and thresholds) for many batches, so
+    # this is a dictionary hit per message; the objects are held, so an id is never reused.
+    global _LAST_PLAN
+    key = (id(rules), id(t))
+    held = _PLANS.get(key)
+    if held is not None and held[0] is rules and held[1] is t:
+        _LAST_PLAN = held
+        return held[2]
+    if len(_PLANS) >= 16:
+        _PLANS.clear()
+    made = plan(rules, t)
+    _PLANS[key] = _LAST_PLAN = (rules, t, made)
+    return made
+
+
 def evaluate(
     txn: Transaction, history: AccountHistory, thresholds: RuleThresholds, rules: Sequence[Rule] = ALL_RULES
 ) -> list[Alert]:
     """Every alert `txn` raises against its account's history (which must not contain it yet),
     from `rules` (a rule set's enabled ones), in RULES order."""
+    calls = rules
+    last = _LAST_PLAN
+    typed = (last[2] if last[0] is rules and last[1] is thresholds else _plan_for(rules, thresholds)).get(
+        txn.transaction_type
+    )
+    amount = txn.amount_base
+    if typed is not None and amount == amount:  # NaN never reaches the rules; if it did, all run
+        bounds, segments = typed
+        i = bisect_left(bounds, amount)
+        calls = segments[2 * i + 1 if i < len(bounds) and bounds[i] == amount else 2 * i]
     alerts = []
-    for rule in rules:
+    for rule in calls:
         alert = rule(txn, history, thresholds)
         if alert is not None:
             alerts.append(alert)

@@ -75,7 +75,12 @@ _NIGHT_CANDIDATES = 32
 _RECENT = 25  # amounts remembered per account for the spike scenario's baseline
 _WARM = 8  # ... and how many it needs first
 _HABITS = 15  # ... and for a takeover (the rule wants 10 events before the burst)
-_SLEEP_S = (1.5 * 3600, 4.0 * 3600)  # civil seconds of day a takeover may start: all asleep
+_SLEEP_S = (1.5 * 3600, 4.0 * 3600)
+# From a takeover's chosen start to its last leg at most: the half hour the start is spread over,
+# then up to four 6-minute gaps and a 10-minute one before the payee transfer (incidents.py).
+_TAKEOVER_SPAN_US = (
+    1800 + 4 * 360 + 600
+) * 1_000_000  # civil seconds of day a takeover may start: all asleep
 
 MIN_USD = 2.50  # above card_testing's $2.00: ordinary payments are never probes
 NORMAL_MAX_USD = 9_000.0  # below high_amount's $10,000
@@ -174,6 +179,9 @@ class TransactionGenerator:
         # which only ever turns a withdrawal into a purchase, and keeps the memory bounded.
         self._last_atm_us = array("q", [-(1 << 62)]) * min(n * clones, 1 << 20)
         self._last_located_us = [-(1 << 62)] * n if clones == 1 else []
+        # When each account last paid in each UTC hour of day (24 slots per account): a takeover
+        # needs a victim whose last day shows no activity near the hours of the burst.
+        self._hour_used_us = array("q", [-(1 << 62)]) * (24 * n) if clones == 1 else array("q")
         # The UTC day each account (key) last saw its calendar (salary, bill, subscription).
         self._calendar_day = array("q", [-1]) * min(n * clones, 1 << 20)
         digital = [m for m in accounts.merchants if m.category == "digital_goods"]
@@ -337,6 +345,8 @@ class TransactionGenerator:
             key = self._pick_free()
         i = key // self.clones
         acc = self._accounts[i]
+        if self._hour_used_us:
+            self._hour_used_us[24 * i + (self._t_us // _US_PER_HOUR) % 24] = self._t_us
         slot = key % len(self._calendar_day)
         day = self._t_us // _US_PER_DAY
         if self._calendar_day[slot] != day:
@@ -469,6 +479,8 @@ class TransactionGenerator:
                     if name == "unusual_hour_high_value"
                     else _wait_for_sleep(self._t_us, zone)
                 )
+                if name == "account_takeover" and self._night_disturbed(key, self._t_us + w):
+                    continue
                 if best is None or w < best[1]:
                     best = (key, w)
             # A takeover's burst and payee transfer take up to 35 minutes after the wait.
@@ -499,6 +511,21 @@ class TransactionGenerator:
         typical = median(recent) if recent else math.exp(acc.amount_mu)
         return key, Victim(acc, self._account_id(key), typical), wait
 
+    def _night_disturbed(self, key: int, start_us: int) -> bool:
+        """Whether the account's last day shows activity within an hour of a takeover starting
+        at `start_us` (UTC hours of day from an hour before the start to an hour after the
+        latest its legs may run). Ordinary traffic never does (every account sleeps from
+        midnight to 07:00); an earlier night-time incident does: another takeover an hour ago,
+        an unusual-hour payment last night. In the real world that night is not the owner's
+        habit but the same intruder, alerted the first time; a second takeover of the same
+        account planted in it would be judged against the first one's hours and shops."""
+        used = self._hour_used_us
+        first = start_us // _US_PER_HOUR - 1
+        last = (start_us + _TAKEOVER_SPAN_US) // _US_PER_HOUR + 1
+        since = start_us - _US_PER_DAY
+        base = 24 * (key // self.clones)
+        return any(used[base + h % 24] >= since for h in range(first, last + 1))
+
     def _local_clock_known(self, key: int) -> bool:
         """Whether the rules can tell this account's local time for a payment without coordinates:
         its country's zones agree, or it paid somewhere located within the last 20 hours (the
@@ -519,6 +546,13 @@ class TransactionGenerator:
         t0 = self._t_us
         last = t0 + incident.legs[-1].offset_us
         self._reserved[key] = last + incident.cooldown_us
+        if self._hour_used_us:
+            used, base, aid = self._hour_used_us, 24 * (key // self.clones), victim.account_id
+            for leg in incident.legs:
+                if leg.txn["account_id"] == aid:  # not a dormant account's own lead-in
+                    at = t0 + leg.offset_us
+                    slot = base + (at // _US_PER_HOUR) % 24
+                    used[slot] = max(used[slot], at)
         if incident.aftermath_us:
             self._aftermath[key] = (name, incident.incident_id, last + incident.aftermath_us)
         if self.clock == "simulated":

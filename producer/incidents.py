@@ -32,7 +32,8 @@ dollars priced into the account's own currency:
 * refund_abuse: 2-3 online purchases of $40-600 at a shop, each refunded in full or to 96 %
   at that shop 10-30 minutes later, the next 5-15 minutes after (rule: 2 pairs within a day,
   refund >= 90 % of the purchase).
-* account_takeover: at 03:00 on the account's civil clock (when it never pays), 3-5 online
+* account_takeover: at 01:30-04:30 on the account's civil clock (when it never pays; the generator
+  picks an account whose last day shows no activity within an hour of the burst), 3-5 online
   payments to shops it never used, 1-6 minutes apart, draining 60-90x its median payment
   (about its day's spending); half the time then a first transfer of $800-5,000 to a new payee
   (rule: 3 first-time payees in an hour at an unused hour, >= 50 % of the window's spending).

@@ -121,11 +121,14 @@ def _create_topics(admin: Any, settings: Settings) -> None:
             time.sleep(1.0)
 
 
-def run_pipeline(settings: Settings, count: int, seed: int) -> tuple[ProducerSummary, dict[str, Any]]:
-    """The real consumer in a child process, the real producer in this one; returns both summaries."""
+def run_pipeline(
+    settings: Settings, count: int, seed: int, start: datetime | None = None
+) -> tuple[ProducerSummary, dict[str, Any]]:
+    """The real consumer in a child process, the real producer in this one; returns both summaries.
+    `start`: the event time of the first message (None: after the topic's latest event)."""
 
     def produce() -> ProducerSummary:
-        return run_producer(settings, count=count, rate=0, seed=seed, clock="simulated")
+        return run_producer(settings, count=count, rate=0, seed=seed, clock="simulated", start=start)
 
     return with_consumer(settings, produce, idle_s=10.0, timeout_s=max(300.0, count / 200))
 
@@ -187,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=11, help="stream seed (default 11)")
     p.add_argument("--fraud-rate", type=float, default=0.03, help="share of incident messages (default 0.03)")
     p.add_argument("--fresh", action="store_true", help="drop the quality database and topic first")
+    p.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        default=None,
+        help="event time of the first message, ISO 8601 with offset (default: after the topic's latest "
+        "event, or PRODUCER_DAYS_BACK days ago): a run with --fresh, --seed and --start is repeatable",
+    )
     p.add_argument("--database", default="txmon_quality", help="database of the runs (default txmon_quality)")
     p.add_argument("--topic", default="transactions.quality", help="topic of the runs")
     p.add_argument(
@@ -201,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         base = load_settings()
         settings = quality_settings(base, args.database, args.topic, args.fraud_rate)
         prepare(settings, base.postgres.db, fresh=args.fresh, stack=stack)
-        produced, consumed = run_pipeline(settings, args.count, args.seed)
+        produced, consumed = run_pipeline(settings, args.count, args.seed, args.start)
         if not produced.ok or produced.acked != args.count:
             raise TxmonError(f"the producer acked {produced.acked} of {args.count} ({produced.first_error})")
         stored, scores, ordinary = measure(settings, run_ids(settings, produced, args.count))

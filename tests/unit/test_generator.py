@@ -514,3 +514,32 @@ def test_invalid_arguments_are_rejected(pool: AccountPool) -> None:
     with pytest.raises(ValueError):
         AccountPool.create(0, 1)
     assert DEFAULT_START.tzinfo is UTC
+
+
+def test_a_takeover_lands_on_a_night_its_account_left_quiet() -> None:
+    """No other message of the account within an hour (UTC hour of day) of the takeover's hours
+    in the day before it: an earlier night-time incident there would be the rule's "habit" (seed
+    11's quality run planted four such takeovers before the generator checked)."""
+    gen = TransactionGenerator(
+        11, AccountPool.create(150, 1), 0.12, "simulated", datetime(2026, 11, 29, 5, 30, tzinfo=UTC),
+        scenarios=("account_takeover", "unusual_hour_high_value", "velocity_burst"),
+    )  # fmt: skip
+    msgs = gen.next_batch(30_000)
+    by_account: dict[str, list[tuple[float, str | None]]] = defaultdict(list)
+    for m in msgs:
+        by_account[m["account_id"]].append(
+            (datetime.fromisoformat(m["timestamp"]).timestamp(), m["simulated_incident"])
+        )
+    takeovers: dict[str, list[float]] = defaultdict(list)
+    for m in msgs:
+        if m["simulated_scenario"] == "account_takeover":
+            takeovers[m["simulated_incident"]].append(datetime.fromisoformat(m["timestamp"]).timestamp())
+    assert len(takeovers) >= 10
+    for incident, legs in takeovers.items():
+        account = next(m["account_id"] for m in msgs if m["simulated_incident"] == incident)
+        hours = {int(e % 86_400 // 3_600) for e in legs}
+        near = {(h + d) % 24 for h in hours for d in (-1, 0, 1)}
+        first = min(legs)
+        for epoch, other in by_account[account]:
+            if other != incident and first - 86_400 <= epoch < first:
+                assert int(epoch % 86_400 // 3_600) not in near, (incident, account, epoch)

@@ -144,6 +144,15 @@ def test_account_takeover_stays_quiet_on_ordinary_look_alikes() -> None:
     assert rules.account_takeover(last, history(*day[-5:], *early), T) is None  # too little known
 
 
+def test_account_takeover_one_earlier_payment_at_night_is_no_habit() -> None:
+    day = habits(30, end=NOON + 6 * H)
+    *early, last = burst(3)  # 03:00 UTC the next night
+    once = txn(NOON + 14 * H + 600.0, 45.0, merchant="Usual 0")  # 02:10 UTC: within an hour of 03
+    assert only(rules.account_takeover(last, history(*day, once, *early), T), "account_takeover")
+    twice = txn(NOON + 14 * H + 1_500.0, 45.0, merchant="Usual 1")  # 02:25 UTC: two make a habit
+    assert rules.account_takeover(last, history(*day, once, twice, *early), T) is None
+
+
 def test_account_takeover_first_transfer_to_a_new_payee_after_unusual_activity() -> None:
     day = habits(30, end=NOON + 6 * H)
     odd = txn(NOON + 15 * H, 30.0, merchant="Usual 1")  # at 03:00 UTC, a usual shop

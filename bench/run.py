@@ -99,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--long-count",
         type=int,
-        default=3_000_000,
-        # At ~40k tx/s a million rows is 25 s, most of it the allocator's climb to its plateau;
-        # three million leave a long second half in which a leak would have to show.
-        help="transactions of the --long run (default 3,000,000)",
+        default=10_000_000,
+        # The issue's size: the rate over the last million against the first shows whether the
+        # tables' growth slows the consumer, and a leak would have to show in the long second
+        # half. The producer's pool is sized to it (bench.context.accounts_for).
+        help="transactions of the --long run (default 10,000,000)",
     )
     p.add_argument(
         "--sections",

@@ -16,6 +16,7 @@ from bench.context import (
     CONSUMER_IDLE_S,
     SCALING_SESSION_TIMEOUT_MS,
     Context,
+    accounts_for,
     consume_timeout,
     consumer_figures,
     produce,
@@ -284,11 +285,18 @@ def section_long(ctx: Context) -> dict[str, Any]:
         rss = stats.rss_summary(samples, (st["first"], st["last"]) if st["first"] else None)
         ctx.memory[f"long ({n:,})"] = rss
         ctx.series(f"long ({n:,})", samples)
+        edges = stats.edge_rates(st["groups"])
+        log.info("[long] first %d rows %s tx/s, last %s tx/s: %s x", edges["rows"],
+                 stats.fmt_rate(edges["first"]), stats.fmt_rate(edges["last"]),
+                 stats.fmt_ratio(edges["last_over_first"]))  # fmt: skip
         return {
             "count": n,
+            "accounts": accounts_for(n, settings),
             "produce_rate": prod.rate,
+            "produce_seconds": round(prod.elapsed_s, 1),
             "exit_code": rc,
             "consumer": consumer_figures(st, child.output(), sampler, [child.pid], n),
+            "first_last_million": edges,
             "rss": rss,
         }
     finally:

@@ -101,6 +101,10 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-stage"))
         out["staging_ceiling"] = ceilings.copy_ceiling(copy_settings, txns, direct=False)
         ws.drop_database(copy_settings.postgres)
+        log.info("[throughput %d] psql COPY ceiling (\\copy of the same rows from a file)", r)
+        copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-psql"))
+        out["psql_copy_ceiling"] = ceilings.psql_copy_ceiling(copy_settings, txns)
+        ws.drop_database(copy_settings.postgres)
     finally:
         ws.delete_topics([settings.kafka.topic, settings.kafka.dlq_topic])
     out["figures"] = {
@@ -114,6 +118,7 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         "naive": out.get("naive", {}).get("rate"),
         "copy_ceiling": out.get("copy_ceiling", {}).get("rate"),
         "staging_ceiling": out.get("staging_ceiling", {}).get("rate"),
+        "psql_copy_ceiling": out.get("psql_copy_ceiling", {}).get("rate"),
         "kafka_ceiling": out.get("kafka_ceiling", {}).get("rate"),
     }
     return out

@@ -13,7 +13,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 # The sections every result document has (a section that failed holds {"error": ...}).
-SECTIONS = ("throughput", "latency", "memory", "scaling")
+SECTIONS = ("throughput", "latency", "memory", "scaling", "profile")
 # Top-level keys of the result document.
 DOCUMENT_KEYS = (
     "schema",
@@ -246,6 +246,18 @@ RATIO_SPECS: tuple[tuple[str, str, str, str], ...] = (
         "staging_ceiling",
         "share of the idempotent staging-table COPY (the issue's reference)",
     ),
+    (
+        "consumer / psql COPY ceiling",
+        "consumer",
+        "psql_copy_ceiling",
+        "share of PostgreSQL's own client loading the same rows: the physical ceiling",
+    ),
+    (
+        "COPY ceiling / psql COPY ceiling",
+        "copy_ceiling",
+        "psql_copy_ceiling",
+        "what write_batch's batches and Python leave of the physical ceiling",
+    ),
     ("consumer / Kafka read ceiling", "consumer", "kafka_ceiling", "share of the raw consume speed"),
     (
         "COPY ceiling / Kafka read ceiling",
@@ -437,6 +449,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
     row("naive consumer (row + commit)", "tx/s", fmt_rate(f.get("naive")))
     row("COPY ceiling (write_batch)", "rows/s", fmt_rate(f.get("copy_ceiling")))
     row("staging COPY ceiling (ON CONFLICT)", "rows/s", fmt_rate(f.get("staging_ceiling")))
+    row("psql \\copy ceiling (one statement)", "rows/s", fmt_rate(f.get("psql_copy_ceiling")))
     row("Kafka read ceiling (decode)", "msgs/s", fmt_rate(f.get("kafka_ceiling")))
     if tp.get("slowest_stage"):
         row("slower consumer-side stage", "", tp["slowest_stage"])

@@ -9,7 +9,7 @@ over a produced topic and timed one by one (not sampled, not guessed).
 2. Then, batch by batch over the records as they were polled, each stage of
    consumer/processor.py `_prepare` and `_write_once` on the main thread, timed with the
    thread's CPU clock and the wall clock:
-   JSON decoding (orjson.loads of every value, what validation starts with), validation
+   JSON decoding (msgspec into validation's wire struct, what its fast path starts with), validation
    (consumer.batch.validate_records, minus the decoding), account loads (the SQL that fills the
    account cache), rules (evaluate_batch + trim: the rules and the account windows), building
    the COPY data (storage.copy_rows), and the database write (storage.write_batch, minus the
@@ -35,7 +35,6 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.context import Context, produce
@@ -44,6 +43,7 @@ from consumer.account_state import AccountStates
 from consumer.batch import evaluate_batch, validate_records
 from consumer.positions import NIL
 from consumer.rulesets.active import ActiveRules
+from consumer.validation import decode_wire
 from utils import database
 from utils.config import Settings
 
@@ -51,7 +51,7 @@ log = logging.getLogger("bench")
 
 STAGES = (
     ("kafka", "Kafka client (kafka-python poll, record parsing)"),
-    ("decode", "JSON decoding (orjson.loads)"),
+    ("decode", "JSON decoding (msgspec, typed struct)"),
     ("validate", "validation (without the decoding)"),
     ("load", "account loads (SQL + cache fill)"),
     ("rules", "rules + account windows"),
@@ -119,7 +119,7 @@ def profile_stages(settings: Settings, polls: Polled) -> _Clock:
     rules = ActiveRules.environment(settings.rules)
     counts = frozenset({settings.kafka.topic_partitions})
     db = database.Database(settings.postgres, maxconn=1)
-    loads = orjson.loads
+    loads = decode_wire
     try:
         for records in polls:
 

@@ -9,12 +9,21 @@
 * Staging COPY ceiling: the same, through write_batch's idempotent fallback (COPY into a temp
   staging table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING), the "idempotent COPY" of
   ../shared/TECH-NOTES.md and of the issue's target.
+* psql COPY ceiling: PostgreSQL's own client loading the same rows from a file (`\\copy
+  transactions (...) FROM 'file'`, one statement, one transaction, timed by psql's `\\timing`):
+  the physical ceiling, with no Python at all on the client side.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -119,3 +128,61 @@ def copy_ceiling(settings: Settings, txns: list[Transaction], *, direct: bool = 
         "rate": len(txns) / seconds if seconds > 0 else None,
         "batch_size": size,
     }
+
+
+_TIMING = re.compile(r"^Time: ([0-9.]+) ms", re.MULTILINE)
+
+
+def psql_copy_ceiling(settings: Settings, txns: list[Transaction]) -> dict[str, Any]:
+    """The same rows as the COPY ceiling, written to a file in write_batch's COPY text format
+    (untimed), then loaded by psql's `\\copy` in one statement; rows/s from psql's `\\timing`.
+    Falls back to psycopg2's copy_expert of the same file where no psql is installed."""
+    pg = settings.postgres
+    with tempfile.TemporaryDirectory(prefix="txmon-psql-copy-") as tmp:
+        path = Path(tmp) / "rows.copy"
+        path.write_text(storage.copy_rows(txns))
+        columns = ", ".join(f'"{c}"' for c in storage.COPY_COLUMNS)
+        psql = shutil.which("psql")
+        if psql is None:
+            seconds = _copy_expert_file(settings, path, columns)
+            return {
+                "rows": len(txns),
+                "seconds": round(seconds, 3),
+                "rate": len(txns) / seconds if seconds > 0 else None,
+                "client": "copy_expert",
+            }
+        user = pg.migration_user or pg.user
+        password = pg.migration_password if pg.migration_user else pg.password
+        started = time.perf_counter()
+        done = subprocess.run(
+            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host, "-p", str(pg.port), "-U", user,
+             "-d", pg.db, "-c", "\\timing on", "-c", f"\\copy transactions ({columns}) FROM '{path}'"],
+            env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"},
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"psql \\copy failed ({done.returncode}): {done.stderr.strip()[:500]}")
+    found = _TIMING.findall(done.stdout)
+    seconds = float(found[-1]) / 1000.0 if found else wall
+    return {
+        "rows": len(txns),
+        "seconds": round(seconds, 3),
+        "process_seconds": round(wall, 3),  # with psql's start-up and connection
+        "rate": len(txns) / seconds if seconds > 0 else None,
+        "client": "psql",
+    }
+
+
+def _copy_expert_file(settings: Settings, path: Path, columns: str) -> float:
+    db = database.Database(settings.postgres, maxconn=1)
+    try:
+        with db.connection() as conn, conn.cursor() as cur:
+            started = time.perf_counter()
+            with path.open("rb") as f:
+                cur.copy_expert(f"COPY transactions ({columns}) FROM STDIN", f, size=1 << 20)
+            conn.commit()
+            seconds = time.perf_counter() - started
+    finally:
+        db.close()
+    return seconds

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from bench import stats
 from bench.harness import Sampler, Services, Workspace
-from producer.generator import Clock
+from producer.generator import MAX_LEAD, Clock, TransactionGenerator
+from producer.pool import AccountPool
 from producer.transaction_producer import ProducerSummary, run_producer
 from utils.config import Settings
 
+log = logging.getLogger("bench")
+
 CONSUMER_IDLE_S = "2"
 SCALING_SESSION_TIMEOUT_MS = 60_000
+# Room left between the simulated clock and the present at the end of a run: the pool's rate is
+# an average over the day's waking hours, and incidents add messages on top of it.
+SIMULATED_HEADROOM = 1.3
 
 
 @dataclasses.dataclass
@@ -39,10 +47,38 @@ class Context:
             self.rss_series[name] = [[round(t - t_first, 2), round(r / 2**20, 1)] for t, r in samples]
 
 
+def accounts_for(count: int, settings: Settings) -> int:
+    """Accounts a simulated run of `count` messages needs on a fresh topic so that its clock, which
+    starts PRODUCER_DAYS_BACK ago, stays behind the present: each account makes its own natural
+    rate of events, so a pool too small for the count reaches the present and would then send at
+    real pace (1,000 accounts over 7 days: about 610,000 messages). Never fewer than the
+    settings' pool, so the usual counts keep the usual workload."""
+    ps = settings.producer
+    pool = AccountPool.create(ps.accounts, ps.account_seed)
+    per_account = TransactionGenerator(0, pool, ps.fraud_rate).natural_rate / ps.accounts  # events/s
+    span_s = ps.days_back * 86400.0 - MAX_LEAD.total_seconds()
+    if span_s <= 0:
+        return ps.accounts
+    return max(ps.accounts, math.ceil(count * SIMULATED_HEADROOM / (per_account * span_s)))
+
+
 def produce(
     settings: Settings, count: int, seed: int, *, rate: float = 0.0, clock: Clock = "simulated"
 ) -> ProducerSummary:
-    summary = run_producer(settings, count=count, rate=rate, seed=seed, clock=clock, progress_seconds=3600)
+    """Produce `count` seeded messages. Simulated clock: the pool is sized to the count
+    (`accounts_for`), and a producer that would still have to wait for the present raises
+    CaughtUpWithPresent rather than go on at real pace."""
+    if clock == "simulated":
+        accounts = accounts_for(count, settings)
+        if accounts != settings.producer.accounts:
+            log.info("%d messages on the simulated clock: %d accounts (from %d)", count, accounts,
+                     settings.producer.accounts)  # fmt: skip
+            settings = dataclasses.replace(
+                settings, producer=dataclasses.replace(settings.producer, accounts=accounts)
+            )
+    summary = run_producer(
+        settings, count=count, rate=rate, seed=seed, clock=clock, progress_seconds=3600, pace=False
+    )
     if summary.acked != count:
         raise RuntimeError(
             f"producer acked {summary.acked} of {count} (failed {summary.failed}, first error {summary.first_error})"

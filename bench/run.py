@@ -29,13 +29,15 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench import harness, stats
 from bench.context import CONSUMER_IDLE_S, SCALING_SESSION_TIMEOUT_MS, Context
 from bench.harness import Workspace
+from bench.profile import format_profile, section_profile
 from bench.sections import merge_repeats, section_latency, section_long, section_scaling, section_throughput
 from utils.config import Settings
 from utils.logs import configure_logging
 
 log = logging.getLogger("bench")
 
-SECTION_NAMES = ("throughput", "latency", "scaling")
+SECTION_NAMES = ("throughput", "latency", "scaling", "profile")
+DEFAULT_SECTIONS = ("throughput", "latency", "scaling")  # profile: on request (bench/profile.py)
 # What --quick and the default mode set for every flag left unset.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -99,15 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--long-count",
         type=int,
-        default=3_000_000,
-        # At ~40k tx/s a million rows is 25 s, most of it the allocator's climb to its plateau;
-        # three million leave a long second half in which a leak would have to show.
-        help="transactions of the --long run (default 3,000,000)",
+        default=10_000_000,
+        # The issue's size: the rate over the last million against the first shows whether the
+        # tables' growth slows the consumer, and a leak would have to show in the long second
+        # half. The producer's pool is sized to it (bench.context.accounts_for).
+        help="transactions of the --long run (default 10,000,000)",
     )
     p.add_argument(
         "--sections",
-        default=",".join(SECTION_NAMES),
-        help=f"which to run (default {','.join(SECTION_NAMES)})",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"which to run, of {','.join(SECTION_NAMES)} (default {','.join(DEFAULT_SECTIONS)})",
+    )
+    p.add_argument(
+        "--profile-count",
+        type=int,
+        default=100_000,
+        help="transactions of the profile section (where one consumer's CPU goes; default 100,000)",
     )
     p.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     p.add_argument(
@@ -152,6 +161,7 @@ def resolve_params(args: argparse.Namespace) -> dict[str, Any]:
         **{k: getattr(args, k) for k in PRESETS[mode]},
         "latency_rate": args.latency_rate,
         "long_count": args.long_count if args.long else None,
+        "profile_count": args.profile_count if "profile" in sections else None,
         "seed": args.seed,
         "profile": args.profile,
         "consumer_max_idle_seconds": float(CONSUMER_IDLE_S),
@@ -184,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             ("throughput", section_throughput),
             ("latency", section_latency),
             ("scaling", section_scaling),
+            ("profile", section_profile),
         ]
         try:
             for name, fn in steps:
@@ -245,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(text)
     (args.out / "latest.json").write_text(text)
     print(stats.format_table(doc))
+    if "stages" in sections.get("profile", {}):
+        print(format_profile(sections["profile"]))
     print(f"results: {json_path}{chart}; logs: {logs}")
     return 1 if doc["errors"] else 0
 

@@ -16,6 +16,7 @@ from bench.context import (
     CONSUMER_IDLE_S,
     SCALING_SESSION_TIMEOUT_MS,
     Context,
+    accounts_for,
     consume_timeout,
     consumer_figures,
     produce,
@@ -100,6 +101,10 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-stage"))
         out["staging_ceiling"] = ceilings.copy_ceiling(copy_settings, txns, direct=False)
         ws.drop_database(copy_settings.postgres)
+        log.info("[throughput %d] psql COPY ceiling (\\copy of the same rows from a file)", r)
+        copy_settings = dataclasses.replace(settings, postgres=ws.database(f"tp{r}-psql"))
+        out["psql_copy_ceiling"] = ceilings.psql_copy_ceiling(copy_settings, txns)
+        ws.drop_database(copy_settings.postgres)
     finally:
         ws.delete_topics([settings.kafka.topic, settings.kafka.dlq_topic])
     out["figures"] = {
@@ -113,6 +118,7 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         "naive": out.get("naive", {}).get("rate"),
         "copy_ceiling": out.get("copy_ceiling", {}).get("rate"),
         "staging_ceiling": out.get("staging_ceiling", {}).get("rate"),
+        "psql_copy_ceiling": out.get("psql_copy_ceiling", {}).get("rate"),
         "kafka_ceiling": out.get("kafka_ceiling", {}).get("rate"),
     }
     return out
@@ -284,11 +290,18 @@ def section_long(ctx: Context) -> dict[str, Any]:
         rss = stats.rss_summary(samples, (st["first"], st["last"]) if st["first"] else None)
         ctx.memory[f"long ({n:,})"] = rss
         ctx.series(f"long ({n:,})", samples)
+        edges = stats.edge_rates(st["groups"])
+        log.info("[long] first %d rows %s tx/s, last %s tx/s: %s x", edges["rows"],
+                 stats.fmt_rate(edges["first"]), stats.fmt_rate(edges["last"]),
+                 stats.fmt_ratio(edges["last_over_first"]))  # fmt: skip
         return {
             "count": n,
+            "accounts": accounts_for(n, settings),
             "produce_rate": prod.rate,
+            "produce_seconds": round(prod.elapsed_s, 1),
             "exit_code": rc,
             "consumer": consumer_figures(st, child.output(), sampler, [child.pid], n),
+            "first_last_million": edges,
             "rss": rss,
         }
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 # The sections every result document has (a section that failed holds {"error": ...}).
-SECTIONS = ("throughput", "latency", "memory", "scaling")
+SECTIONS = ("throughput", "latency", "memory", "scaling", "profile")
 # Top-level keys of the result document.
 DOCUMENT_KEYS = (
     "schema",
@@ -121,6 +121,25 @@ def rate_profile(groups: Sequence[tuple[float, int]], parts: int = 10) -> list[f
     return out
 
 
+def edge_rates(groups: Sequence[tuple[float, int]], rows: int = 1_000_000) -> dict[str, Any]:
+    """The rate over the first and over the last `rows` rows (commit-aligned; at most half of
+    them each) and last / first: does a long run slow down as its tables grow?"""
+    total = sum(n for _, n in groups if n > 0)
+    if total <= 0:
+        return {"rows": 0, "first": None, "last": None, "last_over_first": None}
+    share = min(rows, total // 2) / total
+    rates = []
+    for lo, hi in ((0.0, share), (1.0 - share, 1.0)):
+        window = steady_window(groups, lo, hi, widen=False)
+        rates.append(None if window is None else window[2] / (window[1] - window[0]))
+    return {
+        "rows": min(rows, total // 2),
+        "first": rates[0],
+        "last": rates[1],
+        "last_over_first": ratio(rates[1], rates[0]),
+    }
+
+
 def interpolate(series: Sequence[tuple[float, float]], t: float) -> float | None:
     """The value of a sampled, time-ordered series at `t` (linear; clamped at both ends)."""
     if not series:
@@ -226,6 +245,18 @@ RATIO_SPECS: tuple[tuple[str, str, str, str], ...] = (
         "consumer",
         "staging_ceiling",
         "share of the idempotent staging-table COPY (the issue's reference)",
+    ),
+    (
+        "consumer / psql COPY ceiling",
+        "consumer",
+        "psql_copy_ceiling",
+        "share of PostgreSQL's own client loading the same rows: the physical ceiling",
+    ),
+    (
+        "COPY ceiling / psql COPY ceiling",
+        "copy_ceiling",
+        "psql_copy_ceiling",
+        "what write_batch's batches and Python leave of the physical ceiling",
     ),
     ("consumer / Kafka read ceiling", "consumer", "kafka_ceiling", "share of the raw consume speed"),
     (
@@ -418,6 +449,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
     row("naive consumer (row + commit)", "tx/s", fmt_rate(f.get("naive")))
     row("COPY ceiling (write_batch)", "rows/s", fmt_rate(f.get("copy_ceiling")))
     row("staging COPY ceiling (ON CONFLICT)", "rows/s", fmt_rate(f.get("staging_ceiling")))
+    row("psql \\copy ceiling (one statement)", "rows/s", fmt_rate(f.get("psql_copy_ceiling")))
     row("Kafka read ceiling (decode)", "msgs/s", fmt_rate(f.get("kafka_ceiling")))
     if tp.get("slowest_stage"):
         row("slower consumer-side stage", "", tp["slowest_stage"])
@@ -453,6 +485,14 @@ def format_table(doc: Mapping[str, Any]) -> str:
             fmt_rate(long_run.get("rate")),
             f"first -> last tenth {fmt_rate(tenths[0])} -> {fmt_rate(tenths[-1])}",
         )
+        edges = mem["long"].get("first_last_million") or {}
+        if edges.get("rows"):
+            row(
+                f"long run, first / last {edges['rows']:,} rows",
+                "tx/s",
+                f"{fmt_rate(edges.get('first'))} / {fmt_rate(edges.get('last'))}",
+                f"last / first {fmt_ratio(edges.get('last_over_first'))} (target >= 0.80x)",
+            )
     if "error" in mem:
         row("error", "", "", mem["error"])
 

@@ -36,6 +36,16 @@ surrogates, so every accepted string encodes cleanly.
 This runs for every message (tens of thousands per second on one core), hence one dict lookup
 per field, `type(x) is T` instead of isinstance (orjson never returns subclasses, and it keeps
 `bool` out of the numbers), and regexes only where a str method cannot do the job.
+
+Two paths, one verdict. The fast path (`_accept`) decodes with msgspec straight into a typed
+struct (types, nulls and unknown fields checked in C) and only ever *accepts*: it runs every
+check below as a plain predicate, and the moment one fails, or the struct does not fit, it gives
+up and the message takes the full path (orjson into a dict, then `_transaction`), which alone
+decides every rejection, its reason and its detail. So a message is accepted by the fast path
+only if the full path accepts it with the same values: msgspec's JSON is a subset of orjson's
+(unknown fields are refused, so nothing is skipped unparsed; duplicate keys: the last wins in
+both), and the fast path asks for printable text where the full path would look closer.
+tests/unit/test_validation.py holds the two paths together over the hostile inputs.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from utils.config import ValidationLimits
@@ -114,6 +125,32 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
 _key_hashes: dict[bytes, int] = {}
 
 
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    """The wire format (utils/models.py) as the fast path decodes it; anything else (a missing
+    field, another type, an unknown field) sends the message down the full path."""
+
+    schema_version: int
+    transaction_id: str
+    account_id: str
+    transaction_type: str
+    amount: float | str
+    currency: str
+    timestamp: str
+    channel: str
+    country: str
+    merchant: str | None = None
+    merchant_category: str | None = None
+    city: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    simulated_scenario: str | None = None
+    simulated_incident: str | None = None
+
+
+# The fast path's decoder (public: bench/profile.py times it as the consumer's JSON decoding).
+decode_wire = msgspec.json.Decoder(_Wire).decode
+
+
 class _Invalid(Exception):
     """Control flow inside this module only: a check failed. Never escapes `validate`."""
 
@@ -147,6 +184,29 @@ def validate(
     must be where the default partitioner puts its key under one of them. None: not checked (a
     caller that does not know the topic's layout, such as the importer).
     """
+    if raw and kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
+        accepted = _accept(
+            raw, topic, partition, offset, key, limits, kafka_timestamp_ms, rates, partition_counts
+        )
+        if accepted is not None:
+            return accepted
+    return _validate_full(
+        raw, topic, partition, offset, key, limits, kafka_timestamp_ms, rates, partition_counts
+    )
+
+
+def _validate_full(
+    raw: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    limits: ValidationLimits,
+    kafka_timestamp_ms: int | None,
+    rates: RateTable,
+    partition_counts: Collection[int] | None,
+) -> Transaction | Rejection:
+    """The full path: orjson into a dict, every check with its reason and detail."""
     doc: Any = None
     try:
         if not raw:
@@ -183,6 +243,93 @@ def validate(
         # Read only on this slow path, so the fast path checks the id once.
         transaction_id = _readable_id(doc.get("transaction_id")) if type(doc) is dict else None
         return Rejection(reason, detail, _as_bytes(raw), topic, partition, offset, transaction_id, key)
+
+
+def _accept(
+    raw: bytes,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    limits: ValidationLimits,
+    kafka_timestamp_ms: int,
+    rates: RateTable,
+    partition_counts: Collection[int] | None,
+) -> Transaction | None:
+    """The fast path: the Transaction the full path would return, or None to let it decide.
+    Every check of `_transaction` is here, in the same order of meaning; none builds a detail."""
+    try:
+        if len(raw) > limits.max_message_bytes:
+            return None
+        w = decode_wire(raw)
+        transaction_id, account_id = w.transaction_id, w.account_id
+        if (
+            w.schema_version != SCHEMA_VERSION
+            or not _is_id(transaction_id)
+            or not _is_id(account_id)
+            or key is None
+            or key != account_id.encode()
+            or w.transaction_type not in _TRANSACTION_TYPES
+            or w.currency not in CURRENCIES
+            or w.channel not in _CHANNELS
+        ):
+            return None
+        if partition_counts is not None:
+            h = key_hash(key, _key_hashes)
+            if not any(h % n == partition for n in partition_counts):
+                return None
+        sent_amount = w.amount
+        if isinstance(sent_amount, float):
+            amount = sent_amount
+        elif len(sent_amount) <= _MAX_NUMERIC_STRING and _is_numeric_string(sent_amount):
+            amount = float(sent_amount)
+        else:
+            return None
+        if not (amount > 0 and math.isfinite(amount)):
+            return None
+        country = w.country
+        if not (len(country) == 2 and country.isascii() and country.isalpha() and country.isupper()):
+            return None
+        max_text = limits.max_text_length
+        texts = (w.merchant, w.merchant_category, w.city, w.simulated_scenario, w.simulated_incident)
+        for text in texts:
+            if text is not None and (len(text) > max_text or not text.isprintable()):
+                return None
+        latitude, longitude = w.latitude, w.longitude
+        if latitude is None or longitude is None:
+            if latitude is not None or longitude is not None:
+                return None
+        elif not (-90.0 <= latitude <= 90.0 and -180.0 <= longitude <= 180.0):
+            return None
+        sent_time = w.timestamp
+        amount_base = _money(amount, sent_amount, w.currency, limits.max_amount, rates)
+        timestamp = _timestamp(sent_time)
+        txn = Transaction(
+            transaction_id,
+            account_id,
+            w.transaction_type,
+            amount,
+            w.currency,
+            timestamp,
+            w.channel,
+            country,
+            *texts[:3],
+            latitude,
+            longitude,
+            *texts[3:],
+            amount_base,
+            SCHEMA_VERSION,
+            topic,
+            partition,
+            offset,
+        )
+        _check_event_time(txn.epoch, sent_time, limits, kafka_timestamp_ms / 1000.0)
+    except (msgspec.DecodeError, _Invalid):
+        return None
+    except Exception:  # never decides anything the full path would not
+        return None
+    txn.kafka_timestamp_ms = kafka_timestamp_ms
+    return txn
 
 
 def _transaction(

@@ -60,6 +60,10 @@ class BrokerUnavailable(TxmonError):
     """Kafka could not be reached, or the topic's metadata could not be fetched."""
 
 
+class CaughtUpWithPresent(TxmonError):
+    """A simulated run with `pace=False` reached the present: the rest would go at real pace."""
+
+
 @dataclasses.dataclass(slots=True)
 class ProducerSummary:
     topic: str
@@ -206,6 +210,7 @@ def run_producer(
     flush_timeout_s: float = 30.0,
     bootstrap_timeout_s: float = 10.0,
     stop_event: threading.Event | None = None,
+    pace: bool = True,
 ) -> ProducerSummary:
     """Generate and send; return when `count` messages are settled or `stop_event` is set.
 
@@ -215,7 +220,9 @@ def run_producer(
     ago), so consecutive runs never rewrite an account's history, and no timestamp is ever
     ahead of the present: a run that catches up with it goes on at its real pace. Wall clock:
     the pool is scaled to the rate (clones) so that every account keeps its own pace. Raises
-    BrokerUnavailable when the broker or the topic's metadata cannot be reached.
+    BrokerUnavailable when the broker or the topic's metadata cannot be reached. `pace=False`
+    (the benchmark): a simulated run that catches up with the present raises CaughtUpWithPresent
+    instead of going on at real pace, after the messages already sent are settled.
     """
     ps = settings.producer
     count = ps.count if count is None else count
@@ -251,6 +258,7 @@ def run_producer(
     )  # fmt: skip
     scenarios: Counter[str] = Counter()
     live = _Live()
+    caught_up: CaughtUpWithPresent | None = None
     try:
         metrics = serve_producer_metrics(
             lambda: ProducerCounts(live.sent, delivery.acked, delivery.failed, live.rate, rate),
@@ -298,6 +306,9 @@ def run_producer(
                 continue
             batch = generator.next_batch(n, not_after=datetime.now(UTC))
             if not batch:  # the simulated clock caught up with the present: go on at its pace
+                if not pace:
+                    caught_up = _caught_up(ps, sent, count, summary.start)
+                    break
                 summary.paced_s += 0.2
                 stop.wait(0.2)
                 continue
@@ -338,7 +349,18 @@ def run_producer(
     summary.acked, summary.failed = delivery.acked, delivery.failed
     summary.first_error = delivery.first_error
     summary.scenario_counts = dict(sorted(scenarios.items()))
+    if caught_up is not None:
+        raise caught_up
     return summary
+
+
+def _caught_up(ps: ProducerSettings, sent: int, count: int, start: str | None) -> CaughtUpWithPresent:
+    return CaughtUpWithPresent(
+        f"the simulated clock (from {start}) reached the present after {sent:,} of {count or 'unbounded'} "
+        f"messages: {ps.accounts:,} accounts over {ps.days_back:g} days cannot make more, and the rest "
+        "would be sent at real pace. Give the pool more accounts (PRODUCER_ACCOUNTS; the benchmark "
+        "sizes it with bench.context.accounts_for) or start further back (PRODUCER_DAYS_BACK, --start)"
+    )
 
 
 def _flush(producer: KafkaProducer, timeout_s: float) -> bool:

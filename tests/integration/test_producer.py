@@ -23,9 +23,14 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.partitioner.default import murmur2
 
-from producer.generator import DEFAULT_START, AccountPool, TransactionGenerator
+from producer.generator import DEFAULT_START, MAX_LEAD, AccountPool, TransactionGenerator
 from producer.incidents import DORMANT_IDLE_DAYS
-from producer.transaction_producer import BrokerUnavailable, ProducerSummary, run_producer
+from producer.transaction_producer import (
+    BrokerUnavailable,
+    CaughtUpWithPresent,
+    ProducerSummary,
+    run_producer,
+)
 from stack.orchestrator import StackEnv
 from utils.config import ProducerSettings, Settings, load_settings
 
@@ -171,6 +176,23 @@ def test_consecutive_simulated_runs_continue_after_each_other(
     dormant = {v for v in stamps if orjson.loads(v)["simulated_scenario"] == "dormant_reactivation"}
     assert min(t for v, t in stamps.items() if v not in dormant) >= now - timedelta(days=8)
     assert all(t >= now - timedelta(days=8 + DORMANT_IDLE_DAYS[1]) for v, t in stamps.items() if v in dormant)
+
+
+def test_a_simulated_run_that_reaches_the_present_fails_loudly_when_told_not_to_pace(
+    bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """The benchmark's mode (pace=False): no waiting at real pace, an error naming the fix, and
+    what was sent before it is settled."""
+    topic = topic_factory()
+    start = datetime.now(UTC) - MAX_LEAD - timedelta(minutes=10)  # ~10 minutes of events are possible
+    with pytest.raises(CaughtUpWithPresent, match="PRODUCER_ACCOUNTS") as caught:
+        run_producer(
+            settings_for(bootstrap, topic), count=100_000, rate=0, seed=4, clock="simulated", start=start,
+            pace=False,
+        )  # fmt: skip
+    sent = int(str(caught.value).split("present after ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    assert 0 < sent < 100_000
+    assert len(consume_all(bootstrap, topic, sent)) == sent
 
 
 def test_rate_limit_holds_the_requested_rate(bootstrap: str, topic_factory: Callable[..., str]) -> None:

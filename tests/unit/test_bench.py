@@ -3,6 +3,7 @@ No services and no timing assertions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -353,3 +354,51 @@ def test_brokers_ratio_pairs_each_round_and_ignores_a_missing_figure() -> None:
     ]
     assert paired_ratio(runs, 3, "produce_rate") == 0.8  # median of 0.7 and 0.9
     assert paired_ratio(runs[4:], 1, "produce_rate") is None
+
+
+# ------------------------------------------------------------------------------------ long runs
+
+
+def test_accounts_for_keeps_a_simulated_run_behind_the_present() -> None:
+    """The pool `accounts_for` gives makes `count` messages before the simulated clock reaches the
+    present; the settings' own pool does not (it is what stalled the 3,000,000-row run)."""
+    from datetime import UTC, timedelta
+
+    from bench.context import accounts_for
+    from producer.generator import TransactionGenerator
+    from producer.pool import AccountPool
+    from utils.config import Settings
+
+    base = Settings()
+    settings = dataclasses.replace(
+        base, producer=dataclasses.replace(base.producer, accounts=200, days_back=0.25)
+    )
+    count = 12_000
+    present = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a fixed "now": no wall clock
+    start = present - timedelta(days=settings.producer.days_back)
+
+    def made(accounts: int) -> int:
+        pool = AccountPool.create(accounts, settings.producer.account_seed)
+        gen = TransactionGenerator(7, pool, settings.producer.fraud_rate, clock="simulated", start=start)
+        n = 0
+        while n < count and (batch := gen.next_batch(500, not_after=present)):
+            n += len(batch)
+        return n
+
+    accounts = accounts_for(count, settings)
+    assert accounts > settings.producer.accounts
+    assert made(settings.producer.accounts) < count
+    assert made(accounts) >= count
+    assert accounts_for(10, settings) == settings.producer.accounts  # small runs keep the usual pool
+
+
+def test_edge_rates_compare_the_first_and_last_rows() -> None:
+    # 40 commits of 100 rows: the first 2,000 rows at 100 rows/s, the last 2,000 at 50 rows/s.
+    groups = [(float(i + 1), 100) for i in range(20)] + [(20.0 + 2 * (i + 1), 100) for i in range(20)]
+    edges = stats.edge_rates(groups, rows=1_000)
+    assert edges["rows"] == 1_000
+    assert edges["first"] == pytest.approx(100.0)
+    assert edges["last"] == pytest.approx(50.0)
+    assert edges["last_over_first"] == pytest.approx(0.5)
+    assert stats.edge_rates(groups, rows=10_000)["rows"] == 2_000  # at most half each
+    assert stats.edge_rates([])["first"] is None

@@ -16,7 +16,7 @@ from kafka.partitioner.default import murmur2
 
 from consumer.validation import REASONS, validate
 from utils.config import RuleThresholds, ValidationLimits
-from utils.models import Rejection, Transaction
+from utils.models import CURRENCIES, Rejection, Transaction
 
 LIMITS = ValidationLimits()
 NOW_DT = datetime(2026, 11, 24, 21, 5, 0, tzinfo=UTC)
@@ -651,3 +651,145 @@ def test_characters_that_disguise_text_are_refused_by_name(text: str, named: str
     rejection = rejected(message(merchant=text))
     assert rejection.reason == "control_characters"
     assert named in rejection.detail and "disguise" in rejection.detail
+
+
+# -- two paths, one verdict: the msgspec fast path accepts only what the full path accepts, as it would
+
+
+def _both(
+    raw: bytes | None, key: bytes | None = b"ACC-000123", record_ms: int | None = NOW_MS, counts: Any = None
+) -> tuple[Transaction | Rejection, Transaction | Rejection]:
+    from consumer import validation as module
+    from utils.money import DEFAULT_RATES
+
+    common: Any = {"topic": "transactions", "partition": 3, "offset": 42, "key": key, "limits": LIMITS}
+    fast = validate(raw, **common, kafka_timestamp_ms=record_ms, partition_counts=counts)
+    full = module._validate_full(
+        raw, "transactions", 3, 42, key, LIMITS, record_ms, DEFAULT_RATES, counts
+    )  # fmt: skip
+    return fast, full
+
+
+def _key_partition(account: str, count: int) -> int:
+    return (murmur2(account.encode()) & 0x7FFFFFFF) % count
+
+
+GOOD_VARIANTS: list[tuple[str, bytes]] = [
+    ("ordinary", message()),
+    ("amount as a string", message(amount="123.45")),
+    ("amount as an integer", message(amount=120)),
+    ("zero-decimal currency", message(amount=1500, currency="JPY")),
+    ("integer coordinates", message(latitude=37, longitude=-122)),
+    ("no coordinates", message(latitude=None, longitude=DROP)),
+    ("every optional text null", message(merchant=None, merchant_category=None, city=None)),
+    ("scenario and incident", message(simulated_scenario="card_testing", simulated_incident="inc-1")),
+    ("offset timestamp", message(timestamp="2026-11-24T23:04:03+02:00")),
+    ("text at the length limit", message(merchant="m" * LIMITS.max_text_length)),
+    ("emoji text", message(merchant="Caf\u00e9 \U0001f600")),
+]
+
+
+@pytest.mark.parametrize("raw", [pytest.param(r, id=name) for name, r in GOOD_VARIANTS])
+def test_the_fast_path_accepts_what_the_full_path_accepts(raw: bytes) -> None:
+    from consumer import validation as module
+    from utils.money import DEFAULT_RATES
+
+    fast, full = _both(raw)
+    assert isinstance(full, Transaction)
+    assert fast == full and fast.kafka_timestamp_ms == full.kafka_timestamp_ms
+    taken = module._accept(raw, "transactions", 3, 42, b"ACC-000123", LIMITS, NOW_MS, DEFAULT_RATES, None)
+    assert taken == full  # and it was the fast path that accepted it
+
+
+_NESTED = b'{"deep": ' + b"[" * 2000 + b"]" * 2000 + b", " + message()[1:]
+TRICKY: list[tuple[str, bytes]] = [
+    ("duplicate key, the last good", message()[:-1] + b',"amount":"bad","amount":12.5}'),
+    ("duplicate key, the last bad", message()[:-1] + b',"amount":-1}'),
+    ("lone surrogate escape", message(merchant="X").replace(b'"X"', b'"\\ud800"')),
+    ("surrogate pair escape", message(merchant="X").replace(b'"X"', b'"\\ud83d\\ude00"')),
+    ("NUL escape", message(merchant="X").replace(b'"X"', b'"a\\u0000b"')),
+    ("invalid UTF-8 in text", message(merchant="X").replace(b'"X"', b'"\xff"')),
+    ("no-break space", message(merchant="a\u00a0b")),
+    ("right-to-left override", message(merchant="\u202eenilno")),
+    ("tab in text", message(city="a\tb")),
+    ("text one over the limit", message(merchant="m" * (LIMITS.max_text_length + 1))),
+    ("unknown field", message(extra=1)),
+    ("unknown field nested 2000 deep", _NESTED),
+    ("byte order mark", b"\xef\xbb\xbf" + message()),
+    ("whitespace around", b" \n" + message() + b" \n"),
+    ("schema_version 2**64", message()[:-1] + b',"schema_version":18446744073709551616}'),
+    ("schema_version 1.0", message(schema_version=1.0)),
+    ("schema_version true", message(schema_version=True)),
+    ("amount 2**64", message()[:-1] + b',"amount":18446744073709551616}'),
+    ("amount 1e400", message()[:-1] + b',"amount":1e400}'),
+    ("amount with exponent string", message(amount="1e2")),
+    ("amount zero-padded string", message(amount="0012.50")),
+    ("amount -0.0", message(amount=-0.0)),
+    ("amount bool", message(amount=True)),
+    ("latitude only, as an integer", message(latitude=10, longitude=None)),
+    ("integer latitude out of range", message(latitude=91)),
+    ("naive timestamp", message(timestamp="2026-11-24T21:04:03")),
+    ("timestamp far ahead", message(timestamp="2027-11-24T21:04:03+00:00")),
+    ("timestamp long ago", message(timestamp="2020-11-24T21:04:03+00:00")),
+    ("lower-case country", message(country="us")),
+    ("non-ASCII capitals", message(country="\u00c4\u00d6")),
+    ("invalid id", message(transaction_id="a b")),
+    ("65-character id", message(transaction_id="a" * 65)),
+    ("unknown currency", message(currency="XXX")),
+    ("enum in the wrong case", message(channel="POS")),
+    ("a third decimal", message(amount=1.005)),
+    ("above the amount limit", message(amount=LIMITS.max_amount * 10)),
+    ("top-level array", b"[" + message() + b"]"),
+]
+
+
+@pytest.mark.parametrize(
+    "raw", [pytest.param(r, id=name) for name, r, _ in BAD] + [pytest.param(r, id=name) for name, r in TRICKY]
+)
+def test_both_paths_give_the_same_verdict(raw: bytes | None) -> None:
+    fast, full = _both(raw)
+    assert fast == full
+    for key in (None, b"ACC-000124"):
+        assert _both(raw, key=key)[0] == _both(raw, key=key)[1]
+    for record_ms in (None, -1, NOW_MS + 400 * 86_400_000):
+        assert _both(raw, record_ms=record_ms)[0] == _both(raw, record_ms=record_ms)[1]
+
+
+def test_both_paths_agree_on_placement() -> None:
+    home = _key_partition("ACC-000123", 6)
+    for counts in ({6}, {5, 6}, {home + 1 if home < 5 else 1}, set()):
+        fast, full = _both(message(), counts=frozenset(counts))
+        assert fast == full
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_fields, _json_values, max_size=6))
+def test_both_paths_agree_on_arbitrary_field_values(changes: dict[str, Any]) -> None:
+    fast, full = _both(orjson.dumps({**GOOD, **changes}))
+    assert fast == full
+
+
+_near_valid = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": st.decimals(min_value=Decimal("0.01"), max_value=Decimal("20000"), places=2).map(float)
+        | st.integers(min_value=1, max_value=50_000)
+        | st.decimals(min_value=Decimal("0.01"), max_value=Decimal("20000"), places=3).map(str),
+        "currency": st.sampled_from(sorted(CURRENCIES)),
+        "latitude": st.none() | st.integers(-95, 95) | st.floats(-95.0, 95.0),
+        "longitude": st.none() | st.integers(-185, 185) | st.floats(-185.0, 185.0),
+        "merchant": st.none() | st.text(max_size=30),
+        "city": st.none() | st.text(max_size=30),
+        "simulated_incident": st.none() | st.text(max_size=10),
+        "timestamp": st.datetimes(
+            min_value=datetime(2026, 11, 1), max_value=datetime(2026, 12, 1), timezones=st.just(UTC)
+        ).map(_iso),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_near_valid)
+def test_both_paths_agree_near_valid_messages(changes: dict[str, Any]) -> None:
+    fast, full = _both(orjson.dumps({**GOOD, **changes}))
+    assert fast == full

@@ -21,7 +21,16 @@ from pathlib import Path
 
 from reports.zookeeper import zk_command
 from stack import kafka_security
-from stack.common import HOST, Daemon, Runtime, cache_dir, file_lock, kafka_answers, write_atomic
+from stack.common import (
+    HOST,
+    Daemon,
+    Runtime,
+    cache_dir,
+    file_lock,
+    kafka_answers,
+    render_properties,
+    write_atomic,
+)
 from utils.config import REPO_ROOT
 from utils.errors import StackError
 
@@ -40,15 +49,6 @@ KAFKA_ZK_SESSION_TIMEOUT_MS = 6000
 # --------------------------------------------------------------------------------------------
 # Configuration (pure)
 # --------------------------------------------------------------------------------------------
-
-
-def render_properties(props: Mapping[str, object]) -> str:
-    """A Java .properties file. Backslashes are escaped: Java reads them as escapes."""
-    lines = ["# Written by stack/apache_kafka.py; rewritten on every start."]
-    for key, value in props.items():
-        text = str(value).replace("\\", "\\\\").replace("\n", "\\n")
-        lines.append(f"{key}={text}")
-    return "\n".join(lines) + "\n"
 
 
 def zookeeper_properties(data_dir: Path, port: int) -> dict[str, object]:

@@ -58,7 +58,8 @@ SETTINGS = {field.metadata["env"]: (group, field) for group, field in env_fields
 
 def _compose_variables() -> set[str]:
     """Names docker-compose.yml interpolates (`${NAME...}`) or passes through (`NAME:` with no value)."""
-    text = COMPOSE_FILE.read_text()
+    # And the override that publishes ZooKeeper's port (docs/security.md).
+    text = COMPOSE_FILE.read_text() + COMPOSE_FILE.with_name("docker-compose.zookeeper-port.yml").read_text()
     names = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
     names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*$", text, re.M))
     return names

@@ -94,7 +94,10 @@ EOF
 }
 
 # How the healthcheck (and an operator inside the container) talks to the broker: as its user.
+# The tools' 5 s request timeout is too short for a cold JVM's TLS handshake and SCRAM login on a
+# busy machine (the healthcheck failed every time at a load of 40 on 2 cores; 6 s with this).
 render_client() {
+    echo "request.timeout.ms=30000"
     if [[ -n ${KAFKA_BROKER_PASSWORD:-} ]]; then
         cat <<EOF
 security.protocol=SASL_SSL
@@ -110,13 +113,20 @@ EOF
 
 # The broker's own SCRAM user must be in ZooKeeper before the broker starts (it logs in to
 # itself with it): Kafka's ConfigCommand, as stack/kafka_security.create_broker_user runs it.
-# On every start, so a changed KAFKA_BROKER_PASSWORD takes effect with the broker's restart.
+# Again whenever KAFKA_BROKER_PASSWORD changes (a JVM start costs seconds): the marker in the
+# broker's data volume, which lives and dies with ZooKeeper's (cluster id), holds its digest.
 create_broker_user() {
+    local marker=${KAFKA_LOG_DIRS:-/var/lib/kafka/data}/.txmon-broker-user digest
+    digest=$(printf '%s' "$KAFKA_BROKER_PASSWORD" | sha256sum | cut -d' ' -f1)
+    if [[ -r $marker && $(<"$marker") == "$digest" ]]; then
+        return 0
+    fi
     java -Xmx128m -Djava.awt.headless=true ${JAVA_SECURITY_ARGS[@]+"${JAVA_SECURITY_ARGS[@]}"} \
         "-Dlog4j.configuration=file:$LOG4J_PROPERTIES" -cp "$LIB_DIR/*" \
         kafka.admin.ConfigCommand --zookeeper "${KAFKA_ZOOKEEPER_CONNECT:-zookeeper:2181}" --alter \
         --add-config "$MECHANISM=[iterations=8192,password=$KAFKA_BROKER_PASSWORD]" \
         --entity-type users --entity-name broker >/dev/null
+    printf '%s\n' "$digest" >"$marker"
 }
 
 # ZOOKEEPER_EXTRA_PROPERTIES / KAFKA_EXTRA_PROPERTIES: newline-separated key=value lines

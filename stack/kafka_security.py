@@ -149,6 +149,56 @@ def broker_tls_properties(tls_dir: Path) -> dict[str, object]:
 
 
 # --------------------------------------------------------------------------------------------
+# ZooKeeper: SASL (DIGEST-MD5) logins only, the broker's user alone
+# --------------------------------------------------------------------------------------------
+
+ZOOKEEPER_USER = "kafka"
+# What ZooKeeper adds: every session must log in (four-letter words like `ruok` still answer).
+ZOOKEEPER_SASL_PROPERTIES = {
+    "authProvider.sasl": "org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+    "enforce.auth.enabled": "true",
+    "enforce.auth.schemes": "sasl",
+}
+
+
+def _jaas_value(password: str) -> str:
+    if '"' in password or "\\" in password:
+        raise StackError("the ZooKeeper password must not contain a double quote or a backslash")
+    return json.dumps(password)
+
+
+def zookeeper_server_jaas(password: str) -> str:
+    """ZooKeeper's JAAS file: its one user. docker/kafka-entrypoint.sh writes the same."""
+    return (
+        "Server {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        f"    user_{ZOOKEEPER_USER}={_jaas_value(password)};\n}};\n"
+    )
+
+
+def zookeeper_client_jaas(password: str) -> str:
+    """The broker's (and ConfigCommand's) login to ZooKeeper."""
+    return (
+        "Client {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        f'    username="{ZOOKEEPER_USER}"\n    password={_jaas_value(password)};\n}};\n'
+    )
+
+
+def zookeeper_password(state_dir: Path) -> str:
+    """The broker's ZooKeeper password (native stack): generated once, 0600, reused."""
+    path = state_dir / "zookeeper-kafka.password"
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except OSError:
+        pass
+    value = secrets.token_urlsafe(32)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, value + "\n", mode=0o600)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
 # Secrets on disk
 # --------------------------------------------------------------------------------------------
 

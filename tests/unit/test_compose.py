@@ -7,6 +7,7 @@ they run) is asserted here on the loaded YAML, with `${VAR}` expanded the way Co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -875,6 +876,8 @@ def test_kafka_secrets_reach_only_who_uses_them(services: dict[str, Any]) -> Non
 
 
 def test_kafka_entrypoint_secures_zookeeper_when_given_its_password(fake_java: Path, tmp_path: Path) -> None:
+    from stack import kafka_security
+
     result, argv = _run_entrypoint("zookeeper", fake_java, tmp_path, ZOOKEEPER_KAFKA_PASSWORD="zk-Secret_1")
     assert result.returncode == 0, result.stderr
     props = _properties(tmp_path / "conf" / "zk.properties")
@@ -882,7 +885,11 @@ def test_kafka_entrypoint_secures_zookeeper_when_given_its_password(fake_java: P
     assert props["enforce.auth.enabled"] == "true" and props["enforce.auth.schemes"] == "sasl"
     jaas = tmp_path / "conf" / "jaas.conf"
     assert f"-Djava.security.auth.login.config={jaas}" in argv
-    assert 'user_kafka="zk-Secret_1";' in jaas.read_text()
+    # The same file and properties as the native stack's secured ZooKeeper (stack/apache_kafka.py).
+    assert jaas.read_text() == kafka_security.zookeeper_server_jaas("zk-Secret_1")
+    assert {
+        k: props[k] for k in kafka_security.ZOOKEEPER_SASL_PROPERTIES
+    } == kafka_security.ZOOKEEPER_SASL_PROPERTIES
     assert jaas.stat().st_mode & 0o077 == 0
 
 
@@ -891,13 +898,15 @@ def test_kafka_entrypoint_runs_a_sasl_ssl_broker_with_the_security_modules_prope
 ) -> None:
     from stack import kafka_security
 
-    tls, ca = tmp_path / "tls", tmp_path / "ca"
+    tls, ca, data = tmp_path / "tls", tmp_path / "ca", tmp_path / "data"
     kafka_security.compose_tls(tls, ca, ("kafka", "localhost"), owner=None)
+    data.mkdir()
     result, argv = _run_entrypoint(
         "kafka",
         fake_java,
         tmp_path,
         KAFKA_ADVERTISED_LISTENERS="INTERNAL://kafka:29092,EXTERNAL://localhost:9092",
+        KAFKA_LOG_DIRS=str(data),
         KAFKA_BROKER_PASSWORD="broker-Secret_1",
         ZOOKEEPER_KAFKA_PASSWORD="zk-Secret_1",
         KAFKA_TLS_DIR=str(tls),
@@ -917,6 +926,11 @@ def test_kafka_entrypoint_runs_a_sasl_ssl_broker_with_the_security_modules_prope
     assert client["security.protocol"] == "SASL_SSL" and client["ssl.truststore.location"] == f"{tls}/ca.pem"
     assert (ca / "ca.pem").read_text() == (tls / "ca.pem").read_text()
     assert f"-Djava.security.auth.login.config={tmp_path / 'conf' / 'jaas.conf'}" in argv
+    assert (tmp_path / "conf" / "jaas.conf").read_text() == kafka_security.zookeeper_client_jaas(
+        "zk-Secret_1"
+    )
+    # The broker's SCRAM user went to ZooKeeper (ConfigCommand ran), remembered by its digest.
+    assert (data / ".txmon-broker-user").read_text().strip() == hashlib.sha256(b"broker-Secret_1").hexdigest()
 
 
 def test_kafka_entrypoint_refuses_a_password_jaas_would_misread(fake_java: Path, tmp_path: Path) -> None:

@@ -36,34 +36,43 @@ def _refused(action: Any, error: type[Exception], name: str) -> None:
     assert name in str(info.value), f"the refusal should name {name!r}: {info.value}"
 
 
+# A topic of the test's own: the producer service writes `transactions` all the time, so only
+# here do "the end offsets did not move" mean "nobody wrote".
+PROBE = "txmon-compose-security-probe"
+
+
 def test_strangers_on_the_published_port_read_and_write_nothing(
     project: Project, kafka_users: Users, topics: Settings
 ) -> None:
-    topic = topics.kafka.topic
-    health = kafka_users["health"]
-    kafka_send(kafka_users["producer"].client_kwargs(), topic, b'{"seen": "only by the consumers"}')
-    before = kafka_end_offsets(health, topic)
+    admin = kafka_users["admin"]
+    with contextlib.closing(admin_client(admin)) as client:
+        if PROBE not in client.list_topics():
+            client.create_topics({PROBE: {"num_partitions": 1, "replication_factor": 1}})
+    kafka_send(admin.client_kwargs(), PROBE, b"written by the admin user")
+    before = kafka_end_offsets(admin, PROBE)
     assert before > 0
-    bootstrap = health.bootstrap_servers
+    bootstrap = admin.bootstrap_servers
     strangers: dict[str, dict[str, Any]] = {
         "plaintext": {"bootstrap_servers": bootstrap},
         "TLS without a login": {
             "bootstrap_servers": bootstrap,
             "security_protocol": "SSL",
-            "ssl_cafile": health.ssl_cafile,
+            "ssl_cafile": admin.ssl_cafile,
         },
         "wrong password": kafka_users["producer"].as_user("producer", "not-the-password").client_kwargs(),
         "unknown user": kafka_users["producer"].as_user("mallory", "a-password-of-her-own").client_kwargs(),
     }
     for who, kwargs in strangers.items():
-        with pytest.raises(kafka_errors.KafkaError):
-            kafka_send(kwargs, topic, b'{"transaction_id": "injected"}', timeout_s=4)
+        for topic in (PROBE, topics.kafka.topic):
+            # Not acknowledged: the broker did not take it.
+            with pytest.raises(kafka_errors.KafkaError):
+                kafka_send(kwargs, topic, b'{"transaction_id": "injected"}', timeout_s=4)
         try:
-            got = kafka_read(kwargs, topic, timeout_s=4)
+            got = kafka_read(kwargs, PROBE, timeout_s=4)
         except kafka_errors.KafkaError:
             got = []
         assert got == [], f"{who}: read {len(got)} messages"
-    assert kafka_end_offsets(health, topic) == before, "a stranger wrote to the topic"
+    assert kafka_end_offsets(admin, PROBE) == before, "a stranger wrote to the topic"
     # The broker saw the logins and refused them as authentication failures.
     logs = project.run("logs", "--no-color", "kafka", capture=True).stdout
     assert "Failed authentication with" in logs and "invalid credentials" in logs, logs[-2000:]

@@ -188,3 +188,40 @@ def test_each_service_is_refused_beyond_its_acls(users: dict[str, KafkaSettings]
         assert result["failed"] and not result["succeeded"], result
         assert "ClusterAuthorizationFailed" in str(result["failed"][0])
     assert admin["sasl_plain_username"] == "admin"
+
+
+# --------------------------------------------------------------------------------------------
+# ZooKeeper behind the broker
+# --------------------------------------------------------------------------------------------
+
+
+def test_zookeeper_closes_an_anonymous_session_and_the_brokers_znodes_have_acls(
+    secured_kafka_stack: LocalStack, users: dict[str, KafkaSettings]
+) -> None:
+    import subprocess
+
+    from stack.apache_kafka import find_java, kafka_lib_dir
+
+    zk, broker = secured_kafka_stack.zookeeper, secured_kafka_stack.broker
+    java = find_java(secured_kafka_stack.environ)
+    lib = kafka_lib_dir(environ=secured_kafka_stack.environ)
+
+    def zk_cli(*command: str, login: bool) -> str:
+        # The broker's own login (ApacheKafka._zookeeper_login writes it).
+        jaas = [f"-Djava.security.auth.login.config={broker.home / 'jaas.conf'}"]
+        result = subprocess.run(
+            [
+                *(java, "-Xmx64m", *(jaas if login else []), "-cp", f"{lib}/*"),
+                *("org.apache.zookeeper.ZooKeeperMain", "-server", f"127.0.0.1:{zk.port}", *command),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return result.stdout + result.stderr
+
+    anonymous = zk_cli("get", "/brokers/ids/0", login=False)
+    assert "Session closed because client failed to authenticate" in anonymous, anonymous[-2000:]
+    acl = zk_cli("getAcl", "/config/users/broker", login=True)
+    assert "'sasl,'kafka" in acl and "'world,'anyone" not in acl, acl[-2000:]

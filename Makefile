@@ -18,7 +18,7 @@ VENV_STAMP  := $(VENV)/.txmon-requirements.stamp
 MYPY_PATHS  := $(sort $(patsubst %/,%,$(dir $(wildcard devdocs/*.py utils/*.py producer/*.py consumer/*.py console/*.py reports/*.py stack/*.py dags/*.py plugins/*.py quality/*.py deploy/*.py tests/*.py))))
 
 .PHONY: help venv test-deps stack-up stack-down stack-status topics lint typecheck demo quality test simulate test-fast bench airflow check console \
-        compose-up compose-down test-compose docs docs-serve
+        compose-up compose-down test-compose test-cluster docs docs-serve
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,11 @@ test-deps: ## install chromium and promtool (Debian packages) if missing; `make 
 
 test: venv test-deps ## all tests: unit, integration (real Kafka + PostgreSQL, started if needed) and DAGs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Minutes of broker bounces on three brokers: its own step, after `make test`; the measured
+# stalls are printed in the run's summary.
+test-cluster: venv ## broker fault tests on a three-broker Kafka cluster (TXMON_KAFKA_BROKERS=3), ~4 min
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 simulate: venv ## the seeded consumer-group simulation over many seeds (SEEDS=100000; FIRST=0)
 	$(PY) -m tests.simulation --seeds $(or $(SEEDS),100000) --first $(or $(FIRST),0)

@@ -53,7 +53,9 @@ def _configured(name: str) -> bool:
     return bool(os.environ.get(name, "").strip())
 
 
-def open_services(state_dir: Path | None, ports: dict[str, int] | None = None) -> Services:
+def open_services(
+    state_dir: Path | None, ports: dict[str, int] | None = None, *, kafka_brokers: int | None = None
+) -> Services:
     """The bench's own LocalStack, or the configured Kafka / PostgreSQL where they are set and answer.
 
     Only the process environment counts (not `.env`): a developer's `.env` pointing at the dev
@@ -71,6 +73,7 @@ def open_services(state_dir: Path | None, ports: dict[str, int] | None = None) -
         zk_port=ports["zk_port"],
         kafka_port=ports["kafka_port"],
         pg_port=ports["pg_port"],
+        kafka_brokers=kafka_brokers,  # None: TXMON_KAFKA_BROKERS (default 1)
     )
     running_before = {n for n in ("zookeeper", "kafka", "postgres") if stack.pid(n) is not None}
     env = stack.up()
@@ -207,7 +210,13 @@ class Workspace:
 
     def topic(self, label: str, partitions: int) -> str:
         name = f"bench-{self.run_id}-{label}-{uuid.uuid4().hex[:6]}"
-        self.admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+        from utils.kafka_cleanup import new_topic_configs
+
+        # As many copies as the brokers allow (3 on a TXMON_KAFKA_BROKERS=3 cluster), as `make topics`.
+        rf = self.env.kafka_replication_factor
+        self.admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": rf, "configs": new_topic_configs(rf)}}
+        )
         self._topics.append(name)
         return name
 

@@ -260,8 +260,9 @@ class GroupMember:
         have seen partitions added first). None: the database could not be asked."""
         try:
             # kafka-python refreshes metadata only every metadata_max_age_ms; a producer may
-            # have seen added partitions first. No public call forces it.
-            self.consumer._fetch_all_topic_metadata()
+            # have seen added partitions first. topics() is the public call documented to
+            # always fetch fresh metadata from the cluster.
+            self.consumer.topics()
         except KafkaError as exc:
             log.warning("cannot refresh the topic's metadata (%s); using what the client has", exc)
         count = len(self.consumer.partitions_for_topic(self.topic))

@@ -169,10 +169,13 @@ log.dirs=${KAFKA_LOG_DIRS:-/var/lib/kafka/data}
 zookeeper.connect=${KAFKA_ZOOKEEPER_CONNECT:-zookeeper:2181}
 zookeeper.session.timeout.ms=6000
 num.partitions=${KAFKA_NUM_PARTITIONS:-6}
-# One broker: internal topics cannot be replicated.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+# One broker: nothing can be replicated. Three (docker-compose.cluster.yml): three copies of the
+# internal topics and of topics created without a factor, and acks=all waits for two of them.
+offsets.topic.replication.factor=${KAFKA_DEFAULT_REPLICATION_FACTOR:-1}
+transaction.state.log.replication.factor=${KAFKA_DEFAULT_REPLICATION_FACTOR:-1}
+transaction.state.log.min.isr=${KAFKA_MIN_INSYNC_REPLICAS:-1}
+default.replication.factor=${KAFKA_DEFAULT_REPLICATION_FACTOR:-1}
+min.insync.replicas=${KAFKA_MIN_INSYNC_REPLICAS:-1}
 # A single consumer joins at once instead of waiting 3 s for others.
 group.initial.rebalance.delay.ms=0
 delete.topic.enable=true

@@ -24,7 +24,11 @@ def _ensure_topics(stack_env: StackEnv) -> None:
 
     settings = load_settings()
     with contextlib.closing(admin_client(stack_env.kafka_settings())) as admin:
-        for topic, outcome in ensure_topics(admin, settings.kafka).items():
+        # As many copies as this stack's brokers allow (3 on a cluster), whatever .env says.
+        outcome_by_topic = ensure_topics(
+            admin, settings.kafka, replication_factor=stack_env.kafka_replication_factor
+        )
+        for topic, outcome in outcome_by_topic.items():
             log.info("topic %s: %s", topic, outcome)
 
 
@@ -36,6 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "Ports: TXMON_STACK_ZK_PORT, TXMON_STACK_KAFKA_PORT, TXMON_STACK_PG_PORT "
             "(default 2181, 9092, 5432). "
             "Broker: TXMON_KAFKA_IMPL=auto|apache|tansu (auto: Apache Kafka, tansu only without Maven). "
+            "TXMON_KAFKA_BROKERS=3: a replicated cluster on TXMON_STACK_KAFKA_PORT, +1, +2. "
             'Cache: TXMON_CACHE_DIR (default ~/.cache/txmon). Usage: eval "$(python -m stack up)"'
         ),
     )

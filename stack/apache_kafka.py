@@ -1,4 +1,5 @@
-"""Apache Kafka in ZooKeeper mode, as the Compose design runs it: the jars, ZooKeeper, one broker.
+"""Apache Kafka in ZooKeeper mode, as the Compose design runs it: the jars, ZooKeeper, one broker
+(or a cluster of brokers on one ZooKeeper: TXMON_KAFKA_BROKERS=3, `KafkaCluster`).
 
 The jars come from `stack/kafka/pom.xml` (the one place Kafka's version is pinned), resolved once
 with Maven into `${TXMON_CACHE_DIR:-~/.cache/txmon}/kafka-<version>-<pom hash>/lib`, or from
@@ -16,7 +17,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reports.zookeeper import zk_command
@@ -41,6 +42,11 @@ LOG4J_PROPERTIES = REPO_ROOT / "stack" / "kafka" / "log4j.properties"
 ZK_HEAP = "-Xmx256m"
 KAFKA_HEAP = "-Xmx512m"
 BROKER_ID = 0
+# Replication the project asks for when a cluster runs: three copies, and a write acknowledged
+# (acks=all) only once two of them hold it, so one broker may die or restart without losing an
+# acknowledged record or stopping the producer (Kafka's own recommendation for RF 3).
+CLUSTER_REPLICATION = 3
+CLUSTER_MIN_INSYNC = 2
 # Shorter than Kafka's 18 s default: after a broker is SIGKILLed its registration in ZooKeeper
 # lives until this session expires, and a restart has to wait for that.
 KAFKA_ZK_SESSION_TIMEOUT_MS = 6000
@@ -68,19 +74,41 @@ def zookeeper_properties(data_dir: Path, port: int) -> dict[str, object]:
     }
 
 
-def kafka_properties(log_dir: Path, port: int, zk_port: int, *, partitions: int = 6) -> dict[str, object]:
-    """One broker in ZooKeeper mode, as in the Compose design; single-node replication settings."""
+def replication_settings(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `brokers`: 1/1 on one broker,
+    3/2 from three on (two brokers: 2/1, so that one may restart without stopping writes)."""
+    if brokers < 1:
+        raise StackError(f"TXMON_KAFKA_BROKERS={brokers}: at least 1")
+    factor = min(CLUSTER_REPLICATION, brokers)
+    return factor, (CLUSTER_MIN_INSYNC if factor >= CLUSTER_REPLICATION else 1)
+
+
+def kafka_properties(
+    log_dir: Path,
+    port: int,
+    zk_port: int,
+    *,
+    partitions: int = 6,
+    broker_id: int = BROKER_ID,
+    brokers: int = 1,
+) -> dict[str, object]:
+    """One broker in ZooKeeper mode, as in the Compose design; replication sized to the cluster."""
+    factor, min_isr = replication_settings(brokers)
     return {
-        "broker.id": BROKER_ID,
+        "broker.id": broker_id,
         "listeners": f"PLAINTEXT://{HOST}:{port}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
         "log.dirs": log_dir,
         "zookeeper.connect": f"{HOST}:{zk_port}",
         "zookeeper.session.timeout.ms": KAFKA_ZK_SESSION_TIMEOUT_MS,
         "num.partitions": partitions,
-        "offsets.topic.replication.factor": 1,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
+        # Internal topics (group offsets, transactions) and topics created without a factor get
+        # the cluster's; min.insync.replicas is what acks=all waits for.
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
+        "default.replication.factor": factor,
+        "min.insync.replicas": min_isr,
         # A single member joins at once instead of waiting 3 s for others.
         "group.initial.rebalance.delay.ms": 0,
         "delete.topic.enable": "true",
@@ -313,10 +341,25 @@ class ApacheKafka(Daemon):
 
     name = "kafka"
 
-    def __init__(self, rt: Runtime, port: int, zookeeper: ZooKeeper, *, partitions: int = 6) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        port: int,
+        zookeeper: ZooKeeper,
+        *,
+        partitions: int = 6,
+        broker_id: int = BROKER_ID,
+        brokers: int = 1,
+    ) -> None:
         super().__init__(rt, port)
         self.zookeeper = zookeeper
         self.partitions = partitions
+        self.broker_id = broker_id
+        self.brokers = brokers  # the cluster's size: replication settings follow it
+        # Broker 0 keeps the single broker's files (kafka/, logs/kafka.log, run/kafka.pid), so a
+        # one-broker state dir stays what it was; the others get kafka-1/, kafka-2/, ...
+        if broker_id != BROKER_ID:
+            self.name = f"kafka-{broker_id}"
 
     @property
     def bootstrap(self) -> str:
@@ -334,6 +377,10 @@ class ApacheKafka(Daemon):
         return str(self.config)
 
     def ready(self) -> bool:
+        if self.brokers > 1:
+            # A cluster member is ready once registered: its topics' leaders may be brokers that
+            # are still down (KafkaCluster waits for them once every member runs).
+            return kafka_answers(self.bootstrap, timeout_s=2.0, expect_brokers=[self.broker_id])
         return kafka_answers(
             self.bootstrap,
             timeout_s=2.0,
@@ -414,7 +461,14 @@ class ApacheKafka(Daemon):
         self._wait_broker_deregistered()
         lib = kafka_lib_dir(environ=self.rt.environ)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        props = kafka_properties(self.data_dir, self.port, self.zookeeper.port, partitions=self.partitions)
+        props = kafka_properties(
+            self.data_dir,
+            self.port,
+            self.zookeeper.port,
+            partitions=self.partitions,
+            broker_id=self.broker_id,
+            brokers=self.brokers,
+        )
         java = find_java(self.rt.environ)
         jvm_args = self._zookeeper_login()
         if jvm_args:
@@ -422,7 +476,7 @@ class ApacheKafka(Daemon):
         if self.secured:
             props.update(self._secured_properties(java, lib, jvm_args))
         write_atomic(self.config, render_properties(props), mode=0o600)  # it holds the broker's password
-        log.info("starting kafka on %s (ZooKeeper mode, broker %d)", self.bootstrap, BROKER_ID)
+        log.info("starting kafka on %s (ZooKeeper mode, broker %d)", self.bootstrap, self.broker_id)
         return java_argv(java, KAFKA_HEAP, "kafka.Kafka", self.config, lib, jvm_args)
 
     def _zookeeper_login(self) -> tuple[str, ...]:
@@ -467,16 +521,113 @@ class ApacheKafka(Daemon):
         a broker started before that refuses to register (NodeExists). Wait it out."""
         deadline = time.monotonic() + KAFKA_ZK_SESSION_TIMEOUT_MS / 1000 + 10
         waited = False
-        while f"/brokers/ids/{BROKER_ID}" in zk_command(self.zookeeper.port, "dump"):
+        registration = re.compile(rf"/brokers/ids/{self.broker_id}\b")
+        while registration.search(zk_command(self.zookeeper.port, "dump")):
             if time.monotonic() > deadline:
                 raise StackError(
-                    f"broker {BROKER_ID} is still registered in ZooKeeper on port {self.zookeeper.port}: "
+                    f"broker {self.broker_id} is still registered in ZooKeeper on port {self.zookeeper.port}: "
                     "is another broker using it? Stop that broker or give this stack its own ZooKeeper port"
                 )
             if not waited:
                 log.info("waiting for the previous broker's ZooKeeper session to expire")
                 waited = True
             time.sleep(0.5)
+
+
+class KafkaCluster:
+    """Brokers 0..n-1 on one ZooKeeper, as component `kafka` (TXMON_KAFKA_BROKERS=n, n > 1).
+
+    Broker i listens on the i-th port, has its own log dir, pidfile and log (`kafka`, `kafka-1`,
+    `kafka-2`, ...), and broker.id i. Members start one after the other, each ready once it is
+    registered; the cluster is ready when every member is registered and every topic on disk has
+    a leader (after a full stop a partition's last in-sync replica may be the last broker to
+    start, so no single member can wait for that). `member(i)` is what fault tests stop and start.
+    """
+
+    name = "kafka"
+    secured = False  # SASL_SSL runs on one broker only (stack/kafka_security.py)
+
+    def __init__(
+        self, rt: Runtime, ports: Sequence[int], zookeeper: ZooKeeper, *, partitions: int = 6
+    ) -> None:
+        if len(ports) < 2 or len(set(ports)) != len(ports):
+            raise StackError(f"a Kafka cluster needs two or more different ports, got {list(ports)}")
+        self.rt = rt
+        self.zookeeper = zookeeper
+        self.members = [
+            ApacheKafka(rt, port, zookeeper, partitions=partitions, broker_id=i, brokers=len(ports))
+            for i, port in enumerate(ports)
+        ]
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    @property
+    def bootstrap(self) -> str:
+        """Every member: a client that starts while one of them is down still finds the cluster."""
+        return ",".join(m.bootstrap for m in self.members)
+
+    @property
+    def log_path(self) -> Path:
+        return self.members[0].log_path
+
+    def member(self, broker_id: int) -> ApacheKafka:
+        if not 0 <= broker_id < len(self.members):
+            raise StackError(f"no broker {broker_id}: this cluster has brokers 0-{len(self.members) - 1}")
+        return self.members[broker_id]
+
+    def pid(self) -> int | None:
+        """A live member's PID: the cluster is this stack's while any of its brokers runs."""
+        return next((pid for m in self.members if (pid := m.pid()) is not None), None)
+
+    def is_up(self) -> bool:
+        return all(m.is_up() for m in self.members)
+
+    def ready(self, *, in_sync: bool = False) -> bool:
+        """Every member registered and every topic on disk led; `in_sync`: also every replica
+        back in its partition's ISR (what a rolling restart waits for before the next bounce)."""
+        topics: set[str] = set()
+        for m in self.members:
+            topics |= topics_in_log_dir(m.data_dir)
+        return kafka_answers(
+            self.bootstrap,
+            timeout_s=3.0,
+            expect_topics=topics,
+            expect_brokers=range(len(self.members)),
+            expect_in_sync=in_sync,
+        )
+
+    def wait_ready(self, *, in_sync: bool = False, timeout_s: float | None = None) -> float:
+        """Until `ready(in_sync=...)`; the seconds it took, or a StackError naming the members' logs."""
+        started = time.monotonic()
+        deadline = started + (self.rt.start_timeout_s if timeout_s is None else timeout_s)
+        while not self.ready(in_sync=in_sync):
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(m.log_path) for m in self.members)
+                raise StackError(
+                    f"the Kafka cluster ({self.bootstrap}) has no leader for some topic"
+                    f"{' or a replica out of sync' if in_sync else ''} after "
+                    f"{time.monotonic() - started:.0f} s; see {logs}"
+                )
+            time.sleep(0.3)
+        return time.monotonic() - started
+
+    def start(self) -> None:
+        self.zookeeper.start()
+        for m in self.members:
+            m.start()
+        waited = self.wait_ready()
+        log.info(
+            "kafka cluster of %d brokers ready on %s (%.1f s for leaders)",
+            len(self.members),
+            self.bootstrap,
+            waited,
+        )
+
+    def stop(self, *, kill: bool = False) -> None:
+        for m in reversed(self.members):
+            m.stop(kill=kill)
 
 
 def _digest(text: str) -> str:

@@ -123,10 +123,18 @@ def tail_text(path: Path, *, lines: int = 30, start: int = 0) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
+def port_variable(name: str) -> str:
+    """The variable that moves component `name`'s port; broker i of a cluster (`kafka-i`) listens
+    on TXMON_STACK_KAFKA_PORT + i."""
+    if name.startswith("kafka-"):
+        return f"{PORT_ENV['kafka']} (broker {name.removeprefix('kafka-')} uses it + {name.removeprefix('kafka-')})"
+    return PORT_ENV[name]
+
+
 def port_taken_hint(name: str, port: int, log_text: str) -> str:
     """The fix for a component whose log says its port was taken, else ''."""
     if "Address already in use" in log_text or "BindException" in log_text:
-        return f"\nfix: port {port} is taken: set {PORT_ENV[name]} to a free port"
+        return f"\nfix: port {port} is taken: set {port_variable(name)} to a free port"
     return ""
 
 
@@ -149,14 +157,18 @@ def kafka_answers(
     *,
     expect_topics: Iterable[str] = (),
     security: Mapping[str, object] | None = None,
+    expect_brokers: Iterable[int] = (),
+    expect_in_sync: bool = False,
 ) -> bool:
     """True when a Kafka broker answers a metadata request and the cluster has a controller.
 
     `expect_topics`: also require these topics in the metadata with a leader for every partition.
     A restarted broker answers before the controller has told it about its old topics; a client
-    that asks in that window is told the topic does not exist.
+    that asks in that window is told the topic does not exist. `expect_in_sync`: and every
+    replica of theirs in the ISR. `expect_brokers`: these broker ids registered in the cluster.
     """
     expected = set(expect_topics)
+    brokers = set(expect_brokers)
     try:
         addrs = parse_bootstrap(bootstrap)
     except StackError:
@@ -181,6 +193,8 @@ def kafka_answers(
         cluster = admin.describe_cluster()
         if not cluster.get("brokers") or cluster.get("controller_id", -1) < 0:
             return False
+        if not brokers <= {b.get("broker_id") for b in cluster["brokers"]}:
+            return False
         if not expected:
             return True
         served = {
@@ -188,7 +202,11 @@ def kafka_answers(
             for t in admin.describe_topics(sorted(expected))
             if t.get("error_code", 0) == 0
             and t.get("partitions")
-            and all(p.get("leader_id", -1) >= 0 for p in t["partitions"])
+            and all(
+                p.get("leader_id", -1) >= 0
+                and (not expect_in_sync or set(p.get("replica_nodes") or ()) <= set(p.get("isr_nodes") or ()))
+                for p in t["partitions"]
+            )
         }
         return expected <= served
     except Exception as exc:
@@ -203,7 +221,7 @@ def check_port_free(name: str, port: int) -> None:
     if tcp_answers(HOST, port, 0.5):
         raise StackError(
             f"port {port} ({name}) is already in use by a process this stack did not start: "
-            f"stop it or set {PORT_ENV[name]} to a free port"
+            f"stop it or set {port_variable(name)} to a free port"
         )
 
 

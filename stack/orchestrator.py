@@ -30,7 +30,15 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from stack.apache_kafka import ApacheKafka, MavenUnavailable, ZooKeeper, kafka_lib_dir
+from stack import kafka_security
+from stack.apache_kafka import (
+    ApacheKafka,
+    KafkaCluster,
+    MavenUnavailable,
+    ZooKeeper,
+    kafka_lib_dir,
+    replication_settings,
+)
 from stack.common import (
     COMPONENTS,
     DEFAULT_PORTS,
@@ -61,6 +69,19 @@ def wanted_kafka_impl(environ: Mapping[str, str]) -> str:
     if value not in KAFKA_IMPLS:
         raise StackError(f"TXMON_KAFKA_IMPL={value!r}: use one of {', '.join(KAFKA_IMPLS)} (default auto)")
     return value
+
+
+def wanted_kafka_brokers(environ: Mapping[str, str]) -> int:
+    """TXMON_KAFKA_BROKERS: how many Apache Kafka brokers the stack runs (default 1; 3 for a
+    replicated cluster: replication factor 3, min.insync.replicas 2)."""
+    raw = environ.get("TXMON_KAFKA_BROKERS", "").strip() or "1"
+    try:
+        count = int(raw)
+    except ValueError:
+        raise StackError(f"TXMON_KAFKA_BROKERS={raw!r}: a broker count, 1 (default) or 3") from None
+    if not 1 <= count <= 9:
+        raise StackError(f"TXMON_KAFKA_BROKERS={count}: between 1 and 9 (3 for a replicated cluster)")
+    return count
 
 
 def export_lines(values: Mapping[str, str]) -> str:
@@ -95,6 +116,8 @@ class StackEnv:
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
     kafka_ssl_cafile: str = ""
+    # KAFKA_REPLICATION_FACTOR: what topics are created with on these brokers (3 on a cluster).
+    kafka_replication_factor: int = 1
 
     def as_environ(self) -> dict[str, str]:
         """The variables utils/config.py reads, named after the fields (KAFKA_BOOTSTRAP_SERVERS, ...)."""
@@ -109,6 +132,7 @@ class StackEnv:
             sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password,
             ssl_cafile=self.kafka_ssl_cafile,
+            replication_factor=self.kafka_replication_factor,
         )
 
     def postgres_settings(self) -> PostgresSettings:
@@ -177,9 +201,23 @@ class LocalStack:
         start_timeout_s: float = 120.0,
         stop_timeout_s: float = 60.0,
         kafka_partitions: int = 6,
+        kafka_brokers: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.environ = dict(os.environ if environ is None else environ)
+        # Broker i of a cluster listens on kafka_port + i.
+        self.kafka_brokers = wanted_kafka_brokers(self.environ) if kafka_brokers is None else kafka_brokers
+        self.kafka_ports = [kafka_port + i for i in range(self.kafka_brokers)]
+        if {zk_port, pg_port} & set(self.kafka_ports[1:]):
+            raise StackError(
+                f"brokers on ports {self.kafka_ports} collide with ZooKeeper ({zk_port}) or PostgreSQL "
+                f"({pg_port}): move TXMON_STACK_KAFKA_PORT"
+            )
+        if self.kafka_brokers > 1 and kafka_security.wanted_security(self.environ) == "sasl_ssl":
+            raise StackError(
+                "TXMON_KAFKA_SECURITY=sasl_ssl runs on one broker only: unset TXMON_KAFKA_BROKERS or "
+                "TXMON_KAFKA_SECURITY"
+            )
         self.state_dir = Path(state_dir or default_state_dir(self.environ)).expanduser().absolute()
         self.ports = {"zookeeper": zk_port, "kafka": kafka_port, "postgres": pg_port}
         if len(set(self.ports.values())) != 3:
@@ -192,8 +230,13 @@ class LocalStack:
         rt = Runtime(self.state_dir, self.environ, start_timeout_s, stop_timeout_s)
         self.zookeeper = ZooKeeper(rt, zk_port)
         # Both write the pidfile and log of component `kafka`; `up()` records which one runs.
-        self._brokers: dict[str, ApacheKafka | TansuBroker] = {
-            "apache": ApacheKafka(rt, kafka_port, self.zookeeper, partitions=kafka_partitions),
+        apache: ApacheKafka | KafkaCluster = (
+            KafkaCluster(rt, self.kafka_ports, self.zookeeper, partitions=kafka_partitions)
+            if self.kafka_brokers > 1
+            else ApacheKafka(rt, kafka_port, self.zookeeper, partitions=kafka_partitions)
+        )
+        self._brokers: dict[str, ApacheKafka | KafkaCluster | TansuBroker] = {
+            "apache": apache,
             "tansu": TansuBroker(rt, kafka_port),
         }
         self.postgres = Postgres(rt, pg_port)
@@ -228,14 +271,37 @@ class LocalStack:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{HOST}:{self.ports['kafka']}"
+        """Every broker this stack runs, comma-separated (one unless TXMON_KAFKA_BROKERS > 1)."""
+        return ",".join(f"{HOST}:{port}" for port in self.kafka_ports)
+
+    @property
+    def kafka_cluster(self) -> KafkaCluster:
+        """The brokers, for fault tests that stop and start one of them (TXMON_KAFKA_BROKERS > 1)."""
+        broker = self._brokers["apache"]
+        if not isinstance(broker, KafkaCluster):
+            raise StackError(
+                "this stack runs one broker: build it with kafka_brokers=3 (TXMON_KAFKA_BROKERS)"
+            )
+        return broker
+
+    def stop_broker(self, broker_id: int, *, kill: bool = False) -> None:
+        """Stop one broker of the cluster: SIGTERM (controlled shutdown: leadership moves first)
+        or, with `kill`, SIGKILL (a crash: the others elect new leaders once its ZooKeeper session
+        expires). Its log dir stays."""
+        with self._locked():
+            self.kafka_cluster.member(broker_id).stop(kill=kill)
+
+    def start_broker(self, broker_id: int) -> None:
+        """Start one broker of the cluster again and wait until it is registered."""
+        with self._locked():
+            self.kafka_cluster.member(broker_id).start()
 
     @property
     def pg_dir(self) -> Path:
         return self.postgres.pg_dir
 
     @property
-    def broker(self) -> ApacheKafka | TansuBroker:
+    def broker(self) -> ApacheKafka | KafkaCluster | TansuBroker:
         """This stack's broker, of the kind the last `up()` chose."""
         return self._brokers[self.kafka_impl()]
 
@@ -349,6 +415,8 @@ class LocalStack:
                     state[name] = "local"
             if state["kafka"] == "local":
                 state["kafka_impl"] = self._choose_kafka_impl(wanted, state.get("kafka_impl"))
+                self._check_broker_count(state)
+                state["kafka_brokers"] = self.kafka_brokers
                 # tansu needs no ZooKeeper; neither does a configured Kafka.
                 state["zookeeper"] = "local" if state["kafka_impl"] == "apache" else "unused"
             else:
@@ -362,16 +430,37 @@ class LocalStack:
             log.info("stack ready in %.1f s (state in %s)", time.monotonic() - started, self.state_dir)
             return self.env()
 
+    def _check_broker_count(self, state: Mapping[str, Any]) -> None:
+        """A state dir's brokers hold topics replicated for their count: one broker cannot serve
+        a cluster's three-replica topics (nor a cluster take over one broker's), so a different
+        count is refused with the fix rather than started into a broken cluster."""
+        recorded = state.get("kafka_brokers", 1)  # a state dir from before clusters had one broker
+        if recorded == self.kafka_brokers or state.get("kafka_impl") != "apache":
+            return
+        if any((self.state_dir / "kafka" / "data").glob("*-[0-9]*")):
+            raise StackError(
+                f"{self.state_dir} holds the topics of {recorded} Kafka broker(s): set TXMON_KAFKA_BROKERS="
+                f"{recorded}, or use another --state-dir for {self.kafka_brokers}"
+            )
+
     def _choose_kafka_impl(self, wanted: str, running: str | None) -> str:
         """apache or tansu for this stack's broker: what runs already, else what TXMON_KAFKA_IMPL
         asks; `auto` is Apache Kafka unless its jars cannot be had (then tansu, with a warning)."""
         if self.pid("kafka") is not None and running in ("apache", "tansu"):
             return running
+        if self.kafka_brokers > 1 and wanted == "tansu":
+            raise StackError(
+                "tansu runs as one broker: TXMON_KAFKA_BROKERS > 1 needs TXMON_KAFKA_IMPL=apache or auto"
+            )
         if wanted != "auto":
             return wanted
         try:
             kafka_lib_dir(environ=self.environ)
         except MavenUnavailable as exc:
+            if self.kafka_brokers > 1:
+                raise StackError(
+                    f"TXMON_KAFKA_BROKERS={self.kafka_brokers} needs Apache Kafka: {exc}"
+                ) from exc
             log.warning(
                 "%s\nFalling back to the tansu broker (memory only, known quirks: see stack/tansu.py); "
                 "TXMON_KAFKA_IMPL=apache makes this an error instead",
@@ -401,8 +490,21 @@ class LocalStack:
 
     def env(self) -> StackEnv:
         """The environment for the pipeline: this stack's addresses and roles, or the configured ones."""
+        return dataclasses.replace(self._env(), kafka_replication_factor=self._replication_factor())
+
+    def _replication_factor(self) -> int:
+        """What topics get here: the configured Kafka's setting, or what this stack's brokers allow."""
         state = self._read_state()
-        kafka = self._kafka_env(state)
+        if state.get("kafka") == "external" and self.existing_kafka:
+            return self.existing_kafka_settings.replication_factor if self.existing_kafka_settings else 1
+        if state.get("kafka_impl", "apache") != "apache":
+            return 1
+        return replication_settings(self.kafka_brokers)[0]
+
+    def _env(self) -> StackEnv:
+        state = self._read_state()
+        # Any: mypy would match these strings against every StackEnv field, the int one included.
+        kafka: dict[str, Any] = self._kafka_env(state)
         if state.get("postgres") == "external" and self.existing_postgres:
             pg = self.existing_postgres
             return StackEnv(kafka.pop("kafka_bootstrap_servers"), pg.host, pg.port, pg.db, pg.user, pg.password,
@@ -489,18 +591,33 @@ class LocalStack:
                 out.append(ComponentStatus(name, mode, False, ""))
                 continue
             up = pid is not None and self.is_up(name)
-            out.append(
-                ComponentStatus(name, "local", up, f"{HOST}:{self.ports[name]}", pid, self.log_path(name))
-            )
+            out.append(ComponentStatus(name, "local", up, self._address(name), pid, self.log_path(name)))
         return out
+
+    def _address(self, name: str) -> str:
+        if name == "kafka" and self.kafka_impl() == "apache":
+            return self.kafka_bootstrap
+        return f"{HOST}:{self.ports[name]}"
 
     def down(self) -> None:
         """Stop every process this stack started (by pidfile); data and passwords stay."""
         with self._locked():
             self.broker.stop()  # before ZooKeeper, so it deregisters cleanly
+            self._stop_other_brokers()
             self.zookeeper.stop()
             if self.pg_dir.exists():
                 self.postgres.stop()
+
+    def _stop_other_brokers(self) -> None:
+        """Brokers of a cluster this object was not built for (`down` without TXMON_KAFKA_BROKERS
+        in a shell where `up` had it): stopped by their pidfiles all the same."""
+        rt = Runtime(self.state_dir, self.environ, stop_timeout_s=60.0)
+        for pidfile in sorted((self.state_dir / "run").glob("kafka-*.pid")):
+            broker_id = pidfile.stem.removeprefix("kafka-")
+            if not broker_id.isdigit() or int(broker_id) < self.kafka_brokers:
+                continue
+            port = self.ports["kafka"] + int(broker_id)
+            ApacheKafka(rt, port, self.zookeeper, broker_id=int(broker_id), brokers=int(broker_id) + 1).stop()
 
     def destroy(self) -> None:
         """`down()`, then remove the state dir (and a relocated PostgreSQL folder): all data is lost."""

@@ -40,7 +40,11 @@ class KafkaSettings:
     dlq_topic: str = env("KAFKA_DLQ_TOPIC", "transactions.dlq", "dead-letter topic for rejected messages")
     consumer_group: str = env("KAFKA_CONSUMER_GROUP", "transaction-processor", "consumer group id")
     topic_partitions: int = env("KAFKA_TOPIC_PARTITIONS", 6, "partitions when the topic is created")
-    replication_factor: int = env("KAFKA_REPLICATION_FACTOR", 1, "replication when topics are created")
+    replication_factor: int = env(
+        "KAFKA_REPLICATION_FACTOR",
+        1,
+        "replication when topics are created (3 or more: min.insync.replicas=2)",
+    )
     security_protocol: str = env(
         "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
     )

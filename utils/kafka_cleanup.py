@@ -49,6 +49,19 @@ log = logging.getLogger(__name__)
 # a mirror) cannot hide later events (docs/event-time.md).
 TIMESTAMP_AFTER_MAX_MS = 3_600_000
 TOPIC_CONFIGS = {"message.timestamp.after.max.ms": str(TIMESTAMP_AFTER_MAX_MS)}
+# With three copies a write (acks=all, as the producer sends) is acknowledged once two hold it:
+# one broker may crash or restart without losing an acknowledged record or stopping the producer.
+REPLICATED_MIN_INSYNC = 2
+
+
+def new_topic_configs(replication_factor: int) -> dict[str, str]:
+    """The configs of a topic the project creates: the timestamp bound, and min.insync.replicas
+    2 from replication factor 3 on (1 below: with two copies, 2 would stop writes while either
+    broker restarts)."""
+    min_insync = REPLICATED_MIN_INSYNC if replication_factor >= 3 else 1
+    return {**TOPIC_CONFIGS, "min.insync.replicas": str(min_insync)}
+
+
 _TOPIC_ALREADY_EXISTS = kafka_errors.TopicAlreadyExistsError.errno
 _UNKNOWN_TOPIC = kafka_errors.UnknownTopicOrPartitionError.errno
 
@@ -164,7 +177,7 @@ def ensure_topics(
             t: {
                 "num_partitions": partitions,
                 "replication_factor": replication_factor,
-                "configs": TOPIC_CONFIGS,
+                "configs": new_topic_configs(replication_factor),
             }
             for t in missing
         }

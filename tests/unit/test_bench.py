@@ -8,6 +8,7 @@ import math
 import subprocess
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -336,3 +337,19 @@ def test_naive_row_fills_every_column_by_name() -> None:
     assert isinstance(stamp, datetime) and stamp.tzinfo is not None
     assert row["amount_base"] is None
     assert row["transaction_id"] and row["account_id"]
+
+
+def test_brokers_ratio_pairs_each_round_and_ignores_a_missing_figure() -> None:
+    """bench.brokers: three brokers / one within each ABBA round, then the median of the rounds."""
+    from bench.brokers import paired_ratio
+
+    runs: list[dict[str, Any]] = [
+        {"mode": "1_broker", "produce_rate": 100},
+        {"mode": "3_brokers", "produce_rate": 70},
+        {"mode": "3_brokers", "produce_rate": 45},  # the second round runs the cluster first
+        {"mode": "1_broker", "produce_rate": 50},
+        {"mode": "1_broker", "produce_rate": 80},
+        {"mode": "3_brokers", "produce_rate": None},  # no figure: the round does not count
+    ]
+    assert paired_ratio(runs, 3, "produce_rate") == 0.8  # median of 0.7 and 0.9
+    assert paired_ratio(runs[4:], 1, "produce_rate") is None

@@ -74,7 +74,7 @@ ENTRY_POINTS = {
             "tls",
             "--tls-dir=/var/lib/txmon/kafka-tls",
             "--ca-dir=/var/lib/txmon/kafka-ca",
-            "--hostnames=kafka,localhost,127.0.0.1",
+            "--hostnames=kafka,kafka-2,kafka-3,localhost,127.0.0.1",
             "--owner=10001",
         ],
         "stack/kafka_security.py",
@@ -943,3 +943,93 @@ def test_kafka_entrypoint_refuses_a_password_jaas_would_misread(fake_java: Path,
     )
     assert result.returncode == 1 and "KAFKA_BROKER_PASSWORD" in result.stderr
     assert argv == []
+
+
+# --- The three-broker override (docker-compose.cluster.yml) -------------------------------------------
+
+COMPOSE_CLUSTER_FILE = REPO_ROOT / "docker-compose.cluster.yml"
+
+
+class _OverrideLoader(yaml.SafeLoader):
+    """Reads Compose's `!override` / `!reset` tags as the plain values they carry."""
+
+
+for _tag in ("!override", "!reset"):
+    _OverrideLoader.add_constructor(
+        _tag,
+        lambda loader, node: (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_scalar(node)
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict[str, Any]:
+    return yaml.load(COMPOSE_CLUSTER_FILE.read_text(), Loader=_OverrideLoader)
+
+
+CLUSTER_BROKERS = {"kafka": 0, "kafka-2": 1, "kafka-3": 2}
+
+
+def test_cluster_override_runs_three_brokers_with_own_ids_addresses_and_data(
+    cluster: dict[str, Any], services: dict[str, Any]
+) -> None:
+    over = cluster["services"]
+    ports, volumes = set(), set()
+    for name, broker_id in CLUSTER_BROKERS.items():
+        env = environment(over[name])
+        assert env["KAFKA_BROKER_ID"] == str(broker_id), name
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3" and env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        if name == "kafka":
+            continue  # the base file's ports, volume and listeners
+        assert over[name]["extends"] == {"file": "docker-compose.yml", "service": "kafka"}
+        assert env["KAFKA_ADVERTISED_LISTENERS"].startswith(f"INTERNAL://{name}:29092,EXTERNAL://localhost:")
+        (port,) = over[name]["ports"]
+        volume, key_store = over[name]["volumes"]
+        # Its own data, and the one key store (the certificate names every broker).
+        assert key_store == "kafka_tls:/var/lib/txmon/kafka-tls:ro", name
+        ports.add(port.split(":")[1])
+        volumes.add(volume.split(":")[0])
+        assert over[name]["depends_on"] == services["kafka"]["depends_on"]
+    assert len(ports) == 2 and services["kafka"]["ports"][0].split(":")[1] not in ports
+    assert volumes == {"kafka_2_data", "kafka_3_data"} and volumes <= set(cluster["volumes"])
+
+
+def test_cluster_override_points_every_kafka_client_at_all_three(
+    cluster: dict[str, Any], services: dict[str, Any]
+) -> None:
+    clients = {n for n, s in services.items() if "KAFKA_BOOTSTRAP_SERVERS" in environment(s)}
+    assert clients, "the base file's clients take KAFKA_BOOTSTRAP_SERVERS"
+    over = cluster["services"]
+    for name in clients:
+        env = environment(over.get(name, {}))
+        assert env.get("KAFKA_BOOTSTRAP_SERVERS") == "kafka:29092,kafka-2:29092,kafka-3:29092", name
+        assert env.get("KAFKA_REPLICATION_FACTOR") == "3", name
+    waits = over["kafka-init"]["depends_on"]
+    assert {waits[b]["condition"] for b in ("kafka-2", "kafka-3")} == {"service_healthy"}
+
+
+def test_cluster_broker_renders_what_a_native_cluster_member_runs(fake_java: Path, tmp_path: Path) -> None:
+    result, _ = _run_entrypoint(
+        "kafka",
+        fake_java,
+        tmp_path,
+        KAFKA_ADVERTISED_LISTENERS="INTERNAL://kafka-2:29092,EXTERNAL://localhost:9093",
+        KAFKA_LOG_DIRS="/data/kafka",
+        KAFKA_BROKER_ID="1",
+        KAFKA_DEFAULT_REPLICATION_FACTOR="3",
+        KAFKA_MIN_INSYNC_REPLICAS="2",
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = _properties(tmp_path / "conf" / "server.properties")
+    native = apache_kafka.kafka_properties(Path("/data/kafka"), 9093, 2181, broker_id=1, brokers=3)
+    for key in ("listeners", "advertised.listeners", "zookeeper.connect"):
+        del native[key]
+        del rendered[key]
+    rendered.pop("listener.security.protocol.map")
+    rendered.pop("inter.broker.listener.name")
+    assert rendered == {k: str(v) for k, v in native.items()}

@@ -14,6 +14,8 @@ from utils.config import env_fields, load_settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# The three-broker override (docs/scaling.md) adds the other brokers' host ports.
+COMPOSE_CLUSTER_FILE = REPO_ROOT / "docker-compose.cluster.yml"
 
 # Settings whose example value differs from the code default on purpose (the comment says why).
 DELIBERATE = {
@@ -57,9 +59,10 @@ SETTINGS = {field.metadata["env"]: (group, field) for group, field in env_fields
 
 
 def _compose_variables() -> set[str]:
-    """Names docker-compose.yml interpolates (`${NAME...}`) or passes through (`NAME:` with no value)."""
-    # And the override that publishes ZooKeeper's port (docs/security.md).
-    text = COMPOSE_FILE.read_text() + COMPOSE_FILE.with_name("docker-compose.zookeeper-port.yml").read_text()
+    """Names docker-compose.yml (and its overrides: the cluster, ZooKeeper's port) interpolates
+    (`${NAME...}`) or passes through (`NAME:` with no value)."""
+    text = COMPOSE_FILE.read_text() + COMPOSE_CLUSTER_FILE.read_text()
+    text += COMPOSE_FILE.with_name("docker-compose.zookeeper-port.yml").read_text()
     names = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
     names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*$", text, re.M))
     return names
@@ -108,7 +111,7 @@ def test_deliberate_differences_say_so(name: str) -> None:
 
 def test_no_stale_variables() -> None:
     stale = {entry.name for entry in ENTRIES} - set(SETTINGS) - _compose_variables()
-    assert not stale, f"neither a setting nor used by docker-compose.yml: {sorted(stale)}"
+    assert not stale, f"neither a setting nor used by the Compose files: {sorted(stale)}"
 
 
 def test_secrets_are_placeholders_to_change() -> None:

@@ -200,9 +200,10 @@ def test_zookeeper_closes_an_anonymous_session_and_the_brokers_znodes_have_acls(
 ) -> None:
     import subprocess
 
-    from stack.apache_kafka import find_java, kafka_lib_dir
+    from stack.apache_kafka import ApacheKafka, find_java, kafka_lib_dir
 
     zk, broker = secured_kafka_stack.zookeeper, secured_kafka_stack.broker
+    assert isinstance(broker, ApacheKafka), broker  # one broker: its home holds the JAAS login
     java = find_java(secured_kafka_stack.environ)
     lib = kafka_lib_dir(environ=secured_kafka_stack.environ)
 

@@ -402,7 +402,14 @@ class GroupMember:
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not stored yet, of each partition set up here, from the
         end offset the last fetch reported (no request to the broker)."""
-        highwater = {p: self.consumer.highwater(self._tp(p)) for p in self.machine.owned}
+        highwater: dict[int, int | None] = {}
+        for p in self.machine.owned:
+            try:
+                highwater[p] = self.consumer.highwater(self._tp(p))
+            except IllegalStateError:
+                # Revoked on the IO thread, its revocation still queued for the machine: no
+                # figure this time (it crashed every consumer of a `--scale consumer=3` rebalance).
+                highwater[p] = None
         return {(self.topic, p): n for p, n in self.machine.lag(highwater).items()}
 
     def caught_up(self) -> bool:

@@ -36,6 +36,9 @@ RUN groupadd --system --gid 10001 txmon \
 COPY utils/ ./utils/
 COPY consumer/ ./consumer/
 COPY producer/ ./producer/
+# The Compose stack's kafka-tls and kafka-init jobs run the native stack's Kafka security code
+# (stack/kafka_security.py, stack/kafka_init.py): one generator of certificates, users and ACLs for both.
+COPY stack/__init__.py stack/common.py stack/kafka_security.py stack/kafka_init.py ./stack/
 
 USER txmon
 # docker-compose.yml sets the command of every service; this default is the consumer.

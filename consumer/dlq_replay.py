@@ -97,7 +97,8 @@ def replay(
     from kafka.errors import KafkaError
 
     producer = KafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers.split(","),
+        # With the console's own Kafka user and the broker's CA where Kafka is secured (Compose).
+        **kafka.client_kwargs(),
         acks="all",
         max_block_ms=10_000,
         client_id=f"txmon-dlq-replay-{os.getpid()}",

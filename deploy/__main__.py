@@ -5,6 +5,9 @@ up     engine (docker/engine.sh), .env with fresh secrets if none, base images (
 down   stop and remove the containers; data volumes stay unless --volumes
 env    write .env with fresh secrets, unless it exists
 urls   where the running stack listens
+kafka-env [--user U]
+       `export` lines for a host client of the stack's Kafka (SASL_SSL as user U, default
+       producer; the CA copied next to .env):  eval "$(python -m deploy kafka-env)"
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +44,15 @@ def write_env_if_missing(path: Path) -> bool:
     is checked: see refuse_public_secrets)."""
     if path.exists():
         refuse_public_secrets(path)
+        added = env_file.added_secrets(ENV_EXAMPLE.read_text(), path.read_text())
+        if added:
+            with open(path, "a") as f:
+                f.write(
+                    "\n# Added by `make compose-up`: secrets the stack gained after this file was written.\n"
+                )
+                f.write(added)
+            names = [line.split("=", 1)[0] for line in added.splitlines() if not line.startswith("#")]
+            log.info("added fresh %s to %s", ", ".join(names), path)
         return False
     text = env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid())
     # Secrets inside: readable by the owner only, from the first byte.
@@ -82,6 +95,7 @@ def print_urls(project: Project) -> None:
     for what, url in project.urls().items():
         print(f"  {what:<22} {url}")
     print(f"  Airflow login: {admin} / AIRFLOW_ADMIN_PASSWORD from {project.env_file}")
+    print('  Kafka from the host (SASL_SSL): eval "$(python -m deploy kafka-env)" (docs/security.md)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--volumes", action="store_true", help="also delete the data volumes")
     sub.add_parser("env", help="write .env with fresh secrets unless it exists")
     sub.add_parser("urls", help="print where the stack listens")
+    kafka_env = sub.add_parser("kafka-env", help="export lines for a host client of the stack's Kafka")
+    kafka_env.add_argument(
+        "--user", default="producer", help="Kafka user: producer (default), consumer, health, admin, console"
+    )
     return p
 
 
@@ -124,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "env":
             if not write_env_if_missing(args.env_file):
                 log.info("%s exists; left as it is", args.env_file)
+            return 0
+        if args.command == "kafka-env":
+            for name, value in project.kafka_client_env(args.user).items():
+                print(f"export {name}={shlex.quote(value)}")
             return 0
         print_urls(project)
         return 0

@@ -24,6 +24,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 ENGINE_SCRIPT = REPO_ROOT / "docker" / "engine.sh"
 BASE_IMAGES_SCRIPT = REPO_ROOT / "docker" / "offline" / "build-base-images.sh"
+# Where the broker's container holds its key store and CA (docker-compose.yml, kafka-tls).
+KAFKA_TLS_DIR = "/var/lib/txmon/kafka-tls"
 
 # variable -> (default, what is behind it), as in docker-compose.yml's `ports:`.
 HOST_PORTS = {
@@ -120,8 +122,31 @@ class Project:
             f"@localhost:{port('POSTGRES_HOST_PORT')}/{self.variables().get('POSTGRES_DB', 'transactions')}"
             f"?sslmode=verify-full&sslrootcert={self.ca_path()}",
             "Kafka": f"localhost:{port('KAFKA_HOST_PORT')}",
-            "ZooKeeper": f"localhost:{port('ZOOKEEPER_HOST_PORT')}",
+            "ZooKeeper": f"localhost:{port('ZOOKEEPER_HOST_PORT')} (with docker-compose.zookeeper-port.yml only)",
             "Airflow's metadata DB": f"localhost:{port('AIRFLOW_POSTGRES_HOST_PORT')}",
+        }
+
+    def kafka_ca(self) -> Path:
+        """The CA certificate of the running stack's broker, copied next to the env file (it is
+        public: what a host client trusts, KAFKA_SSL_CAFILE). Made by the kafka-tls job."""
+        dest = self.env_file.with_name(f"kafka-ca-{self.name}.pem")
+        self.run("cp", f"kafka:{KAFKA_TLS_DIR}/ca.pem", str(dest), capture=True)
+        return dest
+
+    def kafka_client_env(self, user: str = "producer") -> dict[str, str]:
+        """The settings a host process needs to reach the published broker as `user` (one of
+        stack/kafka_security.USERS but the broker): what `python -m deploy kafka-env` prints."""
+        variable = f"KAFKA_{user.upper()}_PASSWORD"
+        password = self.variables().get(variable)
+        if not password:
+            raise DeployError(f"{self.env_file} has no {variable}: no Kafka user {user!r} in this stack")
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{self.host_port('KAFKA_HOST_PORT')}",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": user,
+            "KAFKA_SASL_PASSWORD": password,
+            "KAFKA_SSL_CAFILE": str(self.kafka_ca()),
         }
 
     def build(self) -> float:

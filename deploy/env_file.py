@@ -67,6 +67,26 @@ def render(
     return "\n".join(out) + "\n"
 
 
+def added_secrets(example: str, existing: str, *, secret: Callable[[], str] = new_secret) -> str:
+    """Lines to append to an existing env file: each `change-me-...` variable of `example` it
+    lacks (a secret added to the stack after the file was written), with a fresh value and its
+    comment. Empty when nothing is missing."""
+    have = {m["name"] for m in map(_ASSIGNMENT.match, existing.splitlines()) if m}
+    out: list[str] = []
+    comment: list[str] = []
+    for line in example.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match is None:
+            comment = [*comment, line] if line.startswith("#") else []
+            continue
+        name, value = match["name"], match["value"]
+        if name not in have and value.startswith(PLACEHOLDER):
+            fresh = new_fernet_key() if name == FERNET_VARIABLE else secret()
+            out += [*comment, f"{name}={fresh}"]
+        comment = []
+    return "\n".join(out) + "\n" if out else ""
+
+
 def placeholders_left(text: str) -> list[str]:
     """Names whose value is still a placeholder (a hand-written .env may have some)."""
     names = []

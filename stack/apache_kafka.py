@@ -22,7 +22,16 @@ from pathlib import Path
 
 from reports.zookeeper import zk_command
 from stack import kafka_security
-from stack.common import HOST, Daemon, Runtime, cache_dir, file_lock, kafka_answers, write_atomic
+from stack.common import (
+    HOST,
+    Daemon,
+    Runtime,
+    cache_dir,
+    file_lock,
+    kafka_answers,
+    render_properties,
+    write_atomic,
+)
 from utils.config import REPO_ROOT
 from utils.errors import StackError
 
@@ -46,15 +55,6 @@ KAFKA_ZK_SESSION_TIMEOUT_MS = 6000
 # --------------------------------------------------------------------------------------------
 # Configuration (pure)
 # --------------------------------------------------------------------------------------------
-
-
-def render_properties(props: Mapping[str, object]) -> str:
-    """A Java .properties file. Backslashes are escaped: Java reads them as escapes."""
-    lines = ["# Written by stack/apache_kafka.py; rewritten on every start."]
-    for key, value in props.items():
-        text = str(value).replace("\\", "\\\\").replace("\n", "\\n")
-        lines.append(f"{key}={text}")
-    return "\n".join(lines) + "\n"
 
 
 def zookeeper_properties(data_dir: Path, port: int) -> dict[str, object]:
@@ -118,12 +118,17 @@ def kafka_properties(
     }
 
 
-def java_argv(java: str, heap: str, main_class: str, config: Path, lib: Path) -> list[str]:
+def java_argv(
+    java: str, heap: str, main_class: str, config: Path, lib: Path, jvm_args: tuple[str, ...] = ()
+) -> list[str]:
+    """The JVM command line of both servers (and of docker/kafka-entrypoint.sh); `jvm_args`: the
+    JAAS file of a secured stack."""
     return [
         java,
         heap,
         "-Djava.awt.headless=true",
         "-XX:+ExitOnOutOfMemoryError",
+        *jvm_args,
         f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES}",
         "-cp",
         f"{lib}/*",
@@ -295,14 +300,40 @@ class ZooKeeper(Daemon):
     def answers(self) -> bool:
         return zk_command(self.port, "ruok") == "imok"
 
+    @property
+    def secured(self) -> bool:
+        """TXMON_KAFKA_SECURITY=sasl_ssl: SASL (DIGEST-MD5) logins only, the broker's user alone."""
+        return kafka_security.wanted_security(self.rt.environ) == "sasl_ssl"
+
+    @property
+    def jaas(self) -> Path:
+        return self.home / "jaas.conf"
+
+    def runs_secured(self) -> bool | None:
+        """Whether the ZooKeeper last started from this home takes SASL logins only (None: never
+        started). A running one is reused, so the broker must match it, not the environment."""
+        try:
+            return "enforce.auth.enabled=true" in self.config.read_text()
+        except OSError:
+            return None
+
     def argv(self) -> list[str]:
         lib = kafka_lib_dir(environ=self.rt.environ)
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(render_properties(zookeeper_properties(data, self.port)))
-        log.info("starting zookeeper on %s:%d", HOST, self.port)
+        props = zookeeper_properties(data, self.port)
+        jvm_args: tuple[str, ...] = ()
+        if self.secured:
+            password = kafka_security.zookeeper_password(self.rt.state_dir)
+            write_atomic(self.jaas, kafka_security.zookeeper_server_jaas(password), mode=0o600)
+            props.update(kafka_security.ZOOKEEPER_SASL_PROPERTIES)
+            jvm_args = (f"-Djava.security.auth.login.config={self.jaas}",)
+        self.config.write_text(render_properties(props))
+        log.info(
+            "starting zookeeper on %s:%d%s", HOST, self.port, " (SASL logins only)" if self.secured else ""
+        )
         main_class = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
-        return java_argv(find_java(self.rt.environ), ZK_HEAP, main_class, self.config, lib)
+        return java_argv(find_java(self.rt.environ), ZK_HEAP, main_class, self.config, lib, jvm_args)
 
 
 class ApacheKafka(Daemon):
@@ -439,20 +470,40 @@ class ApacheKafka(Daemon):
             brokers=self.brokers,
         )
         java = find_java(self.rt.environ)
+        jvm_args = self._zookeeper_login()
+        if jvm_args:
+            props["zookeeper.set.acl"] = "true"  # the znodes it creates: writable by its ZooKeeper user only
         if self.secured:
-            props.update(self._secured_properties(java, lib))
+            props.update(self._secured_properties(java, lib, jvm_args))
         write_atomic(self.config, render_properties(props), mode=0o600)  # it holds the broker's password
         log.info("starting kafka on %s (ZooKeeper mode, broker %d)", self.bootstrap, self.broker_id)
-        return java_argv(java, KAFKA_HEAP, "kafka.Kafka", self.config, lib)
+        return java_argv(java, KAFKA_HEAP, "kafka.Kafka", self.config, lib, jvm_args)
 
-    def _secured_properties(self, java: str, lib: Path) -> dict[str, object]:
+    def _zookeeper_login(self) -> tuple[str, ...]:
+        """The JVM argument of the broker's JAAS login to a SASL-only ZooKeeper; () for an open one.
+        What the running ZooKeeper wants decides: a mismatch with the environment is an error."""
+        zk_secured = bool(self.zookeeper.runs_secured())
+        if zk_secured != self.secured:
+            raise StackError(
+                f"ZooKeeper in {self.zookeeper.home} runs {'with' if zk_secured else 'without'} SASL logins "
+                f"but TXMON_KAFKA_SECURITY asks for {'sasl_ssl' if self.secured else 'plaintext'}: "
+                "stop the stack (python -m stack down) and start it again with one setting"
+            )
+        if not zk_secured:
+            return ()
+        jaas = self.home / "jaas.conf"
+        password = kafka_security.zookeeper_password(self.rt.state_dir)
+        write_atomic(jaas, kafka_security.zookeeper_client_jaas(password), mode=0o600)
+        return (f"-Djava.security.auth.login.config={jaas}",)
+
+    def _secured_properties(self, java: str, lib: Path, jvm_args: tuple[str, ...]) -> dict[str, object]:
         kafka_security.ensure_certificates(self.tls_dir)
         password = self.user_passwords()[kafka_security.BROKER_USER]
         # Once per ZooKeeper data dir (a JVM start costs seconds): a new ZooKeeper gets the user again.
         marker = self.zookeeper.home / "data" / "txmon-broker-user"
         if not marker.exists() or marker.read_text().strip() != _digest(password):
             log.info("kafka: creating the broker's SCRAM user in ZooKeeper")
-            prefix = java_argv(java, "-Xmx128m", "", Path(), lib)[:-2]
+            prefix = java_argv(java, "-Xmx128m", "", Path(), lib, jvm_args)[:-2]
             kafka_security.create_broker_user(prefix, f"{HOST}:{self.zookeeper.port}", password)
             write_atomic(marker, _digest(password) + "\n")
         return kafka_security.broker_properties(HOST, self.port, self.tls_dir, password)

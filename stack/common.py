@@ -242,6 +242,15 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def render_properties(props: Mapping[str, object]) -> str:
+    """A Java .properties file. Backslashes are escaped: Java reads them as escapes."""
+    lines = ["# Written by the txmon stack (stack/); rewritten on every start."]
+    for key, value in props.items():
+        text = str(value).replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"{key}={text}")
+    return "\n".join(lines) + "\n"
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -20,7 +20,7 @@ from consumer.processor import ProcessorSummary, TransactionProcessor
 from producer.generator import DEFAULT_START, TransactionGenerator
 from producer.pool import AccountPool
 from producer.transaction_producer import ProducerSummary, run_producer
-from utils.config import PostgresSettings, Settings, settings_to_env
+from utils.config import KafkaSettings, PostgresSettings, Settings, settings_to_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,3 +136,53 @@ def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.2, wha
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# --- Kafka clients that may be refused (tests of a secured broker: native and Compose) ----------
+
+
+def kafka_end_offsets(k: KafkaSettings, topic: str) -> int:
+    """How many messages `topic` holds (sum of its partitions' end offsets), read as `k`'s user."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(**k.client_kwargs(), enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        return sum(c.end_offsets(tps).values())
+    finally:
+        c.close()
+
+
+def kafka_read(
+    kwargs: dict[str, Any], topic: str, *, group: str | None = None, timeout_s: float = 6.0
+) -> list[bytes]:
+    """Every message of `topic` this client can read, or the Kafka error it gets."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        topic,
+        **kwargs,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        return [m.value for m in c]
+    finally:
+        c.close()
+
+
+def kafka_send(kwargs: dict[str, Any], topic: str, value: bytes, *, timeout_s: float = 6.0) -> None:
+    """One message, acknowledged by the broker, or the Kafka error the client gets."""
+    from kafka import KafkaProducer
+
+    ms = int(timeout_s * 1000)
+    p = KafkaProducer(
+        **kwargs, acks="all", max_block_ms=ms, bootstrap_timeout_ms=ms, enable_idempotence=False
+    )
+    try:
+        p.send(topic, value).get(timeout=timeout_s + 4)
+    finally:
+        p.close(timeout=5)

@@ -33,6 +33,7 @@ from deploy.compose import (
     engine_up,
     ensure_base_images,
 )
+from utils.config import KafkaSettings
 
 T = TypeVar("T")
 
@@ -190,21 +191,40 @@ def psql(project: Project, variables: dict[str, str]) -> Callable[[str], list[li
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(project: Project) -> str:
-    return f"localhost:{project.host_port('KAFKA_HOST_PORT')}"
+def kafka_users(project: Project) -> dict[str, KafkaSettings]:
+    """Each Kafka user of the stack as a host client on the published port (SASL_SSL, the CA
+    copied out of the broker), as `python -m deploy kafka-env --user U` gives it to a user."""
+    out = {}
+    for user in ("admin", "producer", "consumer", "health", "console"):
+        env = project.kafka_client_env(user)
+        out[user] = KafkaSettings(
+            bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            security_protocol=env["KAFKA_SECURITY_PROTOCOL"],
+            sasl_mechanism=env["KAFKA_SASL_MECHANISM"],
+            sasl_username=env["KAFKA_SASL_USERNAME"],
+            sasl_password=env["KAFKA_SASL_PASSWORD"],
+            ssl_cafile=env["KAFKA_SSL_CAFILE"],
+        )
+    return out
 
 
 @pytest.fixture(scope="session")
-def host_producer(project: Project, kafka_bootstrap: str) -> Callable[..., subprocess.Popen[str]]:
+def kafka_client(kafka_users: dict[str, KafkaSettings]) -> dict[str, Any]:
+    """kafka-python keyword arguments of the stack's admin user, for the tests' own checks."""
+    return kafka_users["admin"].client_kwargs()
+
+
+@pytest.fixture(scope="session")
+def host_producer(project: Project) -> Callable[..., subprocess.Popen[str]]:
     """Start the project's producer on the host, as a user would, against the published port."""
 
     def start(*args: str) -> subprocess.Popen[str]:
         env = {
             **os.environ,
             # The stack's settings (topic, accounts, ...) from its env file; the broker as the
-            # host reaches it.
+            # host reaches it, as the producer's Kafka user (docs/security.md).
             "TXMON_ENV_FILE": str(project.env_file),
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            **project.kafka_client_env("producer"),
             "LOG_FORMAT": "text",
         }
         return subprocess.Popen(

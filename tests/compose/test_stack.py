@@ -93,17 +93,17 @@ def run_host_producer(host_producer: Callable[..., Any], count: int, seed: int) 
     assert proc.returncode == 0, output
 
 
-def consumer_group(kafka_bootstrap: str, group: str) -> dict[str, Any]:
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="txmon-compose-test")
+def consumer_group(kafka_client: dict[str, Any], group: str) -> dict[str, Any]:
+    admin = KafkaAdminClient(**kafka_client, client_id="txmon-compose-test")
     try:
         return dict(admin.describe_groups([group])[group])
     finally:
         admin.close()
 
 
-def lag(kafka_bootstrap: str, topic: str, group: str) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="txmon-compose-test")
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, client_id="txmon-compose-test")
+def lag(kafka_client: dict[str, Any], topic: str, group: str) -> int:
+    admin = KafkaAdminClient(**kafka_client, client_id="txmon-compose-test")
+    consumer = KafkaConsumer(**kafka_client, client_id="txmon-compose-test")
     try:
         committed = admin.list_group_offsets({group: None})[group]
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -175,13 +175,13 @@ def test_batch_produced_from_the_host_is_stored_exactly(
 
 
 def test_three_consumers_share_the_partitions(
-    project: Project, kafka_bootstrap: str, settings: Settings
+    project: Project, kafka_client: dict[str, Any], settings: Settings
 ) -> None:
     project.up("consumer", extra=["--scale", "consumer=3", "--no-recreate"])
     group, topic = settings.kafka.consumer_group, settings.kafka.topic
 
     def settled() -> dict[str, Any] | None:
-        info = consumer_group(kafka_bootstrap, group)
+        info = consumer_group(kafka_client, group)
         members = info.get("members") or []
         return info if info.get("group_state") == "Stable" and len(members) == 3 else None
 
@@ -346,7 +346,11 @@ def test_prometheus_discovers_every_consumer_replica(project: Project, prometheu
 
 
 def test_consumers_drain_on_compose_stop(
-    project: Project, psql: Psql, host_producer: Callable[..., Any], settings: Settings, kafka_bootstrap: str
+    project: Project,
+    psql: Psql,
+    host_producer: Callable[..., Any],
+    settings: Settings,
+    kafka_client: dict[str, Any],
 ) -> None:
     """SIGTERM from `docker compose stop` in the middle of a backlog: each consumer finishes the
     batch in hand, commits it and exits 0; what is stored is exactly what is committed."""
@@ -384,7 +388,7 @@ def test_consumers_drain_on_compose_stop(
     assert pending_at_stop > 0, "the backlog was gone before the stop: nothing was drained mid-stream"
     # Offsets are contiguous per partition (no transactions in this producer), so "stored is
     # exactly committed" means: the stored offsets of partition p are 0 .. committed(p) - 1.
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="txmon-compose-test")
+    admin = KafkaAdminClient(**kafka_client, client_id="txmon-compose-test")
     try:
         committed = {
             tp.partition: om.offset for tp, om in admin.list_group_offsets({group: None})[group].items()
@@ -412,7 +416,7 @@ def test_consumers_drain_on_compose_stop(
 
     project.run("start", "consumer")
     wait_until(lambda: stored_count(psql, ids) == count, 300, f"the rest of the {count} after the restart")
-    wait_until(lambda: lag(kafka_bootstrap, topic, group) == 0, 120, "no consumer lag")
+    wait_until(lambda: lag(kafka_client, topic, group) == 0, 120, "no consumer lag")
 
 
 def test_down_then_up_keeps_the_data(

@@ -16,11 +16,13 @@ from typing import Any
 
 import kafka.errors as kafka_errors
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
 
 from stack.orchestrator import LocalStack
 from tests.support import consume, generated, produce, query, scalar
+from tests.support import kafka_end_offsets as _end_offsets
+from tests.support import kafka_read as _read
+from tests.support import kafka_send as _send
 from utils.config import KafkaSettings, PostgresSettings, Settings
 from utils.errors import KafkaAuthenticationError
 from utils.kafka_cleanup import KafkaAdminError, admin_client, group_lag
@@ -40,44 +42,6 @@ def users(secured_kafka_stack: LocalStack) -> dict[str, KafkaSettings]:
             }
         )
     return out
-
-
-def _end_offsets(k: KafkaSettings, topic: str) -> int:
-    c = KafkaConsumer(**k.client_kwargs(), enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        return sum(c.end_offsets(tps).values())
-    finally:
-        c.close()
-
-
-def _read(
-    kwargs: dict[str, Any], topic: str, *, group: str | None = None, timeout_s: float = 6.0
-) -> list[bytes]:
-    """Every message of `topic` this client can read, or the Kafka error it gets."""
-    c = KafkaConsumer(
-        topic,
-        **kwargs,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(timeout_s * 1000),
-        bootstrap_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        return [m.value for m in c]
-    finally:
-        c.close()
-
-
-def _send(kwargs: dict[str, Any], topic: str, value: bytes) -> None:
-    p = KafkaProducer(
-        **kwargs, acks="all", max_block_ms=6000, bootstrap_timeout_ms=6000, enable_idempotence=False
-    )
-    try:
-        p.send(topic, value).get(timeout=10)
-    finally:
-        p.close(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,3 +188,41 @@ def test_each_service_is_refused_beyond_its_acls(users: dict[str, KafkaSettings]
         assert result["failed"] and not result["succeeded"], result
         assert "ClusterAuthorizationFailed" in str(result["failed"][0])
     assert admin["sasl_plain_username"] == "admin"
+
+
+# --------------------------------------------------------------------------------------------
+# ZooKeeper behind the broker
+# --------------------------------------------------------------------------------------------
+
+
+def test_zookeeper_closes_an_anonymous_session_and_the_brokers_znodes_have_acls(
+    secured_kafka_stack: LocalStack, users: dict[str, KafkaSettings]
+) -> None:
+    import subprocess
+
+    from stack.apache_kafka import ApacheKafka, find_java, kafka_lib_dir
+
+    zk, broker = secured_kafka_stack.zookeeper, secured_kafka_stack.broker
+    assert isinstance(broker, ApacheKafka), broker  # one broker: its home holds the JAAS login
+    java = find_java(secured_kafka_stack.environ)
+    lib = kafka_lib_dir(environ=secured_kafka_stack.environ)
+
+    def zk_cli(*command: str, login: bool) -> str:
+        # The broker's own login (ApacheKafka._zookeeper_login writes it).
+        jaas = [f"-Djava.security.auth.login.config={broker.home / 'jaas.conf'}"]
+        result = subprocess.run(
+            [
+                *(java, "-Xmx64m", *(jaas if login else []), "-cp", f"{lib}/*"),
+                *("org.apache.zookeeper.ZooKeeperMain", "-server", f"127.0.0.1:{zk.port}", *command),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return result.stdout + result.stderr
+
+    anonymous = zk_cli("get", "/brokers/ids/0", login=False)
+    assert "Session closed because client failed to authenticate" in anonymous, anonymous[-2000:]
+    acl = zk_cli("getAcl", "/config/users/broker", login=True)
+    assert "'sasl,'kafka" in acl and "'world,'anyone" not in acl, acl[-2000:]

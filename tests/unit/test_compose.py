@@ -7,6 +7,7 @@ they run) is asserted here on the loaded YAML, with `${VAR}` expanded the way Co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -43,7 +44,7 @@ AIRFLOW_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT = {"kafka-init", "postgres-tls", "db-roles", "db-migrate", "airflow-init"}
+ONE_SHOT = {"kafka-tls", "kafka-init", "postgres-tls", "db-roles", "db-migrate", "airflow-init"}
 SERVICES = (
     {"zookeeper", "kafka", "postgres", "airflow-postgres", "producer", "consumer", "prometheus", "console"}
     | {"alertmanager", "alert-receiver"}
@@ -52,8 +53,8 @@ SERVICES = (
 )
 
 # service -> (variable, default host port, container port), as the design and docs/compose.md promise.
+# ZooKeeper's only with docker-compose.zookeeper-port.yml (test_zookeeper_is_published_only_when_asked).
 HOST_PORTS = {
-    "zookeeper": ("ZOOKEEPER_HOST_PORT", 2181, 2181),
     "kafka": ("KAFKA_HOST_PORT", 9092, 9092),
     "postgres": ("POSTGRES_HOST_PORT", 5432, 5432),
     "airflow-postgres": ("AIRFLOW_POSTGRES_HOST_PORT", 5433, 5432),
@@ -68,7 +69,20 @@ HOST_PORTS = {
 ENTRY_POINTS = {
     "producer": (["python", "producer/transaction_producer.py"], "producer/transaction_producer.py"),
     "consumer": (["python", "consumer/transaction_processor.py"], "consumer/transaction_processor.py"),
-    "kafka-init": (["python", "-m", "utils.kafka_cleanup", "create-topics"], "utils/kafka_cleanup.py"),
+    "kafka-init": (["python", "-m", "stack.kafka_init"], "stack/kafka_init.py"),
+    "kafka-tls": (
+        [
+            "python",
+            "-m",
+            "stack.kafka_security",
+            "tls",
+            "--tls-dir=/var/lib/txmon/kafka-tls",
+            "--ca-dir=/var/lib/txmon/kafka-ca",
+            "--hostnames=kafka,kafka-2,kafka-3,localhost,127.0.0.1",
+            "--owner=10001",
+        ],
+        "stack/kafka_security.py",
+    ),
     "db-roles": (["python", "-m", "utils.roles", "provision"], "utils/roles.py"),
     "db-migrate": (["python", "-m", "utils.database", "migrate"], "utils/database.py"),
     "console": (["python", "-m", "console", "serve"], "console/__main__.py"),
@@ -218,6 +232,13 @@ def test_required_secrets_stop_compose_with_a_message(raw: str) -> None:
         "AIRFLOW_FERNET_KEY",
         "AIRFLOW_JWT_SECRET",
         "AIRFLOW_API_SECRET_KEY",
+        "KAFKA_BROKER_PASSWORD",
+        "KAFKA_ADMIN_PASSWORD",
+        "KAFKA_PRODUCER_PASSWORD",
+        "KAFKA_CONSUMER_PASSWORD",
+        "KAFKA_HEALTH_PASSWORD",
+        "KAFKA_CONSOLE_PASSWORD",
+        "ZOOKEEPER_KAFKA_PASSWORD",
     }
     for name, message in required.items():
         assert name in message and ".env" in message, f"${{{name}:?...}} should say what to set where"
@@ -239,7 +260,9 @@ def test_host_ports_are_loopback_only_and_overridable(services: dict[str, Any]) 
 
 
 def test_kafka_advertises_the_port_the_host_reaches_it_on(services: dict[str, Any]) -> None:
-    kafka_env = interpolate_tree(environment(services["kafka"]), {"KAFKA_HOST_PORT": "40124"})
+    kafka_env = interpolate_tree(
+        environment(services["kafka"]), {**env_example(), "KAFKA_HOST_PORT": "40124"}
+    )
     listeners = dict(item.split("://") for item in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     assert listeners == {"INTERNAL": "kafka:29092", "EXTERNAL": "localhost:40124"}
     # Containers bootstrap from the INTERNAL listener.
@@ -350,7 +373,7 @@ def test_start_up_order(services: dict[str, Any]) -> None:
     assert needs("kafka-init") >= {"kafka"}
     assert needs("db-roles") >= {"postgres"}
     assert needs("db-migrate") >= {"postgres", "db-roles"}
-    assert needs("kafka") >= {"zookeeper"}
+    assert needs("kafka") >= {"zookeeper", "kafka-tls"}
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         assert needs(name) >= {"airflow-init", "airflow-postgres"}, name
 
@@ -594,7 +617,7 @@ def test_each_image_is_built_by_one_service_and_never_pulled(compose: dict[str, 
         if "build" in svc:
             builders.setdefault(svc["image"], []).append(name)
     assert builders == {
-        "txmon-pipeline:${TXMON_IMAGE_TAG:-local}": ["kafka-init"],
+        "txmon-pipeline:${TXMON_IMAGE_TAG:-local}": ["kafka-tls"],
         "txmon-kafka:${TXMON_IMAGE_TAG:-local}": ["zookeeper"],
         "txmon-airflow:${TXMON_IMAGE_TAG:-local}": ["airflow-init"],
         "txmon-prometheus:${TXMON_IMAGE_TAG:-local}": ["prometheus"],
@@ -779,7 +802,7 @@ def test_kafka_entrypoint_rejects_an_unknown_role(fake_java: Path, tmp_path: Pat
 
 # Only the servers and jobs that start as root to hand their data to their own user get any
 # capability back, and only what chown/setpriv take.
-ROOT_STARTERS = {"postgres", "airflow-postgres", "airflow-init"}
+ROOT_STARTERS = {"postgres", "airflow-postgres", "airflow-init", "kafka-tls"}
 ROOT_CAPABILITIES = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}
 
 
@@ -789,13 +812,147 @@ def test_no_container_keeps_capabilities_or_can_gain_privileges(services: dict[s
         assert "no-new-privileges:true" in svc.get("security_opt", []), f"{name}: no-new-privileges"
         added = set(svc.get("cap_add", []))
         if name in ROOT_STARTERS:
-            assert added == ROOT_CAPABILITIES, name
+            assert added and added <= ROOT_CAPABILITIES, name
         else:
             assert not added, f"{name} runs as its own user and needs no capability: {sorted(added)}"
             # postgres-tls writes the server's key as the server's own uid (999), so PostgreSQL
             # accepts its owner and mode without anyone changing owners.
             users = (None, "${AIRFLOW_UID:-50000}:0", *(["999:999"] if name == "postgres-tls" else []))
             assert svc.get("user") in users, f"{name} must not run as root"
+
+
+# --- Kafka and ZooKeeper security (docs/security.md) ---------------------------------------------
+
+
+ZOOKEEPER_PORT_OVERRIDE = REPO_ROOT / "docker-compose.zookeeper-port.yml"
+# Each client container's Kafka user (stack/kafka_security.USERS), and who else gets a Kafka secret.
+KAFKA_USER_OF = {
+    "producer": "producer",
+    "consumer": "consumer",
+    "console": "console",
+    "kafka-init": "admin",
+    **{name: "health" for name in AIRFLOW_SERVICES},
+}
+
+
+def test_zookeeper_is_published_only_when_asked(services: dict[str, Any]) -> None:
+    assert "ports" not in services["zookeeper"]
+    override = yaml.safe_load(ZOOKEEPER_PORT_OVERRIDE.read_text())
+    (port,) = override["services"]["zookeeper"]["ports"]
+    assert interpolate(port, {}) == "127.0.0.1:2181:2181"
+    assert interpolate(port, {"ZOOKEEPER_HOST_PORT": "40125"}) == "127.0.0.1:40125:2181"
+
+
+def test_every_kafka_client_logs_in_as_its_own_user_over_sasl_ssl(services: dict[str, Any]) -> None:
+    from stack.kafka_security import USERS, password_variable
+
+    clients = {name for name, svc in services.items() if "KAFKA_BOOTSTRAP_SERVERS" in environment(svc)}
+    assert clients == set(KAFKA_USER_OF)
+    for name, user in KAFKA_USER_OF.items():
+        env = environment(services[name])
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert env["KAFKA_SASL_USERNAME"] == user, name
+        assert env["KAFKA_SASL_PASSWORD"].startswith("${" + password_variable(user) + ":?"), name
+        ca_dir = str(Path(env["KAFKA_SSL_CAFILE"]).parent)
+        assert f"kafka_ca:{ca_dir}:ro" in services[name]["volumes"], name
+    assert set(KAFKA_USER_OF.values()) | {"broker"} == set(USERS)
+
+
+def test_kafka_secrets_reach_only_who_uses_them(services: dict[str, Any]) -> None:
+    from stack.kafka_security import USERS, password_variable
+
+    def having(variable: str) -> set[str]:
+        return {
+            name
+            for name, svc in services.items()
+            if any(f"${{{variable}:" in value for value in strings(environment(svc)))
+        }
+
+    # kafka-init sets every user's credentials; otherwise each password goes to its user only.
+    assert having("KAFKA_BROKER_PASSWORD") == {"kafka", "kafka-init"}
+    for user in set(USERS) - {"broker"}:
+        users = {name for name, u in KAFKA_USER_OF.items() if u == user}
+        assert having(password_variable(user)) == users | {"kafka-init"}, user
+    assert having("ZOOKEEPER_KAFKA_PASSWORD") == {"zookeeper", "kafka"}
+    # The broker's key (and the CA's) stay with the job that makes them and the broker.
+    with_keys = {
+        name
+        for name, svc in services.items()
+        if any(v.startswith("kafka_tls:") for v in svc.get("volumes", []))
+    }
+    assert with_keys == {"kafka-tls", "kafka"}
+    assert "kafka_tls:/var/lib/txmon/kafka-tls:ro" in services["kafka"]["volumes"]
+
+
+def test_kafka_entrypoint_secures_zookeeper_when_given_its_password(fake_java: Path, tmp_path: Path) -> None:
+    from stack import kafka_security
+
+    result, argv = _run_entrypoint("zookeeper", fake_java, tmp_path, ZOOKEEPER_KAFKA_PASSWORD="zk-Secret_1")
+    assert result.returncode == 0, result.stderr
+    props = _properties(tmp_path / "conf" / "zk.properties")
+    assert props["authProvider.sasl"] == "org.apache.zookeeper.server.auth.SASLAuthenticationProvider"
+    assert props["enforce.auth.enabled"] == "true" and props["enforce.auth.schemes"] == "sasl"
+    jaas = tmp_path / "conf" / "jaas.conf"
+    assert f"-Djava.security.auth.login.config={jaas}" in argv
+    # The same file and properties as the native stack's secured ZooKeeper (stack/apache_kafka.py).
+    assert jaas.read_text() == kafka_security.zookeeper_server_jaas("zk-Secret_1")
+    assert {
+        k: props[k] for k in kafka_security.ZOOKEEPER_SASL_PROPERTIES
+    } == kafka_security.ZOOKEEPER_SASL_PROPERTIES
+    assert jaas.stat().st_mode & 0o077 == 0
+
+
+def test_kafka_entrypoint_runs_a_sasl_ssl_broker_with_the_security_modules_properties(
+    fake_java: Path, tmp_path: Path
+) -> None:
+    from stack import kafka_security
+
+    tls, ca, data = tmp_path / "tls", tmp_path / "ca", tmp_path / "data"
+    kafka_security.compose_tls(tls, ca, ("kafka", "localhost"), owner=None)
+    data.mkdir()
+    result, argv = _run_entrypoint(
+        "kafka",
+        fake_java,
+        tmp_path,
+        KAFKA_ADVERTISED_LISTENERS="INTERNAL://kafka:29092,EXTERNAL://localhost:9092",
+        KAFKA_LOG_DIRS=str(data),
+        KAFKA_BROKER_PASSWORD="broker-Secret_1",
+        ZOOKEEPER_KAFKA_PASSWORD="zk-Secret_1",
+        KAFKA_TLS_DIR=str(tls),
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = _properties(tmp_path / "conf" / "server.properties")
+    native = kafka_security.broker_properties("h", 1, tls, "broker-Secret_1")
+    assert rendered["listener.security.protocol.map"] == "INTERNAL:SASL_SSL,EXTERNAL:SASL_SSL"
+    for listener in ("internal", "external"):
+        key = f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"
+        assert rendered[key] == native["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    for key in kafka_security.broker_tls_properties(tls):
+        assert rendered[key] == str(native[key]), key
+    assert rendered["zookeeper.set.acl"] == "true"
+    assert rendered["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    client = _properties(tmp_path / "conf" / "client.properties")
+    assert client["security.protocol"] == "SASL_SSL" and client["ssl.truststore.location"] == f"{tls}/ca.pem"
+    assert (ca / "ca.pem").read_text() == (tls / "ca.pem").read_text()
+    assert f"-Djava.security.auth.login.config={tmp_path / 'conf' / 'jaas.conf'}" in argv
+    assert (tmp_path / "conf" / "jaas.conf").read_text() == kafka_security.zookeeper_client_jaas(
+        "zk-Secret_1"
+    )
+    # The broker's SCRAM user went to ZooKeeper (ConfigCommand ran), remembered by its digest.
+    assert (data / ".txmon-broker-user").read_text().strip() == hashlib.sha256(b"broker-Secret_1").hexdigest()
+
+
+def test_kafka_entrypoint_refuses_a_password_jaas_would_misread(fake_java: Path, tmp_path: Path) -> None:
+    result, argv = _run_entrypoint(
+        "kafka",
+        fake_java,
+        tmp_path,
+        KAFKA_ADVERTISED_LISTENERS="INTERNAL://kafka:29092,EXTERNAL://localhost:9092",
+        KAFKA_BROKER_PASSWORD='pass"word',
+    )
+    assert result.returncode == 1 and "KAFKA_BROKER_PASSWORD" in result.stderr
+    assert argv == []
 
 
 # --- The three-broker override (docker-compose.cluster.yml) -------------------------------------------
@@ -842,7 +999,9 @@ def test_cluster_override_runs_three_brokers_with_own_ids_addresses_and_data(
         assert over[name]["extends"] == {"file": "docker-compose.yml", "service": "kafka"}
         assert env["KAFKA_ADVERTISED_LISTENERS"].startswith(f"INTERNAL://{name}:29092,EXTERNAL://localhost:")
         (port,) = over[name]["ports"]
-        (volume,) = over[name]["volumes"]
+        volume, key_store = over[name]["volumes"]
+        # Its own data, and the one key store (the certificate names every broker).
+        assert key_store == "kafka_tls:/var/lib/txmon/kafka-tls:ro", name
         ports.add(port.split(":")[1])
         volumes.add(volume.split(":")[0])
         assert over[name]["depends_on"] == services["kafka"]["depends_on"]

@@ -104,7 +104,9 @@ def test_default_test_run_leaves_out_only_the_compose_and_cluster_tests() -> Non
 def test_every_published_port_is_known_to_deploy() -> None:
     """The end-to-end test moves each of these to a free port, and `make compose-up` prints them:
     a port docker-compose.yml publishes that deploy/ does not know would stay at its default."""
+    # ZooKeeper's port is published by the override only (docs/security.md).
     compose = (REPO_ROOT / "docker-compose.yml").read_text()
+    compose += (REPO_ROOT / "docker-compose.zookeeper-port.yml").read_text()
     published = set(re.findall(r'"127\.0\.0\.1:\$\{([A-Z_]+):-\d+\}:\d+"', compose))
     assert published == set(HOST_PORTS)
     for variable, (default, _) in HOST_PORTS.items():
@@ -140,6 +142,37 @@ def test_placeholders_and_short_secrets_are_refused_with_their_line() -> None:
     assert env_file.weak_secrets("SOME_TOKEN_X=change-me-please")[0].startswith(
         "line 1: SOME_TOKEN_X=change-me-please"
     )
+
+
+def test_kafka_and_zookeeper_placeholders_are_refused_too() -> None:
+    from stack.kafka_security import USERS, password_variable
+
+    names = {re.search(r"line \d+: (\w+)", p)[1] for p in env_file.weak_secrets(EXAMPLE)}  # type: ignore[index]
+    assert {password_variable(u) for u in USERS} | {"ZOOKEEPER_KAFKA_PASSWORD"} <= names
+
+
+def test_an_older_env_gains_the_secrets_added_since(tmp_path: Path) -> None:
+    """A .env written before the stack had Kafka users gets fresh ones on the next compose-up;
+    what it already holds stays as it is."""
+    import deploy.__main__ as deploy_main
+
+    full = env_file.render(EXAMPLE, host_uid=1000)
+    older = "\n".join(
+        line
+        for line in full.splitlines()
+        if not line.startswith(("KAFKA_CONSUMER_PASSWORD=", "ZOOKEEPER_KAFKA"))
+    )
+    (tmp_path / "stack").mkdir()
+    env = tmp_path / "stack" / ".env"  # parse() writes tmp_path/.env
+    env.write_text(older + "\n")
+    assert deploy_main.write_env_if_missing(env) is False
+    after = parse(env.read_text(), tmp_path)
+    before = parse(older, tmp_path)
+    assert {k: after[k] for k in before} == before
+    assert set(after) - set(before) == {"KAFKA_CONSUMER_PASSWORD", "ZOOKEEPER_KAFKA_PASSWORD"}
+    assert all(len(after[k]) >= 64 for k in ("KAFKA_CONSUMER_PASSWORD", "ZOOKEEPER_KAFKA_PASSWORD"))
+    assert env_file.added_secrets(EXAMPLE, env.read_text()) == ""
+    deploy_main.refuse_public_secrets(env)
 
 
 def test_compose_up_refuses_before_starting_anything(

@@ -59,9 +59,10 @@ SETTINGS = {field.metadata["env"]: (group, field) for group, field in env_fields
 
 
 def _compose_variables() -> set[str]:
-    """Names docker-compose.yml (and its cluster override) interpolates (`${NAME...}`) or passes
-    through (`NAME:` with no value)."""
+    """Names docker-compose.yml (and its overrides: the cluster, ZooKeeper's port) interpolates
+    (`${NAME...}`) or passes through (`NAME:` with no value)."""
     text = COMPOSE_FILE.read_text() + COMPOSE_CLUSTER_FILE.read_text()
+    text += COMPOSE_FILE.with_name("docker-compose.zookeeper-port.yml").read_text()
     names = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
     names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*$", text, re.M))
     return names

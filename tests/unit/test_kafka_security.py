@@ -124,3 +124,46 @@ def test_certificates_verify_for_the_broker_address(tmp_path: Path) -> None:
     passwords = kafka_security.user_passwords(tmp_path)
     assert set(passwords) == set(kafka_security.USERS) and all(len(p) >= 32 for p in passwords.values())
     assert kafka_security.user_passwords(tmp_path) == passwords
+
+
+def test_the_console_may_only_write_the_topic() -> None:
+    console = {
+        (g.resource, g.name, g.operation) for g in service_acls("t", "t.dlq", "grp") if g.user == "console"
+    }
+    assert console == {("TOPIC", "t", "WRITE"), ("TOPIC", "t", "DESCRIBE")}
+
+
+def test_compose_passwords_come_from_one_variable_per_user() -> None:
+    env = {kafka_security.password_variable(u): f"pw-{u}" for u in kafka_security.USERS}
+    assert kafka_security.passwords_from_env(env) == {u: f"pw-{u}" for u in kafka_security.USERS}
+    del env["KAFKA_HEALTH_PASSWORD"]
+    with pytest.raises(StackError, match="KAFKA_HEALTH_PASSWORD"):
+        kafka_security.passwords_from_env(env)
+
+
+def test_compose_tls_gives_clients_the_ca_alone(tmp_path: Path) -> None:
+    tls, ca = tmp_path / "tls", tmp_path / "ca"
+    kafka_security.compose_tls(tls, ca, ("kafka", "localhost", "127.0.0.1"), owner=None)
+    assert [p.name for p in ca.iterdir()] == ["ca.pem"]
+    assert (ca / "ca.pem").read_text() == (tls / "ca.pem").read_text()
+    assert (tls / "broker-tls.properties").stat().st_mode & 0o077 == 0
+    assert tls.stat().st_mode & 0o077 == 0
+    text = (tls / "broker-tls.properties").read_text()
+    assert f"ssl.keystore.location={tls / 'broker.p12'}" in text
+    assert "allow.everyone.if.no.acl.found=false" in text
+    # Run again (every `docker compose up`): the same certificate, not a new CA.
+    before = (ca / "ca.pem").read_text()
+    kafka_security.compose_tls(tls, ca, ("kafka", "localhost", "127.0.0.1"), owner=None)
+    assert (ca / "ca.pem").read_text() == before
+
+
+def test_zookeeper_logins_and_password(tmp_path: Path) -> None:
+    server = kafka_security.zookeeper_server_jaas("pw_1")
+    client = kafka_security.zookeeper_client_jaas("pw_1")
+    assert server.startswith("Server {") and 'user_kafka="pw_1";' in server
+    assert client.startswith("Client {") and 'username="kafka"' in client and 'password="pw_1";' in client
+    with pytest.raises(StackError):
+        kafka_security.zookeeper_client_jaas('a"b')
+    first = kafka_security.zookeeper_password(tmp_path)
+    assert len(first) >= 32 and kafka_security.zookeeper_password(tmp_path) == first
+    assert (tmp_path / "zookeeper-kafka.password").stat().st_mode & 0o077 == 0

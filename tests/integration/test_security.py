@@ -249,6 +249,10 @@ def python_secret_findings(text: str) -> list[str]:
     return found
 
 
+# Settings whose names say "password" but whose values are no secret (PostgreSQL's hash algorithm).
+_COMPOSE_NOT_SECRETS = {"password_encryption"}
+
+
 def compose_secret_findings(text: str) -> list[str]:
     found = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -256,11 +260,17 @@ def compose_secret_findings(text: str) -> list[str]:
             continue
         m = _COMPOSE_SECRET.match(line)
         value = m.group("value").strip("'\"") if m else ""
-        if (
-            m and value and not value.startswith("${") and not value.startswith("/")
-        ):  # files, e.g. *_FILE: /run/...
-            found.append(f"{lineno}: {line.strip()}")
-        elif _URL_CREDENTIALS.search(line) or re.search(r"""(?i)"password"\s*:\s*"(?!\$\{)[^"]{3,}""", line):
+        literal = (
+            m is not None
+            and bool(value)
+            and not value.startswith("${")
+            and not value.startswith("/")  # files, e.g. *_FILE: /run/...
+            and m.group("key").lower() not in _COMPOSE_NOT_SECRETS
+        )
+        in_url = _URL_CREDENTIALS.search(line) or re.search(
+            r"""(?i)"password"\s*:\s*"(?!\$\{)[^"]{3,}""", line
+        )
+        if literal or in_url:
             found.append(f"{lineno}: {line.strip()}")
     return found
 
@@ -293,6 +303,8 @@ def test_python_secret_detector(text: str, finds: bool) -> None:
         ("  POSTGRES_PASSWORD:", False),
         ("  url: postgresql://airflow:${AIRFLOW_POSTGRES_PASSWORD:?x}@db/airflow", False),
         ("  # POSTGRES_PASSWORD: example in a comment", False),
+        ("      - password_encryption=scram-sha-256", False),
+        ("      - password=scram-sha-256", True),
     ],
 )
 def test_compose_secret_detector(text: str, finds: bool) -> None:

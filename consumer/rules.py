@@ -755,12 +755,17 @@ def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) 
     ):
         return None
     now = txn.epoch
+    floor = history.floor(now)
+    # "Never paid this vendor" means something only against a history in sight: a window whose
+    # events are all older than STATE_HISTORY_HOURS knows no vendors, and would call every payee
+    # of a quiet account new (2.4 % of finforge's ordinary payments were alerted so).
+    if history.count_between(floor, now) < t.invoice_min_history:
+        return None
     if _seen(history, merchant, now + 1e-9, now):
         return None
     unit = t.invoice_round_unit
     units = txn.amount / unit if unit > 0 else 0.5
     round_amount = abs(units - round(units)) < 1e-9
-    floor = history.floor(now)
     debits = [e.amount_base for e in history.events if e.debit and floor <= e.epoch <= now]
     median = _median(debits) if debits else 0.0
     ratio = amount / median if median > 0 else math.inf

@@ -211,6 +211,17 @@ def test_invoice_fraud_first_round_payment_to_a_new_vendor() -> None:
     assert rules.invoice_fraud(uneven, history(*rich), T) is None  # not round, 2x the median
 
 
+def test_invoice_fraud_needs_its_history_in_sight_not_only_held() -> None:
+    """A quiet account's window may hold events older than STATE_HISTORY_HOURS: they are no history
+    of its vendors, so a payment there is not "to a vendor never paid" (the window keeps the last N
+    events whatever their age; only those in sight count)."""
+    invoice = txn(NOON, 4_500.0, ttype="transfer", merchant="Fresh Vendor Ltd", where=None)
+    three_days_ago = habits(10, end=NOON - 3 * 86_400.0)
+    assert rules.invoice_fraud(invoice, history(*three_days_ago), T) is None
+    in_sight = habits(10)
+    assert only(rules.invoice_fraud(invoice, history(*three_days_ago, *in_sight), T), "invoice_fraud")
+
+
 # -- dormant_reactivation
 
 

@@ -446,15 +446,21 @@ class ApacheKafka(Daemon):
         try:
             super().start()
         except StackError as error:
-            if "NodeExistsException" not in str(error):
+            if "NodeExistsException" in str(error):
+                # A ZooKeeper restarted after an unclean stop restores the dead broker's session
+                # from its log and lists it only once loaded, so _wait_broker_deregistered can miss
+                # it; the session expires KAFKA_ZK_SESSION_TIMEOUT_MS after ZooKeeper's start.
+                log.info(
+                    "kafka: the previous broker's ZooKeeper session was still alive; retrying once it expires"
+                )
+                time.sleep(KAFKA_ZK_SESSION_TIMEOUT_MS / 1000 + 2)
+            elif "SessionExpiredException" in str(error):
+                # On a starved machine (a 2-core box at load 30) the broker's own new ZooKeeper
+                # session can expire before its start-up is done; it exits. Nothing was half made:
+                # start it again.
+                log.info("kafka: its ZooKeeper session expired during start-up (a loaded machine?); retrying")
+            else:
                 raise
-            # A ZooKeeper restarted after an unclean stop restores the dead broker's session from
-            # its log and lists it only once loaded, so _wait_broker_deregistered can miss it; the
-            # session expires KAFKA_ZK_SESSION_TIMEOUT_MS after ZooKeeper's start. One more try.
-            log.info(
-                "kafka: the previous broker's ZooKeeper session was still alive; retrying once it expires"
-            )
-            time.sleep(KAFKA_ZK_SESSION_TIMEOUT_MS / 1000 + 2)
             super().start()
 
     def argv(self) -> list[str]:

@@ -94,3 +94,44 @@ def test_topics_in_log_dir(tmp_path: Path) -> None:
     (tmp_path / "meta.properties").touch()
     assert ak.topics_in_log_dir(tmp_path) == {"transactions", "transactions.dlq", "__consumer_offsets"}
     assert ak.topics_in_log_dir(tmp_path / "missing") == set()
+
+
+# --- start-up retries ---------------------------------------------------------------------------
+
+
+def _broker_failing_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: list[str]) -> list[str]:
+    """An ApacheKafka whose Daemon.start fails with these log texts, then succeeds; the attempts."""
+    rt = ak.Runtime(state_dir=tmp_path, environ={})
+    broker = ak.ApacheKafka(rt, 9092, ak.ZooKeeper(rt, 2181))
+    attempts: list[str] = []
+
+    def start(self: ak.Daemon) -> None:
+        attempts.append("start")
+        if failures:
+            raise StackError(f"kafka exited during start-up; last lines:\n{failures.pop(0)}")
+
+    monkeypatch.setattr(ak.Daemon, "start", start)
+    monkeypatch.setattr(ak.time, "sleep", lambda s: attempts.append(f"sleep {s:.0f}"))
+    broker._start_broker()
+    return attempts
+
+
+def test_a_zookeeper_session_expired_during_start_up_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen on a 2-core box at load 30: `Fatal error during KafkaServer startup ...
+    # KeeperException$SessionExpiredException: KeeperErrorCode = Session expired for /feature`.
+    text = "org.apache.zookeeper.KeeperException$SessionExpiredException: KeeperErrorCode = Session expired"
+    assert _broker_failing_with(tmp_path, monkeypatch, [text]) == ["start", "start"]
+
+
+def test_a_live_registration_is_waited_out_before_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = _broker_failing_with(tmp_path, monkeypatch, ["KeeperException$NodeExistsException"])
+    assert attempts[0] == "start" and attempts[1].startswith("sleep ") and attempts[2] == "start"
+
+
+def test_other_start_up_failures_are_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StackError, match="InconsistentClusterIdException"):
+        _broker_failing_with(tmp_path, monkeypatch, ["InconsistentClusterIdException"])

@@ -415,6 +415,59 @@ class GroupMember:
             return None
         return end
 
+    def describe(self) -> dict[str, Any]:
+        """What this member believes and what kafka-python will fetch, per partition: the state an
+        operator asks for with `kill -USR1 <pid>` when a consumer owns partitions but reads
+        nothing. kafka-python's per-partition fetch state has no public accessor (read defensively)."""
+        m = self.machine
+        subscription = getattr(self.consumer, "_subscription", None)
+        states = getattr(subscription, "assignment", {}) or {}
+        client: dict[int, dict[str, Any]] = {}
+        for tp, st in list(states.items()):
+            position = getattr(st, "_position", None)
+            client[tp.partition] = {
+                "paused": getattr(st, "paused", None),
+                "pending_revocation": getattr(st, "_pending_revocation", None),
+                "awaiting_validation": getattr(st, "_awaiting_validation", None),
+                "awaiting_reset": getattr(st, "reset_strategy", None) is not None,
+                "position": getattr(position, "offset", None),
+                "highwater": getattr(st, "highwater", None),
+            }
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        generation = getattr(coordinator, "_generation", None)
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        sessions = {
+            str(node): {
+                "epoch": getattr(getattr(h, "next_metadata", None), "epoch", None),
+                "offsets": {
+                    tp.partition: getattr(d, "fetch_offset", None) for tp, d in h.session_partitions.items()
+                },
+            }
+            for node, h in dict(getattr(fetcher, "_session_handlers", {}) or {}).items()
+        }
+        buffered = sorted(
+            {f.topic_partition.partition for f in list(getattr(fetcher, "_completed_fetches", ()))}
+            | {tp.partition for tp in dict(getattr(fetcher, "_paused_completed_fetches", {}) or {})}
+            | {tp.partition for tp in dict(getattr(fetcher, "_paused_partition_records", {}) or {})}
+        )
+        return {
+            "fetch_sessions": sessions,
+            "buffered": buffered,
+            "machine": {
+                "assigned": sorted(m.assigned),
+                "phase": {p: ph.value for p, ph in sorted(m.phase.items())},
+                "owned": {
+                    p: {"committed": o.committed, "expected": o.expected, "position": o.position}
+                    for p, o in sorted(m.owned.items())
+                },
+                "dropping": sorted(m.dropping),
+                "rebalances": m.rebalances,
+            },
+            "kafka": client,
+            "generation": getattr(generation, "generation_id", None),
+            "queued_events": self.events.qsize(),
+        }
+
     def caught_up(self) -> bool:
         """True when every assigned partition is read to its end, as the broker confirms. A broker
         that cannot be asked is no proof of an empty topic: silence during an outage is not idle."""

@@ -31,6 +31,7 @@ by construction:
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import threading
@@ -90,6 +91,8 @@ class TransactionProcessor:
     def __init__(self, settings: Settings, *, stop_event: threading.Event | None = None) -> None:
         self.settings = settings
         self.stop_event = stop_event or threading.Event()
+        # Set from a signal handler (SIGUSR1): the main loop logs the group state at its next turn.
+        self.describe_requested = threading.Event()
         cs = settings.consumer
         self.topic, self.group = settings.kafka.topic, settings.kafka.consumer_group
         self.states = AccountStates(
@@ -150,6 +153,9 @@ class TransactionProcessor:
             while not self.stop_event.is_set():
                 polled = member.poll()
                 now = time.monotonic()
+                if self.describe_requested.is_set():
+                    self.describe_requested.clear()
+                    log.info("state: %s", json.dumps(member.describe(), sort_keys=True))
                 self.partitions.maybe_ensure(self.db)  # hourly, in its own short transaction
                 self._touch_health()
                 member.watch_assignment(now)

@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     processor = TransactionProcessor(settings, stop_event=stop)
+    # `kill -USR1 <pid>`: log what the member owns and what kafka-python will fetch (docs/operations.md).
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: processor.describe_requested.set())
     log.info(
         "consuming %s as group %s from %s; storing in %s:%d/%s",
         settings.kafka.topic,

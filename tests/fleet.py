@@ -160,7 +160,9 @@ def wait_processed(s: Settings, at_least: int, timeout: float = 120.0) -> int:
         seen[0] = processed(s)
         return seen[0] >= at_least
 
-    wait_until(reached, timeout=timeout, interval=0.1, what=f"{at_least} messages processed (at {seen[0]})")
+    wait_until(
+        reached, timeout=timeout, interval=0.1, what=lambda: f"{at_least} messages processed (at {seen[0]})"
+    )
     return seen[0]
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,13 +129,16 @@ def scalar(pg: PostgresSettings, statement: str, params: Iterable[Any] | dict[st
     return query(pg, statement, params)[0][0]
 
 
-def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> None:
+def wait_until(
+    predicate: Any, timeout: float = 60.0, interval: float = 0.2, what: str | Callable[[], str] = "condition"
+) -> None:
+    """`what` may be a callable, so that the message says where the wait stopped, not where it began."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}")
 
 
 # --- Kafka clients that may be refused (tests of a secured broker: native and Compose) ----------

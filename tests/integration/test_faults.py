@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -376,7 +377,14 @@ def test_broker_down_mid_stream_producer_and_consumers_recover(
     sent, acked, failed, unconfirmed = map(int, m[-1])
     coords += send(s, bad[len(bad) // 2 :]).finish()
     records = read_topic(s, s.kafka.topic)
-    wait_processed(s, len(records), timeout=240)
+    try:
+        wait_processed(s, len(records), timeout=240)
+    except AssertionError as e:
+        for n in ("a", "b"):  # each logs its group state (consumer/transaction_processor.py)
+            fleet.procs[n].proc.send_signal(signal.SIGUSR1)
+        time.sleep(3.0)
+        logs = "\n".join(f"--- consumer {n}:\n{tail(fleet.log(n), 80)}" for n in ("a", "b"))
+        raise AssertionError(f"{e}\n{logs}") from None
     time.sleep(1.0)
     for name in ("a", "b"):
         assert fleet.stop(name) == 0, tail(fleet.log(name))

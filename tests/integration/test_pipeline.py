@@ -238,3 +238,37 @@ def test_sigterm_finishes_the_batch_and_exits_zero(
     after = consume(s)
     assert stored + after.stored == 8000 and after.already_stored == 0, (stored, after)
     assert json.dumps(after.as_dict())
+
+
+def test_sigusr1_logs_what_the_member_owns_beside_what_kafka_python_fetches(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The operator's view of a consumer that reads nothing (docs/operations.md): one `state:` line
+    whose two sides agree on a healthy member that has read everything."""
+    s = settings_factory(max_poll_records=500)
+    n = 2_000
+    produce(s, n, seed=41)
+    proc = ConsumerProcess(s, tmp_path / "consumer.log")
+    wait_until(
+        lambda: scalar(s.postgres, "SELECT count(*) FROM transactions") >= n, timeout=120, what=f"{n} rows"
+    )
+    proc.signal(signal.SIGUSR1)
+    wait_until(lambda: "state: " in proc.output(), timeout=30, what="the state line")
+    line = next(x for x in proc.output().splitlines() if "state: " in x)
+    state = json.loads(line.split("state: ", 1)[1])
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, proc.output()[-3000:]
+
+    ends = dict(
+        query(s.postgres, "SELECT kafka_partition, max(kafka_offset) + 1 FROM transactions GROUP BY 1")
+    )
+    machine, client = state["machine"], state["kafka"]
+    assert sorted(int(p) for p in machine["owned"]) == sorted(int(p) for p in client) == sorted(ends)
+    for p, owned in machine["owned"].items():
+        fetch = client[p]
+        # `committed` may still trail by the batch whose commit the main loop has not seen yet.
+        assert owned["position"] == owned["expected"] == fetch["position"] == ends[int(p)], (p, owned, fetch)
+        assert owned["committed"] <= owned["expected"]
+        assert not fetch["paused"] and not fetch["awaiting_validation"] and not fetch["pending_revocation"]
+    assert machine["phase"] == {p: "owned" for p in machine["owned"]} and machine["dropping"] == []
+    assert state["buffered"] == []

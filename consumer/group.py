@@ -431,6 +431,8 @@ class GroupMember:
                 "awaiting_validation": getattr(st, "_awaiting_validation", None),
                 "awaiting_reset": getattr(st, "reset_strategy", None) is not None,
                 "position": getattr(position, "offset", None),
+                "position_epoch": getattr(position, "leader_epoch", None),
+                "leader_epoch": self._leader_epoch(tp),
                 "highwater": getattr(st, "highwater", None),
             }
         coordinator = getattr(self.consumer, "_coordinator", None)
@@ -441,6 +443,10 @@ class GroupMember:
                 "epoch": getattr(getattr(h, "next_metadata", None), "epoch", None),
                 "offsets": {
                     tp.partition: getattr(d, "fetch_offset", None) for tp, d in h.session_partitions.items()
+                },
+                "epochs": {
+                    tp.partition: getattr(d, "current_leader_epoch", None)
+                    for tp, d in h.session_partitions.items()
                 },
             }
             for node, h in dict(getattr(fetcher, "_session_handlers", {}) or {}).items()
@@ -467,6 +473,15 @@ class GroupMember:
             "generation": getattr(generation, "generation_id", None),
             "queued_events": self.events.qsize(),
         }
+
+    def _leader_epoch(self, tp: TopicPartition) -> int | None:
+        """The partition's leader epoch in the client's cluster metadata (what fetches send)."""
+        cluster = getattr(self.consumer, "_cluster", None)
+        try:
+            epoch = cluster.leader_epoch_for_partition(tp) if cluster is not None else None
+        except Exception:  # a diagnostic: an internal that moved must not crash the dump
+            return None
+        return epoch if isinstance(epoch, int) else None
 
     def caught_up(self) -> bool:
         """True when every assigned partition is read to its end, as the broker confirms. A broker

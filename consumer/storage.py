@@ -63,7 +63,7 @@ def copy_rows(txns: Sequence[Transaction], topic_id: uuid.UUID = NIL) -> str:
                 t.transaction_type,
                 f"{t.amount:.2f}",
                 t.currency,
-                t.timestamp.isoformat(),
+                t.timestamp_text or t.timestamp.isoformat(),  # the text as sent when it is exactly that
                 t.channel,
                 t.country,
                 esc(t.merchant),

@@ -664,7 +664,7 @@ def _both(
 
     common: Any = {"topic": "transactions", "partition": 3, "offset": 42, "key": key, "limits": LIMITS}
     fast = validate(raw, **common, kafka_timestamp_ms=record_ms, partition_counts=counts)
-    full = module._validate_full(
+    full = module.validate_full(
         raw, "transactions", 3, 42, key, LIMITS, record_ms, DEFAULT_RATES, counts
     )  # fmt: skip
     return fast, full
@@ -697,7 +697,7 @@ def test_the_fast_path_accepts_what_the_full_path_accepts(raw: bytes) -> None:
     fast, full = _both(raw)
     assert isinstance(full, Transaction)
     assert fast == full and fast.kafka_timestamp_ms == full.kafka_timestamp_ms
-    taken = module._accept(raw, "transactions", 3, 42, b"ACC-000123", LIMITS, NOW_MS, DEFAULT_RATES, None)
+    taken = module.accept(raw, "transactions", 3, 42, b"ACC-000123", LIMITS, NOW_MS, DEFAULT_RATES, None)
     assert taken == full  # and it was the fast path that accepted it
 
 

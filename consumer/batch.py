@@ -170,11 +170,15 @@ def validate_records(
         for rec in recs:
             raw, stamp = rec.value, rec.timestamp  # stamp: stored in the log, the same on every replay
             if raw and stamp is not None and stamp >= 0:
-                txn = accept(raw, topic, partition, rec.offset, rec.key, limits, stamp, rates, partition_counts)
+                txn = accept(
+                    raw, topic, partition, rec.offset, rec.key, limits, stamp, rates, partition_counts
+                )
                 if txn is not None:
                     txns.append(txn)
                     continue
-            item = validate_full(raw, topic, partition, rec.offset, rec.key, limits, stamp, rates, partition_counts)
+            item = validate_full(
+                raw, topic, partition, rec.offset, rec.key, limits, stamp, rates, partition_counts
+            )
             if type(item) is Rejection:
                 rejections.append(item)
             else:

@@ -185,7 +185,9 @@ def validate(
     caller that does not know the topic's layout, such as the importer).
     """
     if raw and kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
-        accepted = accept(raw, topic, partition, offset, key, limits, kafka_timestamp_ms, rates, partition_counts)
+        accepted = accept(
+            raw, topic, partition, offset, key, limits, kafka_timestamp_ms, rates, partition_counts
+        )
         if accepted is not None:
             return accepted
     return validate_full(
@@ -358,7 +360,10 @@ def accept(
         # _check_event_time
         record_time = kafka_timestamp_ms / 1000.0
         epoch = txn.epoch
-        if epoch - record_time > limits.max_future_skew_s or record_time - epoch > limits.max_age_days * 86400.0:
+        if (
+            epoch - record_time > limits.max_future_skew_s
+            or record_time - epoch > limits.max_age_days * 86400.0
+        ):
             return None
     except Exception:  # msgspec.DecodeError, ValueError, anything: never decides what the full path would not
         return None

@@ -1,6 +1,6 @@
 """A/B: the consumer of a base revision against the working tree, interleaved on the same topic.
 
-    python -m bench.ab [--base HEAD] [--count 100000] [--rounds 3]
+    python -m bench.ab [--base HEAD] [--count 100000] [--rounds 3] [--state-dir D --zk-port ..]
 
 One seeded topic is produced once; then A (`git archive BASE`, unpacked in a temp dir) and B
 (this checkout) each consume it in turn with a fresh group and a fresh database, ABAB..., so
@@ -79,10 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep-stack", action="store_true", help="leave the bench stack running")
+    # As bench.run's: a bench beside another session's on the same machine needs its own stack.
+    p.add_argument(
+        "--state-dir", type=Path, help="bench stack state dir (default ~/.cache/txmon/bench-stack)"
+    )
+    p.add_argument("--zk-port", type=int, default=harness.BENCH_PORTS["zk_port"])
+    p.add_argument("--kafka-port", type=int, default=harness.BENCH_PORTS["kafka_port"])
+    p.add_argument("--pg-port", type=int, default=harness.BENCH_PORTS["pg_port"])
     args = p.parse_args(argv)
     configure_logging("INFO", "text")
 
-    services = harness.open_services(None)
+    services = harness.open_services(
+        args.state_dir, {"zk_port": args.zk_port, "kafka_port": args.kafka_port, "pg_port": args.pg_port}
+    )
     run_id = f"ab{secrets.token_hex(3)}"
     ws = Workspace(services, run_id)
     results: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}

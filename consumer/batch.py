@@ -24,9 +24,9 @@ from kafka import TopicPartition
 
 from consumer.account_state import AccountStates, Event
 from consumer.positions import NIL
-from consumer.rules import evaluate
+from consumer.rules import dispatcher, evaluate
 from consumer.rulesets.active import ActiveRules
-from consumer.validation import validate
+from consumer.validation import accept, validate_full
 from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Alert, Rejection, Transaction
 from utils.money import RateTable
@@ -163,19 +163,21 @@ def validate_records(
     incarnation has had (consumer/partition_counts.py), where a key may be (None: unchecked)."""
     batch = Batch(raw=RawByPosition(records), incarnation=incarnation)
     txns, rejections = batch.txns, batch.rejections
+    # `validate`, written out: its two paths called positionally (a call with nine keywords
+    # per message cost more than several of the checks it makes).
     for tp, recs in records.items():
         topic, partition = tp.topic, tp.partition
         for rec in recs:
-            item = validate(
-                rec.value,
-                topic=topic,
-                partition=partition,
-                offset=rec.offset,
-                key=rec.key,
-                limits=limits,
-                kafka_timestamp_ms=rec.timestamp,  # stored in the log: the same on every replay
-                rates=rates,
-                partition_counts=partition_counts,
+            raw, stamp = rec.value, rec.timestamp  # stamp: stored in the log, the same on every replay
+            if raw and stamp is not None and stamp >= 0:
+                txn = accept(
+                    raw, topic, partition, rec.offset, rec.key, limits, stamp, rates, partition_counts
+                )
+                if txn is not None:
+                    txns.append(txn)
+                    continue
+            item = validate_full(
+                raw, topic, partition, rec.offset, rec.key, limits, stamp, rates, partition_counts
             )
             if type(item) is Rejection:
                 rejections.append(item)
@@ -236,14 +238,34 @@ def _reject(batch: Batch, t: Transaction, reason: str, detail: str) -> Rejection
 def evaluate_batch(batch: Batch, states: AccountStates, rules: ActiveRules | RuleThresholds) -> None:
     """Run the rules over the batch's transactions in order, each against its account's history,
     then add it to that history. Every account must be held (`states.missing` loaded first).
-    `rules`: the active rule set, or thresholds alone for the environment's set."""
+    `rules`: the active rule set, or thresholds alone for the environment's set.
+
+    `evaluate_message` for each transaction, with what is the same for the whole batch (the
+    rule set's dispatch, its thresholds, the bound methods) looked up once: at tens of
+    thousands of messages a second, the per-message look-ups and the list every call to
+    `evaluate` built were a sizeable share of the rules' CPU (docs/performance.md)."""
     if not isinstance(rules, ActiveRules):
         rules = ActiveRules.environment(rules)
     batch.rule_set_version = rules.version
     alerts, positions = batch.alerts, batch.alert_positions
+    thresholds, retune = rules.thresholds, rules.retune
+    calls = dispatcher(rules.functions, thresholds)
+    active = states.active
+    event_of = Event.of
     for t in batch.txns:
-        raised = evaluate_message(t, states, rules)
-        if raised:
+        history = active(t.account_id, t.kafka_partition)
+        raised: list[Alert] | None = None
+        for rule in calls(t.transaction_type, t.amount_base):
+            alert = rule(t, history, thresholds)
+            if alert is not None:
+                if raised is None:
+                    raised = [alert]
+                else:
+                    raised.append(alert)
+        history.add(event_of(t))
+        if raised is not None:
+            if retune is not None:
+                raised = rules.adjusted(raised)
             alerts.extend(raised)
             positions.extend([(t.kafka_partition, t.kafka_offset)] * len(raised))
 

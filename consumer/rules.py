@@ -43,6 +43,7 @@ __all__ = [
     "account_takeover",
     "amount_spike",
     "card_testing",
+    "dispatcher",
     "dormant_reactivation",
     "duplicate",
     "evaluate",
@@ -998,6 +999,23 @@ def _plan_for(rules: Sequence[Rule], t: RuleThresholds) -> _Plan:
     made = plan(rules, t)
     _PLANS[key] = _LAST_PLAN = (rules, t, made)
     return made
+
+
+def dispatcher(rules: Sequence[Rule], t: RuleThresholds) -> Callable[[str, float], Sequence[Rule]]:
+    """(transaction type, base amount) -> the rules of `rules` whose gates let such a message
+    through, in RULES order: `evaluate`'s choice, worked out once for a batch's rule set."""
+    typed_plan = _plan_for(rules, t)
+    get = typed_plan.get
+
+    def calls(ttype: str, amount: float) -> Sequence[Rule]:
+        typed = get(ttype)
+        if typed is None or amount != amount:  # NaN never reaches the rules; if it did, all run
+            return rules
+        bounds, segments = typed
+        i = bisect_left(bounds, amount)
+        return segments[2 * i + 1 if i < len(bounds) and bounds[i] == amount else 2 * i]
+
+    return calls
 
 
 def evaluate(

@@ -48,34 +48,44 @@ def _copy_text(value: str | None) -> str:
     return value.translate(_COPY_ESCAPES)
 
 
+class _Escaped(dict[str | None, str]):
+    """value -> `_copy_text(value)`, filled on first use: one batch's merchants, categories,
+    cities and topic repeat, and a dictionary hit costs less than a call per field."""
+
+    def __missing__(self, value: str | None) -> str:
+        out = self[value] = _copy_text(value)
+        return out
+
+
 def copy_rows(txns: Sequence[Transaction], topic_id: uuid.UUID = NIL) -> str:
     """The COPY payload for a batch of one topic incarnation: one tab-separated line per
-    transaction (~3 µs per row; a join of a tuple measured ~2x faster here than one f-string
+    transaction (~2 µs per row; a join of a tuple measured ~2x faster here than one f-string
     with the same fields)."""
-    esc = _copy_text
+    esc = _copy_text  # ids: a new one every row
+    seen = _Escaped()  # the texts that repeat
     null = "\\N"
     incarnation = str(topic_id)
     lines = [
         "\t".join(
             (
                 esc(t.transaction_id),
-                esc(t.account_id),
+                seen[t.account_id],
                 t.transaction_type,
                 f"{t.amount:.2f}",
                 t.currency,
-                t.timestamp.isoformat(),
+                t.timestamp_text or t.timestamp.isoformat(),  # the text as sent when it is exactly that
                 t.channel,
                 t.country,
-                esc(t.merchant),
-                esc(t.merchant_category),
-                esc(t.city),
+                seen[t.merchant],
+                seen[t.merchant_category],
+                seen[t.city],
                 null if t.latitude is None else repr(t.latitude),
                 null if t.longitude is None else repr(t.longitude),
-                esc(t.simulated_scenario),
-                esc(t.simulated_incident),
+                seen[t.simulated_scenario],
+                seen[t.simulated_incident],
                 f"{t.amount_base:.2f}",
                 str(t.schema_version),
-                esc(t.kafka_topic),
+                seen[t.kafka_topic],
                 str(t.kafka_partition),
                 str(t.kafka_offset),
                 null if t.kafka_timestamp_ms is None else str(t.kafka_timestamp_ms),

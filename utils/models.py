@@ -155,6 +155,11 @@ class Transaction:
     # `timestamp` in epoch seconds, derived once: the rules and the account windows read it for
     # nearly every message. Not a column, not an argument; treat a Transaction as immutable.
     epoch: float = field(init=False, repr=False, compare=False)
+    # `timestamp.isoformat()` when the sent text is exactly that (validation sets it for the
+    # common "2026-11-24T21:04:03.123456+00:00"), so the COPY data reuses it instead of formatting
+    # the datetime again (consumer/storage.py); None: format it. Not a column, not an argument,
+    # not compared; `dataclasses.replace` leaves it None.
+    timestamp_text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.epoch = self.timestamp.timestamp()

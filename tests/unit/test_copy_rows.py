@@ -92,3 +92,50 @@ def test_one_line_per_row_and_nothing_for_no_rows() -> None:
         "1",
         "2",
     ]
+
+
+def test_the_sent_timestamp_text_is_what_formatting_gives() -> None:
+    """copy_rows writes `timestamp_text` where validation kept it: over a seeded stream sent in
+    many timestamp forms, the payload equals the one built by formatting every datetime."""
+    import orjson
+
+    from consumer.validation import validate
+    from producer.generator import TransactionGenerator
+    from producer.pool import AccountPool
+    from utils.config import ValidationLimits
+
+    forms = (
+        lambda s: s,
+        lambda s: s.replace("+00:00", "Z"),
+        lambda s: (
+            datetime.fromisoformat(s)
+            .astimezone(datetime.fromisoformat("2026-01-01T00:00+05:30").tzinfo)
+            .isoformat()
+        ),
+        lambda s: s[:19] + "+00:00",
+        lambda s: s[:19] + ".000000+00:00",
+    )
+    txns = []
+    for k, msg in enumerate(
+        TransactionGenerator(8, AccountPool.create(50, 1), 0.1, "simulated").next_batch(3000)
+    ):
+        msg["timestamp"] = forms[k % len(forms)](msg["timestamp"])
+        sent_ms = int(datetime.fromisoformat(msg["timestamp"]).timestamp() * 1000)
+        key = msg["account_id"].encode()
+        t = validate(
+            orjson.dumps(msg),
+            topic="tx",
+            partition=0,
+            offset=k,
+            key=key,
+            limits=ValidationLimits(),
+            kafka_timestamp_ms=sent_ms,
+        )
+        assert isinstance(t, Transaction)
+        txns.append(t)
+    kept = sum(t.timestamp_text is not None for t in txns)
+    assert 500 < kept <= 600  # the first form, less the few with a zero fraction
+    formatted = [dataclasses.replace(t) for t in txns]  # a copy leaves timestamp_text None
+    assert all(t.timestamp_text is None for t in formatted)
+    topic_id = uuid.uuid4()
+    assert copy_rows(txns, topic_id) == copy_rows(formatted, topic_id)

@@ -5,7 +5,10 @@
 * `evaluate`'s dispatch (a rule's gate on type and amount) equals calling every rule, on seeded
   streams and at every gate's bound and the floats either side of it;
 * the indexed `account_takeover` and `duplicate` equal their scan-based versions as they were
-  (tests/unit/reference_rules.py), message for message on seeded streams.
+  (tests/unit/reference_rules.py), message for message on seeded streams;
+* `evaluate_batch` (the dispatch and the rule set looked up once per batch) raises, message for
+  message, what `evaluate_message` raises, for the environment's set, a set with rules off and a
+  retuned one; and `dispatcher` chooses the rules `evaluate` calls.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from hypothesis import strategies as st
 from kafka import TopicPartition
 
 from consumer.account_state import AccountHistory, AccountStates, Event
-from consumer.batch import validate_records
-from consumer.rules import ALL_RULES, account_takeover, duplicate, evaluate, plan
+from consumer.batch import Batch, evaluate_batch, evaluate_message, validate_records
+from consumer.rules import ALL_RULES, account_takeover, dispatcher, duplicate, evaluate, plan
+from consumer.rulesets.active import ActiveRules
+from consumer.rulesets.model import RuleSet
 from producer.generator import TransactionGenerator
 from producer.pool import AccountPool
 from tests.model import Record
@@ -150,6 +155,7 @@ def test_dispatch_equals_calling_every_rule_at_each_gates_bound(t: RuleThreshold
         {x for b in bounds(t) for x in (math.nextafter(b, -math.inf), b, math.nextafter(b, math.inf))}
     )
     assert len(amounts) >= 20
+    calls = dispatcher(ALL_RULES, t)
     checked = 0
     for k, txn in enumerate(txns):
         history = states.active(txn.account_id, txn.kafka_partition)
@@ -157,7 +163,59 @@ def test_dispatch_equals_calling_every_rule_at_each_gates_bound(t: RuleThreshold
             for ttype in (*TRANSACTION_TYPES, "chargeback"):  # a type of no plan: every rule runs
                 for amount in amounts:
                     probe = dataclasses.replace(txn, transaction_type=ttype, amount_base=amount)
-                    assert evaluate(probe, history, t) == every_rule(probe, history, t)
+                    expected = every_rule(probe, history, t)
+                    assert evaluate(probe, history, t) == expected
+                    chosen = calls(ttype, amount)
+                    assert [a for rule in chosen if (a := rule(probe, history, t)) is not None] == expected
                     checked += 1
         history.add(Event.of(txn))
     assert checked > 1000
+
+
+def _retuned(t: RuleThresholds) -> ActiveRules:
+    """A published set with two rules off and two at other severities."""
+    published = RuleSet.from_thresholds(t).published(7, "alice", None, "test")  # type: ignore[arg-type]
+    rules = dict(published.rules)
+    for name in ("velocity", "structuring"):
+        rules[name] = dataclasses.replace(rules[name], enabled=False)
+    for name, severity in (("duplicate", "low"), ("amount_spike", "critical")):
+        rules[name] = dataclasses.replace(rules[name], severity=severity)
+    return ActiveRules.of(dataclasses.replace(published, rules=rules), t)
+
+
+@pytest.mark.parametrize(
+    ("seed", "s", "which"), [(3, BASE, "env"), (4, TIGHT, "retuned"), (5, BASE, "retuned")]
+)
+def test_a_batch_raises_what_each_message_raises(seed: int, s: Settings, which: str) -> None:
+    t = s.rules
+    rules = ActiveRules.environment(t) if which == "env" else _retuned(t)
+    assert (rules.retune is None) == (which == "env")
+    txns = stream(seed)
+    cs = s.consumer
+
+    def fresh() -> AccountStates:
+        states = AccountStates(cs.state_max_events_per_account, cs.state_history_hours * 3600.0)
+        states.load({x.account_id for x in txns}, [])
+        return states
+
+    one_by_one, positions = [], []
+    states = fresh()
+    for txn in txns:
+        raised = evaluate_message(txn, states, rules)
+        one_by_one += raised
+        positions += [(txn.kafka_partition, txn.kafka_offset)] * len(raised)
+    batched = fresh()
+    alerts: list[Alert] = []
+    for k in range(0, len(txns), 1000):  # several batches over the same account windows
+        batch = Batch(txns=list(txns[k : k + 1000]))
+        evaluate_batch(batch, batched, rules)
+        assert batch.rule_set_version == rules.version
+        assert batch.alert_positions == positions[len(alerts) : len(alerts) + len(batch.alerts)]
+        alerts += batch.alerts
+    assert alerts == one_by_one
+    kinds = {(a.alert_type, a.severity) for a in alerts}
+    assert len({a for a, _s in kinds}) >= 8, kinds  # not vacuous
+    if which == "retuned":
+        assert ("duplicate", "low") in kinds and not {"velocity", "structuring"} & {a for a, _s in kinds}
+    for account in {x.account_id for x in txns}:  # and the windows end the same
+        assert list(batched.get(account) or ()) == list(states.get(account) or ())

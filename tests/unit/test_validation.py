@@ -664,7 +664,7 @@ def _both(
 
     common: Any = {"topic": "transactions", "partition": 3, "offset": 42, "key": key, "limits": LIMITS}
     fast = validate(raw, **common, kafka_timestamp_ms=record_ms, partition_counts=counts)
-    full = module._validate_full(
+    full = module.validate_full(
         raw, "transactions", 3, 42, key, LIMITS, record_ms, DEFAULT_RATES, counts
     )  # fmt: skip
     return fast, full
@@ -697,7 +697,7 @@ def test_the_fast_path_accepts_what_the_full_path_accepts(raw: bytes) -> None:
     fast, full = _both(raw)
     assert isinstance(full, Transaction)
     assert fast == full and fast.kafka_timestamp_ms == full.kafka_timestamp_ms
-    taken = module._accept(raw, "transactions", 3, 42, b"ACC-000123", LIMITS, NOW_MS, DEFAULT_RATES, None)
+    taken = module.accept(raw, "transactions", 3, 42, b"ACC-000123", LIMITS, NOW_MS, DEFAULT_RATES, None)
     assert taken == full  # and it was the fast path that accepted it
 
 
@@ -793,3 +793,84 @@ _near_valid = st.fixed_dictionaries(
 def test_both_paths_agree_near_valid_messages(changes: dict[str, Any]) -> None:
     fast, full = _both(orjson.dumps({**GOOD, **changes}))
     assert fast == full
+
+
+# -- the fast path's time checks, written out inline, at the bounds; the sent text it keeps
+
+
+def _timestamp_texts(moment: datetime) -> list[str]:
+    """Forms of one instant that fromisoformat reads (and some it reads as another instant)."""
+    utc = moment.astimezone(UTC)
+    plus2 = moment.astimezone(UTC).astimezone(timezone_plus2)
+    return [
+        utc.isoformat(),
+        utc.isoformat().replace("+00:00", "Z"),
+        utc.isoformat(timespec="seconds"),
+        utc.isoformat(timespec="milliseconds"),
+        utc.replace(microsecond=0).isoformat(timespec="microseconds"),  # ".000000"
+        utc.isoformat(sep=" "),
+        plus2.isoformat(),
+        utc.strftime("%G-W%V-%uT%H:%M:%S.%f+00:00"),  # a week date, as long as the usual form
+        utc.isoformat().replace(".", ","),
+        utc.replace(tzinfo=None).isoformat(),  # naive: rejected
+    ]
+
+
+timezone_plus2 = datetime.fromisoformat("2026-01-01T00:00:00+02:00").tzinfo
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(2026, 6, 1), max_value=datetime(2027, 6, 1), timezones=st.just(UTC)),
+    st.sampled_from([0, 1, -1, 999, -1000, 1001]),
+    st.sampled_from(["future", "past", "near"]),
+)
+def test_both_paths_judge_time_alike_at_the_bounds(moment: datetime, nudge_ms: int, where: str) -> None:
+    """The record's time a millisecond or so either side of the future-skew and age limits, for
+    every form of the timestamp: the fast path accepts exactly what the full path accepts, and
+    keeps the sent text only when it is the text the COPY data would format."""
+    from consumer import validation as module
+    from utils.money import DEFAULT_RATES
+
+    event_ms = math.floor(moment.timestamp() * 1000)
+    if where == "future":  # the event the skew limit ahead of the record
+        record_ms = event_ms - int(LIMITS.max_future_skew_s * 1000) + nudge_ms
+    elif where == "past":  # the event the age limit behind the record
+        record_ms = event_ms + int(LIMITS.max_age_days * 86_400_000) + nudge_ms
+    else:
+        record_ms = event_ms + nudge_ms
+    for text in _timestamp_texts(moment):
+        raw = message(timestamp=text)
+        fast, full = _both(raw, record_ms=record_ms)
+        assert fast == full, text
+        taken = module.accept(
+            raw, "transactions", 3, 42, b"ACC-000123", LIMITS, record_ms, DEFAULT_RATES, None
+        )
+        if taken is not None:
+            assert taken == full and taken.kafka_timestamp_ms == record_ms
+            kept = taken.timestamp_text
+            assert kept is None or kept == taken.timestamp.isoformat() == text
+            assert (kept is not None) == (
+                text == taken.timestamp.isoformat() and taken.timestamp.microsecond != 0
+            )
+
+
+def test_the_fast_path_keeps_the_sent_text_only_in_isoformat_s_own_form() -> None:
+    from consumer import validation as module
+    from utils.money import DEFAULT_RATES
+
+    def kept(text: str) -> str | None:
+        raw = message(timestamp=text)
+        taken = module.accept(raw, "transactions", 3, 42, b"ACC-000123", LIMITS, NOW_MS, DEFAULT_RATES, None)
+        assert taken is not None
+        return taken.timestamp_text
+
+    assert kept("2026-11-24T21:04:03.123456+00:00") == "2026-11-24T21:04:03.123456+00:00"
+    for other in (
+        "2026-11-24T21:04:03.123456Z",
+        "2026-11-24T23:04:03.123456+02:00",
+        "2026-11-24T21:04:03.000000+00:00",  # isoformat() drops a zero fraction
+        "2026-11-24T21:04:03+00:00",
+        "2026-11-24 21:04:03.123456+00:00",
+    ):
+        assert kept(other) is None, other

@@ -451,14 +451,29 @@ class GroupMember:
             }
             for node, h in dict(getattr(fetcher, "_session_handlers", {}) or {}).items()
         }
-        buffered = sorted(
-            {f.topic_partition.partition for f in list(getattr(fetcher, "_completed_fetches", ()))}
-            | {tp.partition for tp in dict(getattr(fetcher, "_paused_completed_fetches", {}) or {})}
-            | {tp.partition for tp in dict(getattr(fetcher, "_paused_partition_records", {}) or {})}
-        )
+        current = getattr(fetcher, "_next_partition_records", None)
+        # Where fetched data waits to be returned: a partition with data waiting is left out of
+        # the next fetch request, so data that never drains stops the partition for good.
+        buffered = {
+            "completed": sorted(
+                f.topic_partition.partition for f in list(getattr(fetcher, "_completed_fetches", ()))
+            ),
+            "paused_completed": sorted(
+                tp.partition for tp in dict(getattr(fetcher, "_paused_completed_fetches", {}))
+            ),
+            "paused_records": sorted(
+                tp.partition for tp in dict(getattr(fetcher, "_paused_partition_records", {}))
+            ),
+            "next_in_line": getattr(getattr(current, "topic_partition", None), "partition", None)
+            if current
+            else None,
+        }
         return {
             "fetch_sessions": sessions,
             "buffered": buffered,
+            "fetch_in_flight_to": sorted(
+                map(str, set(getattr(fetcher, "_nodes_with_pending_fetch_requests", ())))
+            ),
             "machine": {
                 "assigned": sorted(m.assigned),
                 "phase": {p: ph.value for p, ph in sorted(m.phase.items())},

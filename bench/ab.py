@@ -79,10 +79,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--keep-stack", action="store_true", help="leave the bench stack running")
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="compare end-to-end latency at this offered rate instead of throughput (e.g. 3000): "
+        "per round both sides and the Kafka floor, each on its own topic",
+    )
+    p.add_argument(
+        "--latency-seconds", type=float, default=10.0, help="length of each latency run (default 10)"
+    )
+    p.add_argument(
+        "--state-dir", type=Path, help="bench stack state dir (default ~/.cache/txmon/bench-stack)"
+    )
+    p.add_argument("--zk-port", type=int, default=harness.BENCH_PORTS["zk_port"])
+    p.add_argument("--kafka-port", type=int, default=harness.BENCH_PORTS["kafka_port"])
+    p.add_argument("--pg-port", type=int, default=harness.BENCH_PORTS["pg_port"])
     args = p.parse_args(argv)
     configure_logging("INFO", "text")
 
-    services = harness.open_services(None)
+    services = harness.open_services(
+        args.state_dir, {"zk_port": args.zk_port, "kafka_port": args.kafka_port, "pg_port": args.pg_port}
+    )
+    if args.latency_rate > 0:
+        from bench.latency_ab import latency_ab
+
+        try:
+            return latency_ab(args, services)
+        finally:
+            harness.close_services(services, args.keep_stack)
     run_id = f"ab{secrets.token_hex(3)}"
     ws = Workspace(services, run_id)
     results: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}

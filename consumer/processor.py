@@ -35,6 +35,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +55,7 @@ from consumer.rulesets import store as rulesets_store
 from consumer.rulesets.model import StateLimits
 from consumer.rulesets.reload import RuleSetReloader
 from consumer.summary import ProcessorSummary
+from consumer.timings import BatchTiming, TimingRecorder
 from utils import database, schema
 from utils.config import Settings
 from utils.database import ErrorKind, classify
@@ -87,8 +89,16 @@ class Outcome(enum.Enum):
 
 
 class TransactionProcessor:
-    def __init__(self, settings: Settings, *, stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop_event: threading.Event | None = None,
+        timings: TimingRecorder | None = None,
+    ) -> None:
+        """`timings`: record where each batch's time goes (consumer/timings.py; a diagnostic)."""
         self.settings = settings
+        self.timings = timings
         self.stop_event = stop_event or threading.Event()
         cs = settings.consumer
         self.topic, self.group = settings.kafka.topic, settings.kafka.consumer_group
@@ -146,10 +156,13 @@ class TransactionProcessor:
         joined = False
         first_batch_at: float | None = None
         cs = self.settings.consumer
+        timed = self.timings is not None
         try:
             while not self.stop_event.is_set():
+                poll_start = time.time() if timed else 0.0
                 polled = member.poll()
                 now = time.monotonic()
+                polled_at = time.time() if timed else 0.0
                 self.partitions.maybe_ensure(self.db)  # hourly, in its own short transaction
                 self._touch_health()
                 member.watch_assignment(now)
@@ -177,9 +190,11 @@ class TransactionProcessor:
                 last_message = now
                 first_batch_at = first_batch_at or now
                 rebalances = member.rebalances
+                accepted_at = time.time() if timed else 0.0
                 batch = self._prepare(records)
                 if batch is None:
                     continue
+                prepared_at = time.time() if timed else 0.0
                 outcome = self._complete_inflight()
                 if outcome is Outcome.STOPPED:
                     break
@@ -188,6 +203,17 @@ class TransactionProcessor:
                 if member.rebalances != rebalances:
                     self._rewind("partitions moved while the previous batch was stored")
                     continue
+                if timed:
+                    submitted = time.time()
+                    batch.timing = BatchTiming(
+                        polled=polled_at,
+                        poll_s=polled_at - poll_start,
+                        house_s=accepted_at - polled_at,
+                        prepare_s=prepared_at - accepted_at,
+                        wait_s=submitted - prepared_at,
+                        submitted=submitted,
+                        epochs=array("d", (t.epoch for t in batch.txns if t.simulated_scenario is None)),
+                    )
                 self._inflight = (batch, self._writer.submit(self._write_once, batch))
                 if now - last_progress >= 5.0:
                     last_progress = now
@@ -358,6 +384,9 @@ class TransactionProcessor:
 
     def _write_once(self, batch: Batch) -> storage.BatchResult:
         started = time.perf_counter()
+        timing = batch.timing
+        if timing is not None:
+            timing.writer_started()
         committing: tuple[int, storage.BatchResult] | None = None
         try:
             with self.db.connection() as conn:
@@ -378,6 +407,7 @@ class TransactionProcessor:
                         batch.rule_set_version,
                         positions.new_from(spans, stored_below),
                     )
+                pre_done = time.perf_counter()
                 result = storage.write_batch(
                     conn,
                     batch.txns,
@@ -389,12 +419,21 @@ class TransactionProcessor:
                     stored_below=stored_below,
                 )
                 committing = (xid, result)
+                copied = time.perf_counter()
         except DatabaseUnavailable as exc:
             if committing is not None:  # everything ran: the COMMIT itself went unanswered
                 raise CommitUnknown(*committing, exc) from exc
             raise
-        result.write_s = time.perf_counter() - started
+        done = time.perf_counter()
+        result.write_s = done - started
         result.stored_at = time.time()
+        if timing is not None:
+            timing.pre_s, timing.copy_s, timing.commit_s = (
+                pre_done - started,
+                copied - pre_done,
+                done - copied,
+            )
+            timing.stored_at = result.stored_at
         return result
 
     def _complete_inflight(self) -> Outcome:
@@ -494,6 +533,10 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
+        if self.timings is not None and batch.timing is not None:
+            if not batch.timing.stored_at:  # a COMMIT whose answer was lost, settled since
+                batch.timing.stored_at = result.stored_at
+            self.timings.stored(batch.timing)
         if self.metrics is not None:
             self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:

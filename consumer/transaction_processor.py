@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 
 from consumer.processor import TransactionProcessor
 from consumer.summary import format_summary
+from consumer.timings import TimingRecorder
 from utils.config import Settings, load_settings
 from utils.errors import TxmonError
 
@@ -66,6 +67,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     p.add_argument("--summary-json", type=Path, default=None, help="also write the exit summary as JSON here")
     p.add_argument(
+        "--timings-json",
+        type=Path,
+        default=None,
+        help="record where each batch's time goes (poll, rules, the writer's round trips, COMMIT, GC "
+        "pauses) and write it as JSON here at exit (consumer/timings.py; the benchmark's latency section)",
+    )
+    p.add_argument(
         "--max-poll-records",
         type=int,
         default=cs.max_poll_records,
@@ -108,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    processor = TransactionProcessor(settings, stop_event=stop)
+    timings = None
+    if args.timings_json:
+        timings = TimingRecorder()
+        timings.watch_gc()
+    processor = TransactionProcessor(settings, stop_event=stop, timings=timings)
     log.info(
         "consuming %s as group %s from %s; storing in %s:%d/%s",
         settings.kafka.topic,
@@ -133,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summary(summary), flush=True)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
+    if timings is not None and args.timings_json:
+        timings.unwatch_gc()
+        timings.write(args.timings_json)
     return 0
 
 

@@ -392,14 +392,22 @@ class TransactionProcessor:
             with self.db.connection() as conn:
                 with conn.cursor() as cur:
                     moves = {tp.partition: move for tp, move in batch.moves.items()}
-                    fenced = offsets.advance(cur, self.group, self.topic, moves, batch.topic_id)
+                    # Round trips, not rows, are what a small batch pays for: each one hands the
+                    # GIL back and forth with the main thread (docs/performance.md, where the
+                    # latency goes). The transaction's id comes back with the offsets' UPDATE,
+                    # and rule_set_applied's INSERT travels with the batch's COPY.
+                    fenced, xid_or_none = offsets.advance_with_xid(
+                        cur, self.group, self.topic, moves, batch.topic_id
+                    )
                     if fenced:
                         raise Fenced(fenced)
-                    cur.execute("SELECT txid_current()")
-                    xid = int(cur.fetchone()[0])  # type: ignore[index]
+                    if xid_or_none is None:  # no partition moved: ask for it
+                        cur.execute("SELECT txid_current()")
+                        xid_or_none = int(cur.fetchone()[0])  # type: ignore[index]
+                    xid = xid_or_none
                     spans = {tp.partition: span for tp, span in batch.spans.items()}
                     stored_below = positions.claim(cur, self.topic, batch.incarnation, spans)
-                    rulesets_store.record_applied(
+                    applied = rulesets_store.record_applied_sql(
                         cur,
                         self.group,
                         self.topic,
@@ -417,6 +425,7 @@ class TransactionProcessor:
                     rule_set_version=batch.rule_set_version,
                     topic_id=batch.incarnation,
                     stored_below=stored_below,
+                    prelude=applied,
                 )
                 committing = (xid, result)
                 copied = time.perf_counter()

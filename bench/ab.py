@@ -81,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-stack", action="store_true", help="leave the bench stack running")
     # As bench.run's: a bench beside another session's on the same machine needs its own stack.
     p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="compare end-to-end latency at this offered rate instead of throughput (e.g. 3000): "
+        "per round both sides and the Kafka floor, each on its own topic",
+    )
+    p.add_argument(
+        "--latency-seconds", type=float, default=10.0, help="length of each latency run (default 10)"
+    )
+    p.add_argument(
         "--state-dir", type=Path, help="bench stack state dir (default ~/.cache/txmon/bench-stack)"
     )
     p.add_argument("--zk-port", type=int, default=harness.BENCH_PORTS["zk_port"])
@@ -92,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     services = harness.open_services(
         args.state_dir, {"zk_port": args.zk_port, "kafka_port": args.kafka_port, "pg_port": args.pg_port}
     )
+    if args.latency_rate > 0:
+        from bench.latency_ab import latency_ab
+
+        try:
+            return latency_ab(args, services)
+        finally:
+            harness.close_services(services, args.keep_stack)
     run_id = f"ab{secrets.token_hex(3)}"
     ws = Workspace(services, run_id)
     results: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}

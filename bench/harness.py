@@ -295,13 +295,22 @@ class Child:
         self.pid = self.proc.pid
 
     @classmethod
-    def consumer(cls, settings: Settings, log_path: Path, *args: str, profile: Path | None = None) -> Child:
-        """`python consumer/transaction_processor.py ARGS`; with `profile`, run under pyinstrument
-        (main thread only, wall time) and write its text report there."""
+    def consumer(
+        cls,
+        settings: Settings,
+        log_path: Path,
+        *args: str,
+        profile: Path | None = None,
+        tree: Path = REPO,
+    ) -> Child:
+        """`python consumer/transaction_processor.py ARGS` of `tree` (bench.ab: another revision's);
+        with `profile`, run under pyinstrument (main thread only, wall time) and write its text
+        report there."""
         prefix = [sys.executable]
         if profile is not None:
             prefix += ["-m", "pyinstrument", "-r", "text", "--no-color", "-o", str(profile)]
-        return cls([*prefix, str(CONSUMER_SCRIPT), *args], settings, log_path)
+        script = tree / CONSUMER_SCRIPT.relative_to(REPO)
+        return cls([*prefix, str(script), *args], settings, log_path)
 
     @classmethod
     def naive(cls, settings: Settings, log_path: Path, *args: str) -> Child:
@@ -449,12 +458,23 @@ def stored_stats(pg: PostgresSettings) -> dict[str, Any]:
     }
 
 
-def latencies(pg: PostgresSettings) -> tuple[list[float], int]:
-    """Per-row processed_at - timestamp in seconds for unlabelled rows, and how many labelled rows
-    were left out (scenario rows are back-dated by design)."""
+def latencies(pg: PostgresSettings, at: str = "processed_at") -> tuple[list[float], int]:
+    """Per-row latency in seconds for unlabelled rows, and how many labelled rows were left out
+    (scenario rows are back-dated by design). `at="processed_at"`: processed_at - timestamp, the
+    row's stamp taken while the batch's COPY ran (clock_timestamp()), before the rest of the
+    batch's statements and its COMMIT. `at="commit"`: the COMMIT of the row's transaction, when
+    readers see it (pg_xact_commit_timestamp); an empty list where the server does not track
+    commit timestamps (`track_commit_timestamp`, on in the local stack: stack/postgres.py)."""
     with _cursor(pg) as cur:
+        if at == "commit":
+            cur.execute("SHOW track_commit_timestamp")
+            if cur.fetchone()[0] != "on":
+                return [], 0
+            stamp = "pg_xact_commit_timestamp(xmin)"
+        else:
+            stamp = "processed_at"
         cur.execute(
-            'SELECT extract(epoch FROM processed_at - "timestamp")::float8 FROM transactions '
+            f'SELECT extract(epoch FROM {stamp} - "timestamp")::float8 FROM transactions '
             "WHERE simulated_scenario IS NULL"
         )
         values = [float(r[0]) for r in cur.fetchall()]

@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-idle-seconds", type=float, default=10.0, help="stop after this long without messages"
     )
+    p.add_argument(
+        "--max-start-seconds",
+        type=float,
+        default=120.0,
+        # The producer's start-up (a pool of 90,000 accounts) took over 10 s on a loaded box, and
+        # the probe used to give up before the first message.
+        help="wait this long for the first message",
+    )
     args = p.parse_args(argv)
     settings = load_settings()
     k, cs = settings.kafka, settings.consumer
@@ -54,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         consumer.poll(timeout_ms=100)
         print("ready", flush=True)
         last = time.monotonic()
-        while seen < args.count and time.monotonic() - last < args.max_idle_seconds:
+        while seen < args.count and time.monotonic() - last < (
+            args.max_idle_seconds if seen else args.max_start_seconds
+        ):
             records = consumer.poll(timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records)
             if not records:
                 continue

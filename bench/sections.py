@@ -9,6 +9,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench import harness, stats
@@ -152,9 +153,13 @@ def section_throughput(ctx: Context) -> dict[str, Any]:
     return out
 
 
-def latency_once(ctx: Context, label: str, rate: float, count: int, accounts: int) -> dict[str, Any]:
+def latency_once(
+    ctx: Context, label: str, rate: float, count: int, accounts: int, tree: Path = harness.REPO
+) -> dict[str, Any]:
+    """The consumer of `tree` (bench.ab --latency-rate: another revision's) at an offered rate."""
     ws = ctx.ws
-    settings = ws.settings(f"lat-{label}", accounts=accounts)
+    pg = ws.database(f"lat-{label}", tree / "utils" / "migrations")
+    settings = ws.settings(f"lat-{label}", accounts=accounts, pg=pg)
     out: dict[str, Any] = {
         "label": f"consumer @ {rate:,.0f}/s" if rate else "consumer @ full speed",
         "offered_rate": rate or None,
@@ -163,12 +168,18 @@ def latency_once(ctx: Context, label: str, rate: float, count: int, accounts: in
     }
     try:
         # The consumer runs first and waits; it is stopped (SIGTERM) once every row is stored.
+        # It records where each batch's time goes (consumer/timings.py) and writes it at exit.
+        timings_path = ctx.logs / f"consumer-lat-{label}.timings.json"
+        script = (tree / "consumer" / "transaction_processor.py").read_text()
+        timed = ("--timings-json", str(timings_path)) if "--timings-json" in script else ()
         child = Child.consumer(
             settings,
             ctx.logs / f"consumer-lat-{label}.log",
             "--max-idle-seconds",
             "120",
+            *timed,
             profile=ctx.profile_path(f"consumer-lat-{label}"),
+            tree=tree,
         )
         with Sampler([child.pid], 0.5) as sampler:
             if not harness.wait_for_group(ws.admin, settings.kafka.consumer_group, 1, timeout=90):
@@ -184,6 +195,7 @@ def latency_once(ctx: Context, label: str, rate: float, count: int, accounts: in
             child.stop()
             rc = child.wait(60)
         values, excluded = harness.latencies(settings.postgres)
+        committed = harness.latencies(settings.postgres, at="commit")[0]
         st = harness.stored_stats(settings.postgres)
         out.update(
             {
@@ -192,6 +204,10 @@ def latency_once(ctx: Context, label: str, rate: float, count: int, accounts: in
                 "stored": stored,
                 "excluded_scenario_rows": excluded,
                 "latency": stats.latency_summary(values),
+                # The same rows at their transaction's COMMIT (when a reader can see them), where
+                # the server tracks commit timestamps; processed_at is stamped during the COPY.
+                "latency_at_commit": stats.latency_summary(committed) if committed else None,
+                "timings": json.loads(timings_path.read_text()) if timings_path.exists() else None,
                 "consumer": consumer_figures(st, child.output(), sampler, [child.pid], count),
             }
         )
@@ -205,7 +221,9 @@ def latency_once(ctx: Context, label: str, rate: float, count: int, accounts: in
     return out
 
 
-def latency_floor_once(ctx: Context, rate: float, count: int, accounts: int) -> dict[str, Any]:
+def latency_floor_once(
+    ctx: Context, rate: float, count: int, accounts: int, log_name: str = "latency-floor"
+) -> dict[str, Any]:
     """The same offered load read by bare kafka-python (bench/latency_floor.py): no DB, no rules."""
     ws = ctx.ws
     settings = ws.settings("lat-floor", accounts=accounts)
@@ -216,7 +234,7 @@ def latency_floor_once(ctx: Context, rate: float, count: int, accounts: int) -> 
         "accounts": accounts,
     }
     try:
-        child = Child.latency_floor(settings, ctx.logs / "latency-floor.log", "--count", str(count))
+        child = Child.latency_floor(settings, ctx.logs / f"{log_name}.log", "--count", str(count))
         if not child.wait_for_output("ready", 60):
             child.stop()
             child.wait(10)

@@ -47,6 +47,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * frac
 
 
+def format_timings(t: dict[str, Any] | None) -> list[str]:
+    """Where a latency run's time went (consumer/timings.py): the mean of each stage over the
+    slowest 1 % of messages and over the middle ones, in ms."""
+    if not t or not t.get("tail"):
+        return []
+    names = ("at_poll", "house", "prepare", "wait", "queue", "pre", "copy", "commit", "gc")
+    out = ["    where it goes (ms)  " + " ".join(f"{n:>8}" for n in ("latency", *names)) + "  msgs/batch"]
+    for which in ("middle", "tail"):
+        d = t[which]
+        cells = [d.get("latency_ms"), *(d.get(f"{n}_ms") for n in names)]
+        label = "p45-p55" if which == "middle" else ">= p99"
+        out.append(
+            f"    {label:<19} "
+            + " ".join(f"{'-' if c is None else f'{c:.1f}':>8}" for c in cells)
+            + f"  {d.get('batch_messages', 0):.0f}"
+        )
+    return out
+
+
 def latency_summary(latencies_s: Sequence[float]) -> dict[str, Any]:
     """p50/p95/p99/max/mean in milliseconds of per-row latencies given in seconds."""
     if not latencies_s:
@@ -466,6 +485,11 @@ def format_table(doc: Mapping[str, Any]) -> str:
         if run.get("error"):
             note = run["error"]
         row(label, "p50/p95/p99 ms", value, note)
+        commit = run.get("latency_at_commit") or {}
+        if commit.get("count"):
+            value = f"{fmt_ms(commit.get('p50_ms'))} / {fmt_ms(commit.get('p95_ms'))} / {fmt_ms(commit.get('p99_ms'))}"
+            row("  at COMMIT (visible)", "p50/p95/p99 ms", value, "pg_xact_commit_timestamp - timestamp")
+        lines.extend(format_timings(run.get("timings")))
 
     mem = s.get("memory", {})
     lines.append("consumer memory (RSS)")

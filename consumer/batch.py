@@ -26,6 +26,7 @@ from consumer.account_state import AccountStates, Event
 from consumer.positions import NIL
 from consumer.rules import dispatcher, evaluate
 from consumer.rulesets.active import ActiveRules
+from consumer.timings import BatchTiming
 from consumer.validation import accept, validate_full
 from utils.config import RuleThresholds, ValidationLimits
 from utils.models import Alert, Rejection, Transaction
@@ -105,6 +106,7 @@ class Batch:
     evaluation_s: float = 0.0  # validating and evaluating it (account loads excluded)
     rule_set_version: int | None = None  # the version the rules ran with (None: the environment's)
     incarnation: uuid.UUID = NIL  # the topic's, Kafka's topic id (consumer/positions.py): set by the consumer
+    timing: BatchTiming | None = None  # where its time went (consumer/timings.py), when recorded
     _accounts: set[str] | None = None
 
     @property

@@ -20,7 +20,17 @@ from dataclasses import dataclass
 
 import psycopg2.extensions
 
-__all__ = ["Start", "StartKind", "Stored", "advance", "commit_status", "create", "plan_start", "read"]
+__all__ = [
+    "Start",
+    "StartKind",
+    "Stored",
+    "advance",
+    "advance_with_xid",
+    "commit_status",
+    "create",
+    "plan_start",
+    "read",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,18 @@ def advance(
     without one: not checked); returns the partitions where it was not (fenced). Run it first in
     the batch's transaction: its row locks make a second writer of the same partition wait for
     the first to commit, after which the second finds the offset moved."""
+    return advance_with_xid(cur, group, topic, moves, topic_id)[0]
+
+
+def advance_with_xid(
+    cur: psycopg2.extensions.cursor,
+    group: str,
+    topic: str,
+    moves: Mapping[int, tuple[int, int]],
+    topic_id: uuid.UUID | None = None,
+) -> tuple[set[int], int | None]:
+    """`advance`, and the transaction's id (txid_current(), for `commit_status` should the
+    COMMIT's answer be lost) in the same round trip; None when no row moved."""
     parts = sorted(moves)
     tid = None if topic_id is None else str(topic_id)
     cur.execute(
@@ -79,10 +101,12 @@ def advance(
         "FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS m(p, start, next) "
         "WHERE o.consumer_group = %s AND o.kafka_topic = %s AND o.kafka_partition = m.p "
         "AND o.next_offset = m.start "
-        "AND (o.topic_id IS NULL OR %s::uuid IS NULL OR o.topic_id = %s::uuid) RETURNING o.kafka_partition",
+        "AND (o.topic_id IS NULL OR %s::uuid IS NULL OR o.topic_id = %s::uuid) "
+        "RETURNING o.kafka_partition, txid_current()",
         (parts, [moves[p][0] for p in parts], [moves[p][1] for p in parts], group, topic, tid, tid),
     )
-    return set(parts) - {r[0] for r in cur.fetchall()}
+    rows = cur.fetchall()
+    return set(parts) - {r[0] for r in rows}, (int(rows[0][1]) if rows else None)
 
 
 def commit_status(conn: psycopg2.extensions.connection, xid: int) -> str | None:

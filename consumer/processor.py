@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +56,7 @@ from consumer.rulesets import store as rulesets_store
 from consumer.rulesets.model import StateLimits
 from consumer.rulesets.reload import RuleSetReloader
 from consumer.summary import ProcessorSummary
+from consumer.timings import BatchTiming, TimingRecorder
 from utils import database, schema
 from utils.config import Settings
 from utils.database import ErrorKind, classify
@@ -88,8 +90,16 @@ class Outcome(enum.Enum):
 
 
 class TransactionProcessor:
-    def __init__(self, settings: Settings, *, stop_event: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop_event: threading.Event | None = None,
+        timings: TimingRecorder | None = None,
+    ) -> None:
+        """`timings`: record where each batch's time goes (consumer/timings.py; a diagnostic)."""
         self.settings = settings
+        self.timings = timings
         self.stop_event = stop_event or threading.Event()
         # Set from a signal handler (SIGUSR1): the main loop logs the group state at its next turn.
         self.describe_requested = threading.Event()
@@ -149,10 +159,13 @@ class TransactionProcessor:
         joined = False
         first_batch_at: float | None = None
         cs = self.settings.consumer
+        timed = self.timings is not None
         try:
             while not self.stop_event.is_set():
+                poll_start = time.time() if timed else 0.0
                 polled = member.poll()
                 now = time.monotonic()
+                polled_at = time.time() if timed else 0.0
                 if self.describe_requested.is_set():
                     self.describe_requested.clear()
                     log.info("state: %s", json.dumps(member.describe(), sort_keys=True))
@@ -183,9 +196,11 @@ class TransactionProcessor:
                 last_message = now
                 first_batch_at = first_batch_at or now
                 rebalances = member.rebalances
+                accepted_at = time.time() if timed else 0.0
                 batch = self._prepare(records)
                 if batch is None:
                     continue
+                prepared_at = time.time() if timed else 0.0
                 outcome = self._complete_inflight()
                 if outcome is Outcome.STOPPED:
                     break
@@ -194,6 +209,17 @@ class TransactionProcessor:
                 if member.rebalances != rebalances:
                     self._rewind("partitions moved while the previous batch was stored")
                     continue
+                if timed:
+                    submitted = time.time()
+                    batch.timing = BatchTiming(
+                        polled=polled_at,
+                        poll_s=polled_at - poll_start,
+                        house_s=accepted_at - polled_at,
+                        prepare_s=prepared_at - accepted_at,
+                        wait_s=submitted - prepared_at,
+                        submitted=submitted,
+                        epochs=array("d", (t.epoch for t in batch.txns if t.simulated_scenario is None)),
+                    )
                 self._inflight = (batch, self._writer.submit(self._write_once, batch))
                 if now - last_progress >= 5.0:
                     last_progress = now
@@ -364,19 +390,30 @@ class TransactionProcessor:
 
     def _write_once(self, batch: Batch) -> storage.BatchResult:
         started = time.perf_counter()
+        timing = batch.timing
+        if timing is not None:
+            timing.writer_started()
         committing: tuple[int, storage.BatchResult] | None = None
         try:
             with self.db.connection() as conn:
                 with conn.cursor() as cur:
                     moves = {tp.partition: move for tp, move in batch.moves.items()}
-                    fenced = offsets.advance(cur, self.group, self.topic, moves, batch.topic_id)
+                    # Round trips, not rows, are what a small batch pays for: each one hands the
+                    # GIL back and forth with the main thread (docs/performance.md, where the
+                    # latency goes). The transaction's id comes back with the offsets' UPDATE,
+                    # and rule_set_applied's INSERT travels with the batch's COPY.
+                    fenced, xid_or_none = offsets.advance_with_xid(
+                        cur, self.group, self.topic, moves, batch.topic_id
+                    )
                     if fenced:
                         raise Fenced(fenced)
-                    cur.execute("SELECT txid_current()")
-                    xid = int(cur.fetchone()[0])  # type: ignore[index]
+                    if xid_or_none is None:  # no partition moved: ask for it
+                        cur.execute("SELECT txid_current()")
+                        xid_or_none = int(cur.fetchone()[0])  # type: ignore[index]
+                    xid = xid_or_none
                     spans = {tp.partition: span for tp, span in batch.spans.items()}
                     stored_below = positions.claim(cur, self.topic, batch.incarnation, spans)
-                    rulesets_store.record_applied(
+                    applied = rulesets_store.record_applied_sql(
                         cur,
                         self.group,
                         self.topic,
@@ -384,6 +421,7 @@ class TransactionProcessor:
                         batch.rule_set_version,
                         positions.new_from(spans, stored_below),
                     )
+                pre_done = time.perf_counter()
                 result = storage.write_batch(
                     conn,
                     batch.txns,
@@ -393,14 +431,24 @@ class TransactionProcessor:
                     rule_set_version=batch.rule_set_version,
                     topic_id=batch.incarnation,
                     stored_below=stored_below,
+                    prelude=applied,
                 )
                 committing = (xid, result)
+                copied = time.perf_counter()
         except DatabaseUnavailable as exc:
             if committing is not None:  # everything ran: the COMMIT itself went unanswered
                 raise CommitUnknown(*committing, exc) from exc
             raise
-        result.write_s = time.perf_counter() - started
+        done = time.perf_counter()
+        result.write_s = done - started
         result.stored_at = time.time()
+        if timing is not None:
+            timing.pre_s, timing.copy_s, timing.commit_s = (
+                pre_done - started,
+                copied - pre_done,
+                done - copied,
+            )
+            timing.stored_at = result.stored_at
         return result
 
     def _complete_inflight(self) -> Outcome:
@@ -500,6 +548,10 @@ class TransactionProcessor:
         """After the commit: offsets known and mirrored, the DLQ publisher woken, the summary."""
         assert self.member is not None
         self.member.stored(batch.moves)
+        if self.timings is not None and batch.timing is not None:
+            if not batch.timing.stored_at:  # a COMMIT whose answer was lost, settled since
+                batch.timing.stored_at = result.stored_at
+            self.timings.stored(batch.timing)
         if self.metrics is not None:
             self._record_metrics(batch, result)
         if batch.rejections and self.dlq is not None:

@@ -122,12 +122,15 @@ class StoredElsewhere(TxmonError):
         self.stored_at = stored_at
 
 
-def _copy_in(cur: psycopg2.extensions.cursor, table: str, payload: str) -> None:
+def _copy_in(cur: psycopg2.extensions.cursor, table: str, payload: str, prelude: bytes = b"") -> None:
+    """COPY the payload into `table`; `prelude`: statements (`;`-terminated) the server runs first,
+    in the same round trip (the simple query protocol runs them in order, then enters the COPY)."""
     # One read() for the whole payload: psycopg2 drops the GIL for every chunk it sends and must
     # win it back from the busy polling thread for the next read (up to the 5 ms switch interval
     # each time); at its default 8 kB chunks a 5,000-row batch paid that ~150 times.
     data = payload.encode()
-    cur.copy_expert(f"COPY {table} ({_TXN_COLS_SQL}) FROM STDIN", io.BytesIO(data), size=len(data) + 1)
+    statement = prelude + f"COPY {table} ({_TXN_COLS_SQL}) FROM STDIN".encode()
+    cur.copy_expert(statement.decode(), io.BytesIO(data), size=len(data) + 1)
 
 
 def _copy_ids(cur: psycopg2.extensions.cursor, txns: Sequence[Transaction], topic_id: uuid.UUID) -> None:
@@ -164,6 +167,7 @@ def write_batch(
     direct: bool = True,
     topic_id: uuid.UUID = NIL,
     stored_below: Mapping[int, int] | None = None,
+    prelude: bytes = b"",
 ) -> BatchResult:
     """Store one polled batch idempotently inside the caller's transaction.
 
@@ -187,6 +191,9 @@ def write_batch(
     `stored_below` (partition -> offset, what `positions.claim` found), messages below it were
     stored or rejected before (their rows may have gone with retention since): they are counted
     as already stored and written nowhere, nor are their alerts.
+
+    `prelude`: one statement of the caller's (rule_set_applied's INSERT) to run first; it goes
+    in the same round trip as the COPY where there is one.
     """
     result = BatchResult()
     inserted_at: set[tuple[int, int]] | None = None  # None: every transaction was inserted
@@ -199,14 +206,17 @@ def write_batch(
             txns = kept
         rejections = [r for r in rejections if r.offset >= below.get(r.partition, 0)]
     with conn.cursor() as cur:
+        if prelude and not (txns and direct):
+            cur.execute(prelude)
+            prelude = b""
         if txns:
             payload = copy_rows(txns, topic_id)
             if direct:
-                cur.execute("SAVEPOINT direct_copy")
+                # The savepoint is opened in the COPY's round trip and never released: the
+                # COMMIT ends it with the transaction (RELEASE would cost a round trip for nothing).
                 try:
-                    _copy_in(cur, "transactions", payload)
+                    _copy_in(cur, "transactions", payload, prelude + b";SAVEPOINT direct_copy;")
                     _copy_ids(cur, txns, topic_id)
-                    cur.execute("RELEASE SAVEPOINT direct_copy")
                     result.inserted = len(txns)
                 except psycopg2.errors.UniqueViolation:
                     cur.execute("ROLLBACK TO SAVEPOINT direct_copy")

@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 
 from consumer.processor import TransactionProcessor
 from consumer.summary import format_summary
+from consumer.timings import TimingRecorder
 from utils.config import Settings, load_settings
 from utils.errors import TxmonError
 
@@ -37,6 +38,19 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 100, 1000)
+
+
+# How long a thread holding the GIL may run while another waits for it (Python's default: 5 ms).
+# The writer thread waits for it after every round trip to PostgreSQL while the main thread
+# validates and evaluates the next batch: at 5 ms a batch of ~10 round trips could spend most of
+# its write waiting for the GIL, not for the database (docs/performance.md, where the latency goes).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_threads() -> None:
+    """Hand the GIL over sooner to a thread whose I/O completed. A scheduling setting only:
+    nothing the consumer decides depends on it."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -65,6 +79,13 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         f"[env: CONSUMER_MAX_IDLE_SECONDS] (default {cs.max_idle_seconds:g})",
     )
     p.add_argument("--summary-json", type=Path, default=None, help="also write the exit summary as JSON here")
+    p.add_argument(
+        "--timings-json",
+        type=Path,
+        default=None,
+        help="record where each batch's time goes (poll, rules, the writer's round trips, COMMIT, GC "
+        "pauses) and write it as JSON here at exit (consumer/timings.py; the benchmark's latency section)",
+    )
     p.add_argument(
         "--max-poll-records",
         type=int,
@@ -100,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     configure_logging(settings.log_level, settings.log_format)
     tune_gc()
+    tune_threads()
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -108,7 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    processor = TransactionProcessor(settings, stop_event=stop)
+    timings = None
+    if args.timings_json:
+        timings = TimingRecorder()
+        timings.watch_gc()
+    processor = TransactionProcessor(settings, stop_event=stop, timings=timings)
     # `kill -USR1 <pid>`: log what the member owns and what kafka-python will fetch (docs/operations.md).
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: processor.describe_requested.set())
     log.info(
@@ -135,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summary(summary), flush=True)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
+    if timings is not None and args.timings_json:
+        timings.unwatch_gc()
+        timings.write(args.timings_json)
     return 0
 
 

@@ -334,7 +334,9 @@ class Postgres:
         else:
             sock_opt = "-c unix_socket_directories=''"  # TCP only; the pipeline never uses the socket
         # pg_ctl hands -o to a shell: quote paths.
-        opts = f"-p {self.port} {sock_opt} -c listen_addresses={HOST}"
+        # Commit timestamps: the benchmark measures latency to the COMMIT that makes a row
+        # visible (pg_xact_commit_timestamp), not only to processed_at (bench/harness.py).
+        opts = f"-p {self.port} {sock_opt} -c listen_addresses={HOST} -c track_commit_timestamp=on"
         log_file = self.log_path
         offset = log_file.stat().st_size if log_file.exists() else 0
         log.info("starting postgres on %s:%d (%s)", HOST, self.port, self.data_dir)

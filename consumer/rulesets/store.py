@@ -238,11 +238,28 @@ def record_applied(
     settings) is another. So a rewound group or a new group, which stores nothing again, labels
     nothing, and the rows describe the stored messages whoever stored them. One index probe
     per partition (the primary key leads with topic, incarnation, partition, first_offset)."""
+    statement = record_applied_sql(cur, group, topic, topic_id, version, new_from)
+    if statement:
+        with _explained("recording the rule-set version a batch ran"):
+            cur.execute(statement)
+
+
+def record_applied_sql(
+    cur: Cursor,
+    group: str,
+    topic: str,
+    topic_id: uuid.UUID,
+    version: int | None,
+    new_from: Mapping[int, int],
+) -> bytes:
+    """`record_applied`'s statement with its parameters bound (b"" when there is nothing to
+    record), for the consumer to send in the same round trip as the batch's COPY
+    (consumer/storage.py `write_batch`'s `prelude`)."""
     if not new_from:
-        return
+        return b""
     parts = sorted(new_from)
-    with _explained("recording the rule-set version a batch ran"):
-        cur.execute(
+    return bytes(
+        cur.mogrify(
             """INSERT INTO rule_set_applied
                    (consumer_group, kafka_topic, kafka_topic_id, kafka_partition, first_offset, version)
                SELECT %(group)s, %(topic)s, %(tid)s, s.p, s.first, %(version)s
@@ -261,6 +278,7 @@ def record_applied(
                 "firsts": [new_from[p] for p in parts],
             },
         )
+    )
 
 
 def stored(cur: Cursor, version: int) -> tuple[Any, str, datetime, str]:

@@ -98,6 +98,54 @@ def test_write_batch_twice_stores_each_row_once(db: Database, direct: bool) -> N
         assert cur.fetchone() == (200, 200)
 
 
+def _offsets_row(conn: psycopg2.extensions.connection, group: str) -> bytes:
+    """A statement of the caller's for write_batch's prelude (the consumer's is rule_set_applied's)."""
+    with conn.cursor() as cur:
+        return bytes(
+            cur.mogrify(
+                "INSERT INTO consumer_offsets (consumer_group, kafka_topic, kafka_partition, next_offset) "
+                "VALUES (%s, 't', 0, 0)",
+                (group,),
+            )
+        )
+
+
+@pytest.mark.parametrize("replay", [False, True], ids=["direct-copy", "after-a-unique-violation"])
+def test_the_prelude_runs_once_in_the_batch_transaction_whichever_path_stores(
+    db: Database, replay: bool
+) -> None:
+    """The prelude travels with the COPY (one round trip): it is kept when the COPY meets a stored
+    id and the batch goes the staging way (the savepoint opens after it), and it rolls back with
+    the batch."""
+    txns = _txns(20)
+    if replay:
+        with db.connection() as conn:
+            write_batch(conn, txns[:5], [], [])
+    with db.connection() as conn:
+        result = write_batch(conn, txns, [], [], prelude=_offsets_row(conn, "kept"))
+    assert (result.inserted, result.already_stored) == ((15, 5) if replay else (20, 0))
+    assert _count(db, "SELECT count(*) FROM consumer_offsets WHERE consumer_group = 'kept'") == 1
+    with db.connection() as conn:  # no transactions to COPY: the prelude runs on its own
+        write_batch(conn, [], [], [], prelude=_offsets_row(conn, "alone"))
+    assert _count(db, "SELECT count(*) FROM consumer_offsets WHERE consumer_group = 'alone'") == 1
+    with pytest.raises(RuntimeError), db.connection() as conn:
+        write_batch(conn, _txns(3, seed=5, first_offset=100), [], [], prelude=_offsets_row(conn, "gone"))
+        raise RuntimeError("the batch fails after its write: everything rolls back")
+    assert _count(db, "SELECT count(*) FROM consumer_offsets WHERE consumer_group = 'gone'") == 0
+    assert _count(db, "SELECT count(*) FROM transactions") == 20
+
+
+def test_the_offsets_update_returns_the_transaction_id(db: Database) -> None:
+    with db.connection() as conn:
+        offsets.create(conn, "g", "t", {0: 0}, None)
+    with db.connection() as conn, conn.cursor() as cur:
+        fenced, xid = offsets.advance_with_xid(cur, "g", "t", {0: (0, 10)})
+        cur.execute("SELECT txid_current()")
+        assert (fenced, xid) == (set(), cur.fetchone()[0])  # type: ignore[index]
+    with db.connection() as conn, conn.cursor() as cur:
+        assert offsets.advance_with_xid(cur, "g", "t", {0: (0, 20)}) == ({0}, None)  # fenced
+
+
 def test_a_reused_id_from_another_message_rolls_the_batch_back(db: Database) -> None:
     """The rules already saw such a message, so nothing of the batch may be stored: the
     consumer learns where each id is stored and prepares the batch again."""

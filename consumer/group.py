@@ -112,6 +112,12 @@ class GroupMember:
         self._ever_assigned = False
         self._unassigned_since: float | None = None
         self._watchdog_s = max(30.0, 3 * cs.session_timeout_ms / 1000)
+        # The stall guard (`stalled`): per readable partition, when it last returned records (or
+        # became readable), on the monotonic clock; time away from poll() does not count.
+        self._stall_s = cs.stall_restart_s
+        self._progress_at: dict[int, float] = {}
+        self._last_poll_at: float | None = None
+        self._stall_checked_at = 0.0
         # Per topic incarnation, every partition count the group has recorded (migration 065):
         # where validation accepts a key (consumer/validation.py `wrong_partition`).
         self._counts: dict[uuid.UUID, frozenset[int]] = {}
@@ -303,7 +309,42 @@ class GroupMember:
             log.info("Kafka reachable again after %d failed polls", self._broker_errors)
             self._broker_errors = 0
         self.machine.polled(tp.partition for tp, recs in records.items() if recs)
+        now = time.monotonic()
+        away = 0.0 if self._last_poll_at is None else now - self._last_poll_at - cs.poll_timeout_ms / 1000
+        if away > 1.0:  # a batch retried through an outage, a long write: not the client's silence
+            self._progress_at = {p: at + away for p, at in self._progress_at.items()}
+        self._last_poll_at = now
+        for tp, recs in records.items():
+            if recs:
+                self._progress_at[tp.partition] = now
         return records
+
+    def stalled(self, now: float) -> dict[int, int]:
+        """Partitions read here that returned nothing for CONSUMER_STALL_RESTART_SECONDS of polling
+        while the broker holds messages for them: {partition: messages waiting}. kafka-python
+        3.0.12 was seen to stop fetching such partitions for good after this member was dropped
+        from the group and given its partitions back in one rebalance (tests/integration/
+        test_faults.py's broker outage, about 1 run in 20 on a loaded box), its fetch state out
+        of step with the group's. Liveness only: what is stored does not depend on it."""
+        readable = set(self.machine.readable())
+        self._progress_at = {p: at for p, at in self._progress_at.items() if p in readable}
+        if self._stall_s <= 0:
+            return {}
+        quiet = sorted(p for p in readable if now - self._progress_at.setdefault(p, now) >= self._stall_s)
+        if not quiet or now - self._stall_checked_at < self._stall_s / 2:
+            return {}
+        self._stall_checked_at = now
+        try:
+            ends = self.consumer.end_offsets([self._tp(p) for p in quiet], timeout_ms=5000)
+        except KafkaError:
+            return {}  # the broker cannot be asked: an outage, which poll() rides out
+        waiting = {
+            p: ends[self._tp(p)] - self.machine.owned[p].position for p in quiet if self._tp(p) in ends
+        }
+        for p, n in waiting.items():
+            if n <= 0:
+                self._progress_at[p] = now  # read to the end: quiet, not stalled
+        return {p: n for p, n in waiting.items() if n > 0}
 
     def accept(self, polled: Mapping[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
         """The records to evaluate: of partitions set up and still ours, from where we expect

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from consumer import offsets, positions, storage
 from consumer.account_state import AccountStates
@@ -147,9 +148,7 @@ class TransactionProcessor:
         self.rulesets.start(self.retry.call)
         self._rule_set_version_seen()
         self._rule_set_activation_seen()
-        member = self.member = GroupMember(
-            self.settings, self.stop_event, on_forget=self._forget, on_clear=self._clear_cache
-        )
+        member = self.member = self._new_member()
         self.dlq = DlqPublisher(
             self.db, self._dlq_producer, source_topic=self.topic, dlq_topic=self.settings.kafka.dlq_topic
         )
@@ -172,6 +171,12 @@ class TransactionProcessor:
                 self.partitions.maybe_ensure(self.db)  # hourly, in its own short transaction
                 self._touch_health()
                 member.watch_assignment(now)
+                stalled = member.stalled(now)
+                if stalled:
+                    if self._complete_inflight() is Outcome.STOPPED:
+                        break
+                    member = self._replace_member(stalled)
+                    continue
                 if not self._apply_rebalance():
                     break
                 if self.rulesets.poll(now).version != self._version_seen:
@@ -231,6 +236,34 @@ class TransactionProcessor:
             self.summary.elapsed_s = time.monotonic() - started
             self.close()
         return self.summary
+
+    def _new_member(self) -> GroupMember:
+        return GroupMember(self.settings, self.stop_event, on_forget=self._forget, on_clear=self._clear_cache)
+
+    def _replace_member(self, stalled: dict[int, int]) -> GroupMember:
+        """A new Kafka client for one whose fetching stalled (GroupMember.stalled), as a restart
+        of the process would give: the old one leaves the group, the new one joins and reads on
+        from the offsets in PostgreSQL. The batch in flight is complete; what was polled since is
+        read again, and the account cache starts empty."""
+        assert self.member is not None and self._inflight is None
+        old = self.member
+        log.warning(
+            "partitions %s hold %s messages for this consumer but returned none for %.0fs of polling: "
+            "replacing its Kafka client; state: %s",
+            sorted(stalled),
+            sum(stalled.values()),
+            self.settings.consumer.stall_restart_s,
+            json.dumps(old.describe(), sort_keys=True),
+        )
+        self.member = None
+        try:
+            old.close()
+        except KafkaError as exc:  # leaving the group is a courtesy: the session expires anyway
+            log.info("closing the stalled Kafka client: %s", exc)
+        self.states.clear()
+        self.summary.client_restarts += 1
+        self.member = self._new_member()
+        return self.member
 
     def _dlq_producer(self) -> KafkaProducer:
         # Not idempotent: the dead-letter topic is at-least-once anyway, and an idempotent

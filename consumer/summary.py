@@ -22,6 +22,7 @@ class ProcessorSummary:
     db_retries: int = 0
     fenced: int = 0  # batches rolled back because another member owned a partition by then
     rewinds: int = 0  # times the consumer went back to the stored offsets and emptied its cache
+    client_restarts: int = 0  # Kafka clients replaced because a partition stalled (GroupMember.stalled)
     accounts_loaded: int = 0
     dlq_published: int = 0
     elapsed_s: float = 0.0
@@ -48,6 +49,7 @@ def format_summary(s: ProcessorSummary) -> str:
         f"consumer summary: consumed={s.consumed} stored={s.stored} already_stored={s.already_stored} "
         f"rejected={s.rejected} alerts={sum(s.alerts.values())} ({alerts}) rejected_by_reason=({reasons}) "
         f"batches={s.batches} db_retries={s.db_retries} fenced={s.fenced} rewinds={s.rewinds} "
+        f"client_restarts={s.client_restarts} "
         f"accounts_loaded={s.accounts_loaded} dlq_published={s.dlq_published} elapsed={s.elapsed_s:.1f}s "
         f"active={s.active_s:.1f}s rate={s.rate:.0f}/s"
     )

@@ -214,6 +214,12 @@ class ConsumerSettings:
     )
     session_timeout_ms: int = env("CONSUMER_SESSION_TIMEOUT_MS", 10000)
     db_retry_max_backoff_s: float = env("CONSUMER_DB_RETRY_MAX_BACKOFF_SECONDS", 10.0)
+    stall_restart_s: float = env(
+        "CONSUMER_STALL_RESTART_SECONDS",
+        60.0,
+        "a partition with messages waiting at the broker that returns none this long (while polled) "
+        "gets the consumer a new Kafka client (0: never)",
+    )
     idle_in_transaction_timeout_ms: int = env(
         "CONSUMER_IDLE_IN_TRANSACTION_TIMEOUT_MS",
         20000,

@@ -209,6 +209,9 @@ def cpu_budget(
         "pipeline_us_per_row": round(total / rows * 1e6, 2),
         "other_us_per_row": None if other is None else round(other / rows * 1e6, 2),
         "cores": cores,
+        # cores the pipeline kept busy: with `cores` of them, cores / this is the most a run with
+        # the same CPU per row can gain over this one (e.g. a second consumer over the first)
+        "pipeline_cores": round(total / seconds, 3),
         # how full the cores were in the window (1.0: every core busy all the time)
         "busy_share": None if busy is None else round(busy / (cores * seconds), 3),
         "ceiling": round(cores * rows / total, 1) if total > 0 else None,
@@ -512,6 +515,16 @@ def _fmt_ceiling(budget: Mapping[str, Any]) -> str:
     )
 
 
+def _tenths_cpu_note(tenths: Sequence[Mapping[str, Any] | None] | None) -> str:
+    """'CPU us/row first -> last tenth: consumer 21 -> 22, postgres 15 -> 23, ...': which process
+    pays for a later tenth running slower (the rate alone moves with the neighbours' load too)."""
+    if not tenths or not tenths[0] or not tenths[-1]:
+        return ""
+    first, last = tenths[0]["us_per_row"], tenths[-1]["us_per_row"]
+    parts = [f"{k} {first[k]:.0f} -> {last[k]:.0f}" for k in first if k in last]
+    return "CPU us/row first -> last tenth: " + ", ".join(parts)
+
+
 def format_table(doc: Mapping[str, Any]) -> str:
     """The readable summary printed at the end of a run."""
     m, s = doc["machine"], doc["sections"]
@@ -545,6 +558,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
         "consumer, first -> last tenth",
         "tx/s",
         f"{fmt_rate(f.get('consumer_first_tenth'))} -> {fmt_rate(f.get('consumer_last_tenth'))}",
+        _tenths_cpu_note(((tp.get("runs") or [{}])[0].get("consumer") or {}).get("cpu_budget_by_tenth")),
     )
     row("naive consumer (row + commit)", "tx/s", fmt_rate(f.get("naive")))
     row("COPY ceiling (write_batch)", "rows/s", fmt_rate(f.get("copy_ceiling")))
@@ -583,7 +597,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"long run ({long_run.get('expected', 0):,})",
             "tx/s steady",
             fmt_rate(long_run.get("rate")),
-            f"first -> last tenth {fmt_rate(tenths[0])} -> {fmt_rate(tenths[-1])}",
+            f"first -> last tenth {fmt_rate(tenths[0])} -> {fmt_rate(tenths[-1])}; "
+            + _tenths_cpu_note(long_run.get("cpu_budget_by_tenth")),
         )
         edges = mem["long"].get("first_last_million") or {}
         if edges.get("rows"):

@@ -134,6 +134,7 @@ def test_cpu_budget_sums_each_process_and_bounds_the_rate() -> None:
     assert b["ceiling_left"] == pytest.approx(26_666.7, abs=0.1)
     assert b["rate_over_ceiling"] == pytest.approx(0.3, abs=1e-4)
     assert b["busy_share"] == pytest.approx(0.5)
+    assert b["pipeline_cores"] == pytest.approx(0.6)  # 0.6 CPU-s in 1 s: 2 cores allow 3.3x this rate
     assert stats.cpu_budget(pipeline, machine, None, cores=2) is None
     no_machine = stats.cpu_budget(pipeline, None, (0.5, 1.5, 10_000), cores=2)
     assert no_machine is not None and no_machine["other_us_per_row"] is None
@@ -155,9 +156,16 @@ def test_format_table_shows_the_cpu_budget() -> None:
                               (0.5, 1.5, 10_000), cores=2)  # fmt: skip
     scaling = {"repeats": 1, "summary": [{"consumers": 2, "partitions": 6, "rate": 1.0, "rates": [1.0],
                                           "cpu_budget": budget}]}  # fmt: skip
-    text = stats.format_table(_doc(sections={"scaling": scaling}))
+    # a throughput run whose server CPU per row grew from the first tenth to the last
+    groups = [(float(t), 100) for t in range(1, 11)]
+    pg = [(0.0, 0.0), (5.0, 0.05), (10.0, 0.15)]
+    tenths = stats.cpu_budget_by_part(groups, {"postgres": pg}, None, cores=2, parts=2)
+    throughput = {"repeats": 1, "figures": {}, "runs": [{"consumer": {"cpu_budget": budget,
+                                                                      "cpu_budget_by_tenth": tenths}}]}  # fmt: skip
+    text = stats.format_table(_doc(sections={"scaling": scaling, "throughput": throughput}))
     assert "30 = consumer 30" in text
     assert "ceiling 66,667 tx/s on 2 cores" in text
+    assert "CPU us/row first -> last tenth: postgres 100 -> 200" in text
 
 
 # ------------------------------------------------------------------------------------ memory

@@ -7,11 +7,12 @@ import argparse
 import dataclasses
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from bench import stats
-from bench.harness import Sampler, Services, Workspace
+from bench.harness import Sampler, Services, Workspace, stack_processes
 from producer.generator import MAX_LEAD, Clock, TransactionGenerator
 from producer.pool import AccountPool
 from producer.transaction_producer import ProducerSummary, run_producer
@@ -35,6 +36,10 @@ class Context:
     rss_series: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
     scale_round: int = 0  # the scaling repeat running now (log file names)
     memory: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def sampler(self, pids: list[int], interval: float) -> Sampler:
+        """RSS and CPU of `pids`, and the CPU of the stack's servers and of the machine (the budget)."""
+        return Sampler(pids, interval, groups=stack_processes(self.services))
 
     def profile_path(self, name: str) -> Path | None:
         """Where a profiled consumer writes its pyinstrument report (None without --profile)."""
@@ -98,6 +103,13 @@ def consumer_figures(
     count, groups = pg_stats["count"], pg_stats["groups"]
     window = stats.steady_window(groups)
     cpu_total = sum(sampler.cpu_total_s(p) for p in pids)
+    # Every process the rows pass through, for the CPU budget: each consumer and the stack's servers.
+    pipeline = {
+        ("consumer" if len(pids) == 1 else f"consumer-{i + 1}"): sampler.cpu[p] for i, p in enumerate(pids)
+    }
+    pipeline.update({k: v for k, v in sampler.group_cpu.items() if k != "machine"})
+    machine = sampler.group_cpu.get("machine")
+    cores = os.cpu_count() or 1
     out = {
         "stored": count,
         "expected": expected,
@@ -110,6 +122,9 @@ def consumer_figures(
         "cpu_us_per_row": stats.cpu_us_per_row([sampler.cpu[p] for p in pids], window),
         # Rate in each tenth of the rows: does the consumer slow down as tables and state grow?
         "rate_by_tenth": [None if r is None else round(r) for r in stats.rate_profile(groups)],
+        # Per row, each process's CPU over the steady window, and the rate it bounds on this box.
+        "cpu_budget": stats.cpu_budget(pipeline, machine, window, cores),
+        "cpu_budget_by_tenth": stats.cpu_budget_by_part(groups, pipeline, machine, cores),
         "summary": summary,
         # (seconds since the first commit, rows) per database transaction, for re-analysis.
         "commits": [[round(t - groups[0][0], 3), n] for t, n in groups] if len(groups) <= 5000 else None,

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -367,13 +367,30 @@ class Child:
 
 
 class Sampler:
-    """Samples RSS and CPU time of some processes every `interval` seconds, on a thread."""
+    """Samples RSS and CPU time of some processes every `interval` seconds, on a thread.
 
-    def __init__(self, pids: Sequence[int], interval: float = 0.5) -> None:
+    `groups` (label -> root pid: the broker JVM, ZooKeeper, the PostgreSQL postmaster) are
+    sampled for CPU only, each as its whole process tree: the root, its live descendants, and
+    the reaped ones (the root's `children_*` times), so PostgreSQL's backends, autovacuum
+    workers and checkpointer count even when they come and go inside the window. The machine's
+    busy CPU (all cores, every process) is sampled as "machine": what the pipeline did not use
+    of it went to other work on the box.
+    """
+
+    def __init__(
+        self, pids: Sequence[int], interval: float = 0.5, *, groups: Mapping[str, int] | None = None
+    ) -> None:
         self.interval = interval
         self.samples: dict[int, list[tuple[float, int]]] = {pid: [] for pid in pids}  # (time, rss bytes)
         self.cpu: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}  # (time, user+sys s)
         self._procs = {pid: psutil.Process(pid) for pid in pids}
+        self._groups: dict[str, psutil.Process] = {}
+        for label, pid in (groups or {}).items():
+            with contextlib.suppress(psutil.Error):
+                self._groups[label] = psutil.Process(pid)
+        # label -> (time, cumulative user+sys s of the tree); plus "machine"
+        self.group_cpu: dict[str, list[tuple[float, float]]] = {label: [] for label in self._groups}
+        self.group_cpu["machine"] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -384,9 +401,10 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._sample_groups(time.time())  # the window's end is often after the last tick
 
     def _run(self) -> None:
-        while self._procs and not self._stop.is_set():
+        while not self._stop.is_set():
             now = time.time()
             for pid, proc in list(self._procs.items()):
                 try:
@@ -399,7 +417,20 @@ class Sampler:
                 if rss >= 8 * 2**20 or self.samples[pid]:  # skip the instant between fork and exec
                     self.samples[pid].append((now, rss))
                 self.cpu[pid].append((now, cpu.user + cpu.system))
+            self._sample_groups(now)
+            if not self._procs and not self._groups:
+                return
             self._stop.wait(self.interval)
+
+    def _sample_groups(self, now: float) -> None:
+        for label, root in list(self._groups.items()):
+            total = _tree_cpu_s(root)
+            if total is None:
+                del self._groups[label]
+                continue
+            self.group_cpu[label].append((now, total))
+        busy = psutil.cpu_times()
+        self.group_cpu["machine"].append((now, sum(busy) - busy.idle - getattr(busy, "iowait", 0.0)))
 
     def cpu_total_s(self, pid: int) -> float:
         series = self.cpu.get(pid) or [(0.0, 0.0)]
@@ -408,6 +439,44 @@ class Sampler:
     def peak_mb(self) -> float | None:
         values = [r for s in self.samples.values() for _, r in s]
         return round(max(values) / 2**20, 1) if values else None
+
+
+def _tree_cpu_s(root: psutil.Process) -> float | None:
+    """Cumulative user+system CPU seconds of `root` and every descendant, live or reaped (None
+    once the root is gone). A descendant reaped between the two reads below is missed for one
+    sample at most."""
+    try:
+        with root.oneshot():
+            t = root.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            children = root.children(recursive=True)
+    except psutil.Error:
+        return None
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
+
+
+def stack_processes(services: Services) -> dict[str, int]:
+    """The stack's own server processes, label -> pid (the bench's CPU budget samples them); a
+    component configured from outside (`external`) has no process here."""
+    out: dict[str, int] = {}
+    for name in ("kafka", "zookeeper", "postgres"):
+        mode = services.kafka_mode if name != "postgres" else services.postgres_mode
+        if mode != "local":
+            continue
+        if name == "kafka" and services.stack.kafka_brokers > 1:
+            for i, member in enumerate(services.stack.kafka_cluster.members):
+                if (pid := member.pid()) is not None:
+                    out[f"kafka-{i}"] = pid
+            continue
+        with contextlib.suppress(Exception):
+            pid = services.stack.pid(name)
+            if pid is not None:
+                out[name] = pid
+    return out
 
 
 # ------------------------------------------------------------------------------------ queries

@@ -22,7 +22,7 @@ from bench.context import (
     consumer_figures,
     produce,
 )
-from bench.harness import Child, Sampler
+from bench.harness import Child
 
 log = logging.getLogger("bench")
 
@@ -47,7 +47,7 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
             CONSUMER_IDLE_S,
             profile=ctx.profile_path(f"consumer-tp{r}"),
         )
-        with Sampler([child.pid], 0.5) as sampler:
+        with ctx.sampler([child.pid], 0.5) as sampler:
             rc = child.wait(consume_timeout(n))
         st = harness.stored_stats(settings.postgres)
         out["consumer"] = {"exit_code": rc, **consumer_figures(st, child.output(), sampler, [child.pid], n)}
@@ -114,6 +114,8 @@ def throughput_once(ctx: Context, r: int) -> dict[str, Any]:
         "consumer_span": out.get("consumer", {}).get("span_rate"),
         "consumer_summary": (out.get("consumer", {}).get("summary") or {}).get("rate"),
         "consumer_cpu_us_per_row": out.get("consumer", {}).get("cpu_us_per_row"),
+        # the rate the pipeline's CPU per row (consumer + broker + ZooKeeper + PostgreSQL) bounds
+        "consumer_cpu_ceiling": (out.get("consumer", {}).get("cpu_budget") or {}).get("ceiling"),
         "consumer_first_tenth": (out.get("consumer", {}).get("rate_by_tenth") or [None])[0],
         "consumer_last_tenth": (out.get("consumer", {}).get("rate_by_tenth") or [None])[-1],
         "naive": out.get("naive", {}).get("rate"),
@@ -181,7 +183,7 @@ def latency_once(
             profile=ctx.profile_path(f"consumer-lat-{label}"),
             tree=tree,
         )
-        with Sampler([child.pid], 0.5) as sampler:
+        with ctx.sampler([child.pid], 0.5) as sampler:
             if not harness.wait_for_group(ws.admin, settings.kafka.consumer_group, 1, timeout=90):
                 child.stop()
                 child.wait(30)
@@ -301,7 +303,7 @@ def section_long(ctx: Context) -> dict[str, Any]:
         child = Child.consumer(
             settings, ctx.logs / "consumer-long.log", "--max-idle-seconds", CONSUMER_IDLE_S
         )
-        with Sampler([child.pid], 1.0) as sampler:
+        with ctx.sampler([child.pid], 1.0) as sampler:
             rc = child.wait(consume_timeout(n) + 600)
         st = harness.stored_stats(settings.postgres)
         samples = sampler.samples[child.pid]
@@ -355,7 +357,7 @@ def scaling_once(ctx: Context, consumers: int, partitions: int) -> dict[str, Any
             )
             for i in range(consumers)
         ]
-        with Sampler([c.pid for c in children], 0.25) as sampler:
+        with ctx.sampler([c.pid for c in children], 0.25) as sampler:
             group = settings.kafka.consumer_group
             if not harness.wait_for_group(
                 ws.admin, group, min(consumers, partitions), timeout=120, partitions=partitions
@@ -380,7 +382,14 @@ def scaling_once(ctx: Context, consumers: int, partitions: int) -> dict[str, Any
                 "exit_codes": codes,
                 **{
                     k: figures[k]
-                    for k in ("stored", "rate", "span_rate", "db_transactions", "cpu_us_per_row")
+                    for k in (
+                        "stored",
+                        "rate",
+                        "span_rate",
+                        "db_transactions",
+                        "cpu_us_per_row",
+                        "cpu_budget",
+                    )
                 },
                 "peak_rss_mb": sampler.peak_mb(),
                 "per_consumer_stored": [s["stored"] if s else None for s in per_child],
@@ -422,6 +431,9 @@ def section_scaling(ctx: Context) -> dict[str, Any]:
                 "rates": [x.get("rate") for x in mine],
                 "cpu_us_per_row": stats.median_or_none(x.get("cpu_us_per_row") for x in mine),
                 "peak_rss_mb": max((x.get("peak_rss_mb") or 0 for x in mine), default=None),
+                # the CPU budget of the run with the median rate (the last one if there are two)
+                "cpu_budget": _median_run(mine).get("cpu_budget"),
+                "per_consumer_stored": _median_run(mine).get("per_consumer_stored"),
             }
         )
     per_repeat = [
@@ -438,9 +450,16 @@ def section_scaling(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rated = sorted((x for x in runs if x.get("rate") is not None), key=lambda x: x["rate"])
+    return rated[len(rated) // 2] if rated else {}
+
+
 def scaling_figures(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     by = {(r["consumers"], r["partitions"]): r.get("rate") for r in runs}
+    c2 = next((r for r in runs if (r["consumers"], r["partitions"]) == (2, 6)), {})
     return {
+        "scale_c2_ceiling": (c2.get("cpu_budget") or {}).get("ceiling"),
         "scale_c1": by.get((1, 6)),
         "scale_c2": by.get((2, 6)),
         "scale_c4": by.get((4, 6)),

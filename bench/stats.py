@@ -188,6 +188,77 @@ def cpu_us_per_row(
     return used / rows * 1e6
 
 
+def cpu_budget(
+    pipeline: Mapping[str, Sequence[tuple[float, float]]],
+    machine: Sequence[tuple[float, float]] | None,
+    window: tuple[float, float, int] | None,
+    cores: int,
+) -> dict[str, Any] | None:
+    """Where the CPU of the rows stored in `window` went, and the rate it bounds.
+
+    `pipeline`: label -> cumulative CPU seconds sampled as (time, s) for every process the rows
+    pass through (each consumer, the broker, ZooKeeper, PostgreSQL's process tree); `machine`:
+    the busy CPU of the whole box likewise. Per row: each process's µs, their sum, and what the
+    rest of the machine used in the same window (`other`: the bench itself, neighbours). The
+    ceiling is `cores` / the pipeline's CPU seconds per row: the rate at which it would fill
+    every core; `ceiling_left` counts only the cores the other work left free.
+    """
+    if window is None or window[2] <= 0 or window[1] <= window[0]:
+        return None
+    start, end, rows = window
+    seconds = end - start
+
+    def used(series: Sequence[tuple[float, float]]) -> float | None:
+        a, b = interpolate(series, start), interpolate(series, end)
+        return None if a is None or b is None else max(0.0, b - a)
+
+    per: dict[str, float] = {}
+    for label, series in pipeline.items():
+        u = used(series)
+        if u is not None:
+            per[label] = u
+    total = sum(per.values())
+    busy = used(machine) if machine else None
+    other = None if busy is None else max(0.0, busy - total)
+    out: dict[str, Any] = {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rate": round(rows / seconds, 1),
+        "us_per_row": {k: round(v / rows * 1e6, 2) for k, v in per.items()},
+        "pipeline_us_per_row": round(total / rows * 1e6, 2),
+        "other_us_per_row": None if other is None else round(other / rows * 1e6, 2),
+        "cores": cores,
+        # cores the pipeline kept busy: with `cores` of them, cores / this is the most a run with
+        # the same CPU per row can gain over this one (e.g. a second consumer over the first)
+        "pipeline_cores": round(total / seconds, 3),
+        # how full the cores were in the window (1.0: every core busy all the time)
+        "busy_share": None if busy is None else round(busy / (cores * seconds), 3),
+        "ceiling": round(cores * rows / total, 1) if total > 0 else None,
+        "ceiling_left": (
+            round(max(0.0, cores * seconds - other) / total * rows / seconds, 1)
+            if total > 0 and other is not None
+            else None
+        ),
+    }
+    out["rate_over_ceiling"] = ratio(out["rate"], out["ceiling"])
+    return out
+
+
+def cpu_budget_by_part(
+    groups: Sequence[tuple[float, int]],
+    pipeline: Mapping[str, Sequence[tuple[float, float]]],
+    machine: Sequence[tuple[float, float]] | None,
+    cores: int,
+    parts: int = 10,
+) -> list[dict[str, Any] | None]:
+    """`cpu_budget` within each successive `parts`-th of the rows (commit-aligned, as
+    `rate_profile`): which process's CPU per row grows when a later tenth runs slower."""
+    return [
+        cpu_budget(pipeline, machine, steady_window(groups, i / parts, (i + 1) / parts, widen=False), cores)
+        for i in range(parts)
+    ]
+
+
 def linear_slope(points: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope dy/dx; None with fewer than two distinct x."""
     if len(points) < 2:
@@ -284,9 +355,21 @@ RATIO_SPECS: tuple[tuple[str, str, str, str], ...] = (
         "kafka_ceiling",
         "< 1: the database is the slower stage",
     ),
+    (
+        "consumer / its CPU ceiling",
+        "consumer",
+        "consumer_cpu_ceiling",
+        "rate against cores / (consumer + broker + ZooKeeper + PostgreSQL CPU per row)",
+    ),
     ("produce / consumer", "produce", "consumer", "> 1: a full-speed producer outruns one consumer"),
     ("2 consumers / 1 consumer", "scale_c2", "scale_c1", "scaling out on 6 partitions"),
     ("4 consumers / 1 consumer", "scale_c4", "scale_c1", "scaling out on 6 partitions"),
+    (
+        "2 consumers' CPU ceiling / 1 consumer",
+        "scale_c2_ceiling",
+        "scale_c1",
+        "the most 2 consumers can reach on these cores (their run's CPU per row), over 1 consumer",
+    ),
     ("1 consumer: 1 / 6 partitions", "scale_p1", "scale_c1", "partition count alone, one consumer"),
     ("1 consumer: 3 / 6 partitions", "scale_p3", "scale_c1", "partition count alone, one consumer"),
 )
@@ -434,6 +517,33 @@ def _fmt_mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def _fmt_budget(budget: Mapping[str, Any]) -> str:
+    """'58 = consumer 30 + postgres 20 + kafka 8 + zookeeper 0' (µs of CPU per row)."""
+    parts = " + ".join(f"{k} {v:.0f}" for k, v in budget["us_per_row"].items())
+    return f"{budget['pipeline_us_per_row']:.0f} = {parts}"
+
+
+def _fmt_ceiling(budget: Mapping[str, Any]) -> str:
+    other = budget.get("other_us_per_row")
+    busy = budget.get("busy_share")
+    return (
+        f"ceiling {fmt_rate(budget.get('ceiling'))} tx/s on {budget['cores']} cores "
+        f"(rate {fmt_ratio(budget.get('rate_over_ceiling'))}); other work {'-' if other is None else f'{other:.0f}'} "
+        f"us/row, cores {'-' if busy is None else f'{busy:.0%}'} busy, "
+        f"{fmt_rate(budget.get('ceiling_left'))} tx/s on what it left"
+    )
+
+
+def _tenths_cpu_note(tenths: Sequence[Mapping[str, Any] | None] | None) -> str:
+    """'CPU us/row first -> last tenth: consumer 21 -> 22, postgres 15 -> 23, ...': which process
+    pays for a later tenth running slower (the rate alone moves with the neighbours' load too)."""
+    if not tenths or not tenths[0] or not tenths[-1]:
+        return ""
+    first, last = tenths[0]["us_per_row"], tenths[-1]["us_per_row"]
+    parts = [f"{k} {first[k]:.0f} -> {last[k]:.0f}" for k in first if k in last]
+    return "CPU us/row first -> last tenth: " + ", ".join(parts)
+
+
 def format_table(doc: Mapping[str, Any]) -> str:
     """The readable summary printed at the end of a run."""
     m, s = doc["machine"], doc["sections"]
@@ -460,10 +570,14 @@ def format_table(doc: Mapping[str, Any]) -> str:
         f"span {fmt_rate(f.get('consumer_span'))}, own summary {fmt_rate(f.get('consumer_summary'))}",
     )
     row("consumer CPU", "us/row", fmt_rate(f.get("consumer_cpu_us_per_row")))
+    budget = ((tp.get("runs") or [{}])[0].get("consumer") or {}).get("cpu_budget")
+    if budget:
+        row("CPU budget (first repeat)", "us/row", _fmt_budget(budget), _fmt_ceiling(budget))
     row(
         "consumer, first -> last tenth",
         "tx/s",
         f"{fmt_rate(f.get('consumer_first_tenth'))} -> {fmt_rate(f.get('consumer_last_tenth'))}",
+        _tenths_cpu_note(((tp.get("runs") or [{}])[0].get("consumer") or {}).get("cpu_budget_by_tenth")),
     )
     row("naive consumer (row + commit)", "tx/s", fmt_rate(f.get("naive")))
     row("COPY ceiling (write_batch)", "rows/s", fmt_rate(f.get("copy_ceiling")))
@@ -507,7 +621,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"long run ({long_run.get('expected', 0):,})",
             "tx/s steady",
             fmt_rate(long_run.get("rate")),
-            f"first -> last tenth {fmt_rate(tenths[0])} -> {fmt_rate(tenths[-1])}",
+            f"first -> last tenth {fmt_rate(tenths[0])} -> {fmt_rate(tenths[-1])}; "
+            + _tenths_cpu_note(long_run.get("cpu_budget_by_tenth")),
         )
         edges = mem["long"].get("first_last_million") or {}
         if edges.get("rows"):
@@ -533,6 +648,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
         cpu = run.get("cpu_us_per_row")
         note = f"{note}{'; ' if note else ''}{cpu:.0f} us CPU/row" if cpu is not None else note
         row(label, "tx/s", fmt_rate(run.get("rate")), note)
+        if run.get("cpu_budget"):
+            row("  CPU budget", "us/row", _fmt_budget(run["cpu_budget"]), _fmt_ceiling(run["cpu_budget"]))
 
     lines.append("ratios (medians of per-repeat ratios: what holds on a noisy box)")
     for r in doc["ratios"]:

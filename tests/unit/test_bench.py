@@ -113,6 +113,61 @@ def test_interpolate_and_cpu_per_row() -> None:
     assert stats.cpu_us_per_row([a], None) is None
 
 
+def test_cpu_budget_sums_each_process_and_bounds_the_rate() -> None:
+    # 10,000 rows in 1 s (0.5 -> 1.5): the consumer used 0.3 CPU-s, PostgreSQL 0.2, the broker
+    # 0.1 (60 us per row in all), and the machine 1.0, so 0.4 CPU-s went to other work.
+    pipeline = {
+        "consumer": [(0.0, 0.0), (2.0, 0.6)],
+        "postgres": [(0.0, 10.0), (2.0, 10.4)],
+        "kafka": [(0.0, 3.0), (2.0, 3.2)],
+    }
+    machine = [(0.0, 100.0), (2.0, 102.0)]
+    b = stats.cpu_budget(pipeline, machine, (0.5, 1.5, 10_000), cores=2)
+    assert b is not None
+    assert b["us_per_row"] == {"consumer": pytest.approx(30.0), "postgres": pytest.approx(20.0),
+                               "kafka": pytest.approx(10.0)}  # fmt: skip
+    assert b["pipeline_us_per_row"] == pytest.approx(60.0)
+    assert b["other_us_per_row"] == pytest.approx(40.0)
+    assert b["rate"] == pytest.approx(10_000.0)
+    # 2 cores / 60 us per row; and on the 1.6 cores the other work left, 1.6 / 60 us
+    assert b["ceiling"] == pytest.approx(33_333.3, abs=0.1)
+    assert b["ceiling_left"] == pytest.approx(26_666.7, abs=0.1)
+    assert b["rate_over_ceiling"] == pytest.approx(0.3, abs=1e-4)
+    assert b["busy_share"] == pytest.approx(0.5)
+    assert b["pipeline_cores"] == pytest.approx(0.6)  # 0.6 CPU-s in 1 s: 2 cores allow 3.3x this rate
+    assert stats.cpu_budget(pipeline, machine, None, cores=2) is None
+    no_machine = stats.cpu_budget(pipeline, None, (0.5, 1.5, 10_000), cores=2)
+    assert no_machine is not None and no_machine["other_us_per_row"] is None
+    assert no_machine["ceiling_left"] is None
+
+
+def test_cpu_budget_by_tenth_follows_the_commits() -> None:
+    # Ten commits of 100 rows a second apart; PostgreSQL's CPU per second doubles in the second
+    # half: its CPU per row with it.
+    groups = [(float(t), 100) for t in range(1, 11)]
+    pg = [(0.0, 0.0), (5.0, 0.05), (10.0, 0.15)]
+    parts = stats.cpu_budget_by_part(groups, {"postgres": pg}, None, cores=2, parts=2)
+    assert [p["us_per_row"]["postgres"] for p in parts if p] == [pytest.approx(100.0), pytest.approx(200.0)]
+    assert [p["rows"] for p in parts if p] == [400, 500]  # commit-aligned: t 1-5, 5-10
+
+
+def test_format_table_shows_the_cpu_budget() -> None:
+    budget = stats.cpu_budget({"consumer": [(0.0, 0.0), (2.0, 0.6)]}, [(0.0, 0.0), (2.0, 1.0)],
+                              (0.5, 1.5, 10_000), cores=2)  # fmt: skip
+    scaling = {"repeats": 1, "summary": [{"consumers": 2, "partitions": 6, "rate": 1.0, "rates": [1.0],
+                                          "cpu_budget": budget}]}  # fmt: skip
+    # a throughput run whose server CPU per row grew from the first tenth to the last
+    groups = [(float(t), 100) for t in range(1, 11)]
+    pg = [(0.0, 0.0), (5.0, 0.05), (10.0, 0.15)]
+    tenths = stats.cpu_budget_by_part(groups, {"postgres": pg}, None, cores=2, parts=2)
+    throughput = {"repeats": 1, "figures": {}, "runs": [{"consumer": {"cpu_budget": budget,
+                                                                      "cpu_budget_by_tenth": tenths}}]}  # fmt: skip
+    text = stats.format_table(_doc(sections={"scaling": scaling, "throughput": throughput}))
+    assert "30 = consumer 30" in text
+    assert "ceiling 66,667 tx/s on 2 cores" in text
+    assert "CPU us/row first -> last tenth: postgres 100 -> 200" in text
+
+
 # ------------------------------------------------------------------------------------ memory
 
 

@@ -307,6 +307,13 @@ def test_rebalance_three_consumers_one_joins_one_leaves(
     sender = send(s, msgs, rate=1500)
     wait_processed(s, len(msgs) // 3)
     fleet.start("d")
+    # "One joins": on a starved box a new process can take longer to start than the others take
+    # to read the rest (a run at load 40 SIGTERMed "d" before it had logged a line).
+    wait_until(
+        lambda: re.search(r"partitions assigned: \[\d", fleet.log("d")),
+        180,
+        what=lambda: f"d to join:\n{tail(fleet.log('d'))}",
+    )
     wait_processed(s, 2 * len(msgs) // 3)
     assert fleet.stop("a") == 0, tail(fleet.log("a"))
     coords = sender.finish()

@@ -170,11 +170,10 @@ class Project:
             "KAFKA_SSL_CAFILE": str(self.kafka_ca()),
         }
 
-    def build(self, *services: str) -> float:
-        """Build the project's images (each once; those `services` use, if given); returns the
-        seconds it took."""
+    def build(self) -> float:
+        """Build the project's images (each once); returns the seconds it took."""
         started = time.monotonic()
-        self.run("build", *services)
+        self.run("build")
         return time.monotonic() - started
 
     def up(self, *services: str, wait_timeout_s: int = 600, extra: Sequence[str] = ()) -> float:

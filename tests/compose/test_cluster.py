@@ -72,6 +72,9 @@ RATE = 300  # transactions/s offered: ~50 per partition per second
 BEFORE_KILL = 3_000  # stored before the kill: the consumer has joined and is keeping up
 DOWN_S = 3.0  # how long the killed broker's container stays down
 AFTER_S = 5.0  # traffic after the replicas are back in sync, before the producer stops
+# A restarted broker's start (a JVM, log recovery after SIGKILL, TLS) and its catching up took
+# 75 s on a quiet 2-core machine and 122 s at a load of 30.
+IN_SYNC_TIMEOUT_S = 300.0
 # A stall beyond this is a failure, not a figure: a leader election takes the dead broker's
 # ZooKeeper session (6 s) plus the clients' metadata refresh; 60 s would mean something wedged.
 STALL_BOUND_S = 60.0
@@ -144,6 +147,14 @@ def container(project: Project, service: str) -> str:
     return project.run("ps", "--all", "--quiet", service, capture=True).stdout.strip()
 
 
+def broker_report(project: Project, lines: int = 25) -> str:
+    """The containers' states and the end of each broker's log."""
+    logs = project.run(
+        "logs", "--no-color", "--tail", str(lines), *BROKER_SERVICE.values(), capture=True, check=False
+    )
+    return f"{project.ps()}\n{logs.stdout}{logs.stderr}"
+
+
 def docker(*args: str) -> str:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
@@ -154,6 +165,8 @@ def test_brokers_report_three_replicas_and_min_insync_two(
     cluster: Project, admin: KafkaSettings, settings: Settings
 ) -> None:
     topics = [settings.kafka.topic, settings.kafka.dlq_topic, "__consumer_offsets"]
+    # The offsets topic exists once the consumer has looked up its group's coordinator.
+    wait_until(lambda: all_in_sync(admin, topics), 180, "the consumer's offsets topic, all replicas in sync")
     with contextlib.closing(admin_client(admin, timeout_s=30)) as client:
         brokers = sorted(b["broker_id"] for b in client.describe_cluster()["brokers"])
         assert brokers == sorted(BROKER_SERVICE), brokers
@@ -221,7 +234,14 @@ def test_partition_leader_killed_mid_stream_loses_and_doubles_nothing(
         docker("start", victim_id)
         started_at = time.monotonic()
         topics = [topic, settings.kafka.dlq_topic, "__consumer_offsets"]
-        wait_until(lambda: all_in_sync(admin, topics), 240, "every replica back in sync", interval_s=2.0)
+        deadline = time.monotonic() + IN_SYNC_TIMEOUT_S
+        while not all_in_sync(admin, topics):
+            # What a CI log needs to tell a broker that never came back from a slow one.
+            assert time.monotonic() < deadline, (
+                f"broker {victim} ({BROKER_SERVICE[victim]}) restarted, but the replicas were not all "
+                f"back in sync after {IN_SYNC_TIMEOUT_S:.0f}s:\n{broker_report(cluster)}"
+            )
+            time.sleep(2.0)
         in_sync_at = time.monotonic()
         time.sleep(AFTER_S)
 

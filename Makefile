@@ -110,11 +110,11 @@ airflow: venv ## Airflow natively (standalone, UI on :8080) with the DAGs loaded
 # plugin if missing); where no registry answers, docker/offline/ builds the base images.
 # OFFLINE=1 builds those stand-ins without trying a registry first.
 
-compose-up: venv ## docker compose stack: .env with fresh secrets if none, build, start, wait for health, print URLs
-	@$(PY) -m deploy up
+compose-up: venv ## docker compose stack: .env with fresh secrets if none, build, start, wait for health, print URLs (CLUSTER=1: three Kafka brokers)
+	@$(PY) -m deploy $(if $(filter 1,$(CLUSTER)),--cluster) up
 
-compose-down: venv ## stop the Compose stack; data volumes stay (V=1 deletes them)
-	@$(PY) -m deploy down $(if $(filter 1,$(V)),--volumes)
+compose-down: venv ## stop the Compose stack; data volumes stay (V=1 deletes them; CLUSTER=1 for a cluster's)
+	@$(PY) -m deploy $(if $(filter 1,$(CLUSTER)),--cluster) down $(if $(filter 1,$(V)),--volumes)
 
 test-compose: venv ## end-to-end test of the Compose stack under a real engine (own project name and ports)
 	$(PY) -m pytest tests/compose $(PYTEST_ARGS)

@@ -8,6 +8,9 @@ urls   where the running stack listens
 kafka-env [--user U]
        `export` lines for a host client of the stack's Kafka (SASL_SSL as user U, default
        producer; the CA copied next to .env):  eval "$(python -m deploy kafka-env)"
+
+--cluster (before the command) adds docker-compose.cluster.yml: three Kafka brokers
+(docs/scaling.md); give it to every command for that stack (`make compose-up CLUSTER=1`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy import env_file
-from deploy.compose import ENV_EXAMPLE, REPO_ROOT, DeployError, Project, engine_up, ensure_base_images
+from deploy.compose import (
+    CLUSTER_FILE,
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    REPO_ROOT,
+    DeployError,
+    Project,
+    engine_up,
+    ensure_base_images,
+)
 
 log = logging.getLogger("deploy")
 
@@ -110,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("COMPOSE_PROJECT_NAME") or "txmon",
         help="Compose project name (default: COMPOSE_PROJECT_NAME or txmon)",
     )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three Kafka brokers: add docker-compose.cluster.yml (docs/scaling.md)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build, start, wait for health, print URLs")
     up.add_argument(
@@ -132,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="deploy: %(message)s")
-    project = Project(args.project_name, args.env_file)
+    files = (COMPOSE_FILE, CLUSTER_FILE) if args.cluster else (COMPOSE_FILE,)
+    project = Project(args.project_name, args.env_file, files=files)
     try:
         if args.command == "up":
             return cmd_up(project, _offline(args.offline))

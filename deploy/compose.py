@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# Three Kafka brokers instead of one, on top of COMPOSE_FILE (docs/scaling.md).
+CLUSTER_FILE = REPO_ROOT / "docker-compose.cluster.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 ENGINE_SCRIPT = REPO_ROOT / "docker" / "engine.sh"
 BASE_IMAGES_SCRIPT = REPO_ROOT / "docker" / "offline" / "build-base-images.sh"
@@ -39,6 +41,11 @@ HOST_PORTS = {
     "ALERTMANAGER_HOST_PORT": (9093, "Alertmanager"),
     "ALERT_RECEIVER_HOST_PORT": (9095, "delivered alerts"),
 }
+# Published by CLUSTER_FILE only: brokers 1 and 2 (broker 0 is KAFKA_HOST_PORT).
+CLUSTER_HOST_PORTS = {
+    "KAFKA_2_HOST_PORT": (9096, "Kafka broker 1"),
+    "KAFKA_3_HOST_PORT": (9097, "Kafka broker 2"),
+}
 
 
 class DeployError(Exception):
@@ -54,6 +61,13 @@ class Project:
     name: str
     env_file: Path
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Compose files, merged in order: docker-compose.yml, then overrides such as CLUSTER_FILE.
+    files: tuple[Path, ...] = (COMPOSE_FILE,)
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this project runs the three-broker cluster (CLUSTER_FILE)."""
+        return CLUSTER_FILE in self.files
 
     def argv(self, *args: str) -> list[str]:
         return [
@@ -61,8 +75,7 @@ class Project:
             "compose",
             "--project-directory",
             str(REPO_ROOT),
-            "--file",
-            str(COMPOSE_FILE),
+            *(arg for path in self.files for arg in ("--file", str(path))),
             "--project-name",
             self.name,
             "--env-file",
@@ -91,11 +104,18 @@ class Project:
     def variables(self) -> dict[str, str]:
         """The env file's values, with the process environment winning, as Compose reads them."""
         values = {k: v for k, v in dotenv_values(self.env_file).items() if v is not None}
-        values.update({k: v for k, v in self.environ.items() if k in values or k in HOST_PORTS})
+        ports = HOST_PORTS.keys() | CLUSTER_HOST_PORTS.keys()
+        values.update({k: v for k, v in self.environ.items() if k in values or k in ports})
         return values
 
     def host_port(self, variable: str) -> int:
-        return int(self.variables().get(variable) or HOST_PORTS[variable][0])
+        default = {**HOST_PORTS, **CLUSTER_HOST_PORTS}[variable][0]
+        return int(self.variables().get(variable) or default)
+
+    def kafka_host_ports(self) -> list[int]:
+        """The published port of every broker: one, or three with CLUSTER_FILE."""
+        names = ["KAFKA_HOST_PORT", *(CLUSTER_HOST_PORTS if self.cluster else ())]
+        return [self.host_port(name) for name in names]
 
     def ca_path(self) -> Path:
         """Where `export_ca` puts the stack's CA certificate on the host (per project, beside the
@@ -121,7 +141,7 @@ class Project:
             "transactions DB": f"postgresql://{self.variables().get('POSTGRES_USER', 'txmon_app')}"
             f"@localhost:{port('POSTGRES_HOST_PORT')}/{self.variables().get('POSTGRES_DB', 'transactions')}"
             f"?sslmode=verify-full&sslrootcert={self.ca_path()}",
-            "Kafka": f"localhost:{port('KAFKA_HOST_PORT')}",
+            "Kafka": ",".join(f"localhost:{p}" for p in self.kafka_host_ports()),
             "ZooKeeper": f"localhost:{port('ZOOKEEPER_HOST_PORT')} (with docker-compose.zookeeper-port.yml only)",
             "Airflow's metadata DB": f"localhost:{port('AIRFLOW_POSTGRES_HOST_PORT')}",
         }
@@ -134,14 +154,15 @@ class Project:
         return dest
 
     def kafka_client_env(self, user: str = "producer") -> dict[str, str]:
-        """The settings a host process needs to reach the published broker as `user` (one of
-        stack/kafka_security.USERS but the broker): what `python -m deploy kafka-env` prints."""
+        """The settings a host process needs to reach the published broker(s) as `user` (one of
+        stack/kafka_security.USERS but the broker): what `python -m deploy kafka-env` prints.
+        A cluster's client bootstraps from every broker, so it starts while one is down."""
         variable = f"KAFKA_{user.upper()}_PASSWORD"
         password = self.variables().get(variable)
         if not password:
             raise DeployError(f"{self.env_file} has no {variable}: no Kafka user {user!r} in this stack")
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{self.host_port('KAFKA_HOST_PORT')}",
+            "KAFKA_BOOTSTRAP_SERVERS": ",".join(f"localhost:{p}" for p in self.kafka_host_ports()),
             "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "KAFKA_SASL_USERNAME": user,

@@ -268,6 +268,38 @@ def create_broker_user(
         )
 
 
+def _alter_scram_credentials_on_controller(admin: Any, upserts: list[Any]) -> dict[str, str]:
+    """Set SCRAM credentials through the controller; {user: error} for those that failed.
+
+    A ZooKeeper-mode broker takes AlterUserScramCredentials on the active controller only; any
+    other answers NOT_CONTROLLER without a message, and kafka-python 3.0.12's public
+    `alter_user_scram_credentials` (which sends to any broker) reports that as success. On one
+    broker that is always the controller; on three (docker-compose.cluster.yml, a native
+    TXMON_KAFKA_BROKERS=3 stack with sasl_ssl) two times in three no user was created and every
+    login then failed. So the request goes where kafka-python sends controller requests (it
+    looks the controller up and retries once on NOT_CONTROLLER): its own routing primitive."""
+    from kafka import errors as kafka_errors
+    from kafka.protocol.admin import AlterUserScramCredentialsRequest
+
+    request = AlterUserScramCredentialsRequest(
+        deletions=[],
+        upsertions=[(u.user, int(u.mechanism), u.iterations, u.salt, u.salted_password) for u in upserts],
+    )
+
+    def errors(response: Any) -> list[type[Exception]]:
+        return [kafka_errors.for_code(r.error_code) for r in response.results]
+
+    try:
+        response = admin._manager.run(admin._send_request_to_controller, request, errors, False)
+    except (RuntimeError, kafka_errors.KafkaError) as exc:  # no controller found, or it failed
+        return {u.user: f"{type(exc).__name__}: {exc}" for u in upserts}
+    return {
+        r.user: r.error_message or kafka_errors.for_code(r.error_code).__name__
+        for r in response.results
+        if r.error_code
+    }
+
+
 def provision_users_and_acls(admin: Any, passwords: Mapping[str, str], grants: list[Grant]) -> None:
     """Every service user's SCRAM credentials and every grant, through the broker as its own user.
     Both are upserts: a restart changes nothing; a password edited in kafka-users.json is applied."""
@@ -288,7 +320,7 @@ def provision_users_and_acls(admin: Any, passwords: Mapping[str, str], grants: l
         for user in USERS
         if user != BROKER_USER
     ]
-    failed = {u: e for u, e in admin.alter_user_scram_credentials(upserts).items() if e}
+    failed = _alter_scram_credentials_on_controller(admin, upserts)
     if failed:
         raise StackError(f"could not set the Kafka users' SCRAM credentials: {failed}")
     acls = [

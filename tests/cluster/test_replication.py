@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +37,7 @@ from stack.orchestrator import LocalStack
 from tests.cluster.conftest import FIGURES
 from tests.fleet import EVICTING, Consumers, bad_message, check_end_state, send, tail, wait_processed
 from tests.model import read_topic
+from tests.progress import PRODUCER_SUMMARY, ROWS_PER_PARTITION, ProgressMonitor
 from tests.support import REPO, child_env, generated, query
 from utils.config import Settings
 from utils.kafka_cleanup import admin_client, describe_topic
@@ -51,43 +50,6 @@ DOWN_S = 3.0  # how long a killed broker stays down before it is started again
 # A stall beyond this is a failure, not a figure: one leader election takes the dead broker's
 # ZooKeeper session (6 s) plus a metadata refresh; 60 s would mean a consumer or producer wedged.
 STALL_BOUND_S = 60.0
-_PRODUCER_SUMMARY = re.compile(
-    r"summary topic=\S+ seed=\d+ sent=(\d+) acked=(\d+) failed=(\d+) unconfirmed=(\d+)"
-)
-
-
-class ProgressMonitor(threading.Thread):
-    """Samples the stored rows per partition every `interval` seconds: (time, {partition: rows})."""
-
-    def __init__(self, s: Settings, interval: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.s, self.interval = s, interval
-        self.samples: list[tuple[float, dict[int, int]]] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            rows = query(self.s.postgres, "SELECT kafka_partition, count(*) FROM transactions GROUP BY 1")
-            self.samples.append((time.monotonic(), {int(p): int(n) for p, n in rows}))
-            self.stopped.wait(self.interval)
-
-    def longest_stall(self, start: float, end: float) -> tuple[float, int | None]:
-        """The longest time any partition went without a new row within [start, end], and which."""
-        worst, which = 0.0, None
-        partitions = {p for _, counts in self.samples for p in counts}
-        for p in partitions:
-            last_change, last = start, None
-            for t, counts in self.samples:
-                if t < start or t > end:
-                    continue
-                n = counts.get(p, 0)
-                if n != last:
-                    if last is not None and t - last_change > worst:
-                        worst, which = t - last_change, p
-                    last_change, last = t, n
-            if last is not None and end - last_change > worst:
-                worst, which = end - last_change, p
-        return worst, which
 
 
 def _leaders(s: Settings) -> dict[int, int]:
@@ -132,7 +94,7 @@ def test_leader_kills_and_a_rolling_restart_lose_and_double_nothing(
             env=child_env(s), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     children.append(producer)
-    monitor = ProgressMonitor(s)
+    monitor = ProgressMonitor(lambda: {int(p): int(n) for p, n in query(s.postgres, ROWS_PER_PARTITION)})
     monitor.start()
     wait_processed(s, 3_000, timeout=120)  # both consumers joined and storing
     bad_sender = send(s, bad, rate=BAD / 60)  # through the bounces, into the same partitions
@@ -173,7 +135,7 @@ def test_leader_kills_and_a_rolling_restart_lose_and_double_nothing(
     rc = producer.wait(120)
     stream_end = time.monotonic()
     text = plog.read_text(errors="replace")
-    m = _PRODUCER_SUMMARY.findall(text)
+    m = PRODUCER_SUMMARY.findall(text)
     assert m, f"no producer summary (exit {rc}):\n{tail(text)}"
     sent, acked, failed, unconfirmed = map(int, m[-1])
     coords = bad_sender.finish(timeout=240)

@@ -9,6 +9,7 @@ answers, built offline. Nothing here skips: an engine or a stack that cannot sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -24,8 +25,11 @@ from dotenv import dotenv_values
 
 from deploy import env_file
 from deploy.compose import (
+    CLUSTER_HOST_PORTS,
+    COMPOSE_FILE,
     ENV_EXAMPLE,
     HOST_PORTS,
+    REPO_ROOT,
     DeployError,
     Project,
     engine_down,
@@ -96,38 +100,64 @@ def engine() -> Iterator[None]:
             engine_down()
 
 
-@pytest.fixture(scope="session")
-def project(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    """The running stack: built, started, every service healthy."""
-    env_path = tmp_path_factory.mktemp("compose") / ".env"
-    ports = {variable: str(free_port()) for variable in HOST_PORTS}
+def env_file_for_test(directory: Path) -> Path:
+    """A .env for a test project in `directory`: fresh secrets, a free host port for each
+    published service, images tagged for this run."""
+    env_path = directory / ".env"
+    ports = {variable: str(free_port()) for variable in (*HOST_PORTS, *CLUSTER_HOST_PORTS)}
     # Images tagged for this run (layers are shared through the build cache): two checkouts
     # testing on one engine at once would otherwise overwrite each other's `:local` images and
     # each start the other's code.
     overrides = {**ports, "TXMON_IMAGE_TAG": f"test{_OFFSET}"}
     env_path.write_text(env_file.render(ENV_EXAMPLE.read_text(), host_uid=os.getuid(), overrides=overrides))
+    return env_path
+
+
+@contextlib.contextmanager
+def running_project(
+    name: str,
+    directory: Path,
+    *,
+    files: tuple[Path, ...] = (COMPOSE_FILE,),
+    services: tuple[str, ...] = (),
+    label: str = "",
+) -> Iterator[Project]:
+    """A project built, started (`services` and what they depend on; all when empty) and healthy,
+    then taken down with its volumes. Its phases' seconds go to TIMINGS, prefixed by `label`."""
+    env_path = env_file_for_test(directory)
     # The env file alone decides: a variable of the developer's shell (or of CI) with the same
     # name as one in .env.example would otherwise win over it.
     documented = set(dotenv_values(ENV_EXAMPLE))
     environ = {k: v for k, v in os.environ.items() if k not in documented and k != "COMPOSE_PROJECT_NAME"}
-    stack = Project(PROJECT_NAME, env_path, environ)
+    stack = Project(name, env_path, environ, files=files)
     # Leftovers of an interrupted earlier run of this project (same name) would be reused.
     stack.down(volumes=True)
     try:
         images = ensure_base_images()
-        TIMINGS["base images (pulled or built offline)"] = images.pop("total")
+        TIMINGS[f"{label}base images (pulled or built offline)"] = images.pop("total")
         TIMINGS.update({f"  {image}": seconds for image, seconds in images.items()})
-        TIMINGS["docker compose build"] = stack.build()
-        TIMINGS["docker compose up until healthy"] = stack.up()
+        # Every image, even for a subset of the services: `up` would build only missing ones and
+        # start an older build of this tag. The build cache makes the next project's build quick.
+        TIMINGS[f"{label}docker compose build"] = stack.build()
+        TIMINGS[f"{label}docker compose up until healthy"] = stack.up(*services)
         # The transactions DB takes TLS logins only: host clients check it against this CA.
         stack.export_ca()
     except (DeployError, subprocess.TimeoutExpired) as exc:
         stack.down(volumes=True)
-        pytest.fail(f"the Compose stack did not come up: {exc}", pytrace=False)
+        pytest.fail(f"the Compose stack {name} did not come up: {exc}", pytrace=False)
     try:
         yield stack
     finally:
+        started = time.monotonic()
         stack.down(volumes=True)
+        TIMINGS[f"{label}docker compose down"] = time.monotonic() - started
+
+
+@pytest.fixture(scope="session")
+def project(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """The running stack: built, started, every service healthy."""
+    with running_project(PROJECT_NAME, tmp_path_factory.mktemp("compose")) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
@@ -190,22 +220,26 @@ def psql(project: Project, variables: dict[str, str]) -> Callable[[str], list[li
     return run
 
 
+def kafka_user(project: Project, user: str) -> KafkaSettings:
+    """A Kafka user of `project` as a host client on the published port(s) (SASL_SSL, the CA
+    copied out of the broker), as `python -m deploy kafka-env --user U` gives it to a user."""
+    env = project.kafka_client_env(user)
+    return KafkaSettings(
+        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+        security_protocol=env["KAFKA_SECURITY_PROTOCOL"],
+        sasl_mechanism=env["KAFKA_SASL_MECHANISM"],
+        sasl_username=env["KAFKA_SASL_USERNAME"],
+        sasl_password=env["KAFKA_SASL_PASSWORD"],
+        ssl_cafile=env["KAFKA_SSL_CAFILE"],
+    )
+
+
 @pytest.fixture(scope="session")
 def kafka_users(project: Project) -> dict[str, KafkaSettings]:
-    """Each Kafka user of the stack as a host client on the published port (SASL_SSL, the CA
-    copied out of the broker), as `python -m deploy kafka-env --user U` gives it to a user."""
-    out = {}
-    for user in ("admin", "producer", "consumer", "health", "console"):
-        env = project.kafka_client_env(user)
-        out[user] = KafkaSettings(
-            bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
-            security_protocol=env["KAFKA_SECURITY_PROTOCOL"],
-            sasl_mechanism=env["KAFKA_SASL_MECHANISM"],
-            sasl_username=env["KAFKA_SASL_USERNAME"],
-            sasl_password=env["KAFKA_SASL_PASSWORD"],
-            ssl_cafile=env["KAFKA_SSL_CAFILE"],
-        )
-    return out
+    """Each Kafka user of the stack as a host client (kafka_user)."""
+    return {
+        user: kafka_user(project, user) for user in ("admin", "producer", "consumer", "health", "console")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -214,23 +248,27 @@ def kafka_client(kafka_users: dict[str, KafkaSettings]) -> dict[str, Any]:
     return kafka_users["admin"].client_kwargs()
 
 
+def host_producer_env(project: Project) -> dict[str, str]:
+    """The environment of the project's producer run on the host, as a user runs it."""
+    return {
+        **os.environ,
+        # The stack's settings (topic, accounts, ...) from its env file; the broker as the
+        # host reaches it, as the producer's Kafka user (docs/security.md).
+        "TXMON_ENV_FILE": str(project.env_file),
+        **project.kafka_client_env("producer"),
+        "LOG_FORMAT": "text",
+    }
+
+
 @pytest.fixture(scope="session")
 def host_producer(project: Project) -> Callable[..., subprocess.Popen[str]]:
     """Start the project's producer on the host, as a user would, against the published port."""
 
     def start(*args: str) -> subprocess.Popen[str]:
-        env = {
-            **os.environ,
-            # The stack's settings (topic, accounts, ...) from its env file; the broker as the
-            # host reaches it, as the producer's Kafka user (docs/security.md).
-            "TXMON_ENV_FILE": str(project.env_file),
-            **project.kafka_client_env("producer"),
-            "LOG_FORMAT": "text",
-        }
         return subprocess.Popen(
             [sys.executable, "producer/transaction_producer.py", *args],
-            cwd=Path(__file__).resolve().parents[2],
-            env=env,
+            cwd=REPO_ROOT,
+            env=host_producer_env(project),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

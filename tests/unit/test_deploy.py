@@ -11,7 +11,8 @@ from cryptography.fernet import Fernet
 from dotenv import dotenv_values
 
 from deploy import env_file
-from deploy.compose import ENV_EXAMPLE, HOST_PORTS, Project
+from deploy.__main__ import build_parser
+from deploy.compose import CLUSTER_FILE, CLUSTER_HOST_PORTS, COMPOSE_FILE, ENV_EXAMPLE, HOST_PORTS, Project
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ENV_EXAMPLE.read_text()
@@ -81,6 +82,34 @@ def test_project_runs_compose_with_its_name_and_env_file(tmp_path: Path) -> None
         f"postgresql://app@localhost:40004/tx?sslmode=verify-full&sslrootcert={project.ca_path()}"
     )
     assert urls["Prometheus"] == f"http://localhost:{HOST_PORTS['PROMETHEUS_HOST_PORT'][0]}"
+
+
+def test_a_cluster_project_merges_the_override_and_knows_every_broker(tmp_path: Path) -> None:
+    env_path = tmp_path / ".env"
+    env_path.write_text("KAFKA_HOST_PORT=40002\nKAFKA_2_HOST_PORT=40005\nKAFKA_3_HOST_PORT=40006\n")
+    single = Project("txmon-x", env_path, environ={})
+    cluster = Project("txmon-x", env_path, environ={}, files=(COMPOSE_FILE, CLUSTER_FILE))
+    files = [a for i, a in enumerate(cluster.argv("up")) if i and cluster.argv("up")[i - 1] == "--file"]
+    assert files == [str(COMPOSE_FILE), str(CLUSTER_FILE)] and not single.cluster and cluster.cluster
+    # A host client of the cluster bootstraps from all three: it starts while any one is down.
+    assert single.kafka_host_ports() == [40002]
+    assert cluster.kafka_host_ports() == [40002, 40005, 40006]
+    assert cluster.urls()["Kafka"] == "localhost:40002,localhost:40005,localhost:40006"
+    args = build_parser().parse_args(["--cluster", "kafka-env"])
+    assert args.cluster and not build_parser().parse_args(["kafka-env"]).cluster
+
+
+def test_the_cluster_override_publishes_known_ports_that_clash_with_none() -> None:
+    """Brokers 1 and 2's host ports are known to deploy/ (the end-to-end test moves them to free
+    ports), and no two services of the merged files default to the same one: kafka-2 once took
+    9093, Alertmanager's, and the cluster could not start beside a default stack's Alertmanager."""
+    cluster = CLUSTER_FILE.read_text()
+    published = dict(re.findall(r'"127\.0\.0\.1:\$\{([A-Z0-9_]+):-(\d+)\}:\d+"', cluster))
+    assert {k: int(v) for k, v in published.items()} == {k: d for k, (d, _) in CLUSTER_HOST_PORTS.items()}
+    example = {k: v for k, v in dotenv_values(ENV_EXAMPLE).items() if k.endswith("_HOST_PORT")}
+    defaults = {**HOST_PORTS, **CLUSTER_HOST_PORTS}
+    assert example == {k: str(d) for k, (d, _) in defaults.items()}
+    assert len({d for d, _ in defaults.values()}) == len(defaults), defaults
 
 
 # Rooms `make test` leaves out, each run by a CI step of its own: the Compose stack needs a Docker

@@ -271,4 +271,5 @@ def test_sigusr1_logs_what_the_member_owns_beside_what_kafka_python_fetches(
         assert owned["committed"] <= owned["expected"]
         assert not fetch["paused"] and not fetch["awaiting_validation"] and not fetch["pending_revocation"]
     assert machine["phase"] == {p: "owned" for p in machine["owned"]} and machine["dropping"] == []
-    assert state["buffered"] == {"completed": [], "paused_completed": [], "paused_records": [], "next_in_line": None}
+    # Nothing parked while paused (a fetch response may be queued at any moment: not asserted).
+    assert state["buffered"]["paused_completed"] == state["buffered"]["paused_records"] == []

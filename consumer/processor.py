@@ -21,7 +21,7 @@ by construction:
 * The rules are the active rule-set version (consumer/rulesets/reload.py), checked between
   batches every RULESET_CHECK_SECONDS; each alert stores the version that raised it, and a
   partition's switch of version is recorded in rule_set_applied in the batch's transaction
-  (consumer/rulesets/store.py record_applied says exactly when).
+  (consumer/rulesets/store.py record_applied_sql says exactly when).
 * A position (topic incarnation, partition, offset) is stored once: each batch raises
   stored_positions and writes nothing below what it found (consumer/positions.py), so a rewind
   or a new group never stores a message again, even where retention deleted its row.
@@ -260,7 +260,7 @@ class TransactionProcessor:
             old.close()
         except KafkaError as exc:  # leaving the group is a courtesy: the session expires anyway
             log.info("closing the stalled Kafka client: %s", exc)
-        self.states.clear()
+        self._clear_cache()
         self.summary.client_restarts += 1
         self.member = self._new_member()
         return self.member

@@ -6,7 +6,7 @@ object between batches, so no batch is ever evaluated with half of one set and h
 `rule_set_applied` (utils/migrations/050_rule_set_applied.sql, 060) says from which offset on
 each partition's stored messages were evaluated with which version. A batch adds a row, in its
 own transaction, where the version it ran differs from the one recorded at the first position it
-stores (consumer/rulesets/store.py record_applied): a deployment that never publishes writes no
+stores (consumer/rulesets/store.py record_applied_sql): a deployment that never publishes writes no
 rows, and a rewound or new group, which stores nothing again, writes none either.
 """
 

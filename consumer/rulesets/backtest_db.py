@@ -132,7 +132,7 @@ def _stored_alerts(cur: psycopg2.extensions.cursor, scope: Scope) -> list[Stored
 
 def _applied(cur: psycopg2.extensions.cursor, scope: Scope) -> list[tuple[int, int, int | None]]:
     """Where the stored messages switched version, whichever group stored them (one row per
-    position: consumer/rulesets/store.py record_applied)."""
+    position: consumer/rulesets/store.py record_applied_sql)."""
     cur.execute(
         "SELECT kafka_partition, first_offset, version FROM rule_set_applied "
         "WHERE kafka_topic = %(topic)s AND kafka_topic_id = %(topic_id)s",

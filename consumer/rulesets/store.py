@@ -37,7 +37,7 @@ __all__ = [
     "active_version",
     "get",
     "publish",
-    "record_applied",
+    "record_applied_sql",
     "stored",
     "versions",
 ]
@@ -223,27 +223,6 @@ def _unknown(cur: Cursor, version: int) -> str:
     return f"no rule-set version {version}: versions are 1 to {latest} (`history` lists them)"
 
 
-def record_applied(
-    cur: Cursor,
-    group: str,
-    topic: str,
-    topic_id: uuid.UUID,
-    version: int | None,
-    new_from: Mapping[int, int],
-) -> None:
-    """In the batch's transaction: the batch evaluated with `version` and stores the messages of
-    each partition of `new_from` from that offset on (positions.new_from: below it, everything was
-    stored before, by whichever group, and keeps its label). A row is added where the version
-    recorded at that offset (the last row at or before it, none meaning NULL, the environment's
-    settings) is another. So a rewound group or a new group, which stores nothing again, labels
-    nothing, and the rows describe the stored messages whoever stored them. One index probe
-    per partition (the primary key leads with topic, incarnation, partition, first_offset)."""
-    statement = record_applied_sql(cur, group, topic, topic_id, version, new_from)
-    if statement:
-        with _explained("recording the rule-set version a batch ran"):
-            cur.execute(statement)
-
-
 def record_applied_sql(
     cur: Cursor,
     group: str,
@@ -252,9 +231,15 @@ def record_applied_sql(
     version: int | None,
     new_from: Mapping[int, int],
 ) -> bytes:
-    """`record_applied`'s statement with its parameters bound (b"" when there is nothing to
-    record), for the consumer to send in the same round trip as the batch's COPY
-    (consumer/storage.py `write_batch`'s `prelude`)."""
+    """The statement, parameters bound (b"" when there is nothing to record), that records in
+    the batch's transaction (sent in the same round trip as its COPY, consumer/storage.py
+    `write_batch`'s `prelude`): the batch evaluated with `version` and stores the messages of
+    each partition of `new_from` from that offset on (positions.new_from: below it, everything was
+    stored before, by whichever group, and keeps its label). A row is added where the version
+    recorded at that offset (the last row at or before it, none meaning NULL, the environment's
+    settings) is another. So a rewound group or a new group, which stores nothing again, labels
+    nothing, and the rows describe the stored messages whoever stored them. One index probe
+    per partition (the primary key leads with topic, incarnation, partition, first_offset)."""
     if not new_from:
         return b""
     parts = sorted(new_from)

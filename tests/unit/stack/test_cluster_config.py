@@ -11,6 +11,7 @@ import pytest
 
 from stack import apache_kafka as ak
 from stack import orchestrator as orch
+from tests.support import wait_until
 from utils.errors import StackError
 from utils.kafka_cleanup import new_topic_configs
 
@@ -115,7 +116,10 @@ def test_down_stops_a_clusters_brokers_without_being_told_their_count(tmp_path: 
         procs.append(proc)
         member.pidfile.parent.mkdir(parents=True, exist_ok=True)
         member.pidfile.write_text(f"{proc.pid}\n")
-        assert member.pid() == proc.pid
+        # Until the child execs, /proc/PID/cmdline is still pytest's and carries no marker.
+        wait_until(
+            lambda m=member, p=proc: m.pid() == p.pid, timeout=15, interval=0.05, what="the stand-in's exec"
+        )
     try:
         orch.LocalStack(tmp_path, zk_port=22181, kafka_port=29092, pg_port=25432, environ={}).down()
         assert [p.wait(15) for p in procs] == [-15, -15]  # SIGTERM, as a broker's controlled shutdown

@@ -19,6 +19,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from utils.errors import ConfigError
+from utils.kafka_net import net_client
 from utils.money import RateTable, parse_rates
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,11 @@ class KafkaSettings:
 
     def client_kwargs(self) -> dict[str, Any]:
         """`client_security()` plus the brokers: everything a kafka-python client needs to connect."""
-        return {"bootstrap_servers": self.bootstrap_servers.split(","), **self.client_security()}
+        return {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "kafka_client": net_client,
+            **self.client_security(),
+        }
 
     def as_user(self, username: str, password: str) -> KafkaSettings:
         """The same cluster as another Kafka user (tests, the stack's own admin work)."""

@@ -10,12 +10,17 @@ from stack import kafka_security
 from stack.kafka_security import Grant, broker_properties, service_acls, wanted_security
 from utils.config import load_settings
 from utils.errors import ConfigError, StackError
+from utils.kafka_net import SLOW_STEP_WARNING_S, net_client
 
 
 def test_plaintext_by_default() -> None:
     k = load_settings(environ={}).kafka
     assert k.client_security() == {"security_protocol": "PLAINTEXT"}
-    assert k.client_kwargs() == {"bootstrap_servers": ["localhost:9092"], "security_protocol": "PLAINTEXT"}
+    assert k.client_kwargs() == {
+        "bootstrap_servers": ["localhost:9092"],
+        "kafka_client": net_client,
+        "security_protocol": "PLAINTEXT",
+    }
 
 
 def test_sasl_ssl_kwargs(tmp_path: Path) -> None:
@@ -32,6 +37,7 @@ def test_sasl_ssl_kwargs(tmp_path: Path) -> None:
     ).kafka
     assert k.client_kwargs() == {
         "bootstrap_servers": ["a:1", "b:2"],
+        "kafka_client": net_client,
         "security_protocol": "SASL_SSL",
         "ssl_check_hostname": True,
         "ssl_cafile": str(ca),
@@ -167,3 +173,13 @@ def test_zookeeper_logins_and_password(tmp_path: Path) -> None:
     first = kafka_security.zookeeper_password(tmp_path)
     assert len(first) >= 32 and kafka_security.zookeeper_password(tmp_path) == first
     assert (tmp_path / "zookeeper-kafka.password").stat().st_mode & 0o077 == 0
+
+
+def test_clients_warn_only_of_event_loop_steps_of_a_second_or_more() -> None:
+    """kafka-python's 0.1 s default flagged every large fetch response of a backlog as a fault."""
+    factory = load_settings(environ={}).kafka.client_kwargs()["kafka_client"]
+    client = factory(bootstrap_servers=["localhost:1"])  # builds its selector; connects lazily
+    try:
+        assert client._net.config["slow_task_threshold_secs"] == SLOW_STEP_WARNING_S == 1.0
+    finally:
+        client.close()

@@ -52,7 +52,7 @@ def format_timings(t: dict[str, Any] | None) -> list[str]:
     slowest 1 % of messages and over the middle ones, in ms."""
     if not t or not t.get("tail"):
         return []
-    names = ("at_poll", "house", "prepare", "wait", "queue", "pre", "copy", "commit", "gc")
+    names = ("at_poll", "house", "prepare", "load", "wait", "queue", "pre", "copy", "commit", "gc")
     out = ["    where it goes (ms)  " + " ".join(f"{n:>8}" for n in ("latency", *names)) + "  msgs/batch"]
     for which in ("middle", "tail"):
         d = t[which]

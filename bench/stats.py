@@ -83,6 +83,11 @@ def format_probe(run: Mapping[str, Any]) -> list[str]:
             f"{fmt_ms(over.get('p95_ms'))} / {fmt_ms(over.get('p99_ms'))} ms; slowest 1 %: "
             f"{fmt_ms(same['tail'].get('over_probe_ms'))} of {fmt_ms(same['tail'].get('latency_ms'))} ms"
         )
+        slices = same.get("by_slice") or {}
+        for key, what in (("probe", "bare reader"), ("over_probe", "consumer - reader")):
+            cells = [fmt_ms(c.get("p99_ms")) if c else "-" for c in slices.get(key) or []]
+            if cells:
+                out.append(f"    p99 by tenth of the run, {what}: {' '.join(cells)} ms")
     split = run.get("probe_split") or {}
     if split.get("count"):
         tb, tr, tail = split["to_broker"], split["to_reader"], split["tail"]
@@ -130,16 +135,24 @@ def beside_probe(
     parse_probe_dump. `probe`: the bare reader's own latency (receive - stamp) over the joined
     messages; `over_probe`: stored - the reader's receive, what the consumer adds for the same
     message; `tail_over_probe`: that added part over the messages in the slowest 1 % of the
-    consumer's latency, against the middle 10 %."""
+    consumer's latency, against the middle 10 %; `by_slice`: the reader's latency and the added
+    part in each tenth of the run (latency_by_slice): a start-up transient of the consumer's own
+    shows in the first tenth of `over_probe`."""
     joined: list[tuple[float, float, float]] = []  # (consumer latency, probe latency, added)
+    stamps: list[float] = []
     for part, off, stamp, stored in rows:
         hit = probe.get((part, off))
         if hit is None:
             continue
         recv = hit[2]
         joined.append((stored - stamp, recv - stamp, stored - recv))
+        stamps.append(stamp)
     if not joined:
         return {"joined": 0}
+    by_slice = {
+        "probe": latency_by_slice([(t, j[1]) for t, j in zip(stamps, joined, strict=True)]),
+        "over_probe": latency_by_slice([(t, j[2]) for t, j in zip(stamps, joined, strict=True)]),
+    }
     joined.sort()
     n = len(joined)
     tail = joined[int(n * 0.99) :]
@@ -161,6 +174,7 @@ def beside_probe(
         "over_probe": latency_summary([r[2] for r in joined]),
         "tail": means(tail),
         "middle": means(middle),
+        "by_slice": by_slice,
     }
 
 

@@ -501,6 +501,10 @@ def test_beside_probe_joins_by_kafka_position_and_separates_the_consumers_share(
     assert out["tail"]["messages"] == 2 and out["tail"]["probe_ms"] == pytest.approx(10.0, abs=0.01)
     assert out["tail"]["over_probe_ms"] == pytest.approx(70.0, abs=0.01)  # (20 + 120) / 2
     assert out["middle"]["over_probe_ms"] == pytest.approx(20.0, abs=0.01)
+    # The consumer's extra 100 ms sits in the last tenth of the run, not in the reader's.
+    assert out["by_slice"]["over_probe"][-1]["p99_ms"] > 100.0
+    assert out["by_slice"]["over_probe"][0]["p99_ms"] == pytest.approx(20.0, abs=0.01)
+    assert all(s["p99_ms"] == pytest.approx(10.0, abs=0.01) for s in out["by_slice"]["probe"])
     assert stats.beside_probe(rows[-1:], probe) == {"joined": 0}
 
 

@@ -208,14 +208,19 @@ class Workspace:
         with contextlib.suppress(ValueError):
             self._dbs.remove(pg.db)
 
-    def topic(self, label: str, partitions: int) -> str:
+    def topic(self, label: str, partitions: int, *, append_time: bool = False) -> str:
+        """`append_time`: the broker stamps each record when it appends it (LogAppendTime), so a
+        reader can tell the time before the broker had a message from the time after."""
         name = f"bench-{self.run_id}-{label}-{uuid.uuid4().hex[:6]}"
         from utils.kafka_cleanup import new_topic_configs
 
         # As many copies as the brokers allow (3 on a TXMON_KAFKA_BROKERS=3 cluster), as `make topics`.
         rf = self.env.kafka_replication_factor
+        configs = new_topic_configs(rf)
+        if append_time:
+            configs = {**configs, "message.timestamp.type": "LogAppendTime"}
         self.admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": rf, "configs": new_topic_configs(rf)}}
+            {name: {"num_partitions": partitions, "replication_factor": rf, "configs": configs}}
         )
         self._topics.append(name)
         return name
@@ -236,9 +241,11 @@ class Workspace:
         partitions: int = 6,
         pg: PostgresSettings | None = None,
         accounts: int | None = None,
+        append_time: bool = False,
     ) -> Settings:
-        """Settings for one measurement: its own topic, DLQ, group and (unless given) database."""
-        topic = self.topic(label, partitions)
+        """Settings for one measurement: its own topic (`append_time`: see `topic`), DLQ, group
+        and (unless given) database."""
+        topic = self.topic(label, partitions, append_time=append_time)
         kafka = dataclasses.replace(
             self.env.kafka_settings(),
             topic=topic,
@@ -550,6 +557,27 @@ def latencies(pg: PostgresSettings, at: str = "processed_at") -> tuple[list[floa
         cur.execute("SELECT count(*) FROM transactions WHERE simulated_scenario IS NOT NULL")
         excluded = int(cur.fetchone()[0])
     return values, excluded
+
+
+def row_times(pg: PostgresSettings) -> list[tuple[int, int, float, float, float | None]]:
+    """(partition, offset, timestamp, processed_at, commit or None) in Unix seconds for each
+    unlabelled row: the per-message view `latencies` summarises, to join with a same-run probe
+    (bench.stats.beside_probe). The commit is None where the server does not track it."""
+    with _cursor(pg) as cur:
+        cur.execute("SHOW track_commit_timestamp")
+        commit = (
+            "extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8"
+            if cur.fetchone()[0] == "on"
+            else "NULL::float8"
+        )
+        cur.execute(
+            'SELECT kafka_partition, kafka_offset, extract(epoch FROM "timestamp")::float8, '
+            f"extract(epoch FROM processed_at)::float8, {commit} FROM transactions "
+            "WHERE simulated_scenario IS NULL"
+        )
+        return [
+            (int(a), int(b), float(c), float(d), None if e is None else float(e)) for a, b, c, d, e in cur
+        ]
 
 
 def wait_for_rows(

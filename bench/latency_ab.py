@@ -2,7 +2,9 @@
 revisions of the consumer and of the bare Kafka floor, interleaved round by round (A, B, floor;
 then B, A, floor; ...), each on its own topic at the same offered rate. On a shared box the load
 moves from minute to minute: the ratio to the floor measured in the same round is the figure
-that holds, and the medians of those per-round ratios are what this prints.
+that holds, and the medians of those per-round ratios are what this prints. Each consumer run
+also has a bare reader of its own topic beside it (the "same-run floor", bench/sections.py
+latency_once): the ratio to it compares the two under the same producer and broker load.
 
 Latency is taken at the COMMIT of each row's transaction where the server tracks commit
 timestamps (bench/harness.py `latencies`), else at processed_at.
@@ -80,9 +82,23 @@ def latency_ab(args: argparse.Namespace, services: Services) -> int:
             if ratios:
                 line += f"; p99 / floor's p99 in the same round: median {statistics.median(ratios):.2f}x"
                 line += f" ({', '.join(f'{x:.2f}' for x in ratios)})"
+            same = [x for x in (_same_run_ratio(r[side]) for r in rounds) if x is not None]
+            if same:
+                line += f"; p99 / the same-run floor's (a bare reader beside it): median {statistics.median(same):.2f}x"
+                line += f" ({', '.join(f'{x:.2f}' for x in same)})"
         print(line)
     ok = ok and all(r[s].get("stored") == count for r in rounds for s in ("A", "B"))
     return 0 if ok else 1
+
+
+def _same_run_ratio(run: dict[str, Any]) -> float | None:
+    """The consumer's p99 over that of a bare reader of the same topic in the same run
+    (bench/sections.py latency_once's probe), the same messages on both sides."""
+    same = run.get("same_run_floor") or {}
+    if not same.get("joined"):
+        return None
+    a, b = same["consumer"].get("p99_ms"), same["probe"].get("p99_ms")
+    return a / b if a and b else None
 
 
 def _round_line(r: int, one: dict[str, Any]) -> str:
@@ -90,4 +106,7 @@ def _round_line(r: int, one: dict[str, Any]) -> str:
     for side in ("A", "B", "floor"):
         f = _figures(one[side])
         parts.append(f"{side} " + ("-" if f is None else "/".join(f"{f[p]:.0f}" for p in PCTS)))
+        probe = (one[side].get("same_run_floor") or {}).get("probe") or {}
+        if probe.get("count"):
+            parts[-1] += " (beside it: " + "/".join(f"{probe[p]:.0f}" for p in PCTS) + ")"
     return f"round {r}: " + ", ".join(parts) + " ms"

@@ -2,10 +2,16 @@
 end-to-end latency cannot go below, measured the same way (receive time - `timestamp`, unlabelled
 messages only).
 
-    python bench/latency_floor.py --count N [--max-idle-seconds S]
+    python bench/latency_floor.py --count N [--max-idle-seconds S] [--dump PATH]
 
 Reads the topic in KAFKA_TOPIC from the beginning with the consumer's fetch settings, no group.
 Prints `ready` once it is polling, and at the end one line `latency floor: {json}`.
+
+Run alone after the consumer's run (the "separate" floor) it shares the box with nothing of the
+pipeline; run beside the consumer on the same topic (bench/sections.py `latency_once`, the
+"same-run" floor) the producer and broker are as busy as the consumer sees them. `--dump`
+writes one line per unlabelled message, `partition offset record_ms stamp recv` (record_ms: the
+Kafka record's timestamp; stamp/recv: Unix seconds), to join with the consumer's rows.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         # the probe used to give up before the first message.
         help="wait this long for the first message",
     )
+    p.add_argument("--dump", type=Path, help="write per-message timings here (see above)")
     args = p.parse_args(argv)
     settings = load_settings()
     k, cs = settings.kafka, settings.consumer
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         client_id="txmon-bench-latency-floor",
     )
     latencies: list[float] = []
+    rows: list[tuple[int, int, int, float, float]] = []
     seen = 0
     try:
         tps = [TopicPartition(k.topic, part) for part in sorted(consumer.partitions_for_topic(k.topic) or ())]
@@ -74,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
                 for rec in recs:
                     msg = orjson.loads(rec.value)
                     if msg.get("simulated_scenario") is None:
-                        latencies.append(now - datetime.fromisoformat(msg["timestamp"]).timestamp())
+                        stamp = datetime.fromisoformat(msg["timestamp"]).timestamp()
+                        latencies.append(now - stamp)
+                        if args.dump is not None:
+                            rows.append((rec.partition, rec.offset, rec.timestamp, stamp, now))
                 seen += len(recs)
     finally:
         consumer.close()
+    if args.dump is not None:
+        args.dump.write_text("".join(f"{p} {o} {t} {s:.6f} {r:.6f}\n" for p, o, t, s, r in rows))
     print(f"latency floor: {json.dumps({'messages': seen, **latency_summary(latencies)})}", flush=True)
     return 0
 

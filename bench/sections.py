@@ -156,12 +156,27 @@ def section_throughput(ctx: Context) -> dict[str, Any]:
 
 
 def latency_once(
-    ctx: Context, label: str, rate: float, count: int, accounts: int, tree: Path = harness.REPO
+    ctx: Context,
+    label: str,
+    rate: float,
+    count: int,
+    accounts: int,
+    tree: Path = harness.REPO,
+    *,
+    probe: bool = True,
 ) -> dict[str, Any]:
-    """The consumer of `tree` (bench.ab --latency-rate: another revision's) at an offered rate."""
+    """The consumer of `tree` (bench.ab --latency-rate: another revision's) at an offered rate.
+
+    `probe`: bench/latency_floor.py reads the same topic at the same time, without a group (the
+    "same-run floor"): it sees the producer and the broker as busy as the consumer sees them,
+    which the floor measured in a run of its own (latency_floor_once) does not. Its per-message
+    receive times are joined with the consumer's rows (`beside_probe`): what the consumer adds
+    to each message over a bare reader of it."""
     ws = ctx.ws
     pg = ws.database(f"lat-{label}", tree / "utils" / "migrations")
-    settings = ws.settings(f"lat-{label}", accounts=accounts, pg=pg)
+    # LogAppendTime: the probe can tell the time before the broker had a message from the time
+    # after (stats.probe_split). The consumer checks event times against either kind of stamp.
+    settings = ws.settings(f"lat-{label}", accounts=accounts, pg=pg, append_time=True)
     out: dict[str, Any] = {
         "label": f"consumer @ {rate:,.0f}/s" if rate else "consumer @ full speed",
         "offered_rate": rate or None,
@@ -188,6 +203,24 @@ def latency_once(
                 child.stop()
                 child.wait(30)
                 raise RuntimeError(f"the consumer did not join its group within 90 s (log: {child.log_path})")
+            prober = None
+            dump = ctx.logs / f"latency-probe-{label}.txt"
+            if probe:
+                prober = Child.latency_floor(
+                    settings,
+                    ctx.logs / f"latency-probe-{label}.log",
+                    "--count",
+                    str(count),
+                    "--dump",
+                    str(dump),
+                )
+                if not prober.wait_for_output("ready", 60):
+                    log.warning(
+                        "[latency %s] the same-run probe did not start (log: %s)", label, prober.log_path
+                    )
+                    prober.stop()
+                    prober.wait(10)
+                    prober = None
             log.info("[latency %s] consumer joined; producing %d at %s (wall clock)", label, count,
                      f"{rate:,.0f}/s" if rate else "full speed")  # fmt: skip
             prod = produce(settings, count, ctx.args.seed, rate=rate, clock="wall")
@@ -196,9 +229,21 @@ def latency_once(
             )
             child.stop()
             rc = child.wait(60)
+            if prober is not None:
+                prober.wait(30)
         values, excluded = harness.latencies(settings.postgres)
         committed = harness.latencies(settings.postgres, at="commit")[0]
         st = harness.stored_stats(settings.postgres)
+        rows = harness.row_times(settings.postgres)
+        out["by_slice"] = stats.latency_by_slice(
+            [(r[2], (r[4] if r[4] is not None else r[3]) - r[2]) for r in rows]
+        )
+        if prober is not None and dump.exists():
+            probed = stats.parse_probe_dump(dump.read_text())
+            out["probe_split"] = stats.probe_split(probed)
+            out["same_run_floor"] = stats.beside_probe(
+                [(r[0], r[1], r[2], r[4] if r[4] is not None else r[3]) for r in rows], probed
+            )
         out.update(
             {
                 "exit_code": rc,
@@ -228,15 +273,18 @@ def latency_floor_once(
 ) -> dict[str, Any]:
     """The same offered load read by bare kafka-python (bench/latency_floor.py): no DB, no rules."""
     ws = ctx.ws
-    settings = ws.settings("lat-floor", accounts=accounts)
+    settings = ws.settings("lat-floor", accounts=accounts, append_time=True)
     out: dict[str, Any] = {
-        "label": f"Kafka floor @ {rate:,.0f}/s",
+        "label": f"Kafka floor @ {rate:,.0f}/s (separate run)",
         "offered_rate": rate,
         "count": count,
         "accounts": accounts,
     }
     try:
-        child = Child.latency_floor(settings, ctx.logs / f"{log_name}.log", "--count", str(count))
+        dump = ctx.logs / f"{log_name}.txt"
+        child = Child.latency_floor(
+            settings, ctx.logs / f"{log_name}.log", "--count", str(count), "--dump", str(dump)
+        )
         if not child.wait_for_output("ready", 60):
             child.stop()
             child.wait(10)
@@ -255,6 +303,8 @@ def latency_floor_once(
                 "latency": result,
             }
         )
+        if dump.exists():
+            out["probe_split"] = stats.probe_split(stats.parse_probe_dump(dump.read_text()))
     finally:
         ws.release(settings)
     return out

@@ -52,7 +52,7 @@ def format_timings(t: dict[str, Any] | None) -> list[str]:
     slowest 1 % of messages and over the middle ones, in ms."""
     if not t or not t.get("tail"):
         return []
-    names = ("at_poll", "house", "prepare", "wait", "queue", "pre", "copy", "commit", "gc")
+    names = ("at_poll", "house", "prepare", "load", "wait", "queue", "pre", "copy", "commit", "gc")
     out = ["    where it goes (ms)  " + " ".join(f"{n:>8}" for n in ("latency", *names)) + "  msgs/batch"]
     for which in ("middle", "tail"):
         d = t[which]
@@ -62,6 +62,39 @@ def format_timings(t: dict[str, Any] | None) -> list[str]:
             f"    {label:<19} "
             + " ".join(f"{'-' if c is None else f'{c:.1f}':>8}" for c in cells)
             + f"  {d.get('batch_messages', 0):.0f}"
+        )
+    return out
+
+
+def format_probe(run: Mapping[str, Any]) -> list[str]:
+    """The same-run floor beside a consumer run (bench/sections.py latency_once), and where a bare
+    reader's time went (producer -> broker, broker -> reader) in that run or a floor run."""
+    out: list[str] = []
+    same = run.get("same_run_floor") or {}
+    if same.get("joined"):
+        pr, cons, over = same["probe"], same["consumer"], same["over_probe"]
+        out.append(
+            f"    same-run floor (bare reader beside it) p50/p95/p99 {fmt_ms(pr.get('p50_ms'))} / "
+            f"{fmt_ms(pr.get('p95_ms'))} / {fmt_ms(pr.get('p99_ms'))} ms; consumer p99 / it "
+            f"{fmt_ratio(ratio(cons.get('p99_ms'), pr.get('p99_ms')))}"
+        )
+        out.append(
+            f"    consumer - bare reader, same message  p50/p95/p99 {fmt_ms(over.get('p50_ms'))} / "
+            f"{fmt_ms(over.get('p95_ms'))} / {fmt_ms(over.get('p99_ms'))} ms; slowest 1 %: "
+            f"{fmt_ms(same['tail'].get('over_probe_ms'))} of {fmt_ms(same['tail'].get('latency_ms'))} ms"
+        )
+        slices = same.get("by_slice") or {}
+        for key, what in (("probe", "bare reader"), ("over_probe", "consumer - reader")):
+            cells = [fmt_ms(c.get("p99_ms")) if c else "-" for c in slices.get(key) or []]
+            if cells:
+                out.append(f"    p99 by tenth of the run, {what}: {' '.join(cells)} ms")
+    split = run.get("probe_split") or {}
+    if split.get("count"):
+        tb, tr, tail = split["to_broker"], split["to_reader"], split["tail"]
+        out.append(
+            f"    bare reader: producer -> broker p50/p99 {fmt_ms(tb.get('p50_ms'))} / {fmt_ms(tb.get('p99_ms'))}, "
+            f"broker -> reader {fmt_ms(tr.get('p50_ms'))} / {fmt_ms(tr.get('p99_ms'))} ms; slowest 1 %: "
+            f"{fmt_ms(tail.get('to_broker_ms'))} + {fmt_ms(tail.get('to_reader_ms'))} ms"
         )
     return out
 
@@ -79,6 +112,123 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, Any]:
         "max_ms": round(data[-1] * 1000, 2),
         "mean_ms": round(sum(data) / len(data) * 1000, 2),
     }
+
+
+def parse_probe_dump(text: str) -> dict[tuple[int, int], tuple[float, float, float]]:
+    """bench/latency_floor.py `--dump` lines `partition offset record_ms stamp recv` ->
+    {(partition, offset): (record timestamp s, stamp s, receive s)}."""
+    out: dict[tuple[int, int], tuple[float, float, float]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        part, off, record_ms, stamp, recv = line.split()
+        out[(int(part), int(off))] = (int(record_ms) / 1000.0, float(stamp), float(recv))
+    return out
+
+
+def beside_probe(
+    rows: Iterable[tuple[int, int, float, float]],
+    probe: Mapping[tuple[int, int], tuple[float, float, float]],
+) -> dict[str, Any]:
+    """The consumer's latency against a bare reader of the same topic in the same run, message
+    by message. `rows`: (partition, offset, stamp s, stored s) of the consumer's rows; `probe`:
+    parse_probe_dump. `probe`: the bare reader's own latency (receive - stamp) over the joined
+    messages; `over_probe`: stored - the reader's receive, what the consumer adds for the same
+    message; `tail_over_probe`: that added part over the messages in the slowest 1 % of the
+    consumer's latency, against the middle 10 %; `by_slice`: the reader's latency and the added
+    part in each tenth of the run (latency_by_slice): a start-up transient of the consumer's own
+    shows in the first tenth of `over_probe`."""
+    joined: list[tuple[float, float, float]] = []  # (consumer latency, probe latency, added)
+    stamps: list[float] = []
+    for part, off, stamp, stored in rows:
+        hit = probe.get((part, off))
+        if hit is None:
+            continue
+        recv = hit[2]
+        joined.append((stored - stamp, recv - stamp, stored - recv))
+        stamps.append(stamp)
+    if not joined:
+        return {"joined": 0}
+    by_slice = {
+        "probe": latency_by_slice([(t, j[1]) for t, j in zip(stamps, joined, strict=True)]),
+        "over_probe": latency_by_slice([(t, j[2]) for t, j in zip(stamps, joined, strict=True)]),
+    }
+    joined.sort()
+    n = len(joined)
+    tail = joined[int(n * 0.99) :]
+    middle = joined[int(n * 0.45) : max(int(n * 0.55), int(n * 0.45) + 1)]
+
+    def means(sel: Sequence[tuple[float, float, float]]) -> dict[str, float]:
+        k = len(sel)
+        return {
+            "messages": k,
+            "latency_ms": round(sum(r[0] for r in sel) / k * 1000, 2),
+            "probe_ms": round(sum(r[1] for r in sel) / k * 1000, 2),
+            "over_probe_ms": round(sum(r[2] for r in sel) / k * 1000, 2),
+        }
+
+    return {
+        "joined": n,
+        "consumer": latency_summary([r[0] for r in joined]),
+        "probe": latency_summary([r[1] for r in joined]),
+        "over_probe": latency_summary([r[2] for r in joined]),
+        "tail": means(tail),
+        "middle": means(middle),
+        "by_slice": by_slice,
+    }
+
+
+def probe_split(probe: Mapping[tuple[int, int], tuple[float, float, float]]) -> dict[str, Any]:
+    """A bare reader's latency cut where the broker appended each message, on a topic with
+    `message.timestamp.type=LogAppendTime` (the record timestamp is then the broker's): `to_broker`
+    (append - stamp: the producer's generation, batching and send, on this box's CPU) and
+    `to_reader` (receive - append: the broker's fetch and the reader's poll). `tail`: their means
+    over the slowest 1 % of the reader's messages. On a CreateTime topic `to_broker` is only the
+    producer's send() delay: read it as a split only where the bench made the topic."""
+    data = sorted(((recv - stamp, rec - stamp, recv - rec) for rec, stamp, recv in probe.values()))
+    if not data:
+        return {"count": 0}
+    tail = data[int(len(data) * 0.99) :]
+    k = len(tail)
+    return {
+        "count": len(data),
+        "to_broker": latency_summary([d[1] for d in data]),
+        "to_reader": latency_summary([d[2] for d in data]),
+        "tail": {
+            "messages": k,
+            "latency_ms": round(sum(d[0] for d in tail) / k * 1000, 2),
+            "to_broker_ms": round(sum(d[1] for d in tail) / k * 1000, 2),
+            "to_reader_ms": round(sum(d[2] for d in tail) / k * 1000, 2),
+        },
+    }
+
+
+def latency_by_slice(rows: Iterable[tuple[float, float]], slices: int = 10) -> list[dict[str, Any] | None]:
+    """p50/p99 latency (ms) of the messages in each of `slices` equal spans of stamp time.
+    `rows`: (stamp s, latency s). Says whether the tail sits at the start (a warm-up transient)
+    or is spread over the run. None for a span without messages."""
+    data = sorted(rows)
+    if not data:
+        return []
+    t0, t1 = data[0][0], data[-1][0]
+    width = (t1 - t0) / slices or 1.0
+    buckets: list[list[float]] = [[] for _ in range(slices)]
+    for stamp, lat in data:
+        buckets[min(slices - 1, int((stamp - t0) / width))].append(lat)
+    out: list[dict[str, Any] | None] = []
+    for b in buckets:
+        if not b:
+            out.append(None)
+            continue
+        v = sorted(b)
+        out.append(
+            {
+                "count": len(v),
+                "p50_ms": round(percentile(v, 50) * 1000, 2),
+                "p99_ms": round(percentile(v, 99) * 1000, 2),
+            }
+        )
+    return out
 
 
 def span_rate(count: int, first: float, last: float) -> float | None:
@@ -604,6 +754,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
             value = f"{fmt_ms(commit.get('p50_ms'))} / {fmt_ms(commit.get('p95_ms'))} / {fmt_ms(commit.get('p99_ms'))}"
             row("  at COMMIT (visible)", "p50/p95/p99 ms", value, "pg_xact_commit_timestamp - timestamp")
         lines.extend(format_timings(run.get("timings")))
+        lines.extend(format_probe(run))
 
     mem = s.get("memory", {})
     lines.append("consumer memory (RSS)")

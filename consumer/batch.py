@@ -104,6 +104,7 @@ class Batch:
     moves: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     topic_id: uuid.UUID | None = None  # the topic incarnation the moves belong to: set by the consumer
     evaluation_s: float = 0.0  # validating and evaluating it (account loads excluded)
+    load_s: float = 0.0  # loading the accounts not in memory (a wait for the batch in flight included)
     rule_set_version: int | None = None  # the version the rules ran with (None: the environment's)
     incarnation: uuid.UUID = NIL  # the topic's, Kafka's topic id (consumer/positions.py): set by the consumer
     timing: BatchTiming | None = None  # where its time went (consumer/timings.py), when recorded

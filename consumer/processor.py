@@ -220,7 +220,8 @@ class TransactionProcessor:
                         polled=polled_at,
                         poll_s=polled_at - poll_start,
                         house_s=accepted_at - polled_at,
-                        prepare_s=prepared_at - accepted_at,
+                        prepare_s=prepared_at - accepted_at - batch.load_s,
+                        load_s=batch.load_s,
                         wait_s=submitted - prepared_at,
                         submitted=submitted,
                         epochs=array("d", (t.epoch for t in batch.txns if t.simulated_scenario is None)),
@@ -404,6 +405,7 @@ class TransactionProcessor:
         evaluating = time.perf_counter()
         evaluate_batch(batch, self.states, rules)
         batch.evaluation_s = (validated - started) + (time.perf_counter() - evaluating)
+        batch.load_s = evaluating - validated
         self.states.trim()
         batch.moves = self.member.prepared(batch.spans)
         return batch

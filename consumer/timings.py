@@ -6,7 +6,8 @@ A diagnostic only: nothing here feeds a decision (every decision stays a functio
 stream); it reads the wall clock to say how long things took. One batch's life:
 
     poll returns (polled) -> housekeeping (partition keeper, rebalance, rule-set check: `house`)
-    -> validate, load accounts, evaluate (`prepare`) -> wait for the batch in flight (`wait`)
+    -> validate and evaluate (`prepare`), load the accounts not in memory (`load`)
+    -> wait for the batch in flight (`wait`)
     -> handed to the writer thread (submitted) -> the writer starts it (`queue`)
     -> offsets, txid, positions, rule_set_applied (`pre`) -> write_batch (`copy`)
     -> COMMIT (`commit`) -> stored_at
@@ -34,7 +35,7 @@ __all__ = ["BatchTiming", "TimingRecorder", "percentile", "summarise"]
 
 # Bounded: a long run keeps its first million messages' figures and says it stopped there.
 MAX_MESSAGES = 1_000_000
-STAGES = ("at_poll", "house", "prepare", "wait", "queue", "pre", "copy", "commit")
+STAGES = ("at_poll", "house", "prepare", "load", "wait", "queue", "pre", "copy", "commit")
 
 
 @dataclass(slots=True)
@@ -45,7 +46,8 @@ class BatchTiming:
     polled: float = 0.0
     poll_s: float = 0.0  # the poll() call that returned the records (waiting for data included)
     house_s: float = 0.0
-    prepare_s: float = 0.0
+    prepare_s: float = 0.0  # validation and rules
+    load_s: float = 0.0  # account loads (a database round trip in the main thread)
     wait_s: float = 0.0
     submitted: float = 0.0
     write_start: float = 0.0
@@ -143,6 +145,7 @@ def _stages(b: BatchTiming, epoch: float) -> dict[str, float]:
         "at_poll": b.polled - epoch,
         "house": b.house_s,
         "prepare": b.prepare_s,
+        "load": b.load_s,
         "wait": b.wait_s,
         "queue": max(0.0, b.write_start - b.submitted),
         "pre": b.pre_s,

@@ -457,3 +457,92 @@ def test_edge_rates_compare_the_first_and_last_rows() -> None:
     assert edges["last_over_first"] == pytest.approx(0.5)
     assert stats.edge_rates(groups, rows=10_000)["rows"] == 2_000  # at most half each
     assert stats.edge_rates([])["first"] is None
+
+
+# ------------------------------------------------------------------------------------ same-run floor
+
+
+def _dump(rows: list[tuple[int, int, int, float, float]]) -> str:
+    return "".join(f"{p} {o} {t} {s:.6f} {r:.6f}\n" for p, o, t, s, r in rows)
+
+
+def test_probe_dump_round_trips_and_splits_at_the_broker() -> None:
+    # 100 messages: the broker appends each 5 ms after its stamp and the reader has it 2 ms
+    # later, except one the producer held for 80 ms before the broker had it.
+    rows = []
+    for i in range(100):
+        stamp = 1000.0 + i * 0.01
+        to_broker = 0.080 if i == 42 else 0.005
+        append_ms = round((stamp + to_broker) * 1000)
+        rows.append((i % 3, i, append_ms, stamp, append_ms / 1000 + 0.002))
+    probe = stats.parse_probe_dump(_dump(rows) + "\n")
+    assert len(probe) == 100 and probe[(0, 42)][1] == pytest.approx(1000.42)
+    split = stats.probe_split(probe)
+    assert split["count"] == 100
+    assert split["to_broker"]["p50_ms"] == pytest.approx(5.0, abs=0.01)
+    assert split["to_reader"]["max_ms"] == pytest.approx(2.0, abs=0.01)
+    # The slowest 1 % is the one held message, and the split says where it waited.
+    assert split["tail"] == {"messages": 1, "latency_ms": pytest.approx(82.0, abs=0.01),
+                             "to_broker_ms": pytest.approx(80.0, abs=0.01),
+                             "to_reader_ms": pytest.approx(2.0, abs=0.01)}  # fmt: skip
+    assert stats.probe_split({}) == {"count": 0}
+
+
+def test_beside_probe_joins_by_kafka_position_and_separates_the_consumers_share() -> None:
+    # The reader has every message 10 ms after its stamp; the consumer stores each 20 ms after
+    # that, except the last, which waited 100 ms more in the consumer; one row the probe missed.
+    probe = {(0, i): (1000.0 + i + 0.005, 1000.0 + i, 1000.0 + i + 0.010) for i in range(200)}
+    rows = [(0, i, 1000.0 + i, 1000.0 + i + 0.030 + (0.100 if i == 199 else 0.0)) for i in range(200)]
+    rows.append((5, 0, 1.0, 2.0))
+    out = stats.beside_probe(rows, probe)
+    assert out["joined"] == 200
+    assert out["probe"]["p99_ms"] == pytest.approx(10.0, abs=0.01)
+    assert out["over_probe"]["p50_ms"] == pytest.approx(20.0, abs=0.01)
+    assert out["tail"]["messages"] == 2 and out["tail"]["probe_ms"] == pytest.approx(10.0, abs=0.01)
+    assert out["tail"]["over_probe_ms"] == pytest.approx(70.0, abs=0.01)  # (20 + 120) / 2
+    assert out["middle"]["over_probe_ms"] == pytest.approx(20.0, abs=0.01)
+    # The consumer's extra 100 ms sits in the last tenth of the run, not in the reader's.
+    assert out["by_slice"]["over_probe"][-1]["p99_ms"] > 100.0
+    assert out["by_slice"]["over_probe"][0]["p99_ms"] == pytest.approx(20.0, abs=0.01)
+    assert all(s["p99_ms"] == pytest.approx(10.0, abs=0.01) for s in out["by_slice"]["probe"])
+    assert stats.beside_probe(rows[-1:], probe) == {"joined": 0}
+
+
+def test_latency_by_slice_says_where_in_the_run_the_tail_sits() -> None:
+    # A start-up transient: the first tenth of the run 200 ms, the rest 10 ms.
+    rows = [(float(t), 0.200 if t < 10 else 0.010) for t in range(100)]
+    slices = stats.latency_by_slice(rows)
+    assert len(slices) == 10
+    assert slices[0] == {"count": 10, "p50_ms": 200.0, "p99_ms": 200.0}
+    assert all(s is not None and s["p99_ms"] == 10.0 for s in slices[1:-1])
+    assert stats.latency_by_slice([]) == []
+    gappy = stats.latency_by_slice([(0.0, 0.001), (10.0, 0.002)], slices=5)
+    assert gappy[1] is None and gappy[0] is not None and gappy[4] is not None
+
+
+def test_format_table_shows_both_floors_plainly() -> None:
+    run = {
+        "label": "consumer @ 3,000/s",
+        "latency": {"count": 10, "p50_ms": 20.0, "p95_ms": 40.0, "p99_ms": 60.0},
+        "same_run_floor": {
+            "joined": 10,
+            "consumer": {"p99_ms": 60.0},
+            "probe": {"p50_ms": 12.0, "p95_ms": 30.0, "p99_ms": 48.0},
+            "over_probe": {"p50_ms": 8.0, "p95_ms": 10.0, "p99_ms": 14.0},
+            "tail": {"latency_ms": 70.0, "over_probe_ms": 15.0},
+        },
+        "probe_split": {
+            "count": 10,
+            "to_broker": {"p50_ms": 6.0, "p99_ms": 40.0},
+            "to_reader": {"p50_ms": 3.0, "p99_ms": 9.0},
+            "tail": {"to_broker_ms": 41.0, "to_reader_ms": 8.0},
+        },
+    }
+    lines = stats.format_probe(run)
+    assert (
+        "same-run floor (bare reader beside it) p50/p95/p99 12 / 30 / 48 ms; consumer p99 / it 1.25x"
+        in lines[0]
+    )
+    assert "15 of 70 ms" in lines[1]
+    assert "producer -> broker p50/p99 6.0 / 40" in lines[2] and "41 + 8.0 ms" in lines[2]
+    assert stats.format_probe({"label": "x"}) == []

@@ -13,15 +13,16 @@ from consumer.timings import BatchTiming, TimingRecorder, percentile, summarise
 
 
 def _batch(t0: float, epochs: list[float], *, wait: float = 0.0, commit: float = 0.002) -> BatchTiming:
-    """A batch polled at t0 whose stages take fixed times: house 1 ms, prepare 3 ms, `wait`, queue
-    0.5 ms, pre 2 ms, copy 4 ms, `commit`."""
-    submitted = t0 + 0.001 + 0.003 + wait
+    """A batch polled at t0 whose stages take fixed times: house 1 ms, prepare 3 ms, load 1.5 ms,
+    `wait`, queue 0.5 ms, pre 2 ms, copy 4 ms, `commit`."""
+    submitted = t0 + 0.001 + 0.003 + 0.0015 + wait
     write_start = submitted + 0.0005
     return BatchTiming(
         polled=t0,
         poll_s=0.0001,
         house_s=0.001,
         prepare_s=0.003,
+        load_s=0.0015,
         wait_s=wait,
         submitted=submitted,
         write_start=write_start,
@@ -38,7 +39,8 @@ def test_stages_add_up_to_the_latency_at_commit() -> None:
     doc = summarise([b], [])
     mid = doc["middle"]
     parts = sum(
-        mid[f"{s}_ms"] for s in ("at_poll", "house", "prepare", "wait", "queue", "pre", "copy", "commit")
+        mid[f"{s}_ms"]
+        for s in ("at_poll", "house", "prepare", "load", "wait", "queue", "pre", "copy", "commit")
     )
     assert parts == pytest.approx(mid["latency_ms"], abs=0.02)
     assert doc["messages"] == 2 and doc["batches"] == 1
@@ -53,10 +55,13 @@ def test_the_tail_names_the_stage_that_made_it_slow() -> None:
     assert tail["messages"] == 1
     assert tail["commit_ms"] == pytest.approx(50.0) and middle["commit_ms"] == pytest.approx(2.0)
     assert tail["wait_ms"] == pytest.approx(20.0) and middle["wait_ms"] == 0.0
+    assert tail["load_ms"] == middle["load_ms"] == pytest.approx(1.5)
     # Only the pause inside the slow batch's life (poll to commit) counts for it.
     assert tail["gc_ms"] == pytest.approx(7.0) and middle["gc_ms"] == 0.0
     assert doc["gc"]["2"] == {"count": 1, "total_ms": 7.0, "max_ms": 7.0}
-    assert doc["latency_at_commit"]["max_ms"] == pytest.approx(5 + 1 + 3 + 20 + 0.5 + 2 + 4 + 50, abs=0.01)
+    assert doc["latency_at_commit"]["max_ms"] == pytest.approx(
+        5 + 1 + 3 + 1.5 + 20 + 0.5 + 2 + 4 + 50, abs=0.01
+    )
 
 
 def test_recorder_is_bounded_and_writes_json(tmp_path: Path) -> None:

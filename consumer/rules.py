@@ -299,12 +299,15 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
     merchant = txn.merchant
     if merchant is None:
         return None
-    now = txn.epoch
-    start = now - min(t.duplicate_window_s, history.max_age_s)
     # The window's merchant index first: most payments have no earlier one at the same merchant
-    # within the window, and then the scan below is skipped.
+    # within the window, and then the scan below is skipped (and mostly the bisection too: the
+    # merchant's newest held epoch is older than the window's start).
     epochs = history.by_merchant.get(merchant)
     if epochs is None:
+        return None
+    now = txn.epoch
+    start = now - min(t.duplicate_window_s, history.max_age_s)
+    if epochs[-1] < start:
         return None
     i = bisect_left(epochs, start)
     if i == len(epochs) or epochs[i] > now:
@@ -636,9 +639,18 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
                 if epoch < start:
                     return None
                 if epoch <= now and event.debit and event.merchant is not None:
+                    # Seen in [floor, start)? The merchant's oldest held epoch answers most
+                    # cases without a bisection: at or after `start`, no; in [floor, start), yes.
                     epochs = index[event.merchant]
-                    i = bisect_left(epochs, floor)
-                    if i == len(epochs) or epochs[i] >= start:
+                    first = epochs[0]
+                    if first >= start:
+                        fresh = True
+                    elif first >= floor:
+                        fresh = False
+                    else:
+                        i = bisect_left(epochs, floor)
+                        fresh = i == len(epochs) or epochs[i] >= start
+                    if fresh:
                         need -= 1
                         if need == 0:
                             break
@@ -864,6 +876,11 @@ def _categories(spec: str) -> frozenset[str]:
     return frozenset(c.strip().lower() for c in spec.split(",") if c.strip())
 
 
+# card_burst_categories -> {merchant category as sent: whether it is one of them}
+_RISKY_CATEGORY: dict[str, dict[str, bool]] = {}
+_VERDICTS_HELD = 4096
+
+
 def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """Card purchases at high-risk categories (`card_burst_categories`) the account does not
     use otherwise (none of its window's earlier debits): `card_burst_min_count` within
@@ -872,9 +889,21 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     category = txn.merchant_category
     if txn.transaction_type != "purchase" or category is None:
         return None
-    risky = _categories(t.card_burst_categories)
-    if category.lower() not in risky or len(history.events) + 1 < t.card_burst_min_count:
+    # Whether the category is high-risk, remembered per category text: this runs for every
+    # purchase, and the set look-up, lower() and the look-up of the set cost more than the rest.
+    spec = t.card_burst_categories
+    verdicts = _RISKY_CATEGORY.get(spec)
+    if verdicts is None or len(verdicts) >= _VERDICTS_HELD:  # bounded: categories are the client's text
+        verdicts = _RISKY_CATEGORY[spec] = {}
+        if len(_RISKY_CATEGORY) > 16:
+            _RISKY_CATEGORY.clear()
+            _RISKY_CATEGORY[spec] = verdicts
+    is_risky = verdicts.get(category)
+    if is_risky is None:
+        is_risky = verdicts[category] = category.lower() in _categories(spec)
+    if not is_risky or len(history.events) + 1 < t.card_burst_min_count:
         return None
+    risky = _categories(spec)
     now = txn.epoch
     start = now - t.card_burst_window_s
     events = history.events

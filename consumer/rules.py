@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import math
 import operator
-from bisect import bisect_left
-from collections import Counter
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import islice
@@ -105,13 +104,20 @@ def high_amount(txn: Transaction, history: AccountHistory, t: RuleThresholds) ->
 
 
 def velocity(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
-    # Cheap exit before touching the clock: too few events in all of history to exceed the limit.
-    if len(history.events) + 1 <= t.velocity_count:
+    # Cheap exits first: too few events in all of history to exceed the limit; or, the window
+    # being in event-time order, the limit-th newest event already older than the window's start,
+    # so fewer than the limit are in it (one index instead of a scan, for most payments).
+    events = history.events
+    limit = t.velocity_count
+    if len(events) < limit:
         return None
     now = txn.epoch
     window = t.velocity_window_s
-    count = 1 + history.count_between(now - min(window, history.max_age_s), now)
-    if count <= t.velocity_count:
+    start = now - min(window, history.max_age_s)
+    if limit > 0 and events[-limit].epoch < start:
+        return None
+    count = 1 + history.count_between(start, now)
+    if count <= limit:
         return None
     return Alert(
         txn.transaction_id,
@@ -219,10 +225,16 @@ def impossible_travel(txn: Transaction, history: AccountHistory, t: RuleThreshol
     if lat is None or lon is None:
         return None
     now = txn.epoch
-    previous = history.last_located(now)
-    if previous is None or previous.latitude is None or previous.longitude is None:
+    # `history.last_located(now)` and `history.floor(now)` written out: this runs for every
+    # located payment, and the two method calls cost as much as the rest of its common case.
+    for previous in reversed(history.events):
+        if previous.latitude is not None and previous.epoch <= now:
+            break
+    else:
         return None
-    if previous.epoch < history.floor(now):
+    if previous.longitude is None:
+        return None
+    if previous.epoch < now - history.max_age_s:
         return None  # out of sight (STATE_HISTORY_HOURS)
     elapsed = now - previous.epoch
     # Two cheap upper bounds skip the trigonometry in the common case (same city, or hours
@@ -287,12 +299,15 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
     merchant = txn.merchant
     if merchant is None:
         return None
-    now = txn.epoch
-    start = now - min(t.duplicate_window_s, history.max_age_s)
     # The window's merchant index first: most payments have no earlier one at the same merchant
-    # within the window, and then the scan below is skipped.
+    # within the window, and then the scan below is skipped (and mostly the bisection too: the
+    # merchant's newest held epoch is older than the window's start).
     epochs = history.by_merchant.get(merchant)
     if epochs is None:
+        return None
+    now = txn.epoch
+    start = now - min(t.duplicate_window_s, history.max_age_s)
+    if epochs[-1] < start:
         return None
     i = bisect_left(epochs, start)
     if i == len(epochs) or epochs[i] > now:
@@ -569,9 +584,13 @@ def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) 
     at 3 a.m., often itself an alerted anomaly, does not make 3 a.m. a habit. Newest first: an
     account active at this time of day shows it within its last few events."""
     n = 0
-    for event in history.newest_first():
+    for event in reversed(history.events):
         epoch = event.epoch
-        if floor <= epoch < before and (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
+        if epoch >= before:
+            continue
+        if epoch < floor:
+            return False  # the window is in event-time order: nothing older is in sight
+        if (int(epoch % 86_400.0 // 3_600.0) - hour) % 24 in (0, 1, 23):
             n += 1
             if n >= HABIT_EVENTS:
                 return True
@@ -620,9 +639,18 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
                 if epoch < start:
                     return None
                 if epoch <= now and event.debit and event.merchant is not None:
+                    # Seen in [floor, start)? The merchant's oldest held epoch answers most
+                    # cases without a bisection: at or after `start`, no; in [floor, start), yes.
                     epochs = index[event.merchant]
-                    i = bisect_left(epochs, floor)
-                    if i == len(epochs) or epochs[i] >= start:
+                    first = epochs[0]
+                    if first >= start:
+                        fresh = True
+                    elif first >= floor:
+                        fresh = False
+                    else:
+                        i = bisect_left(epochs, floor)
+                        fresh = i == len(epochs) or epochs[i] >= start
+                    if fresh:
                         need -= 1
                         if need == 0:
                             break
@@ -630,22 +658,33 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
                 return None
         if _hour_used(history, start, floor, _hour(now)):
             return None
-    before = [e for e in events if floor <= e.epoch < start]
+    # The window is in event-time order, so "before the window" ([floor, start)) and "within it"
+    # ([start, now]) are two runs of it, found by bisection instead of two scans of all of it.
+    lo = bisect_left(events, floor, key=_EPOCH_OF)
+    mid = bisect_left(events, start, key=_EPOCH_OF)
+    before = list(islice(events, lo, mid))
     if len(before) < t.takeover_min_history:
         return None
+    usual = [e.amount_base for e in before if e.debit]
+    big = t.takeover_min_ratio * _median(usual) if usual else 0.0
+    if not payee and not txn.amount_base >= big:
+        return None  # the burst signal needs this payment at `big` or more, and no payee signal
     known = {e.merchant for e in before}
-    recent = [e for e in events if start <= e.epoch <= now]
+    recent = list(islice(events, mid, bisect_right(events, now, key=_EPOCH_OF)))
     # The account's hours: its events before the window, and those within it at merchants it
     # knew (the owner paying as usual while the window runs); never the first-time ones.
-    used = Counter(_hour(e.epoch) for e in before)
-    used.update(_hour(e.epoch) for e in recent if e.merchant in known)
+    # 25 slots: `epoch % 86_400.0` of an epoch a hair below 0 rounds to 86,400.0, hour 24.
+    used = [0] * 25
+    for e in before:
+        used[int(e.epoch % 86_400.0 // 3_600.0)] += 1
+    for e in recent:
+        if e.merchant in known:
+            used[int(e.epoch % 86_400.0 // 3_600.0)] += 1
 
     def unusual(epoch: float) -> bool:
         h = _hour(epoch)
         return used[h] + used[(h + 1) % 24] + used[(h - 1) % 24] < HABIT_EVENTS
 
-    usual = [e.amount_base for e in before if e.debit]
-    big = t.takeover_min_ratio * _median(usual) if usual else 0.0
     burst = [
         e
         for e in recent
@@ -682,7 +721,7 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
                 "window_s": t.takeover_window_s,
             },
         )
-    if txn.transaction_type == "transfer" and txn.amount_base >= t.takeover_payee_min_amount:
+    if payee:
         odd = [e for e in recent if unusual(e.epoch)]
         if odd:
             return Alert(
@@ -837,6 +876,11 @@ def _categories(spec: str) -> frozenset[str]:
     return frozenset(c.strip().lower() for c in spec.split(",") if c.strip())
 
 
+# card_burst_categories -> {merchant category as sent: whether it is one of them}
+_RISKY_CATEGORY: dict[str, dict[str, bool]] = {}
+_VERDICTS_HELD = 4096
+
+
 def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
     """Card purchases at high-risk categories (`card_burst_categories`) the account does not
     use otherwise (none of its window's earlier debits): `card_burst_min_count` within
@@ -845,9 +889,21 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     category = txn.merchant_category
     if txn.transaction_type != "purchase" or category is None:
         return None
-    risky = _categories(t.card_burst_categories)
-    if category.lower() not in risky or len(history.events) + 1 < t.card_burst_min_count:
+    # Whether the category is high-risk, remembered per category text: this runs for every
+    # purchase, and the set look-up, lower() and the look-up of the set cost more than the rest.
+    spec = t.card_burst_categories
+    verdicts = _RISKY_CATEGORY.get(spec)
+    if verdicts is None or len(verdicts) >= _VERDICTS_HELD:  # bounded: categories are the client's text
+        verdicts = _RISKY_CATEGORY[spec] = {}
+        if len(_RISKY_CATEGORY) > 16:
+            _RISKY_CATEGORY.clear()
+            _RISKY_CATEGORY[spec] = verdicts
+    is_risky = verdicts.get(category)
+    if is_risky is None:
+        is_risky = verdicts[category] = category.lower() in _categories(spec)
+    if not is_risky or len(history.events) + 1 < t.card_burst_min_count:
         return None
+    risky = _categories(spec)
     now = txn.epoch
     start = now - t.card_burst_window_s
     events = history.events

@@ -459,6 +459,23 @@ def test_edge_rates_compare_the_first_and_last_rows() -> None:
     assert stats.edge_rates([])["first"] is None
 
 
+def test_the_profile_breaks_the_rules_stage_down_rule_by_rule() -> None:
+    from bench.profile import format_profile, rule_breakdown
+    from consumer.rules import RULES
+    from tests.unit.test_rules_equivalence import produced
+    from utils.config import Settings
+
+    txns = list(produced(11, 1500))
+    out = rule_breakdown(Settings(), [txns[:700], txns[700:]])
+    assert out["messages"] == 1500
+    assert sorted(r["rule"] for r in out["rules"]) == sorted(name for name, _fn in RULES)
+    assert out["windows_us_per_msg"] > 0.0 and out["all_rules_us_per_msg"] > 0.0
+    costs = [r["cpu_us_per_msg"] for r in out["rules"]]
+    assert costs == sorted(costs, reverse=True) and min(costs) >= 0.0
+    text = format_profile({"messages": 1500, "stages": [], "rule_breakdown": out})
+    assert all(name in text for name, _fn in RULES) and "no rule" in text
+
+
 # ------------------------------------------------------------------------------------ same-run floor
 
 

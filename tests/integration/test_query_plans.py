@@ -69,6 +69,18 @@ def scans(node: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield from scans(child)
 
 
+def indexes(node: dict[str, Any]) -> Iterator[str]:
+    """The indexes the plan reads (partitions' index names: table_columns_idx)."""
+    if "Index Name" in node:
+        yield node["Index Name"]
+    for child in node.get("Plans", ()):
+        yield from indexes(child)
+
+
+def used(plans: list[dict[str, Any]], fragment: str) -> bool:
+    return any(fragment in name for p in plans for name in indexes(p["plan"]))
+
+
 @pytest.fixture(scope="module")
 def loaded(test_stack: Any) -> Iterator[PostgresSettings]:
     from utils import schema
@@ -182,6 +194,8 @@ def test_the_queue_and_its_counts_scan_no_day_partition(
         dict_rows=True,
     )
     assert_no_seq_scan(plans, tables)
+    if filters.merchant:
+        assert used(plans, "_merchant_created_at_alert_id_idx")  # alerts_queue_merchant_idx
     # A merchant or amount filter reads the alert's own copy: the transactions joined are the
     # page's (by id), never the filter's.
     if filters.merchant or filters.min_amount is not None:
@@ -221,6 +235,7 @@ def test_the_account_loads_are_index_scans(loaded: PostgresSettings) -> None:
         dict_rows=False,
     )
     assert_no_seq_scan(plans, tables)
+    assert used(plans, "_account_id_kafka_topic_kafka_topic_i")  # transactions_account_incarnation_ts_idx
 
 
 def test_a_days_reports_scan_only_that_days_partition(loaded: PostgresSettings) -> None:
@@ -237,5 +252,7 @@ def test_a_days_reports_scan_only_that_days_partition(loaded: PostgresSettings) 
         ),
         dict_rows=False,
     )
-    # The day's own partitions may be read whole: every row of them is the day's.
+    # The day's own partitions may be read whole: every row of them is the day's; the others'
+    # event times are reached through transactions_ts_idx.
     assert_no_seq_scan(plans, tables, allowed=own)
+    assert used(plans, "_timestamp_idx")

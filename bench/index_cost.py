@@ -165,6 +165,13 @@ REPLACEMENTS: dict[str, tuple[list[str], list[str]]] = {
         ["transactions_transaction_id_idx"],
         ["CREATE INDEX index_cost_alt ON transactions (kafka_topic_id, kafka_partition, kafka_offset)"],
     ),
+    "with migration 080's merchant and amount indexes (before 091)": (
+        [],
+        [
+            "CREATE INDEX index_cost_merchant ON transactions (merchant)",
+            "CREATE INDEX index_cost_amount ON transactions (amount)",
+        ],
+    ),
     "timestamp as a BRIN": (
         ["transactions_ts_idx"],
         ['CREATE INDEX index_cost_alt ON transactions USING brin ("timestamp")'],
@@ -210,8 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--accounts", type=int, default=10_000, help="the generator's account pool [10000]")
     ap.add_argument("--migrations", type=Path, default=schema.MIGRATIONS_DIR)
-    ap.add_argument("--only", default="", help="comma-separated indexes to measure (default: every one)")
+    ap.add_argument(
+        "--only", default="", help="comma-separated indexes to measure alone (default: every one; none: none)"
+    )
     ap.add_argument("--replacements", action="store_true", help="also measure the candidate replacements")
+    ap.add_argument(
+        "--before-091", action="store_true", help="also measure with the two indexes migration 091 dropped"
+    )
+    ap.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="IDX+IDX",
+        help="also measure without these indexes together (repeatable; e.g. migration 091's two)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -242,12 +261,16 @@ def main(argv: list[str] | None = None) -> int:
         cur.execute('SELECT max(kafka_offset), max("timestamp") FROM transactions')
         max_offset, max_ts = cur.fetchone()
     conn.close()
-    only = [x for x in args.only.split(",") if x] or list(indexes)
+    only = [] if args.only == "none" else [x for x in args.only.split(",") if x] or list(indexes)
     variants: dict[str, tuple[list[str], list[str]]] = {"all": ([], [])}
     variants.update({f"without {name}": ([name], []) for name in only})
+    variants.update({f"without {' + '.join(c.split('+'))}": (c.split("+"), []) for c in args.without})
     variants["without every secondary"] = (list(indexes), [])
     if args.replacements:
         variants.update(REPLACEMENTS)
+    if args.before_091:
+        name = "with migration 080's merchant and amount indexes (before 091)"
+        variants[name] = REPLACEMENTS[name]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     shift = max_ts - fresh_src[0].timestamp + timedelta(seconds=1)
     for r in range(args.rounds):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -153,7 +154,7 @@ def run(pg: PostgresSettings, calls: Any, *, dict_rows: bool) -> list[dict[str, 
 
 
 def assert_no_seq_scan(
-    plans: list[dict[str, Any]], tables: set[str], allowed: set[str] = frozenset()
+    plans: list[dict[str, Any]], tables: set[str], allowed: AbstractSet[str] = frozenset()
 ) -> None:
     for p in plans:
         seq = {rel for node, rel in scans(p["plan"]) if node == "Seq Scan" and rel in tables - allowed}

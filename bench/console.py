@@ -64,11 +64,13 @@ def generate(pg: PostgresSettings, alerts: int, cases: int) -> dict[str, float]:
                FROM generate_series(1, %(alerts)s) g"""
         ),
         "alerts": (
-            """INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, details, created_at)
+            """INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, details, created_at,
+                   merchant, amount)
                SELECT 'tx-' || g, 'ACC-' || (g %% %(accounts)s),
                       (%(rules)s::text[])[1 + g %% 7], (ARRAY['low','medium','high','critical'])[1 + (g / 7) %% 4],
                       'generated alert ' || g, jsonb_build_object('amount', g %% 5000, 'threshold', 1000),
-                      timestamptz '2026-01-01 00:00+00' + g * interval '2 seconds' + interval '1 second'
+                      timestamptz '2026-01-01 00:00+00' + g * interval '2 seconds' + interval '1 second',
+                      'M-' || (g * 31 %% 2000), 1 + (g::bigint * 7919 %% 500000) / 100.0
                FROM generate_series(1, %(alerts)s) g"""
         ),
         "cases": (

@@ -233,10 +233,13 @@ def write_batch(
         for (rule, _severity), n in result.alerts_by_rule_severity.items():
             result.alerts_by_type[rule] += n
         if stored_alerts:
+            # An alert carries its transaction's merchant and amount: the console filters the
+            # queue by them on `alerts` (migration 091), so `transactions` needs no index on either.
+            by_id = {t.transaction_id: t for t in txns}
             psycopg2.extras.execute_values(
                 cur,
                 "INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, details, "
-                "rule_set_version) VALUES %s",
+                "rule_set_version, merchant, amount) VALUES %s",
                 [
                     (
                         a.transaction_id,
@@ -246,6 +249,7 @@ def write_batch(
                         a.message,
                         orjson.dumps(a.details).decode(),
                         rule_set_version,
+                        *_merchant_amount(by_id.get(a.transaction_id)),
                     )
                     for a in stored_alerts
                 ],
@@ -255,6 +259,13 @@ def write_batch(
         if rejections:
             result.rejected_inserted = insert_rejections(cur, rejections, topic_id)
     return result
+
+
+def _merchant_amount(txn: Transaction | None) -> tuple[str | None, str | None]:
+    """The alert's copy of its transaction's merchant and amount (the amount as COPY writes it)."""
+    if txn is None:  # an alert on a transaction outside the batch: nothing to copy
+        return None, None
+    return txn.merchant, f"{txn.amount:.2f}"
 
 
 _VANISHED_RETRIES = 3  # rounds for rows deleted between the INSERT and the look-up of its conflicts

@@ -59,6 +59,8 @@ def seed(pg: PostgresSettings, accounts: int = 3, per_account: int = 6) -> Seede
                     n += 1
                     tid = f"tx-{a}-{i}"
                     at = START + timedelta(minutes=10 * n)
+                    amount = 100 + 250 * i + a
+                    merchant = HOSTILE["merchant"] if hostile else f"Shop {i % 2}"
                     cur.execute(
                         """INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency,
                                "timestamp", channel, country, merchant, city, schema_version, kafka_topic,
@@ -67,9 +69,9 @@ def seed(pg: PostgresSettings, accounts: int = 3, per_account: int = 6) -> Seede
                         (
                             tid,
                             account,
-                            100 + 250 * i + a,
+                            amount,
                             at,
-                            HOSTILE["merchant"] if hostile else f"Shop {i % 2}",
+                            merchant,
                             HOSTILE["city"] if hostile else "Lyon",
                             n,
                         ),
@@ -78,8 +80,8 @@ def seed(pg: PostgresSettings, accounts: int = 3, per_account: int = 6) -> Seede
                         rule = rules[(i // 2) % len(rules)]
                         cur.execute(
                             """INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message,
-                                   details, created_at)
-                               VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING alert_id""",
+                                   details, created_at, merchant, amount)
+                               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING alert_id""",
                             (
                                 tid,
                                 account,
@@ -92,6 +94,8 @@ def seed(pg: PostgresSettings, accounts: int = 3, per_account: int = 6) -> Seede
                                     else {"amount": 100 + 250 * i, "threshold": 500}
                                 ),
                                 at + timedelta(seconds=5),
+                                merchant,  # the alert's copies of its transaction's (the consumer's)
+                                amount,
                             ),
                         )
                         alert_ids.append(cur.fetchone()[0])

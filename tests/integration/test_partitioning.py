@@ -18,6 +18,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
@@ -35,6 +36,7 @@ from tests.support import consume, execute, query, scalar
 from utils import schema
 from utils.config import PostgresSettings, Settings, ValidationLimits
 from utils.database import Database, connect
+from utils.models import Alert
 
 DAY_PARTITIONED = ("transactions", "alerts", "rejected_transactions")
 
@@ -72,17 +74,23 @@ def move_to_day(pg: PostgresSettings, ids: list[str], days_ago: int) -> None:
         )
 
 
+def migrations_before(directory: Path, version: int) -> Path:
+    """A directory with the migrations numbered below `version`."""
+    directory.mkdir()
+    for path in sorted(schema.MIGRATIONS_DIR.glob("*.sql")):
+        if int(path.name[:3]) < version:
+            shutil.copy(path, directory / path.name)
+    return directory
+
+
 # --------------------------------------------------------------------------------------------
 # Migration 090 on a database with data
 # --------------------------------------------------------------------------------------------
 
 
 def test_migration_090_converts_a_database_with_data(test_stack: LocalStack, tmp_path: Path) -> None:
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for path in sorted(schema.MIGRATIONS_DIR.glob("*.sql")):
-        if int(path.name[:3]) < 90:
-            shutil.copy(path, before / path.name)
+    before = migrations_before(tmp_path / "migrations", 90)
+    upto = migrations_before(tmp_path / "upto-090", 91)
     pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
     incarnation = uuid.uuid4()
     try:
@@ -133,7 +141,7 @@ def test_migration_090_converts_a_database_with_data(test_stack: LocalStack, tmp
         stored_before = query(pg, "SELECT * FROM transactions ORDER BY transaction_id")
         alerts_before = query(pg, "SELECT * FROM alerts ORDER BY alert_id")
 
-        assert schema.migrate(pg) == ["090_partitioned_by_day"]
+        assert schema.migrate(pg, upto) == ["090_partitioned_by_day"]
 
         # Every row kept, column for column, each in its processing day's partition.
         assert query(pg, "SELECT * FROM transactions ORDER BY transaction_id") == stored_before
@@ -184,6 +192,83 @@ def test_migration_090_converts_a_database_with_data(test_stack: LocalStack, tmp
         assert scalar(pg, "SELECT count(*) FROM pg_indexes WHERE tablename = %s", (today,)) == 7
     finally:
         test_stack.drop_database(pg.db)
+
+
+# --------------------------------------------------------------------------------------------
+# Migration 091: the queue's merchant and amount filters read the alert's copies
+# --------------------------------------------------------------------------------------------
+
+
+def test_migration_091_copies_merchant_and_amount_onto_stored_alerts(
+    test_stack: LocalStack, tmp_path: Path
+) -> None:
+    before = migrations_before(tmp_path / "migrations", 91)
+    pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.migrate(pg, before)
+        make_day(pg, 1)
+        execute(
+            pg,
+            """INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency, "timestamp",
+                   channel, country, merchant, schema_version, kafka_topic, kafka_partition, kafka_offset, processed_at)
+               VALUES ('a', 'A1', 'purchase', 12.50, 'EUR', now(), 'pos', 'DE', 'Shop A', 1, 'tx', 0, 0, now()),
+                      ('b', 'A1', 'purchase', 900.00, 'EUR', now(), 'pos', 'DE', 'Shop B', 1, 'tx', 0, 1,
+                       now() - interval '1 day'),
+                      ('c', 'A2', 'transfer', 5000.00, 'EUR', now(), 'online', 'DE', NULL, 1, 'tx', 0, 2, now())""",
+        )
+        execute(
+            pg,
+            """INSERT INTO alerts (transaction_id, account_id, alert_type, severity, alert_message, created_at)
+               SELECT transaction_id, account_id, 'high_amount', 'high', 'm', processed_at FROM transactions
+               UNION ALL SELECT 'gone', 'A3', 'velocity', 'low', 'its transaction went', now()""",
+        )
+
+        assert schema.migrate(pg) == ["091_alert_merchant_amount"]
+
+        assert query(pg, "SELECT transaction_id, merchant, amount::text FROM alerts ORDER BY 1") == [
+            ("a", "Shop A", "12.50"), ("b", "Shop B", "900.00"), ("c", None, "5000.00"), ("gone", None, None),
+        ]  # fmt: skip
+        indexes = {
+            r[0]
+            for r in query(
+                pg, "SELECT indexname FROM pg_indexes WHERE tablename IN ('transactions', 'alerts')"
+            )
+        }
+        assert {"alerts_queue_merchant_idx", "alerts_amount_idx"} <= indexes
+        assert not {"transactions_merchant_idx", "transactions_amount_idx"} & indexes
+        today = day_partitions(pg, "transactions")[-8]
+        assert scalar(pg, "SELECT count(*) FROM pg_indexes WHERE tablename = %s", (today,)) == 5
+
+        # The console's filters find them there, on either day.
+        from console import queue, store
+
+        with contextlib.closing(connect(pg, migration=True)) as conn:
+            cur = store.new_cursor(conn)
+
+            def page(f: queue.Filters) -> list[str]:
+                return sorted(
+                    r["alert_message"] + ":" + r["merchant"] for r in store.alert_page(cur, f, None)[0]
+                )
+
+            assert page(queue.Filters(merchant="Shop B")) == ["m:Shop B"]
+            big = store.alert_page(cur, queue.Filters(min_amount=Decimal("100")), None)[0]
+            assert [r["amount"] for r in big] == [Decimal("5000.00"), Decimal("900.00")]
+            assert store.summary(cur, queue.Filters(max_amount=Decimal("1000")), ["high_amount"]).total == 2
+    finally:
+        test_stack.drop_database(pg.db)
+
+
+def test_the_consumer_stores_the_transactions_merchant_and_amount_with_its_alert(db: Database) -> None:
+    txns = _txns(3, seed=11)
+    alert = Alert(txns[1].transaction_id, txns[1].account_id, "high_amount", "high", "big")
+    with db.connection() as conn:
+        write_batch(conn, txns, [alert], [], alert_positions=[(0, txns[1].kafka_offset)])
+    amount = Decimal(f"{txns[1].amount:.2f}")
+    stored = query(
+        db.settings,
+        "SELECT a.merchant, a.amount, t.merchant, t.amount FROM alerts a JOIN transactions t USING (transaction_id)",
+    )
+    assert stored == [(txns[1].merchant, amount, txns[1].merchant, amount)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -132,6 +132,19 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
 # --------------------------------------------------------------------------------------------
 
 
+# A write-heavy server's settings, as docker-compose.yml's postgres has them. PostgreSQL's
+# defaults (max_wal_size 1GB, checkpoint_timeout 5min, shared_buffers 128MB) made the 10,000,000-
+# row bench checkpoint every 4-5 s: after each checkpoint the first change to every index page
+# writes the whole page to the WAL, and as the day partition's b-trees grew, nearly every insert
+# touched such a page, so PostgreSQL's CPU per row rose 25 -> 62 µs (docs/performance.md "The
+# long run"). Fewer checkpoints and the hot index pages in shared buffers keep it flat.
+WRITE_TUNING: tuple[tuple[str, str], ...] = (
+    ("shared_buffers", "512MB"),
+    ("max_wal_size", "8GB"),
+    ("checkpoint_timeout", "15min"),
+)
+
+
 class Postgres:
     """One cluster under `<state dir>/postgres` (data, socket, log), run with pg_ctl."""
 
@@ -336,7 +349,10 @@ class Postgres:
         # pg_ctl hands -o to a shell: quote paths.
         # Commit timestamps: the benchmark measures latency to the COMMIT that makes a row
         # visible (pg_xact_commit_timestamp), not only to processed_at (bench/harness.py).
-        opts = f"-p {self.port} {sock_opt} -c listen_addresses={HOST} -c track_commit_timestamp=on"
+        opts = (
+            f"-p {self.port} {sock_opt} -c listen_addresses={HOST} -c track_commit_timestamp=on "
+            + " ".join(f"-c {name}={value}" for name, value in WRITE_TUNING)
+        )
         log_file = self.log_path
         offset = log_file.stat().st_size if log_file.exists() else 0
         log.info("starting postgres on %s:%d (%s)", HOST, self.port, self.data_dir)

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -1043,3 +1044,12 @@ def test_cluster_broker_renders_what_a_native_cluster_member_runs(fake_java: Pat
     rendered.pop("listener.security.protocol.map")
     rendered.pop("inter.broker.listener.name")
     assert rendered == {k: str(v) for k, v in native.items()}
+
+
+def test_compose_postgres_is_tuned_for_writes_as_the_native_stack(services: dict[str, Any]) -> None:
+    """Both run the same write-heavy settings, or a bench on one says nothing of the other."""
+    from stack.postgres import WRITE_TUNING
+
+    command = services["postgres"]["command"]
+    settings = dict(arg.split("=", 1) for prev, arg in pairwise(command) if prev == "-c")
+    assert WRITE_TUNING and all(settings.get(name) == value for name, value in WRITE_TUNING)

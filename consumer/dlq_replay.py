@@ -77,6 +77,13 @@ def load(conn: psycopg2.extensions.connection, rejected_id: int) -> Rejected:
     return Rejected(row[0], row[1], row[2], row[3], None if row[4] is None else bytes(row[4]), bytes(row[5]))
 
 
+def is_stored(cur: psycopg2.extensions.cursor, transaction_id: str) -> bool:
+    """Whether a transaction with this id is stored (an equality probe of every day partition's
+    transactions_transaction_id_idx)."""
+    cur.execute("SELECT 1 FROM transactions WHERE transaction_id = %s", (transaction_id,))
+    return cur.fetchone() is not None
+
+
 def replay(
     conn: psycopg2.extensions.connection,
     kafka: KafkaSettings,
@@ -90,8 +97,7 @@ def replay(
     payload = corrected.strip() or r.payload
     tid = transaction_id_of(payload)
     with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM transactions WHERE transaction_id = %s", (tid,))
-        if cur.fetchone() is not None:
+        if is_stored(cur, tid):
             raise ReplayRefused(f"transaction {tid} is already stored: replaying it would add nothing")
     from kafka import KafkaProducer
     from kafka.errors import KafkaError

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import threading
 import uuid
@@ -203,6 +204,7 @@ def test_migration_091_copies_merchant_and_amount_onto_stored_alerts(
     test_stack: LocalStack, tmp_path: Path
 ) -> None:
     before = migrations_before(tmp_path / "migrations", 91)
+    upto = migrations_before(tmp_path / "upto-091", 92)
     pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
     try:
         schema.migrate(pg, before)
@@ -223,7 +225,7 @@ def test_migration_091_copies_merchant_and_amount_onto_stored_alerts(
                UNION ALL SELECT 'gone', 'A3', 'velocity', 'low', 'its transaction went', now()""",
         )
 
-        assert schema.migrate(pg) == ["091_alert_merchant_amount"]
+        assert schema.migrate(pg, upto) == ["091_alert_merchant_amount"]
 
         assert query(pg, "SELECT transaction_id, merchant, amount::text FROM alerts ORDER BY 1") == [
             ("a", "Shop A", "12.50"), ("b", "Shop B", "900.00"), ("c", None, "5000.00"), ("gone", None, None),
@@ -547,3 +549,77 @@ def test_concurrent_claims_of_the_same_positions_store_them_once(fresh_db: Postg
     finally:
         first.close()
         second.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Migration 092: transactions_transaction_id_idx becomes a hash index
+# --------------------------------------------------------------------------------------------
+
+
+def index_methods(pg: PostgresSettings, column: str) -> dict[str, str]:
+    """Every index of `transactions` and its partitions on `column` alone: name -> access method."""
+    return dict(
+        query(
+            pg,
+            """SELECT c.relname, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                   JOIN pg_am am ON am.oid = c.relam JOIN pg_class t ON t.oid = i.indrelid
+               WHERE (t.relname = 'transactions' OR t.relname LIKE 'transactions\\_%%') AND i.indnatts = 1
+                 AND pg_get_indexdef(i.indexrelid, 1, true) = %s""",
+            (column,),
+        )
+    )
+
+
+def test_migration_092_makes_the_transaction_id_index_a_hash_on_a_database_with_data(
+    test_stack: LocalStack, tmp_path: Path
+) -> None:
+    before = migrations_before(tmp_path / "migrations", 92)
+    pg = test_stack.create_database(f"txmon_test_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.migrate(pg, before)
+        for days_ago in (2, 1):
+            make_day(pg, days_ago)
+        db = Database(pg, maxconn=1)
+        try:
+            # 60 transactions stored through the consumer's write path, then spread over three days.
+            txns = _txns(60)
+            with db.connection() as conn:
+                assert write_batch(conn, txns, [], []).inserted == 60
+            move_to_day(pg, [t.transaction_id for t in txns[:20]], 2)
+            move_to_day(pg, [t.transaction_id for t in txns[20:40]], 1)
+            assert set(index_methods(pg, "transaction_id").values()) == {"btree"}
+            stored_before = query(pg, "SELECT * FROM transactions ORDER BY transaction_id")
+
+            assert schema.migrate(pg) == ["092_transaction_id_hash"]
+
+            # Same rows; the index of the same name is a hash one, on the parent and every partition.
+            assert query(pg, "SELECT * FROM transactions ORDER BY transaction_id") == stored_before
+            methods = index_methods(pg, "transaction_id")
+            assert methods["transactions_transaction_id_idx"] == "hash"
+            assert set(methods.values()) == {"hash"}
+            partitions = {p for p in day_partitions(pg, "transactions")} | {"transactions_default"}
+            assert len(methods) == len(partitions) + 1
+            # Each day's rows are found by id through it.
+            with contextlib.closing(connect(pg, migration=True)) as conn, conn.cursor() as cur:
+                cur.execute("SET enable_seqscan = off")
+                for t in (txns[0], txns[30], txns[59]):
+                    cur.execute("EXPLAIN (FORMAT JSON) SELECT * FROM transactions WHERE transaction_id = %s",
+                                (t.transaction_id,))  # fmt: skip
+                    assert "transaction_id_idx" in json.dumps(cur.fetchone()[0])
+                    cur.execute(
+                        "SELECT kafka_offset FROM transactions WHERE transaction_id = %s", (t.transaction_id,)
+                    )
+                    assert cur.fetchall() == [(t.kafka_offset,)]
+            # Uniqueness is still the registry's: an id stored two days back, sent again by another
+            # message, is refused; the same message again is a replay.
+            again = dataclasses.replace(txns[5], kafka_offset=1000)
+            with pytest.raises(StoredElsewhere), db.connection() as conn:
+                write_batch(conn, [again], [], [])
+            with db.connection() as conn:
+                replay = write_batch(conn, txns[:10], [], [])
+            assert (replay.inserted, replay.already_stored) == (0, 10)
+            assert scalar(pg, "SELECT count(*) FROM transactions") == 60
+        finally:
+            db.close()
+    finally:
+        test_stack.drop_database(pg.db)

@@ -257,3 +257,56 @@ def test_a_days_reports_scan_only_that_days_partition(loaded: PostgresSettings) 
     # event times are reached through transactions_ts_idx.
     assert_no_seq_scan(plans, tables, allowed=own)
     assert used(plans, "_timestamp_idx")
+
+
+# --------------------------------------------------------------------------------------------
+# Look-ups by transaction_id (migration 092: transactions_transaction_id_idx is a hash index,
+# which answers equality only; each of these must still probe it, never scan a day partition)
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_look_up_by_transaction_id_probes_its_hash_index(loaded: PostgresSettings) -> None:
+    from console import workflow
+    from consumer import dlq_replay
+    from consumer.rulesets import backtest_db
+
+    assert (
+        _some(
+            loaded,
+            "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
+            "WHERE c.relname = 'transactions_transaction_id_idx'",
+        )
+        == "hash"
+    )
+    tables = populated(loaded)
+    alert_id, tid = query(loaded, "SELECT alert_id, transaction_id FROM alerts ORDER BY alert_id LIMIT 1")[0]
+    ids = [
+        r[0] for r in query(loaded, "SELECT transaction_id FROM transactions ORDER BY kafka_offset LIMIT 20")
+    ]
+
+    def calls(cur: Any, _conn: Any) -> None:
+        store._transactions(cur, ids)  # the account view's rows, by id (= ANY)
+        case_id = store.attach(cur, alert_id, workflow.User("plans", "analyst"), {"high": 24.0})
+        assert isinstance(case_id, int)
+        store.case_alerts(cur, case_id)  # the case page: its alerts joined to their transactions
+
+    plans = run(loaded, calls, dict_rows=True)
+    assert_no_seq_scan(plans, tables)
+    by_id = [p for p in plans if "transaction_id = ANY" in p["sql"] or "FROM case_alerts ca JOIN" in p["sql"]]
+    assert len(by_id) == 2 and all(used([p], "_transaction_id_idx") for p in by_id)
+
+    # The DLQ replay's "already stored?" and the backtest's stored alerts of one day.
+    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    scope = backtest_db.Scope(TOPIC, start, start + timedelta(hours=1), INCARNATION)
+    stored: list[bool] = []
+
+    def probes_and_backtest(cur: Any, _conn: Any) -> None:
+        stored.extend([dlq_replay.is_stored(cur, tid), dlq_replay.is_stored(cur, "not-stored")])
+        backtest_db._stored_alerts(cur, scope)
+
+    plans = run(loaded, probes_and_backtest, dict_rows=False)
+    assert stored == [True, False]
+    assert_no_seq_scan(plans, tables, allowed={f"transactions_p{day:%Y%m%d}", f"alerts_p{day:%Y%m%d}"})
+    probes = [p for p in plans if p["sql"].startswith("SELECT 1 FROM transactions WHERE transaction_id")]
+    assert len(probes) == 2 and all(used([p], "_transaction_id_idx") for p in probes)

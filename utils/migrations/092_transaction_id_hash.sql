@@ -1,0 +1,23 @@
+-- transactions_transaction_id_idx becomes a hash index (same name, same column, on every day
+-- partition): issue 23, the long run's PostgreSQL CPU per row growing with the day partition.
+--
+-- Every stored row inserts one entry; the ids are random (UUID4s), so each insert lands on a
+-- random page of the index, and once the random-key indexes of the day outgrow shared_buffers
+-- most inserts read and evict a page. A b-tree entry carries the whole text id (~52 bytes with
+-- its line pointer); a hash entry carries its 4-byte hash code (~20 bytes), so the index is less
+-- than half the size and its pages stay cached longer (docs/performance.md "What each index
+-- costs per stored row": sizes and CPU per row at 1,000,000 and 5,000,000 rows).
+--
+-- Every query that uses it asks for equality only: joins of an alert to its transaction
+-- (console queue, alert and case pages, the backtest's stored alerts), the console's
+-- transactions by id (= ANY: a bitmap scan of the hash index), the DLQ replay's "already
+-- stored?". Nothing orders or ranges by transaction_id through this index
+-- (tests/integration/test_query_plans.py EXPLAINs each of them).
+--
+-- Uniqueness is not this index's job (migration 090: the registry transaction_ids' primary key,
+-- a b-tree, unchanged here), so a hash index, which cannot be UNIQUE, gives nothing up.
+--
+-- The rebuild reads every partition under a SHARE lock (writes wait): ~1 minute per 5,000,000
+-- rows here; run it with the pipeline stopped, as any migration.
+DROP INDEX transactions_transaction_id_idx;
+CREATE INDEX transactions_transaction_id_idx ON transactions USING hash (transaction_id);

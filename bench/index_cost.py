@@ -161,6 +161,11 @@ REPLACEMENTS: dict[str, tuple[list[str], list[str]]] = {
         ["transactions_transaction_id_idx"],
         ["CREATE INDEX index_cost_alt ON transactions USING hash (transaction_id)"],
     ),
+    # Since migration 092 the index is the hash one: this is the b-tree it replaced, the same run's "before".
+    "transaction_id as a b-tree (before 092)": (
+        ["transactions_transaction_id_idx"],
+        ["CREATE INDEX index_cost_alt ON transactions (transaction_id)"],
+    ),
     "transaction_id -> (topic id, partition, offset)": (
         ["transactions_transaction_id_idx"],
         ["CREATE INDEX index_cost_alt ON transactions (kafka_topic_id, kafka_partition, kafka_offset)"],
@@ -175,6 +180,34 @@ REPLACEMENTS: dict[str, tuple[list[str], list[str]]] = {
     "timestamp as a BRIN": (
         ["transactions_ts_idx"],
         ['CREATE INDEX index_cost_alt ON transactions USING brin ("timestamp")'],
+    ),
+}
+
+# The registry's key (`--registry`): what `transaction_ids`' b-tree primary key costs, and what a
+# hash exclusion constraint (as unique as the key: no two rows with equal ids can both commit)
+# would cost in its place. Statements run inside the measured transaction, as above.
+_REGISTRY_PKEY = "transaction_ids_pkey"
+REGISTRY: dict[str, tuple[list[str], list[str]]] = {
+    "transaction_id as a hash index": REPLACEMENTS["transaction_id as a hash index"],
+    "transaction_id as a b-tree (before 092)": REPLACEMENTS["transaction_id as a b-tree (before 092)"],
+    "registry without its unique key (its cost)": (
+        [],
+        [f"ALTER TABLE transaction_ids DROP CONSTRAINT {_REGISTRY_PKEY}"],
+    ),
+    "registry key as a hash exclusion constraint": (
+        [],
+        [
+            f"ALTER TABLE transaction_ids DROP CONSTRAINT {_REGISTRY_PKEY}",
+            "ALTER TABLE transaction_ids ADD CONSTRAINT index_cost_excl EXCLUDE USING hash (transaction_id WITH =)",
+        ],
+    ),
+    "both ids hashed (registry exclusion + transaction_id hash)": (
+        ["transactions_transaction_id_idx"],
+        [
+            "CREATE INDEX index_cost_alt ON transactions USING hash (transaction_id)",
+            f"ALTER TABLE transaction_ids DROP CONSTRAINT {_REGISTRY_PKEY}",
+            "ALTER TABLE transaction_ids ADD CONSTRAINT index_cost_excl EXCLUDE USING hash (transaction_id WITH =)",
+        ],
     ),
 }
 
@@ -222,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--replacements", action="store_true", help="also measure the candidate replacements")
     ap.add_argument(
+        "--registry",
+        action="store_true",
+        help="also measure the registry's unique key and hash stand-ins for both id indexes",
+    )
+    ap.add_argument(
         "--before-091", action="store_true", help="also measure with the two indexes migration 091 dropped"
     )
     ap.add_argument(
@@ -258,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             (list(indexes),),
         )
         sizes = {r[0]: r[1] for r in cur.fetchall()}
+        cur.execute(
+            """SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE i.indrelid = 'public.transaction_ids'::regclass"""
+        )
+        sizes.update({r[0]: r[1] for r in cur.fetchall()})
         cur.execute('SELECT max(kafka_offset), max("timestamp") FROM transactions')
         max_offset, max_ts = cur.fetchone()
     conn.close()
@@ -268,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     variants["without every secondary"] = (list(indexes), [])
     if args.replacements:
         variants.update(REPLACEMENTS)
+    if args.registry:
+        variants.update(REGISTRY)
     if args.before_091:
         name = "with migration 080's merchant and amount indexes (before 091)"
         variants[name] = REPLACEMENTS[name]
@@ -301,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         summary.append({"variant": name, "cpu_us_per_row": cpu, "cost_us_per_row": cost, "rate": rate})
         print(f"{name:<50} {cpu:>14.1f} {cost:>18.1f} {rate:>9.0f}")
     print(
-        "\nindex sizes in the day partition (MB): "
+        "\nindex sizes in the day partition and the registry (MB): "
         + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(sizes.items()))
     )
     if args.json:

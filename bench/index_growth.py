@@ -28,6 +28,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +45,24 @@ from utils.models import Transaction
 log = logging.getLogger("bench.index_growth")
 
 SEED_ROWS = 50_000
-# The index on transactions.transaction_id, per variant ({t}: the variant's table).
-VARIANTS: dict[str, str] = {
-    "btree": "CREATE INDEX ON {t} (transaction_id)",
-    "hash": "CREATE INDEX ON {t} USING hash (transaction_id)",
+# Per variant: the index on transactions.transaction_id ({t}: the variant's table), and what
+# becomes of the registry's b-tree primary key ({r}: the variant's registry; None: kept).
+VARIANTS: dict[str, tuple[str, str | None]] = {
+    "btree": ("CREATE INDEX ON {t} (transaction_id)", None),
+    "hash": ("CREATE INDEX ON {t} USING hash (transaction_id)", None),
+    # The registry's key as a hash exclusion constraint: as unique (no two equal ids commit).
+    "hash+excl": (
+        "CREATE INDEX ON {t} USING hash (transaction_id)",
+        "ALTER TABLE {r} DROP CONSTRAINT {r}_pkey, ADD EXCLUDE USING hash (transaction_id WITH =)",
+    ),
 }
 
 
 def create_tables(cur: psycopg2.extensions.cursor, variant: str) -> tuple[str, str]:
     """The variant's empty copy of the day partition (every index of `transactions` but the id
     index, which the variant gives) and of the registry (with its primary key)."""
-    table, ids = f"index_growth_{variant}", f"index_growth_{variant}_ids"
+    name = variant.replace("+", "_")
+    table, ids = f"index_growth_{name}", f"index_growth_{name}_ids"
     cur.execute(f"DROP TABLE IF EXISTS {table}, {ids}")
     cur.execute(f"CREATE TABLE {table} (LIKE transactions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     for name, definition in secondary_indexes(cur).items():
@@ -63,8 +71,11 @@ def create_tables(cur: psycopg2.extensions.cursor, variant: str) -> tuple[str, s
         # "CREATE INDEX name ON ONLY public.transactions USING ..." -> an unnamed index on the copy.
         using = definition.split(" USING ", 1)[1]
         cur.execute(f"CREATE INDEX ON {table} USING {using}")
-    cur.execute(VARIANTS[variant].format(t=table))
+    id_index, registry_key = VARIANTS[variant]
+    cur.execute(id_index.format(t=table))
     cur.execute(f"CREATE TABLE {ids} (LIKE transaction_ids INCLUDING ALL)")
+    if registry_key is not None:
+        cur.execute(registry_key.format(r=ids))
     return table, ids
 
 
@@ -107,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     schema.migrate(pg)
     log.info("generating %d seed rows", SEED_ROWS)
     seed = generate(settings, SEED_ROWS, args.accounts, seed=7)
+    span = max(t.timestamp for t in seed) - min(t.timestamp for t in seed) + timedelta(seconds=1)
 
     conns: dict[str, psycopg2.extensions.connection] = {}
     backends: dict[str, psutil.Process] = {}
@@ -127,12 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while written < args.rows:
             n = min(args.batch, args.rows - written)
-            # Fresh random ids and offsets on: every batch is new rows, as the consumer's are.
+            # Fresh random ids, offsets on, and each pass over the seed later by the seed's span:
+            # every batch is new rows, as the consumer's are (repeated keys would let the b-trees
+            # deduplicate and stay small).
             txns = [
-                dataclasses.replace(seed[(written + i) % len(seed)], transaction_id=str(uuid.uuid4()),
-                                    kafka_offset=written + i)
+                dataclasses.replace(
+                    seed[(written + i) % len(seed)],
+                    transaction_id=str(uuid.uuid4()),
+                    kafka_offset=written + i,
+                    timestamp=seed[(written + i) % len(seed)].timestamp + span * ((written + i) // len(seed)),
+                )
                 for i in range(n)
-            ]  # fmt: skip
+            ]
             payload = storage.copy_rows(txns)
             ids = ids_payload(txns)
             k = min(written // tenth, 9)

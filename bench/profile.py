@@ -274,13 +274,16 @@ def rule_breakdown(
 
 
 def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Transaction]]:
-    """The producer's stream (its generator, simulated clock from PRODUCER_DAYS_BACK ago as on a
-    fresh topic, a pool of `accounts`) made in this process and validated, in consumer-sized
+    """The producer's stream (its generator, simulated clock from the midnight PRODUCER_DAYS_BACK
+    ago, as on a fresh topic but for the hour, a pool of `accounts`) made in this process and validated, in consumer-sized
     batches: no Kafka, no SQL. Keyed to partitions as Kafka's default partitioner would not, but
     each account stays in one, which is all the windows need."""
     ps, size = settings.producer, settings.consumer.max_poll_records
     pool = AccountPool.create(accounts, ps.account_seed)
-    start = simulated_start(datetime.now(UTC), None, days_back=ps.days_back)
+    # Midnight of that day: the same stream in every run of a day (two revisions back to back).
+    start = simulated_start(datetime.now(UTC), None, days_back=ps.days_back).replace(
+        hour=0, minute=0, second=0
+    )
     generator = TransactionGenerator(seed, pool, ps.fraud_rate, "simulated", start)
     rates = settings.rules.rate_table()
     partitions = settings.kafka.topic_partitions

@@ -27,6 +27,13 @@ Not measured here: the offsets, positions and rule-set bookkeeping statements of
    alone called RULE_REPEAT times per message, so that a rule's few tenths of a µs stand out of
    the windows' noise; a rule's cost is (that - windows alone) / RULE_REPEAT. Best of
    RULE_ROUNDS each. No SQL and no Kafka: ~20 s for 100,000 messages.
+
+4. With `--warm N` (`warm_profile`): the same breakdown over warm windows, the steady state of a
+   long run. The producer's stream with the `--long` run's account pool is made and validated in
+   this process; N messages of it go through the windows and rules untimed (CPU and collector
+   pauses by tenth reported), then `--profile-count` more are broken down from copies of those
+   windows, beside the stream's first `--profile-count` from empty windows. ~6 minutes at N =
+   2,000,000 (every window at its bound, as in tenths 3-10 of the 10,000,000-row run).
 """
 
 from __future__ import annotations
@@ -274,10 +281,10 @@ def rule_breakdown(
 
 
 def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Transaction]]:
-    """The producer's stream (its generator, simulated clock from the midnight PRODUCER_DAYS_BACK
-    ago, as on a fresh topic but for the hour, a pool of `accounts`) made in this process and validated, in consumer-sized
-    batches: no Kafka, no SQL. Keyed to partitions as Kafka's default partitioner would not, but
-    each account stays in one, which is all the windows need."""
+    """The producer's stream (its generator, a pool of `accounts`, simulated clock from midnight
+    PRODUCER_DAYS_BACK ago: a fresh topic's start but for the hour) made in this process and
+    validated, in consumer-sized batches: no Kafka, no SQL. Keyed to partitions by a CRC, not as
+    Kafka's partitioner does, but each account stays in one, which is all the windows need."""
     ps, size = settings.producer, settings.consumer.max_poll_records
     pool = AccountPool.create(accounts, ps.account_seed)
     # Midnight of that day: the same stream in every run of a day (two revisions back to back).

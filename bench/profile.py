@@ -27,6 +27,13 @@ Not measured here: the offsets, positions and rule-set bookkeeping statements of
    alone called RULE_REPEAT times per message, so that a rule's few tenths of a µs stand out of
    the windows' noise; a rule's cost is (that - windows alone) / RULE_REPEAT. Best of
    RULE_ROUNDS each. No SQL and no Kafka: ~20 s for 100,000 messages.
+
+4. With `--warm N` (`warm_profile`): the same breakdown over warm windows, the steady state of a
+   long run. The producer's stream with the `--long` run's account pool is made and validated in
+   this process; N messages of it go through the windows and rules untimed (CPU and collector
+   pauses by tenth reported), then `--profile-count` more are broken down from copies of those
+   windows, beside the stream's first `--profile-count` from empty windows. ~6 minutes at N =
+   2,000,000 (every window at its bound, as in tenths 3-10 of the 10,000,000-row run).
 """
 
 from __future__ import annotations
@@ -36,23 +43,30 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Callable
+import zlib
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.context import Context, produce
+from bench.context import Context, accounts_for, produce
 from consumer import storage
-from consumer.account_state import AccountStates
+from consumer.account_state import AccountHistory, AccountStates
 from consumer.batch import Batch, evaluate_batch, validate_records
 from consumer.positions import NIL
 from consumer.rules import RULES
 from consumer.rulesets.active import ActiveRules
 from consumer.validation import decode_wire
+from producer.generator import TransactionGenerator, simulated_start
+from producer.pool import AccountPool
+from quality.offline import Record
 from utils import database
 from utils.config import Settings
 from utils.models import Transaction
@@ -195,25 +209,56 @@ def profile_stages(
     return clock
 
 
-def rule_breakdown(settings: Settings, batches: list[list[Transaction]]) -> dict[str, Any]:
-    """CPU µs per message of the rules stage's parts: the windows alone, each rule, all rules."""
+def clone_states(states: AccountStates) -> AccountStates:
+    """A copy of `states` that evaluating more messages leaves `states` as it was: each window's
+    deque and merchant index copied, the events shared (immutable). Much cheaper than loading
+    them again, so each pass of `rule_breakdown` can start from the same warm windows."""
+    out = AccountStates(states.max_events, states.history_seconds, states.max_accounts)
+    held = out._accounts
+    for account_id, history in states._accounts.items():
+        copy = AccountHistory(history.max_events, history.max_age_s, history.partition)
+        copy.events = deque(history.events)
+        if hasattr(history, "epochs"):  # since the windows' epoch arrays (a base revision may lack them)
+            copy.epochs = history.epochs[:]
+        copy.by_merchant = {m: list(epochs) for m, epochs in history.by_merchant.items()}
+        held[account_id] = copy
+    return out
+
+
+def rule_breakdown(
+    settings: Settings, batches: list[list[Transaction]], initial: AccountStates | None = None
+) -> dict[str, Any]:
+    """CPU µs per message of the rules stage's parts: the windows alone, each rule, all rules.
+    `initial`: the windows every pass starts from (a copy of them: `clone_states`); None: fresh."""
     cs = settings.consumer
     env = ActiveRules.environment(settings.rules)
     messages = sum(len(b) for b in batches)
 
     def run(functions: tuple[Any, ...]) -> float:
         rules = dataclasses.replace(env, functions=functions)
-        states = AccountStates(
-            cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts
-        )
-        c0 = time.thread_time()
-        for txns in batches:
-            missing = states.missing({t.account_id for t in txns})
-            if missing:
-                states.load(missing, [])  # a fresh topic: no account has stored rows yet
-            evaluate_batch(Batch(txns=list(txns)), states, rules)
-            states.trim()
-        return time.thread_time() - c0
+        if initial is None:
+            states = AccountStates(
+                cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts
+            )
+        else:
+            states = clone_states(initial)
+        # The collector off while timing: which pass a collection lands in is luck, and a
+        # copy's evicted events are not freed as the consumer's are (warm_profile times the
+        # collector in the warm-up, where they are).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            c0 = time.thread_time()
+            for txns in batches:
+                missing = states.missing({t.account_id for t in txns})
+                if missing:
+                    states.load(missing, [])  # a fresh topic: no account has stored rows yet
+                evaluate_batch(Batch(txns=list(txns)), states, rules)
+                states.trim()
+            return time.thread_time() - c0
+        finally:
+            if enabled:
+                gc.enable()
 
     def best(functions: tuple[Any, ...]) -> float:
         return min(run(functions) for _ in range(RULE_ROUNDS)) / messages * 1e6
@@ -232,6 +277,121 @@ def rule_breakdown(settings: Settings, batches: list[list[Transaction]]) -> dict
         "windows_us_per_msg": round(windows, 3),
         "all_rules_us_per_msg": round(every, 3),
         "rules": sorted(per_rule, key=lambda r: -r["cpu_us_per_msg"]),
+    }
+
+
+def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Transaction]]:
+    """The producer's stream (its generator, a pool of `accounts`, simulated clock from midnight
+    PRODUCER_DAYS_BACK ago: a fresh topic's start but for the hour) made in this process and
+    validated, in consumer-sized batches: no Kafka, no SQL. Keyed to partitions by a CRC, not as
+    Kafka's partitioner does, but each account stays in one, which is all the windows need."""
+    ps, size = settings.producer, settings.consumer.max_poll_records
+    pool = AccountPool.create(accounts, ps.account_seed)
+    # Midnight of that day: the same stream in every run of a day (two revisions back to back).
+    start = simulated_start(datetime.now(UTC), None, days_back=ps.days_back).replace(
+        hour=0, minute=0, second=0
+    )
+    generator = TransactionGenerator(seed, pool, ps.fraud_rate, "simulated", start)
+    rates = settings.rules.rate_table()
+    partitions = settings.kafka.topic_partitions
+    topic = settings.kafka.topic
+    offsets: dict[int, int] = defaultdict(int)
+    while True:
+        by_tp: dict[TopicPartition, list[Any]] = defaultdict(list)
+        for msg in generator.next_batch(size):
+            key = msg["account_id"].encode()
+            p = zlib.crc32(key) % partitions
+            sent_ms = int(datetime.fromisoformat(msg["timestamp"]).timestamp() * 1000)
+            by_tp[TopicPartition(topic, p)].append(Record(offsets[p], key, orjson.dumps(msg), sent_ms))
+            offsets[p] += 1
+        yield validate_records(dict(sorted(by_tp.items())), settings.validation, rates).txns
+
+
+def window_fill(states: AccountStates) -> dict[str, Any]:
+    """How full the windows are: events held per account, and the share at the count bound."""
+    sizes = [len(h) for h in states._accounts.values()]
+    full = sum(1 for n in sizes if n >= states.max_events)
+    return {
+        "accounts": len(sizes),
+        "events": sum(sizes),
+        "mean_events": round(sum(sizes) / len(sizes), 1) if sizes else 0.0,
+        "share_full": round(full / len(sizes), 3) if sizes else None,
+    }
+
+
+def warm_profile(settings: Settings, seed: int, warm: int, count: int, accounts: int) -> dict[str, Any]:
+    """The rules stage over cold and over warm windows, in one run: the stream's first `count`
+    messages from empty windows (`cold`: what the stage table above measures), then its
+    `count` messages after `warm` messages (`warm`: every window at its bound, as in a long
+    run's later tenths), each with `rule_breakdown`. The warm-up itself (windows and rules,
+    untimed but for its CPU by tenth and the collector's pauses in it) runs here, no Kafka, no
+    SQL. Every pass of the breakdown runs with the collector off (see `rule_breakdown`)."""
+    cs = settings.consumer
+    states = AccountStates(
+        cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts
+    )
+    rules = ActiveRules.environment(settings.rules)
+    cold: list[list[Transaction]] = []
+    hot: list[list[Transaction]] = []
+    tenth = max(1, warm // 10)
+    by_tenth: list[float] = [0.0] * 10
+    n = 0
+    cuts = sorted({count, warm, warm + count})
+    # The collector's pauses in the warm-up, by generation and by tenth: here, unlike in
+    # rule_breakdown's passes, evicted events are freed as in the consumer.
+    gc_by_tenth: list[float] = [0.0] * 10
+    collections: dict[int, int] = defaultdict(int)
+    began: list[float] = []
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began.append(time.thread_time())
+        elif began and n < warm:
+            gc_by_tenth[min(9, n // tenth)] += time.thread_time() - began.pop()
+            collections[info["generation"]] += 1
+
+    gc.callbacks.append(watch)
+    w0 = time.perf_counter()
+    try:
+        stream = generated(settings, seed, accounts)
+        while n < warm + count:
+            txns = next(stream)
+            pieces, lo = [], 0  # split at the cut points, so that each part is exactly its messages
+            for cut in cuts:
+                if n < cut < n + len(txns):
+                    pieces.append(txns[lo : cut - n])
+                    lo = cut - n
+            pieces.append(txns[lo:])
+            for piece in pieces:
+                if n >= warm + count:
+                    break
+                if n < count:
+                    cold.append(piece)
+                if n >= warm:
+                    hot.append(piece)
+                else:
+                    c0 = time.thread_time()
+                    missing = states.missing({t.account_id for t in piece})
+                    if missing:
+                        states.load(missing, [])  # a fresh stream: no account has stored rows
+                    evaluate_batch(Batch(txns=list(piece)), states, rules)
+                    states.trim()
+                    by_tenth[min(9, n // tenth)] += time.thread_time() - c0
+                n += len(piece)
+    finally:
+        gc.callbacks.remove(watch)
+    log.info("[profile] warm-up of %d messages: %.1f s", warm, time.perf_counter() - w0)
+    log.info("[profile] warm windows: %s", window_fill(states))
+    return {
+        "warm": warm,
+        "accounts": accounts,
+        "warm_up_rules_us_per_msg_by_tenth": [round(c / tenth * 1e6, 2) for c in by_tenth],
+        "windows": window_fill(states),
+        "cold": rule_breakdown(settings, cold),
+        "warm_breakdown": rule_breakdown(settings, hot, states),
+        "gc_us_per_msg_by_tenth": [round(c / tenth * 1e6, 2) for c in gc_by_tenth],
+        "gc_collections": {str(g): k for g, k in sorted(collections.items())},
+        "gc_threshold": list(gc.get_threshold()),
     }
 
 
@@ -281,6 +441,13 @@ def section_profile(ctx: Context) -> dict[str, Any]:
         out["batch_size"] = settings.consumer.max_poll_records
         log.info("[profile] the rules stage rule by rule")
         out["rule_breakdown"] = rule_breakdown(settings, validated)
+        warm = getattr(ctx.args, "warm", 0)
+        if warm > 0:
+            accounts = accounts_for(ctx.args.long_count, settings)
+            log.info(
+                "[profile] the rules over warm windows: %d messages of %d accounts first", warm, accounts
+            )
+            out["warm"] = warm_profile(settings, ctx.args.seed, warm, n, accounts)
         return out
     finally:
         gc.set_threshold(*saved)
@@ -314,6 +481,37 @@ def format_profile(section: dict[str, Any]) -> str:
         for r in rb["rules"]:
             lines.append(f"  {'  ' + r['rule']:<52} {r['cpu_us_per_msg']:>10.3f}")
         lines.append(f"  {'windows + every rule':<52} {rb['all_rules_us_per_msg']:>10.2f}")
+    warm = section.get("warm")
+    if warm:
+        lines += format_warm(warm).splitlines()
+    return "\n".join(lines)
+
+
+def format_warm(warm: dict[str, Any]) -> str:
+    """Cold against warm windows, rule by rule (`warm_profile`'s figures)."""
+    cold, hot, fill = warm["cold"], warm["warm_breakdown"], warm["windows"]
+    lines = [
+        f"the rules stage over cold and warm windows ({cold['messages']:,} messages each, "
+        f"{warm['accounts']:,} accounts; warm: after {warm['warm']:,} messages, "
+        f"{fill['mean_events']:g} events per account, {fill['share_full'] * 100:.0f} % at the bound), CPU µs/msg:",
+        f"  {'':<52} {'cold':>10} {'warm':>10}",
+        f"  {'account windows, dispatch and loop (no rule)':<52} "
+        f"{cold['windows_us_per_msg']:>10.2f} {hot['windows_us_per_msg']:>10.2f}",
+    ]
+    cold_rules = {r["rule"]: r["cpu_us_per_msg"] for r in cold["rules"]}
+    for r in hot["rules"]:
+        lines.append(
+            f"  {'  ' + r['rule']:<52} {cold_rules.get(r['rule'], 0.0):>10.3f} {r['cpu_us_per_msg']:>10.3f}"
+        )
+    lines.append(
+        f"  {'windows + every rule':<52} {cold['all_rules_us_per_msg']:>10.2f} {hot['all_rules_us_per_msg']:>10.2f}"
+    )
+    tenths = " ".join(f"{x:.1f}" for x in warm["warm_up_rules_us_per_msg_by_tenth"])
+    pauses = " ".join(f"{x:.2f}" for x in warm["gc_us_per_msg_by_tenth"])
+    lines += [
+        f"  the warm-up's rules stage by tenth: {tenths}",
+        f"  the collector's pauses in it by tenth: {pauses} (collections by generation: {warm['gc_collections']})",
+    ]
     return "\n".join(lines)
 
 

@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="transactions of the profile section (where one consumer's CPU goes; default 100,000)",
     )
+    p.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile section: also break the rules stage down over warm account windows, after N "
+        "messages of the --long run's account pool (2000000 fills them as in its later tenths; "
+        "~6 minutes, no Kafka, no SQL), beside the same stream's first messages from empty windows "
+        "(default 0: off)",
+    )
     p.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
     p.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results", help="results folder"
@@ -162,6 +172,7 @@ def resolve_params(args: argparse.Namespace) -> dict[str, Any]:
         "latency_rate": args.latency_rate,
         "long_count": args.long_count if args.long else None,
         "profile_count": args.profile_count if "profile" in sections else None,
+        "warm": args.warm if "profile" in sections else None,
         "seed": args.seed,
         "profile": args.profile,
         "consumer_max_idle_seconds": float(CONSUMER_IDLE_S),

@@ -114,7 +114,7 @@ def velocity(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Al
     now = txn.epoch
     window = t.velocity_window_s
     start = now - min(window, history.max_age_s)
-    if limit > 0 and events[-limit].epoch < start:
+    if limit > 0 and history.epochs[-limit] < start:
         return None
     count = 1 + history.count_between(start, now)
     if count <= limit:
@@ -136,11 +136,10 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     now = txn.epoch
     start = now - min(t.card_testing_window_s, history.max_age_s)
     count = 1
-    for event in history.newest_first():
-        epoch = event.epoch
-        if epoch < start:
-            break
-        if epoch <= now and event.amount_base <= small:
+    # The window's run of events in [start, now], found in the epochs array (account_state.py).
+    epochs = history.epochs
+    for event in islice(history.events, bisect_left(epochs, start), bisect_right(epochs, now)):
+        if event.amount_base <= small:
             count += 1
     if count < t.card_testing_count:
         return None
@@ -179,11 +178,9 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     if multiplier <= 0.0:
         return None  # credits are off by default: a salary or a client's payment is no spike
     past = []
-    for event in history.newest_first():
-        epoch = event.epoch
-        if epoch < start:
-            break
-        if epoch < now and event.amount_base > probe and event.debit is debit:
+    epochs = history.epochs  # the events in [start, now): a run of the window, by bisection
+    for event in islice(history.events, bisect_left(epochs, start), bisect_left(epochs, now)):
+        if event.amount_base > probe and event.debit is debit:
             past.append(event.amount_base)
     n = len(past)
     if n < t.spike_min_history:
@@ -434,15 +431,8 @@ def _window(history: AccountHistory, start: float, now: float) -> list[Event]:
     """The events with start <= epoch <= now, oldest first; never older than the account's
     horizon (`AccountHistory.floor`)."""
     start = max(start, history.floor(now))
-    out = []
-    for event in history.newest_first():
-        epoch = event.epoch
-        if epoch < start:
-            break
-        if epoch <= now:
-            out.append(event)
-    out.reverse()
-    return out
+    epochs = history.epochs  # a run of the window (in event-time order): two bisections
+    return list(islice(history.events, bisect_left(epochs, start), bisect_right(epochs, now)))
 
 
 _EPOCH_OF = operator.attrgetter("epoch")
@@ -584,8 +574,7 @@ def _hour_used(history: AccountHistory, before: float, floor: float, hour: int) 
     at 3 a.m., often itself an alerted anomaly, does not make 3 a.m. a habit. Newest first: an
     account active at this time of day shows it within its last few events."""
     n = 0
-    for event in reversed(history.events):
-        epoch = event.epoch
+    for epoch in reversed(history.epochs):  # the epochs alone: no Event read (account_state.py)
         if epoch >= before:
             continue
         if epoch < floor:
@@ -659,9 +648,10 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
         if _hour_used(history, start, floor, _hour(now)):
             return None
     # The window is in event-time order, so "before the window" ([floor, start)) and "within it"
-    # ([start, now]) are two runs of it, found by bisection instead of two scans of all of it.
-    lo = bisect_left(events, floor, key=_EPOCH_OF)
-    mid = bisect_left(events, start, key=_EPOCH_OF)
+    # ([start, now]) are two runs of it, found by bisecting its epochs array (no Event read).
+    held = history.epochs
+    lo = bisect_left(held, floor)
+    mid = bisect_left(held, start)
     before = list(islice(events, lo, mid))
     if len(before) < t.takeover_min_history:
         return None
@@ -670,7 +660,7 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
     if not payee and not txn.amount_base >= big:
         return None  # the burst signal needs this payment at `big` or more, and no payee signal
     known = {e.merchant for e in before}
-    recent = list(islice(events, mid, bisect_right(events, now, key=_EPOCH_OF)))
+    recent = list(islice(events, mid, bisect_right(held, now)))
     # The account's hours: its events before the window, and those within it at merchants it
     # knew (the owner paying as usual while the window runs); never the first-time ones.
     # 25 slots: `epoch % 86_400.0` of an epoch a hair below 0 rounds to 86,400.0, hour 24.
@@ -806,7 +796,12 @@ def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) 
     unit = t.invoice_round_unit
     units = txn.amount / unit if unit > 0 else 0.5
     round_amount = abs(units - round(units)) < 1e-9
-    debits = [e.amount_base for e in history.events if e.debit and floor <= e.epoch <= now]
+    epochs = history.epochs
+    debits = [
+        e.amount_base
+        for e in islice(history.events, bisect_left(epochs, floor), bisect_right(epochs, now))
+        if e.debit
+    ]
     median = _median(debits) if debits else 0.0
     ratio = amount / median if median > 0 else math.inf
     if not round_amount and ratio < t.invoice_multiplier:
@@ -841,13 +836,10 @@ def dormant_reactivation(txn: Transaction, history: AccountHistory, t: RuleThres
     if amount < t.dormant_min_amount or not history.events:
         return None
     now = txn.epoch
-    last = None
-    for event in history.newest_first():
-        if event.epoch <= now:
-            last = event
-            break
-    if last is None:
+    i = bisect_right(history.epochs, now)  # the newest event at or before `now`
+    if i == 0:
         return None
+    last = history.events[i - 1]
     idle_days = (now - last.epoch) / 86_400.0
     if idle_days < t.dormant_idle_days:
         return None
@@ -907,14 +899,15 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     now = txn.epoch
     start = now - t.card_burst_window_s
     events = history.events
-    if category in map(_CATEGORY_OF, islice(events, bisect_left(events, start, key=_EPOCH_OF))):
+    epochs = history.epochs
+    if category in map(_CATEGORY_OF, islice(events, bisect_left(epochs, start))):
         return None  # the account buys there anyway (a refund there is as telling)
     burst = [txn.amount_base]
     usual = []
     habits = set()
     floor = history.floor(now)
-    for event in history.events:
-        if event.epoch > now or event.epoch < floor or not event.debit:
+    for event in islice(events, bisect_left(epochs, floor), bisect_right(epochs, now)):
+        if not event.debit:
             continue
         cat = event.category
         if event.epoch >= start and cat is not None and cat.lower() in risky:

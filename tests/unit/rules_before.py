@@ -1,5 +1,6 @@
 """The rules issue 23's CPU cuts rewrote (velocity, impossible_travel, duplicate, account_takeover
-with its `_hour_used`, high_risk_card_burst), as they were at 5b8e8d9, kept verbatim for
+with its `_hour_used`, high_risk_card_burst), as they were at 5b8e8d9, and those the account
+windows' epochs array rewrote (below), as they were at e618f32, kept verbatim for
 tests/unit/test_rules_equivalence.py to hold today's rules to: the same alerts, in the same order,
 with the same text and details, message for message. Every other rule and helper is today's
 (unchanged by the cuts), imported from consumer.rules. Reference code: not used by the pipeline;
@@ -7,12 +8,15 @@ delete it with the test once the cuts have lived through a release."""
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import Counter
 from itertools import islice
+from types import FunctionType
+from typing import cast
 
 from consumer import rules as current
-from consumer.account_state import AccountHistory
+from consumer.account_state import AccountHistory, Event
 from consumer.rules import (
     _CATEGORY_OF,
     _EPOCH_OF,
@@ -24,6 +28,7 @@ from consumer.rules import (
     _hour,
     _median,
     _money,
+    _seen,
     _way_back,
 )
 from utils.config import RuleThresholds
@@ -349,7 +354,219 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     )
 
 
+# The rules the windows' epochs array rewrote (card_testing, amount_spike, invoice_fraud,
+# dormant_reactivation; pass_through, refund_abuse and structuring through `_window`), as they
+# were at e618f32: scans of the events newest first, where today's bisect `history.epochs`.
+# (`AccountHistory.count_between` itself bisects now; tests/unit/test_account_state.py holds it
+# to the scan.)
+
+
+def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    small = t.card_testing_max_amount
+    if txn.amount_base > small or len(history.events) + 1 < t.card_testing_count:
+        return None
+    now = txn.epoch
+    start = now - min(t.card_testing_window_s, history.max_age_s)
+    count = 1
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < start:
+            break
+        if epoch <= now and event.amount_base <= small:
+            count += 1
+    if count < t.card_testing_count:
+        return None
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "card_testing",
+        "high",
+        f"card_testing: {count} amounts <= {small:.2f} {t.base_currency} in {t.card_testing_window_s:g}s "
+        f"(threshold {t.card_testing_count})",
+        {
+            "count": count,
+            "max_amount": small,
+            "window_s": t.card_testing_window_s,
+            "threshold": t.card_testing_count,
+        },
+    )
+
+
+def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """An amount far above the account's usual: `spike_multiplier` times the median of its own
+    amounts in the same direction over the `spike_window_s` of event time before it: a debit
+    against what the account spends, a credit against what it receives, and that only with
+    `spike_credit_multiplier` set (0 by default: a salary or a client's payment is no spike, and
+    a day's window rarely holds enough credits to know what the account receives). The median, not the
+    mean: one earlier high-value payment (an incident of its own, a yearly rent) would lift a mean
+    for a whole day and hide the next spike. Probe-sized amounts (card testing) stay out of it."""
+    amount = txn.amount_base
+    if amount < t.spike_min_amount or len(history.events) < t.spike_min_history:
+        return None
+    now = txn.epoch
+    start = now - min(t.spike_window_s, history.max_age_s)
+    probe = t.card_testing_max_amount
+    debit = txn.transaction_type in DEBIT_TYPES
+    multiplier = t.spike_multiplier if debit else t.spike_credit_multiplier
+    if multiplier <= 0.0:
+        return None  # credits are off by default: a salary or a client's payment is no spike
+    past = []
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < start:
+            break
+        if epoch < now and event.amount_base > probe and event.debit is debit:
+            past.append(event.amount_base)
+    n = len(past)
+    if n < t.spike_min_history:
+        return None
+    past.sort()
+    median = past[n // 2] if n % 2 else (past[n // 2 - 1] + past[n // 2]) / 2.0
+    if median <= 0.0 or amount < multiplier * median:
+        return None
+    ratio = amount / median
+    base = t.base_currency
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "amount_spike",
+        "medium",
+        f"amount_spike: {_money(txn, base)} is {ratio:.1f}x the median {median:.2f} {base} of {n} "
+        f"{'debits' if debit else 'credits'} in the previous {t.spike_window_s:g}s "
+        f"(limit {multiplier:g}x)",
+        {
+            "amount": txn.amount,
+            "currency": txn.currency,
+            "amount_base": amount,
+            "median": round(median, 2),
+            "ratio": round(ratio, 2),
+            "direction": "debit" if debit else "credit",
+            "history": n,
+            "window_s": t.spike_window_s,
+            "multiplier": multiplier,
+        },
+    )
+
+
+def _window_scan(history: AccountHistory, start: float, now: float) -> list[Event]:
+    """The events with start <= epoch <= now, oldest first; never older than the account's
+    horizon (`AccountHistory.floor`)."""
+    start = max(start, history.floor(now))
+    out = []
+    for event in history.newest_first():
+        epoch = event.epoch
+        if epoch < start:
+            break
+        if epoch <= now:
+            out.append(event)
+    out.reverse()
+    return out
+
+
+def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """A first high-value payment to a merchant or payee (vendor) the window never saw: at least
+    `invoice_min_amount`, and a round amount (a multiple of `invoice_round_unit` as sent) or
+    `invoice_multiplier` times the account's median debit."""
+    merchant = txn.merchant
+    amount = txn.amount_base
+    if (
+        merchant is None
+        or amount < t.invoice_min_amount
+        or txn.transaction_type not in DEBIT_TYPES
+        or len(history.events) < t.invoice_min_history
+    ):
+        return None
+    now = txn.epoch
+    floor = history.floor(now)
+    # "Never paid this vendor" means something only against a history in sight: a window whose
+    # events are all older than STATE_HISTORY_HOURS knows no vendors, and would call every payee
+    # of a quiet account new (2.4 % of finforge's ordinary payments were alerted so).
+    if history.count_between(floor, now) < t.invoice_min_history:
+        return None
+    if _seen(history, merchant, now + 1e-9, now):
+        return None
+    unit = t.invoice_round_unit
+    units = txn.amount / unit if unit > 0 else 0.5
+    round_amount = abs(units - round(units)) < 1e-9
+    debits = [e.amount_base for e in history.events if e.debit and floor <= e.epoch <= now]
+    median = _median(debits) if debits else 0.0
+    ratio = amount / median if median > 0 else math.inf
+    if not round_amount and ratio < t.invoice_multiplier:
+        return None
+    base = t.base_currency
+    why = f"a multiple of {unit:g}" if round_amount else f"{ratio:.1f}x the median debit {median:.2f} {base}"
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "invoice_fraud",
+        "medium",
+        f"invoice_fraud: first payment to {merchant!r}: {_money(txn, base)}, {why} "
+        f"(from {t.invoice_min_amount:.2f} {base})",
+        {
+            "merchant": merchant,
+            "amount": txn.amount,
+            "amount_base": amount,
+            "round": round_amount,
+            "median_debit": round(median, 2),
+            "ratio": None if ratio == math.inf else round(ratio, 2),
+            "min_amount": t.invoice_min_amount,
+        },
+    )
+
+
+def dormant_reactivation(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> Alert | None:
+    """At least `dormant_min_amount` moved by an account whose previous event is at least
+    `dormant_idle_days` older. The window keeps an account's last events whatever their age (the
+    age bound applies relative to the event evaluated), so the previous one is in sight: the one
+    rule that looks past `AccountHistory.floor`, and only at that event."""
+    amount = txn.amount_base
+    if amount < t.dormant_min_amount or not history.events:
+        return None
+    now = txn.epoch
+    last = None
+    for event in history.newest_first():
+        if event.epoch <= now:
+            last = event
+            break
+    if last is None:
+        return None
+    idle_days = (now - last.epoch) / 86_400.0
+    if idle_days < t.dormant_idle_days:
+        return None
+    base = t.base_currency
+    direction = "debit" if txn.transaction_type in DEBIT_TYPES else "credit"
+    return Alert(
+        txn.transaction_id,
+        txn.account_id,
+        "dormant_reactivation",
+        "medium",
+        f"dormant_reactivation: {direction} {_money(txn, base)} after {idle_days:.1f} days without activity "
+        f"(from {t.dormant_idle_days:g} days and {t.dormant_min_amount:.2f} {base})",
+        {
+            "idle_days": round(idle_days, 2),
+            "previous_transaction_id": last.transaction_id,
+            "amount_base": amount,
+            "direction": direction,
+            "min_idle_days": t.dormant_idle_days,
+            "min_amount": t.dormant_min_amount,
+        },
+    )
+
+
+def _with_scan_window(rule: Rule) -> Rule:
+    """`rule` (today's code, unchanged by the epochs array) calling the scan-based `_window` it
+    called before: the same function with that one global rebound."""
+    return cast(Rule, FunctionType(rule.__code__, {**vars(current), "_window": _window_scan}, rule.__name__))
+
+
 _BEFORE: dict[str, Rule] = {
+    "card_testing": card_testing,
+    "amount_spike": amount_spike,
+    "pass_through": _with_scan_window(current.pass_through),
+    "refund_abuse": _with_scan_window(current.refund_abuse),
+    "structuring": _with_scan_window(current.structuring),
+    "invoice_fraud": invoice_fraud,
+    "dormant_reactivation": dormant_reactivation,
     "velocity": velocity,
     "impossible_travel": impossible_travel,
     "duplicate": duplicate,

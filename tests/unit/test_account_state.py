@@ -63,6 +63,19 @@ def epochs(h: AccountHistory) -> list[float]:
     return [e.epoch for e in h]
 
 
+def assert_indexes_match(h: AccountHistory) -> None:
+    """The window's two indexes hold exactly what its events say: the epochs array, position by
+    position, and the merchant index; and count_between, bisected on the array, equals a scan."""
+    assert list(h.epochs) == epochs(h)
+    merchants: dict[str | None, list[float]] = {}
+    for e in h:
+        merchants.setdefault(e.merchant, []).append(e.epoch)
+    assert h.by_merchant == merchants
+    marks = sorted({e.epoch for e in h} | {e.epoch + 0.5 for e in h} | {e.epoch - 0.5 for e in h})
+    for start, end in itertools.product(marks[:8] + marks[-8:], repeat=2):
+        assert h.count_between(start, end) == sum(1 for e in h if start <= e.epoch <= end)
+
+
 # -- AccountHistory
 
 
@@ -160,6 +173,25 @@ def test_late_events_are_inserted_in_stream_order_ties_by_partition_and_offset()
     for e in (c, a, b):
         tie.add(e)
     assert [(e.partition, e.offset) for e in tie] == [(0, b.offset), (1, a.offset), (1, c.offset)]
+    assert_indexes_match(h)
+    assert_indexes_match(tie)
+
+
+def test_the_epochs_array_follows_late_inserts_ties_evictions_and_replays() -> None:
+    """`AccountHistory.epochs` is what the rules bisect: it must stay aligned with `events`
+    through every kind of add, and hold nothing an eviction removed."""
+    h = AccountHistory(4, 86_400)
+    late = event(T0 + 5)
+    for e in (event(T0 + 10), event(T0 + 20), late, event(T0 + 20, partition=1), event(T0 + 1)):
+        h.add(e)
+        assert_indexes_match(h)
+    assert list(h.epochs) == [T0 + 5, T0 + 10, T0 + 20, T0 + 20]  # T0 + 1 came in oldest: evicted
+    assert not h.add(late)  # a replay changes neither index
+    assert_indexes_match(h)
+    for offset in range(30, 40):
+        h.add(event(T0 + offset))
+    assert list(h.epochs) == [T0 + 36, T0 + 37, T0 + 38, T0 + 39]
+    assert_indexes_match(h)
 
 
 def test_count_between_is_inclusive() -> None:
@@ -169,6 +201,7 @@ def test_count_between_is_inclusive() -> None:
     assert h.count_between(T0 + 10, T0 + 30) == 3
     assert h.count_between(T0 + 41, T0 + 50) == 0
     assert h.count_between(T0 - 100, T0 + 100) == 5
+    assert h.count_between(T0 + 30, T0 + 10) == 0  # an empty range, not a negative count
 
 
 def test_last_located_skips_events_without_coordinates_and_later_ones() -> None:
@@ -425,9 +458,14 @@ def test_live_history_equals_the_one_loaded_from_stored_rows(
         mine = [s for s in stored if s.account == m.account]
         history = live.get(m.account)
         assert history is not None
+        # Late, tied and replayed adds, evictions, loads after a drop or a rewind: the epochs
+        # array and the merchant index follow every one of them.
+        assert_indexes_match(history)
+        assert_indexes_match(once.active(m.account, m.partition))
         assert [(e.partition, e.offset) for e in history] == expected_history(mine, k, h)
         reloaded = AccountStates(k, h)
         reloaded.load([m.account], stored_rows(mine, k))
         assert [(e.partition, e.offset) for e in reloaded.get(m.account) or ()] == expected_history(
             mine, k, h
         )
+        assert_indexes_match(reloaded.get(m.account) or AccountHistory(k, h))

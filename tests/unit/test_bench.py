@@ -476,6 +476,59 @@ def test_the_profile_breaks_the_rules_stage_down_rule_by_rule() -> None:
     assert all(name in text for name, _fn in RULES) and "no rule" in text
 
 
+def test_a_copy_of_warm_windows_leaves_them_as_they_were() -> None:
+    """`clone_states` is what every pass of the warm breakdown starts from: evaluating more
+    messages on the copy (appends, evictions, new accounts) must not reach the original."""
+    from bench.profile import clone_states
+    from consumer.account_state import AccountStates
+    from consumer.batch import Batch, evaluate_batch
+    from tests.unit.test_rules_equivalence import produced
+    from utils.config import Settings
+
+    settings = Settings()
+    txns = list(produced(11, 1200))
+    states = AccountStates(5, 86_400.0)
+    states.load({t.account_id for t in txns[:600]}, [])
+    evaluate_batch(Batch(txns=txns[:600]), states, settings.rules)
+
+    def snapshot(s: AccountStates) -> dict[str, tuple[list[str], list[float], dict[str | None, list[float]]]]:
+        return {
+            a: (
+                [e.transaction_id for e in h.events],
+                list(h.epochs),
+                {m: list(v) for m, v in h.by_merchant.items()},
+            )
+            for a, h in s._accounts.items()
+        }
+
+    before = snapshot(states)
+    copy = clone_states(states)
+    assert snapshot(copy) == before
+    copy.load(copy.missing({t.account_id for t in txns[600:]}), [])
+    evaluate_batch(Batch(txns=txns[600:]), copy, settings.rules)
+    assert snapshot(states) == before
+    assert snapshot(copy) != before
+
+
+def test_the_warm_profile_compares_cold_and_warm_windows_of_one_stream() -> None:
+    from bench.profile import format_profile, warm_profile
+    from consumer.rules import RULES
+    from utils.config import Settings
+
+    settings = Settings()
+    out = warm_profile(settings, 7, warm=3_000, count=400, accounts=40)
+    assert out["cold"]["messages"] == out["warm_breakdown"]["messages"] == 400
+    # 3,000 messages of 40 accounts (and the incidents' own): most windows at their bound of 50.
+    assert out["windows"]["share_full"] >= 0.5 and out["windows"]["mean_events"] >= 30
+    assert (
+        out["windows"]["events"]
+        <= out["windows"]["accounts"] * settings.consumer.state_max_events_per_account
+    )
+    assert len(out["warm_up_rules_us_per_msg_by_tenth"]) == len(out["gc_us_per_msg_by_tenth"]) == 10
+    text = format_profile({"messages": 0, "stages": [], "warm": out})
+    assert "cold" in text and "warm" in text and all(name in text for name, _fn in RULES)
+
+
 # ------------------------------------------------------------------------------------ same-run floor
 
 

@@ -30,10 +30,10 @@ from consumer.account_state import AccountHistory, AccountStates, Event
 from consumer.batch import Batch, evaluate_batch, evaluate_message, validate_records
 from consumer.rules import ALL_RULES, account_takeover, dispatcher, duplicate, evaluate, plan
 from consumer.rulesets.active import ActiveRules
-from consumer.rulesets.model import RuleSet
 from producer.generator import TransactionGenerator
 from producer.pool import AccountPool
 from tests.model import Record
+from tests.retuned import retuned
 from tests.unit.reference_rules import account_takeover_scan, duplicate_scan, seen_scan
 from utils.config import RuleThresholds, Settings
 from utils.models import TRANSACTION_TYPES, Alert, Transaction
@@ -172,23 +172,12 @@ def test_dispatch_equals_calling_every_rule_at_each_gates_bound(t: RuleThreshold
     assert checked > 1000
 
 
-def _retuned(t: RuleThresholds) -> ActiveRules:
-    """A published set with two rules off and two at other severities."""
-    published = RuleSet.from_thresholds(t).published(7, "alice", None, "test")  # type: ignore[arg-type]
-    rules = dict(published.rules)
-    for name in ("velocity", "structuring"):
-        rules[name] = dataclasses.replace(rules[name], enabled=False)
-    for name, severity in (("duplicate", "low"), ("amount_spike", "critical")):
-        rules[name] = dataclasses.replace(rules[name], severity=severity)
-    return ActiveRules.of(dataclasses.replace(published, rules=rules), t)
-
-
 @pytest.mark.parametrize(
     ("seed", "s", "which"), [(3, BASE, "env"), (4, TIGHT, "retuned"), (5, BASE, "retuned")]
 )
 def test_a_batch_raises_what_each_message_raises(seed: int, s: Settings, which: str) -> None:
     t = s.rules
-    rules = ActiveRules.environment(t) if which == "env" else _retuned(t)
+    rules = ActiveRules.environment(t) if which == "env" else retuned(t)
     assert (rules.retune is None) == (which == "env")
     txns = stream(seed)
     cs = s.consumer

@@ -37,11 +37,11 @@ from consumer import rules as NEW
 from consumer.account_state import AccountStates, Event, HistoryRow
 from consumer.batch import Batch, evaluate_batch, validate_records
 from consumer.rulesets.active import ActiveRules
-from consumer.rulesets.model import RuleSet
 from producer.generator import TransactionGenerator
 from producer.importer import load_mapping, map_rows, record_time_ms
 from producer.pool import AccountPool
 from tests.model import Record
+from tests.retuned import retuned as retuned_set
 from tests.unit import rules_before as OLD
 from utils.config import RuleThresholds, Settings
 from utils.models import TRANSACTION_TYPES, Alert, Transaction
@@ -93,13 +93,7 @@ LOOSE = dataclasses.replace(
 
 def retuned(t: RuleThresholds) -> ActiveRules:
     """A published set with two rules off and two at other severities."""
-    published = RuleSet.from_thresholds(t).published(7, "alice", None, "test")  # type: ignore[arg-type]
-    rules = dict(published.rules)
-    for name in ("velocity", "structuring"):
-        rules[name] = dataclasses.replace(rules[name], enabled=False)
-    for name, severity in (("duplicate", "low"), ("account_takeover", "critical")):
-        rules[name] = dataclasses.replace(rules[name], severity=severity)
-    return ActiveRules.of(dataclasses.replace(published, rules=rules), t)
+    return retuned_set(t, critical="account_takeover")
 
 
 RULE_SETS: dict[str, tuple[Settings, Callable[[RuleThresholds], ActiveRules]]] = {

@@ -34,6 +34,8 @@ from utils.database import connect
 
 ROWS_PER_DAY = 20_000
 DAYS = (0, 1, 2)  # days ago
+# One date for the fixture and the tests: each reading the clock again could straddle midnight UTC.
+TODAY = datetime.now(UTC).date()
 TOPIC = "transactions"
 INCARNATION = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
 
@@ -92,9 +94,7 @@ def loaded(test_stack: Any) -> Iterator[PostgresSettings]:
         with contextlib.closing(connect(pg, migration=True)) as conn, conn, conn.cursor() as cur:
             for days_ago in DAYS:
                 for parent in ("transactions", "alerts", "rejected_transactions"):
-                    cur.execute(
-                        "SELECT partition_day(%s, (now() AT TIME ZONE 'UTC')::date - %s)", (parent, days_ago)
-                    )
+                    cur.execute("SELECT partition_day(%s, %s::date - %s)", (parent, TODAY, days_ago))
                 # Stored over the day's first hours (UTC), events a minute before they were stored.
                 cur.execute(
                     """INSERT INTO transactions (transaction_id, account_id, transaction_type, amount, currency,
@@ -105,9 +105,15 @@ def loaded(test_stack: Any) -> Iterator[PostgresSettings]:
                               'M-' || (g * 31 %% 500), 1, %(topic)s, %(inc)s, g %% 6, %(d)s * 1000000 + g,
                               CASE WHEN g %% 100 = 0 THEN 'inc-' || %(d)s || '-' || (g / 1000) END, at
                        FROM generate_series(1, %(n)s) g,
-                            LATERAL (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                            LATERAL (SELECT %(today)s::date::timestamp AT TIME ZONE 'UTC'
                                             - make_interval(days => %(d)s) + g * interval '1 second' AS at) s""",
-                    {"d": days_ago, "n": ROWS_PER_DAY, "topic": TOPIC, "inc": str(INCARNATION)},
+                    {
+                        "d": days_ago,
+                        "n": ROWS_PER_DAY,
+                        "topic": TOPIC,
+                        "inc": str(INCARNATION),
+                        "today": TODAY,
+                    },
                 )
             cur.execute(
                 """INSERT INTO transaction_ids (transaction_id, kafka_topic, kafka_topic_id, kafka_partition,
@@ -241,7 +247,7 @@ def test_the_account_loads_are_index_scans(loaded: PostgresSettings) -> None:
 
 def test_a_days_reports_scan_only_that_days_partition(loaded: PostgresSettings) -> None:
     tables = populated(loaded)
-    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    day = TODAY - timedelta(days=1)
     start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
     own = {f"transactions_p{day:%Y%m%d}", f"alerts_p{day:%Y%m%d}"}
     plans = run(
@@ -296,7 +302,7 @@ def test_every_look_up_by_transaction_id_probes_its_hash_index(loaded: PostgresS
     assert len(by_id) == 2 and all(used([p], "_transaction_id_idx") for p in by_id)
 
     # The DLQ replay's "already stored?" and the backtest's stored alerts of one day.
-    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    day = TODAY - timedelta(days=1)
     start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
     scope = backtest_db.Scope(TOPIC, start, start + timedelta(hours=1), INCARNATION)
     stored: list[bool] = []

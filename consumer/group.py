@@ -34,6 +34,7 @@ from kafka.structs import OffsetAndMetadata
 
 from consumer import offsets, partition_counts, positions
 from consumer.membership import (
+    MIRROR_FAILED,
     Action,
     Answer,
     ClearCache,
@@ -51,7 +52,7 @@ from utils.config import Settings
 log = logging.getLogger("consumer")
 
 DbCall = Callable[[Callable[[psycopg2.extensions.connection], Any], str], Any]
-Event = tuple[str, tuple[int, ...]]
+Event = tuple[str, tuple[int, ...]]  # (what happened, to which partitions): see MIRROR_FAILED
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -140,6 +141,9 @@ class GroupMember:
                 how, ps = self.events.get_nowait()
             except queue.Empty:
                 return
+            if how == MIRROR_FAILED:
+                self.machine.mirror_failed(ps)
+                continue
             log.info("partitions %s: %s", how, sorted(ps))
             if how == "assigned":
                 self.execute(self.machine.assign(ps))
@@ -202,6 +206,7 @@ class GroupMember:
         """Set up what was gained, fenced or is due for another look. False when the broker or
         the database could not be asked (they stay pending, paused)."""
         self.sync()
+        self.execute(self.machine.mirror_due())
         for a in self.machine.setup_due(time.monotonic()):
             assert isinstance(a, ReadStored)
             if not self._setup(a.partitions, db_call):
@@ -256,6 +261,21 @@ class GroupMember:
             again = {p: answer(p, created.get(p)) for p in starts}
             self.execute(self.machine.answered(again, topic_id, time.monotonic(), self.topic))
         return True
+
+    def verify_idle(self, db_call: DbCall) -> None:
+        """Idle with nothing in flight: read again the stored offsets of partitions taken over and
+        not yet confirmed by a batch of ours (`Membership.verify_due`)."""
+        self.sync()
+        parts = self.machine.verify_due(time.monotonic())
+        if not parts:
+            return
+        stored = db_call(
+            lambda conn: offsets.read(conn, self.group, self.topic, parts),
+            f"checking the stored offsets of idle partitions {list(parts)}",
+        )
+        if stored is not None:
+            self.sync()
+            self.execute(self.machine.verified(stored))
 
     def partition_counts(self, incarnation: uuid.UUID) -> frozenset[int]:
         """The partition counts recorded for the incarnation (empty before any setup of it)."""
@@ -391,9 +411,17 @@ class GroupMember:
             if sync:
                 self.consumer.commit(mirror)
             else:
-                self.consumer.commit_async(mirror, callback=_on_mirrored)
+                self.consumer.commit_async(mirror, callback=self._on_mirrored)
         except KafkaError as exc:
-            log.info("mirroring offsets to Kafka failed (lag tools may lag): %s", exc)
+            log.info("mirroring offsets to Kafka failed (written again shortly): %s", exc)
+            self.events.put((MIRROR_FAILED, tuple(tp.partition for tp in mirror)))
+
+    def _on_mirrored(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
+        """kafka-python's commit callback (it may run on its IO thread): a failure is queued for
+        the machine, which mirrors those partitions again (`Membership.mirror_due`)."""
+        if isinstance(response, Exception):
+            log.info("mirroring offsets to Kafka failed (written again shortly): %s", response)
+            self.events.put((MIRROR_FAILED, tuple(tp.partition for tp in offsets)))
 
     def keep_membership(self, seconds: float) -> None:
         """Wait while still calling poll() (paused), so the group does not evict us during an
@@ -554,8 +582,3 @@ class GroupMember:
         if lagging:
             log.info("idle, but partitions still have messages to read: %s", lagging)
         return lagging == {}
-
-
-def _on_mirrored(offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
-    if isinstance(response, Exception):
-        log.info("mirroring offsets to Kafka failed (lag tools may lag): %s", response)

@@ -37,6 +37,10 @@ from consumer.offsets import StartKind, Stored, plan_start
 log = logging.getLogger("consumer")
 
 BLOCKED_RECHECK_S = 60.0  # how often a partition we refuse to read is looked at again
+# How often an idle partition's stored offset is read again until a batch of ours confirms it
+# (`verify_due`): the previous owner's last batch may commit after we read it at setup.
+VERIFY_IDLE_S = 30.0
+MIRROR_FAILED = "mirror failed"  # the shell's event for a refused Mirror (`mirror_failed`)
 
 
 # ---------------------------------------------------------------------- actions (out)
@@ -142,6 +146,8 @@ class Membership:
     recheck_at: dict[int, float] = field(default_factory=dict)  # BLOCKED partitions
     dropping: set[int] = field(default_factory=set)  # lost while owned: drop after the batch in flight
     mirror_of: dict[int, int] = field(default_factory=dict)  # offsets this member stored, while owned
+    unmirrored: set[int] = field(default_factory=set)  # partitions whose last Mirror failed
+    verify_at: dict[int, float] = field(default_factory=dict)  # owned, not yet confirmed by a batch
     rebalances: int = 0  # bumped by every assignment change
     _seeks: dict[int, int] = field(default_factory=dict)  # per partition, bumped by every seek
     _polled_at: dict[int, int] = field(default_factory=dict)  # _seeks when the last poll returned
@@ -176,6 +182,8 @@ class Membership:
         for p in drops:
             self.owned.pop(p, None)
             self.mirror_of.pop(p, None)
+            self.unmirrored.discard(p)
+            self.verify_at.pop(p, None)
             if p in self.assigned and self.phase.get(p) is Phase.OWNED:  # pragma: no cover - defensive
                 self.phase[p] = Phase.WAITING
         return [Forget(drops)] if drops else []
@@ -229,12 +237,18 @@ class Membership:
             n = a.stored.next_offset
             self.phase[p] = Phase.OWNED
             self.owned[p] = Owned(committed=n, expected=n, position=plan.offset, topic_id=topic_id)
+            self.mirror_of[p] = n
+            self.verify_at[p] = now + VERIFY_IDLE_S
             self.dropping.discard(p)
             actions.append(self._seek(p, plan.offset))
             resumed.append(p)
         if create:
             actions.append(CreateStored(tuple(sorted(create.items())), topic_id))
         if resumed:
+            # The previous owner's last Mirror may have failed in the rebalance that moved the
+            # partition here: with nothing new to read, Kafka's committed offset would stay
+            # behind and lag tools would report stored messages as unread, for good.
+            actions.append(Mirror(tuple((p, self.mirror_of[p]) for p in resumed)))
             actions.append(Resume(tuple(resumed)))
             log.info("partitions %s resume at %s", resumed, {p: self.owned[p].position for p in resumed})
         return actions
@@ -243,6 +257,8 @@ class Membership:
         """Forget where `p` stands and read its stored offset again (after a fence or a reset)."""
         self.owned.pop(p, None)
         self.mirror_of.pop(p, None)
+        self.unmirrored.discard(p)
+        self.verify_at.pop(p, None)
         self.dropping.discard(p)
         if p not in self.assigned:
             return []
@@ -340,8 +356,52 @@ class Membership:
             st = self.owned.get(p)
             if st is not None:
                 st.committed = self.mirror_of[p] = end
+                self.unmirrored.discard(p)  # this Mirror supersedes a failed one
+                self.verify_at.pop(p, None)  # our conditional write found the offset where we knew it
                 now.append((p, end))
         return [Mirror(tuple(now))] if now else []
+
+    def verify_due(self, now: float) -> tuple[int, ...]:
+        """Idle, nothing in flight: the owned partitions whose stored offset is to be read again
+        (`verified`). Taking a partition over, we read its offset while the previous owner's last
+        batch may still commit; with nothing new to read no batch of ours would be fenced, and
+        Kafka's committed offset (the mirror) would stay behind for good. `now` is the shell's
+        monotonic clock."""
+        due = tuple(p for p in self.readable() if self.verify_at.get(p, now + 1) <= now)
+        for p in due:
+            self.verify_at[p] = now + VERIFY_IDLE_S
+        return due
+
+    def verified(self, stored: Mapping[int, Stored]) -> list[Action]:
+        """The stored offsets `verify_due` asked for: a partition whose offset moved under us
+        (another member stored after we read it) is set up again, as a fenced batch's would be."""
+        moved = [
+            p
+            for p, got in sorted(stored.items())
+            if p in self.verify_at
+            and (st := self.owned.get(p)) is not None
+            and st.expected == st.committed  # nothing of ours prepared since (the caller waits)
+            and got.next_offset != st.committed
+        ]
+        if moved:
+            log.warning(
+                "partitions %s: their stored offsets moved after this member took them over (the "
+                "previous owner's last batch committed late); reading them again",
+                moved,
+            )
+        return self.fenced(moved) if moved else []
+
+    def mirror_failed(self, partitions: Iterable[int]) -> None:
+        """Kafka refused or lost a Mirror of these partitions (a rebalance, a coordinator move):
+        `mirror_due` writes them again."""
+        self.unmirrored |= set(partitions) & self.mirror_of.keys()
+
+    def mirror_due(self) -> list[Action]:
+        """Mirror again what failed, so lag tools reach zero once everything is stored even when
+        no batch follows the failure."""
+        due = tuple(sorted((p, self.mirror_of[p]) for p in self.unmirrored if p in self.mirror_of))
+        self.unmirrored = set()
+        return [Mirror(due)] if due else []
 
     def rewind(self) -> list[Action]:
         """Rolled back: every owned partition back to its stored offset, the cache emptied.

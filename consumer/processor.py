@@ -190,6 +190,7 @@ class TransactionProcessor:
                 if not records:
                     if self._complete_inflight() is Outcome.STOPPED:  # don't keep a batch waiting
                         break
+                    member.verify_idle(self.retry.call)
                     if cs.max_idle_seconds > 0 and joined and now - last_message >= cs.max_idle_seconds:
                         if member.caught_up():
                             log.info(

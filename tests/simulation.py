@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.membership import (
+    MIRROR_FAILED,
     Action,
     Answer,
     ClearCache,
@@ -357,8 +358,20 @@ class SimMember:
             elif isinstance(a, Resume):
                 self.paused -= set(a.partitions)
             elif isinstance(a, Mirror):
+                # Kafka refuses a commit from a member outside the group's current generation
+                # (modelled: not the coordinator's owner of the partition), and an async commit
+                # can fail anyway (the coordinator moved): the failure is queued, as the shell's
+                # commit callback does.
+                coord = self.sim.coord
+                accepted = coord.members.get(self.name) is self and self.sim.rng.random() >= 0.1
+                refused = []
                 for p, n in a.offsets:
-                    self.sim.broker.committed[p] = n
+                    if accepted and coord.owner.get(p) == self.name:
+                        self.sim.broker.committed[p] = n
+                    else:
+                        refused.append(p)
+                if refused:
+                    self.queue.append((MIRROR_FAILED, tuple(refused)))
             elif isinstance(a, Forget):
                 self.cache = {
                     k: v for k, v in self.cache.items() if int(k[1][1 : k[1].index("-")]) not in a.partitions
@@ -371,7 +384,10 @@ class SimMember:
     def sync(self) -> None:
         queued, self.queue = self.queue, []
         for how, ps in queued:
-            self.execute(self.m.assign(ps) if how == "assigned" else self.m.revoke(ps))
+            if how == MIRROR_FAILED:
+                self.m.mirror_failed(ps)
+            else:
+                self.execute(self.m.assign(ps) if how == "assigned" else self.m.revoke(ps))
 
     # ---------------------------------------------------------------- the processor's loop
 
@@ -388,7 +404,8 @@ class SimMember:
             accepted, actions = self.m.accept(spans, self.sim.broker.now.topic_id)
             self.execute(actions)
             if not accepted:
-                yield from self.complete_inflight()
+                if (yield from self.complete_inflight()) == "done":
+                    yield from self.verify_idle()
                 continue
             rebalances = self.m.rebalances
             batch = yield from self.prepare({p: polled[p] for p in accepted}, accepted)
@@ -408,12 +425,21 @@ class SimMember:
             yield from self.complete_inflight()
             self.execute(self.m.drop())
         self.sync()
+        self.execute(self.m.mirror_due())
         for a in self.m.setup_due(self.sim.clock):
             assert isinstance(a, ReadStored)
             if not (yield from self.setup(a.partitions)):
                 self.m.read_failed(a.partitions)
                 return False
         return True
+
+    def verify_idle(self) -> Step:
+        self.sync()
+        parts = self.m.verify_due(self.sim.clock)
+        if parts:
+            stored = yield from self.db_call(lambda: self.sim.db.read(parts))
+            self.sync()
+            self.execute(self.m.verified(stored))
 
     def setup(self, parts: tuple[int, ...]) -> Step:
         b = self.sim.broker
@@ -753,7 +779,10 @@ class Simulation:
                 member.writer_runs()
             self.check()
         left = {p: (self.db.offsets.get(p), self.broker.bounds(p)) for p in range(self.partitions)}
-        raise Violation(f"not everything was stored after healing (stuck): {left}")
+        raise Violation(
+            f"not everything was stored, or mirrored to Kafka, after healing (stuck): {left}, "
+            f"Kafka's committed offsets {self.broker.committed}"
+        )
 
     def done(self) -> bool:
         """Every message of the topic stored or rejected, or deleted by retention unread."""
@@ -762,7 +791,14 @@ class Simulation:
             for o in range(len(log)):
                 if (inc.topic_id, p, o) not in self.db.rows and o not in inc.deleted_unread[p]:
                     return False
-        return all(m.inflight is None for m in self.live())
+        if any(m.inflight is not None for m in self.live()):
+            return False
+        # Lag tools (Kafka's committed offsets, the mirror) show nothing left once all is stored.
+        return all(
+            self.broker.committed.get(p) == st.next_offset
+            for p, st in self.db.offsets.items()
+            if st.topic_id == inc.topic_id
+        )
 
 
 def run_seed(

@@ -150,6 +150,30 @@ def test_a_partition_that_went_elsewhere_and_back_is_not_committed_stale(
     check_end_state(s, records, {t["transaction_id"] for t in [*first, *second]})
 
 
+def test_a_member_with_nothing_to_read_writes_the_stored_offsets_to_kafka(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """CI, stop 26: a partition moved after the previous owner's last mirror was refused, its new
+    owner had nothing to read, and Kafka's committed offsets (what lag tools show) stayed behind
+    for good. Here Kafka's copy is lost outright (the group deleted in Kafka): a member that sets
+    the partitions up with nothing to read writes the stored offsets back."""
+    s = settings_factory(partitions=3)
+    txns = dense(600, seed=23)
+    send(s, msgs(txns)).finish()
+    assert consume(s).consumed == len(txns)
+    group = s.kafka.consumer_group
+    with contextlib.closing(admin_client(s.kafka.bootstrap_servers)) as admin:
+        admin.delete_groups([group])
+        assert group_lag(admin, group) == [], "Kafka still holds the group's offsets"
+    again = consume(s)
+    assert again.consumed == 0, again.as_dict()
+    with contextlib.closing(admin_client(s.kafka.bootstrap_servers)) as admin:
+        lag = {r.partition: (r.committed, r.end_offset) for r in group_lag(admin, group)}
+    stored = dict(query(s.postgres, "SELECT kafka_partition, next_offset FROM consumer_offsets"))
+    assert lag == {p: (n, n) for p, n in stored.items()}, (lag, stored)
+    assert sum(stored.values()) == len(txns)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Validation does not depend on the clock
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ what is gained); the main loop feeds the queue to the machine (`sync`) before ev
 that depends on it.
 
 Kafka's committed offsets are written as a mirror of what this member stored (`Mirror`), for lag
-tools only, never read back as truth.
+tools only, never read back as truth. A refused mirror comes back through the same queue (the
+commit callback may run on the IO thread) and is written again (`MIRROR_FAILED`).
 """
 
 from __future__ import annotations

@@ -342,6 +342,20 @@ class Msg:
     amount: float
     partition: int
     offset: int
+    kind: int = 0  # which of KINDS: type, merchant, category, coordinates
+
+
+# (transaction type, merchant, category, latitude, longitude): every field of the window in
+# play, None where one may be absent (a deposit without merchant, a payment without
+# coordinates), and the three direction flags (purchase, refund, transfer, deposit, withdrawal).
+KINDS: list[tuple[str, str | None, str | None, float | None, float | None]] = [
+    ("purchase", "Shop", None, None, None),
+    ("purchase", "Casino", "gambling", 48.85, 2.35),
+    ("refund", "Shop", "grocery", -33.87, 151.21),
+    ("transfer", "Payee", None, 0.0, -0.0),
+    ("deposit", None, None, None, None),
+    ("withdrawal", "ATM", "cash", 90.0, -180.0),
+]
 
 
 def expected_history(msgs: list[Msg], k: int, h: float) -> list[tuple[int, int]]:
@@ -360,15 +374,17 @@ def stored_rows(msgs: list[Msg], k: int) -> list[HistoryRow]:
             m.account,
             f"{m.partition}-{m.offset}",
             m.amount,
-            "Shop",
-            "US",
-            None,
-            None,
+            KINDS[m.kind][1],
+            "DE",
+            KINDS[m.kind][3],
+            KINDS[m.kind][4],
             m.epoch,
             "EUR",
             m.amount,
             m.partition,
             m.offset,
+            KINDS[m.kind][0],
+            KINDS[m.kind][2],
         )
         for m in newest
     ]
@@ -378,13 +394,16 @@ def as_txn(m: Msg) -> Transaction:
     return Transaction(
         transaction_id=f"{m.partition}-{m.offset}",
         account_id=m.account,
-        transaction_type="purchase",
+        transaction_type=KINDS[m.kind][0],
         amount=m.amount,
         currency="EUR",
         timestamp=datetime.fromtimestamp(m.epoch, UTC),
         channel="online",
         country="DE",
-        merchant="Shop",
+        merchant=KINDS[m.kind][1],
+        merchant_category=KINDS[m.kind][2],
+        latitude=KINDS[m.kind][3],
+        longitude=KINDS[m.kind][4],
         kafka_topic="tx",
         kafka_partition=m.partition,
         kafka_offset=m.offset,
@@ -409,6 +428,7 @@ def streams(draw: st.DrawFn) -> list[Msg]:
                 draw(st.sampled_from([1.0, 5.0, 20.0, 450.0, 900.0])),
                 partition,
                 offsets[partition],
+                draw(st.integers(0, len(KINDS) - 1)),
             )
         )
         offsets[partition] += 1
@@ -469,3 +489,10 @@ def test_live_history_equals_the_one_loaded_from_stored_rows(
             mine, k, h
         )
         assert_indexes_match(reloaded.get(m.account) or AccountHistory(k, h))
+        # Field by field, not only by place: the window holds the very events that were added,
+        # live and reloaded alike (every field a rule reads: amounts, merchant, category,
+        # coordinates or none, direction), as a layout of its own would have to keep them.
+        added = {(s.partition, s.offset): Event.of(as_txn(s)) for s in mine}
+        held = [added[place] for place in expected_history(mine, k, h)]
+        assert list(history) == held
+        assert list(reloaded.get(m.account) or ()) == held

@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import IllegalStateError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
 from consumer import offsets, partition_counts, positions
 from consumer.membership import (
@@ -113,6 +113,7 @@ class GroupMember:
         self._broker_errors = 0  # consecutive retriable Kafka errors from poll()
         self._ever_assigned = False
         self._unassigned_since: float | None = None
+        self._rebalancing_since: float | None = None  # holding partitions, in a re-join (watch_assignment)
         self._watchdog_s = max(30.0, 3 * cs.session_timeout_ms / 1000)
         # The stall guard (`stalled`): per readable partition, when it last returned records (or
         # became readable), on the monotonic clock; time away from poll() does not count.
@@ -446,28 +447,52 @@ class GroupMember:
             self.execute(self.machine.outage_ended())
 
     def watch_assignment(self, now: float) -> None:
-        """Work around a kafka-python 3.0.12 race, seen under the cooperative protocol too: the
-        leader of a new group sometimes never completes its SyncGroup, gets no partitions, and
-        is dropped from the group once its heartbeats stop, while it waits forever. A member
-        that has never owned a partition re-joins after a while (the wait doubles each time).
-        Harmless now: the re-join moves no other member's partitions (cooperative), and with
-        offsets in the database and accounts loaded on demand a rebalance rebuilds nothing."""
+        """Work around a kafka-python 3.0.12 race, seen under the cooperative protocol too: a
+        join whose SyncGroup never completes. Two shapes:
+
+        * the leader of a new group gets no partitions and waits forever;
+        * a member that holds partitions starts a re-join right after its assignment and never
+          finishes it: cooperative, it keeps its partitions and goes on fetching, while its
+          heartbeats stop and the group drops it, so another member is given the same
+          partitions. Exactly-once holds (its batches are fenced), but it never rejoins
+          (test_a_partition_that_went_elsewhere_and_back_... timed out waiting for it).
+
+        Either way the member re-joins after a while (the wait doubles each time): harmless, the
+        re-join moves no other member's partitions (cooperative), and with offsets in the
+        database and accounts loaded on demand a rebalance rebuilds nothing."""
         if self.consumer.assignment():
             self._ever_assigned, self._unassigned_since = True, None
+            if not self._rebalancing():
+                self._rebalancing_since = None
+            elif self._rebalancing_since is None:
+                self._rebalancing_since = now
+            elif now - self._rebalancing_since > self._watchdog_s:
+                self._rejoin(
+                    f"a re-join of the group has not completed after {now - self._rebalancing_since:.0f}s"
+                )
+                self._rebalancing_since = now
             return
         if self._ever_assigned:
             return
         if self._unassigned_since is None:
             self._unassigned_since = now
         elif now - self._unassigned_since > self._watchdog_s:
-            log.warning(
-                "no partitions assigned after %.0fs; re-joining the group (kafka-python join race)",
-                now - self._unassigned_since,
-            )
-            self.consumer.unsubscribe()
-            self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
+            self._rejoin(f"no partitions assigned after {now - self._unassigned_since:.0f}s")
             self._unassigned_since = now
-            self._watchdog_s *= 2
+
+    def _rebalancing(self) -> bool:
+        """kafka-python's membership state is REBALANCING. It has no public accessor (the state
+        values are public, kafka.structs.MemberState): read defensively, False when it moved."""
+        return getattr(getattr(self.consumer, "_coordinator", None), "state", None) == MemberState.REBALANCING
+
+    def _rejoin(self, why: str) -> None:
+        log.warning("%s; re-joining the group (kafka-python join race)", why)
+        held = tuple(sorted(tp.partition for tp in self.consumer.assignment()))
+        self.consumer.unsubscribe()  # clears the assignment without calling the listener
+        if held:
+            self.events.put(("lost (re-joining the group)", held))
+        self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
+        self._watchdog_s *= 2
 
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not stored yet, of each partition set up here, from the

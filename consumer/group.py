@@ -113,6 +113,7 @@ class GroupMember:
         self._broker_errors = 0  # consecutive retriable Kafka errors from poll()
         self._ever_assigned = False
         self._unassigned_since: float | None = None
+        self._mirror_retry_at = 0.0  # monotonic: refused mirrors are written again from then on
         self._rebalancing_since: float | None = None  # holding partitions, in a re-join (watch_assignment)
         self._watchdog_s = max(30.0, 3 * cs.session_timeout_ms / 1000)
         # The stall guard (`stalled`): per readable partition, when it last returned records (or
@@ -208,8 +209,11 @@ class GroupMember:
         """Set up what was gained, fenced or is due for another look. False when the broker or
         the database could not be asked (they stay pending, paused)."""
         self.sync()
-        self.execute(self.machine.mirror_due())
-        for a in self.machine.setup_due(time.monotonic()):
+        now = time.monotonic()
+        if now >= self._mirror_retry_at:  # in a rebalance every commit fails: once a second is enough
+            self._mirror_retry_at = now + 1.0
+            self.execute(self.machine.mirror_due())
+        for a in self.machine.setup_due(now):
             assert isinstance(a, ReadStored)
             if not self._setup(a.partitions, db_call):
                 self.machine.read_failed(a.partitions)

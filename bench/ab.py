@@ -1,13 +1,16 @@
 """A/B: the consumer of a base revision against the working tree, interleaved on the same topic.
 
     python -m bench.ab [--base HEAD] [--count 100000] [--rounds 3] [--state-dir D --zk-port ..]
+                       [--a-producer-env PRODUCER_COMPRESSION=none]
 
 One seeded topic is produced once; then A (`git archive BASE`, unpacked in a temp dir) and B
 (this checkout) each consume it in turn with a fresh group and a fresh database, ABAB..., so
 both see the same box at nearly the same moment. Reports each side's steady tx/s and CPU µs per
 row, and the median of the per-round ratios B/A: what a change bought, on a noisy machine.
 Uses the bench's stack (see bench/run.py) and its ports; both sides get the working tree's
-settings (as environment variables), so compare code, not defaults. Consumer logs go to
+settings (as environment variables), so compare code, not defaults. With `--a-producer-env`,
+side A reads a second topic, produced (same seed and count) with those settings changed:
+what a producer-side change (record-batch compression) does to the consumer. Consumer logs go to
 bench/results/ab<id>-logs/.
 """
 
@@ -31,7 +34,7 @@ if __package__ in (None, ""):
 from bench import harness, stats
 from bench.context import CONSUMER_IDLE_S, consume_timeout, produce
 from bench.harness import Child, Sampler, Workspace
-from utils.config import Settings
+from utils.config import Settings, load_settings, settings_to_env
 from utils.logs import configure_logging
 
 log = logging.getLogger("bench.ab")
@@ -47,6 +50,17 @@ def unpack(rev: str, into: Path) -> Path:
     with tarfile.open(tar_path) as tar:
         tar.extractall(into / "tree", filter="data")
     return into / "tree"
+
+
+def env_pairs(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE arguments as a dict (a missing `=` is an error)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
 
 
 def consume_once(settings: Settings, tree: Path, log_path: Path, count: int) -> dict[str, Any]:
@@ -93,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--state-dir", type=Path, help="bench stack state dir (default ~/.cache/txmon/bench-stack)"
     )
+    p.add_argument(
+        "--a-producer-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="side A reads a topic of its own, produced with this setting changed (repeatable; e.g. "
+        "PRODUCER_COMPRESSION=none, the base's producer): for producer-side changes, which a shared "
+        "topic hides",
+    )
     p.add_argument("--zk-port", type=int, default=harness.BENCH_PORTS["zk_port"])
     p.add_argument("--kafka-port", type=int, default=harness.BENCH_PORTS["kafka_port"])
     p.add_argument("--pg-port", type=int, default=harness.BENCH_PORTS["pg_port"])
@@ -118,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             base = ws.settings("src")
             log.info("producing %d transactions once", args.count)
             produce(base, args.count, args.seed)
+            topics = {"A": base.kafka.topic, "B": base.kafka.topic}
+            if args.a_producer_env:
+                changed = load_settings(environ={**settings_to_env(base), **env_pairs(args.a_producer_env)})
+                a_topic = ws.topic("src-a", base.kafka.topic_partitions)
+                a_settings = dataclasses.replace(
+                    changed, kafka=dataclasses.replace(base.kafka, topic=a_topic)
+                )
+                log.info("producing side A's own topic with %s", ", ".join(args.a_producer_env))
+                produce(a_settings, args.count, args.seed)
+                topics["A"] = a_settings.kafka.topic
             logs = harness.REPO / "bench" / "results" / f"{run_id}-logs"  # kept: a failed round is read there
             for r in range(args.rounds):
                 for side in ("A", "B") if r % 2 == 0 else ("B", "A"):
@@ -125,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         base,
                         # Each side's own schema: a base from before a migration cannot read a newer one.
                         postgres=ws.database(f"{side}{r}", trees[side] / "utils" / "migrations"),
-                        kafka=dataclasses.replace(base.kafka, consumer_group=f"g-{run_id}-{side}{r}"),
+                        kafka=dataclasses.replace(
+                            base.kafka, topic=topics[side], consumer_group=f"g-{run_id}-{side}{r}"
+                        ),
                     )
                     res = consume_once(settings, trees[side], logs / f"{side}{r}.log", args.count)
                     results[side].append(res)

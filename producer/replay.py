@@ -102,7 +102,7 @@ def run_replay(
     if dry_run or not ordered:
         summary.elapsed_s = time.monotonic() - started
         return summary
-    producer = _make_kafka_producer(settings.kafka, bootstrap_timeout_s)
+    producer = _make_kafka_producer(settings.kafka, bootstrap_timeout_s, settings.producer.compression)
     delivery = _Delivery(topic)
     try:
         try:

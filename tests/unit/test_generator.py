@@ -500,9 +500,11 @@ def test_clones_scale_the_pool_to_the_rate(pool: AccountPool) -> None:
     # real clock and failed after 21:00 UTC, when fewer are awake and the busiest clone took 6).
     for hour in (2, 12, 21):
         at = datetime(2026, 3, 4, hour, 18, tzinfo=UTC)
-        stream = TransactionGenerator(1, pool, 0.0, clock="wall", clones=k, now=lambda at=at: at).next_batch(
-            20_000
-        )
+
+        def pinned(at: datetime = at) -> datetime:
+            return at
+
+        stream = TransactionGenerator(1, pool, 0.0, clock="wall", clones=k, now=pinned).next_batch(20_000)
         per_account = Counter(t["account_id"] for t in stream)
         assert max(per_account.values()) <= 6 and any("." in a for a in per_account), (
             hour,

@@ -174,6 +174,32 @@ def test_a_member_with_nothing_to_read_writes_the_stored_offsets_to_kafka(
     assert sum(stored.values()) == len(txns)
 
 
+def test_a_member_whose_commits_the_group_refuses_mirrors_its_offsets_on_leaving(
+    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI, stop 27: the walkthrough's monitor read a lag of 3,030 where 30 were unread: every
+    mirror of the member was refused, as in kafka-python's join race (its state stuck in a
+    re-join). Here the group refuses every commit: the last member out of the group writes
+    what it stored all the same."""
+    from kafka import KafkaConsumer
+    from kafka.errors import RebalanceInProgressError
+
+    def refuse(self: KafkaConsumer, offsets: Any = None, *args: Any, **kwargs: Any) -> None:
+        raise RebalanceInProgressError("refused by the test")
+
+    monkeypatch.setattr(KafkaConsumer, "commit", refuse)
+    monkeypatch.setattr(KafkaConsumer, "commit_async", refuse)
+    s = settings_factory(partitions=3)
+    txns = dense(300, seed=29)
+    send(s, msgs(txns)).finish()
+    assert consume(s, max_idle_s=1.0).consumed == len(txns)
+    with contextlib.closing(admin_client(s.kafka.bootstrap_servers)) as admin:
+        lag = {r.partition: (r.committed, r.end_offset) for r in group_lag(admin, s.kafka.consumer_group)}
+    stored = dict(query(s.postgres, "SELECT kafka_partition, next_offset FROM consumer_offsets"))
+    assert lag == {p: (n, n) for p, n in stored.items()}, (lag, stored)
+    assert sum(stored.values()) == len(txns)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Validation does not depend on the clock
 # --------------------------------------------------------------------------------------------

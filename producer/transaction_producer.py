@@ -168,9 +168,7 @@ class _RateLimiter:
         return max(0.0, self.t0 + (self.done + 1) / self.rate - now)
 
 
-def _make_kafka_producer(
-    kafka: KafkaSettings, bootstrap_timeout_s: float, compression: str = "lz4"
-) -> KafkaProducer:
+def _make_kafka_producer(kafka: KafkaSettings, bootstrap_timeout_s: float, compression: str) -> KafkaProducer:
     # kafka-python logs every refused bootstrap attempt at ERROR/WARNING; one clear message of
     # ours says it better. With LOG_LEVEL=DEBUG the library's own lines stay visible.
     kafka_log = logging.getLogger("kafka")

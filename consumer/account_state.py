@@ -31,6 +31,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
@@ -174,6 +175,22 @@ class AccountHistory:
 
     def newest_first(self) -> Iterator[Event]:
         return reversed(self.events)
+
+    def run(self, lo: int, hi: int) -> list[Event]:
+        """`events[lo:hi]`, oldest first, reading no event outside it. A rule's window is found by
+        bisecting `epochs`; `islice(events, lo, hi)` then steps through (and touches the reference
+        count of) every event before `lo`, each a cache miss of its own once the windows are warm.
+        The run is taken from the nearer end: a window of recent events is a few steps from the
+        newest, and its older events are never read."""
+        events = self.events
+        n = len(events)
+        if hi <= lo:
+            return []
+        if n - hi < lo:
+            out = list(islice(reversed(events), n - hi, n - lo))
+            out.reverse()
+            return out
+        return list(islice(events, lo, hi))
 
     @property
     def newest_epoch(self) -> float | None:

@@ -220,7 +220,7 @@ def clone_states(states: AccountStates) -> AccountStates:
         copy.events = deque(history.events)
         if hasattr(history, "epochs"):  # since the windows' epoch arrays (a base revision may lack them)
             copy.epochs = history.epochs[:]
-        copy.by_merchant = {m: list(epochs) for m, epochs in history.by_merchant.items()}
+        copy.by_merchant = {m: epochs[:] for m, epochs in history.by_merchant.items()}  # list or array
         held[account_id] = copy
     return out
 

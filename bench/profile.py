@@ -289,7 +289,9 @@ def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Tra
         yield validate_records(by_tp, settings.validation, rates).txns
 
 
-def generated_records(settings: Settings, seed: int, accounts: int) -> Iterator[dict[TopicPartition, list[Any]]]:
+def generated_records(
+    settings: Settings, seed: int, accounts: int
+) -> Iterator[dict[TopicPartition, list[Any]]]:
     """`generated`'s stream before validation: consumer-sized polls of Kafka-like records (JSON
     values as the producer sends them). Keyed to partitions by a CRC, not as Kafka's partitioner
     does, but each account stays in one, which is all the windows need."""

@@ -60,7 +60,9 @@ STAGES = ("decode", "validate", "rules", "copy")
 
 def fresh_states(settings: Settings) -> AccountStates:
     cs = settings.consumer
-    return AccountStates(cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts)
+    return AccountStates(
+        cs.state_max_events_per_account, cs.state_history_hours * 3600.0, cs.state_max_accounts
+    )
 
 
 def _no_collector(fn: Any) -> Any:
@@ -117,7 +119,9 @@ def pure_path(settings: Settings, polls: list[Polled], initial: AccountStates | 
     return {k: v / messages * 1e6 for k, v in cpu.items()}
 
 
-def rules_alone(settings: Settings, batches: list[list[Any]], initial: AccountStates | None, functions: tuple[Any, ...]) -> float:
+def rules_alone(
+    settings: Settings, batches: list[list[Any]], initial: AccountStates | None, functions: tuple[Any, ...]
+) -> float:
     """CPU µs per message of `evaluate_batch` + `trim` with `functions` as the rule set."""
     rules = dataclasses.replace(ActiveRules.environment(settings.rules), functions=functions)
     states = fresh_states(settings) if initial is None else clone_states(initial)
@@ -136,7 +140,9 @@ def rules_alone(settings: Settings, batches: list[list[Any]], initial: AccountSt
     return float(_no_collector(run)) / messages * 1e6
 
 
-def measure(settings: Settings, polls: list[Polled], initial: AccountStates | None, rounds: int) -> dict[str, Any]:
+def measure(
+    settings: Settings, polls: list[Polled], initial: AccountStates | None, rounds: int
+) -> dict[str, Any]:
     """`pure_path` and the rule-by-rule passes, best of `rounds` each (rounds interleaved)."""
     rates = settings.rules.rate_table()
     batches = [list(validate_records(p, settings.validation, rates).txns) for p in polls]
@@ -161,7 +167,10 @@ def measure(settings: Settings, polls: list[Polled], initial: AccountStates | No
         "pure_path_passes": [round(t, 3) for t in totals],
         "windows_us_per_msg": round(windows, 3),
         "all_rules_us_per_msg": round(every, 3),
-        "rules": {name: round(us - windows, 3) for name, us in sorted(best.items(), key=lambda kv: kv[1] - windows, reverse=True)},
+        "rules": {
+            name: round(us - windows, 3)
+            for name, us in sorted(best.items(), key=lambda kv: kv[1] - windows, reverse=True)
+        },
     }
 
 
@@ -175,7 +184,9 @@ def take(stream: Iterator[Polled], n: int) -> tuple[list[Polled], int]:
     return out, got
 
 
-def warm_bench(settings: Settings, seed: int, warm: int, count: int, accounts: int, rounds: int) -> dict[str, Any]:
+def warm_bench(
+    settings: Settings, seed: int, warm: int, count: int, accounts: int, rounds: int
+) -> dict[str, Any]:
     """Cold and warm figures of one stream (see the module's docstring)."""
     stream = generated_records(settings, seed, accounts)
     rates = settings.rules.rate_table()
@@ -226,23 +237,35 @@ def format_warm_bench(out: dict[str, Any]) -> str:
     ]
     for s in STAGES:
         lines.append(f"  {s:<46} {cold['stages_us_per_msg'][s]:>8.2f} {hot['stages_us_per_msg'][s]:>8.2f}")
-    lines.append(f"  {'pure path (sum)':<46} {cold['pure_path_us_per_msg']:>8.2f} {hot['pure_path_us_per_msg']:>8.2f}")
+    lines.append(
+        f"  {'pure path (sum)':<46} {cold['pure_path_us_per_msg']:>8.2f} {hot['pure_path_us_per_msg']:>8.2f}"
+    )
     lines.append("  the rules stage apart (each rule alone, once a message, minus no rule):")
     lines.append(
         f"  {'windows, dispatch and loop (no rule)':<46} {cold['windows_us_per_msg']:>8.2f} {hot['windows_us_per_msg']:>8.2f}"
     )
     for name, us in hot["rules"].items():
         lines.append(f"  {'  ' + name:<46} {cold['rules'][name]:>8.2f} {us:>8.2f}")
-    lines.append(f"  {'windows + every rule':<46} {cold['all_rules_us_per_msg']:>8.2f} {hot['all_rules_us_per_msg']:>8.2f}")
+    lines.append(
+        f"  {'windows + every rule':<46} {cold['all_rules_us_per_msg']:>8.2f} {hot['all_rules_us_per_msg']:>8.2f}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--warm", type=int, default=2_000_000, help="messages through the windows first (default 2,000,000)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--warm", type=int, default=2_000_000, help="messages through the windows first (default 2,000,000)"
+    )
     p.add_argument("--count", type=int, default=50_000, help="messages timed, cold and warm (default 50,000)")
-    p.add_argument("--rounds", type=int, default=3, help="passes of each kind; the fastest counts (default 3)")
-    p.add_argument("--long-count", type=int, default=10_000_000, help="the long run whose account pool to use")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="passes of each kind; the fastest counts (default 3)"
+    )
+    p.add_argument(
+        "--long-count", type=int, default=10_000_000, help="the long run whose account pool to use"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)

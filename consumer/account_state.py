@@ -31,8 +31,8 @@ from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from decimal import Decimal
+from itertools import islice
 from typing import Any, NamedTuple, cast
 
 from utils.models import DEBIT_TYPES, TRANSACTION_TYPES, Transaction

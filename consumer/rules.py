@@ -798,9 +798,7 @@ def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) 
     round_amount = abs(units - round(units)) < 1e-9
     epochs = history.epochs
     debits = [
-        e.amount_base
-        for e in history.run(bisect_left(epochs, floor), bisect_right(epochs, now))
-        if e.debit
+        e.amount_base for e in history.run(bisect_left(epochs, floor), bisect_right(epochs, now)) if e.debit
     ]
     median = _median(debits) if debits else 0.0
     ratio = amount / median if median > 0 else math.inf

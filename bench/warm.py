@@ -161,6 +161,7 @@ def measure(
     windows = best.pop("(none)")
     every = best.pop("(all)")
     return {
+        "records": sum(len(v) for p in polls for v in p.values()),
         "messages": sum(len(b) for b in batches),
         "stages_us_per_msg": stages,
         "pure_path_us_per_msg": round(min(totals), 3),

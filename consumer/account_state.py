@@ -143,7 +143,7 @@ class AccountHistory:
     dictionary look-up and a bisection (`seen`), where a scan of the window costs microseconds
     per payment. Each merchant's epochs are an `array('d')`, not a list of floats: a list's
     bisection reads one float object per step, each allocated with a different message and a
-    cache miss of its own once the windows are warm (docs/performance.md, "the pure path over
+    cache miss of its own once the windows are warm (docs/performance.md, "the whole pure path over
     warm windows"). Read it, never mutate it.
 
     `epochs` is the events' epochs in the same order (`epochs[i] == events[i].epoch`), as raw

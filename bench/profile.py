@@ -220,7 +220,7 @@ def clone_states(states: AccountStates) -> AccountStates:
         copy.events = deque(history.events)
         if hasattr(history, "epochs"):  # since the windows' epoch arrays (a base revision may lack them)
             copy.epochs = history.epochs[:]
-        copy.by_merchant = {m: list(epochs) for m, epochs in history.by_merchant.items()}
+        copy.by_merchant = {m: epochs[:] for m, epochs in history.by_merchant.items()}  # list or array
         held[account_id] = copy
     return out
 
@@ -283,8 +283,18 @@ def rule_breakdown(
 def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Transaction]]:
     """The producer's stream (its generator, a pool of `accounts`, simulated clock from midnight
     PRODUCER_DAYS_BACK ago: a fresh topic's start but for the hour) made in this process and
-    validated, in consumer-sized batches: no Kafka, no SQL. Keyed to partitions by a CRC, not as
-    Kafka's partitioner does, but each account stays in one, which is all the windows need."""
+    validated, in consumer-sized batches: no Kafka, no SQL (`generated_records`)."""
+    rates = settings.rules.rate_table()
+    for by_tp in generated_records(settings, seed, accounts):
+        yield validate_records(by_tp, settings.validation, rates).txns
+
+
+def generated_records(
+    settings: Settings, seed: int, accounts: int
+) -> Iterator[dict[TopicPartition, list[Any]]]:
+    """`generated`'s stream before validation: consumer-sized polls of Kafka-like records (JSON
+    values as the producer sends them). Keyed to partitions by a CRC, not as Kafka's partitioner
+    does, but each account stays in one, which is all the windows need."""
     ps, size = settings.producer, settings.consumer.max_poll_records
     pool = AccountPool.create(accounts, ps.account_seed)
     # Midnight of that day: the same stream in every run of a day (two revisions back to back).
@@ -292,7 +302,6 @@ def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Tra
         hour=0, minute=0, second=0
     )
     generator = TransactionGenerator(seed, pool, ps.fraud_rate, "simulated", start)
-    rates = settings.rules.rate_table()
     partitions = settings.kafka.topic_partitions
     topic = settings.kafka.topic
     offsets: dict[int, int] = defaultdict(int)
@@ -304,7 +313,7 @@ def generated(settings: Settings, seed: int, accounts: int) -> Iterator[list[Tra
             sent_ms = int(datetime.fromisoformat(msg["timestamp"]).timestamp() * 1000)
             by_tp[TopicPartition(topic, p)].append(Record(offsets[p], key, orjson.dumps(msg), sent_ms))
             offsets[p] += 1
-        yield validate_records(dict(sorted(by_tp.items())), settings.validation, rates).txns
+        yield dict(sorted(by_tp.items()))
 
 
 def window_fill(states: AccountStates) -> dict[str, Any]:

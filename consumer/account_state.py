@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import islice
 from typing import Any, NamedTuple, cast
 
 from utils.models import DEBIT_TYPES, TRANSACTION_TYPES, Transaction
@@ -140,7 +141,10 @@ class AccountHistory:
     kept on every insert and eviction (so it holds exactly what `events` holds: no bound of its
     own), and answers "did the window pay or hear from this merchant in [start, before)?" with a
     dictionary look-up and a bisection (`seen`), where a scan of the window costs microseconds
-    per payment. Read it, never mutate it.
+    per payment. Each merchant's epochs are an `array('d')`, not a list of floats: a list's
+    bisection reads one float object per step, each allocated with a different message and a
+    cache miss of its own once the windows are warm (docs/performance.md, "the whole pure path over
+    warm windows"). Read it, never mutate it.
 
     `epochs` is the events' epochs in the same order (`epochs[i] == events[i].epoch`), as raw
     doubles in one array: a rule that looks for where its time window starts bisects it instead
@@ -157,7 +161,7 @@ class AccountHistory:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
         self.events: deque[Event] = deque()
         self.epochs = array("d")
-        self.by_merchant: dict[str | None, list[float]] = {}
+        self.by_merchant: dict[str | None, array[float]] = {}
         self.max_events = max_events
         self.max_age_s = max_age_s
         self.partition = partition
@@ -174,6 +178,23 @@ class AccountHistory:
 
     def newest_first(self) -> Iterator[Event]:
         return reversed(self.events)
+
+    def run(self, lo: int, hi: int) -> list[Event]:
+        """`events[lo:hi]`, oldest first, reading no event outside it. A rule's window is found by
+        bisecting `epochs`; `islice(events, lo, hi)` then steps through (and touches the reference
+        count of) every event before `lo`, each a cache miss of its own once the windows are warm.
+        The run is taken from the nearer end: a window of recent events is a few steps from the
+        newest, and its older events are never read. `lo` and `hi` are in [0, len]: bisections
+        of `epochs`."""
+        events = self.events
+        n = len(events)
+        if hi <= lo:
+            return []
+        if n - hi < lo:
+            out = list(islice(reversed(events), n - hi, n - lo))
+            out.reverse()
+            return out
+        return list(islice(events, lo, hi))
 
     @property
     def newest_epoch(self) -> float | None:
@@ -219,7 +240,7 @@ class AccountHistory:
             events.append(event)
             held.append(epoch)
             if epochs is None:
-                index[merchant] = [epoch]
+                index[merchant] = array("d", (epoch,))
             else:
                 epochs.append(epoch)  # the newest event: the newest of its merchant too
         else:
@@ -234,7 +255,7 @@ class AccountHistory:
             events.insert(i, event)
             held.insert(i, epoch)
             if epochs is None:
-                index[event.merchant] = [event.epoch]
+                index[event.merchant] = array("d", (event.epoch,))
             else:
                 insort(epochs, event.epoch)
         if len(events) > self.max_events:

@@ -138,7 +138,7 @@ def card_testing(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
     count = 1
     # The window's run of events in [start, now], found in the epochs array (account_state.py).
     epochs = history.epochs
-    for event in islice(history.events, bisect_left(epochs, start), bisect_right(epochs, now)):
+    for event in history.run(bisect_left(epochs, start), bisect_right(epochs, now)):
         if event.amount_base <= small:
             count += 1
     if count < t.card_testing_count:
@@ -179,7 +179,7 @@ def amount_spike(txn: Transaction, history: AccountHistory, t: RuleThresholds) -
         return None  # credits are off by default: a salary or a client's payment is no spike
     past = []
     epochs = history.epochs  # the events in [start, now): a run of the window, by bisection
-    for event in islice(history.events, bisect_left(epochs, start), bisect_left(epochs, now)):
+    for event in history.run(bisect_left(epochs, start), bisect_left(epochs, now)):
         if event.amount_base > probe and event.debit is debit:
             past.append(event.amount_base)
     n = len(past)
@@ -311,15 +311,15 @@ def duplicate(txn: Transaction, history: AccountHistory, t: RuleThresholds) -> A
         return None
     # The amount as sent: two yen amounts a yen apart convert to the same cent of a dollar.
     amount, currency, tid = txn.amount, txn.currency, txn.transaction_id
-    for event in history.newest_first():
+    # Newest first over the window's run [start, now], found in the epochs array: no event
+    # outside it is read (each a cache miss once the windows are warm).
+    held = history.epochs
+    for event in reversed(history.run(bisect_left(held, start), bisect_right(held, now))):
         epoch = event.epoch
-        if epoch < start:
-            break
         # Amounts from "12.30" and 12.3 parse to the same float, so == is exact here.
         if (
             event.amount == amount
             and event.currency == currency
-            and epoch <= now
             and event.merchant == merchant
             and event.transaction_id != tid
         ):
@@ -432,7 +432,7 @@ def _window(history: AccountHistory, start: float, now: float) -> list[Event]:
     horizon (`AccountHistory.floor`)."""
     start = max(start, history.floor(now))
     epochs = history.epochs  # a run of the window (in event-time order): two bisections
-    return list(islice(history.events, bisect_left(epochs, start), bisect_right(epochs, now)))
+    return history.run(bisect_left(epochs, start), bisect_right(epochs, now))
 
 
 _EPOCH_OF = operator.attrgetter("epoch")
@@ -623,11 +623,11 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
         need = t.takeover_min_new - 1
         if need > 0:
             index = history.by_merchant
-            for event in reversed(events):
-                epoch = event.epoch
-                if epoch < start:
-                    return None
-                if epoch <= now and event.debit and event.merchant is not None:
+            # Newest first over [start, now] (bisected: the first event older than the window
+            # is never read, nor those later than `now`).
+            held = history.epochs
+            for event in reversed(history.run(bisect_left(held, start), bisect_right(held, now))):
+                if event.debit and event.merchant is not None:
                     # Seen in [floor, start)? The merchant's oldest held epoch answers most
                     # cases without a bisection: at or after `start`, no; in [floor, start), yes.
                     epochs = index[event.merchant]
@@ -652,7 +652,7 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
     held = history.epochs
     lo = bisect_left(held, floor)
     mid = bisect_left(held, start)
-    before = list(islice(events, lo, mid))
+    before = history.run(lo, mid)
     if len(before) < t.takeover_min_history:
         return None
     usual = [e.amount_base for e in before if e.debit]
@@ -660,7 +660,7 @@ def account_takeover(txn: Transaction, history: AccountHistory, t: RuleThreshold
     if not payee and not txn.amount_base >= big:
         return None  # the burst signal needs this payment at `big` or more, and no payee signal
     known = {e.merchant for e in before}
-    recent = list(islice(events, mid, bisect_right(held, now)))
+    recent = history.run(mid, bisect_right(held, now))
     # The account's hours: its events before the window, and those within it at merchants it
     # knew (the owner paying as usual while the window runs); never the first-time ones.
     # 25 slots: `epoch % 86_400.0` of an epoch a hair below 0 rounds to 86,400.0, hour 24.
@@ -798,9 +798,7 @@ def invoice_fraud(txn: Transaction, history: AccountHistory, t: RuleThresholds) 
     round_amount = abs(units - round(units)) < 1e-9
     epochs = history.epochs
     debits = [
-        e.amount_base
-        for e in islice(history.events, bisect_left(epochs, floor), bisect_right(epochs, now))
-        if e.debit
+        e.amount_base for e in history.run(bisect_left(epochs, floor), bisect_right(epochs, now)) if e.debit
     ]
     median = _median(debits) if debits else 0.0
     ratio = amount / median if median > 0 else math.inf
@@ -906,7 +904,7 @@ def high_risk_card_burst(txn: Transaction, history: AccountHistory, t: RuleThres
     usual = []
     habits = set()
     floor = history.floor(now)
-    for event in islice(events, bisect_left(epochs, floor), bisect_right(epochs, now)):
+    for event in history.run(bisect_left(epochs, floor), bisect_right(epochs, now)):
         if not event.debit:
             continue
         cat = event.category

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,7 +71,13 @@ def assert_indexes_match(h: AccountHistory) -> None:
     merchants: dict[str | None, list[float]] = {}
     for e in h:
         merchants.setdefault(e.merchant, []).append(e.epoch)
-    assert h.by_merchant == merchants
+    assert {m: list(v) for m, v in h.by_merchant.items()} == merchants
+    # Raw doubles (no float object per epoch), never a list: what the rules bisect warm.
+    assert all(isinstance(v, array) and v.typecode == "d" for v in h.by_merchant.values())
+    # `run`, which the rules read their windows with, is a slice of the events, from either end.
+    held = list(h)
+    for lo, hi in itertools.product(range(len(held) + 1), repeat=2):  # bisections of `epochs`
+        assert h.run(lo, hi) == held[lo:hi], (lo, hi)
     marks = sorted({e.epoch for e in h} | {e.epoch + 0.5 for e in h} | {e.epoch - 0.5 for e in h})
     for start, end in itertools.product(marks[:8] + marks[-8:], repeat=2):
         assert h.count_between(start, end) == sum(1 for e in h if start <= e.epoch <= end)

@@ -128,10 +128,22 @@ class GroupMember:
         # Per topic incarnation, every partition count the group has recorded (migration 065):
         # where validation accepts a key (consumer/validation.py `wrong_partition`).
         self._counts: dict[uuid.UUID, frozenset[int]] = {}
-        # Know the topic's partitions before joining: a leader without them assigns nothing, and
-        # the rebalance that follows is where kafka-python's join race strikes (watch_assignment).
-        self.consumer.partitions_for_topic(self.topic)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Subscribe, then fetch the cluster's metadata (topics() always asks the broker). The
+        order matters: kafka-python keeps a snapshot of the subscribed topics' partitions, taken
+        on each metadata update after subscribe(), and the group leader compares the snapshot it
+        assigned with to every later one. Metadata fetched before subscribing left the snapshot
+        empty, so the leader's first assignment was followed at once by a re-join (generation 2
+        right after 1): the join in which kafka-python's join race strikes (`poll`). Fetched
+        after, the leader assigns on what it will see next, and a leader without the topic's
+        partitions does not assign nothing either."""
         self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
+        try:
+            self.consumer.topics()
+        except KafkaError as exc:  # an outage: the snapshot is taken at the next metadata update
+            log.warning("cannot fetch the topic's metadata before joining (%s)", exc)
 
     def close(self) -> None:
         self.sync()
@@ -371,6 +383,17 @@ class GroupMember:
         if self._broker_errors:
             log.info("Kafka reachable again after %d failed polls", self._broker_errors)
             self._broker_errors = 0
+        if records and self._rebalancing():
+            # kafka-python 3.0.12 fetches only once a join is complete: records while its state
+            # says REBALANCING are a join task nobody will wait for (watch_assignment). Precise,
+            # so no back-off; the records are dropped with the partitions (read again from the
+            # stored offsets by whoever owns them next).
+            self._rejoin(
+                "kafka-python returned records while its re-join of the group is unfinished "
+                "(a join task left behind: no heartbeats, every commit refused)",
+                back_off=False,
+            )
+            return {}
         self.machine.polled(tp.partition for tp, recs in records.items() if recs)
         now = time.monotonic()
         away = 0.0 if self._last_poll_at is None else now - self._last_poll_at - cs.poll_timeout_ms / 1000
@@ -491,19 +514,27 @@ class GroupMember:
             self.execute(self.machine.outage_ended())
 
     def watch_assignment(self, now: float) -> None:
-        """Work around a kafka-python 3.0.12 race, seen under the cooperative protocol too: a
-        join whose SyncGroup never completes. Two shapes:
+        """Backstop for kafka-python 3.0.12's join race: a join task nobody waits for.
 
-        * the leader of a new group gets no partitions and waits forever;
-        * a member that holds partitions starts a re-join right after its assignment and never
-          finishes it: cooperative, it keeps its partitions and goes on fetching, while its
-          heartbeats stop and the group drops it, so another member is given the same
-          partitions. Exactly-once holds (its batches are fenced), but it never rejoins
-          (test_a_partition_that_went_elsewhere_and_back_... timed out waiting for it).
+        The cause (kafka/coordinator/base.py `join_group_async`, kafka/coordinator/consumer.py
+        `need_rejoin`, `_perform_assignment`): a poll whose time runs out during a join returns
+        and leaves the join task running on the IO thread; the next poll waits for it again only
+        if `need_rejoin()` is still True. For the group leader re-joining because its metadata
+        snapshot changed, `need_rejoin()` is True through `_assignment_snapshot !=
+        _metadata_snapshot` alone (`rejoin_needed` stays False, unlike the Java client's
+        requestRejoin), and the task itself makes it False when it performs the assignment.
+        If that happens between two polls, the SyncGroup answer is never applied: the state
+        stays REBALANCING, heartbeats stay off (the broker drops the member and gives its
+        partitions away), every commit is refused, and poll() goes on fetching the old
+        assignment. Two shapes were seen: a leader of a new group that never gets partitions,
+        and a member that holds partitions (test_a_partition_that_went_elsewhere_and_back_...).
 
-        Either way the member re-joins after a while (the wait doubles each time): harmless, the
-        re-join moves no other member's partitions (cooperative), and with offsets in the
-        database and accounts loaded on demand a rebalance rebuilds nothing."""
+        `_subscribe` removes the usual trigger (the leader's follow-up re-join right after its
+        first assignment) and `poll` catches a left-behind join as soon as it returns records;
+        this watch re-joins a member that still holds partitions while REBALANCING, or never got
+        any, after a while (the wait doubles each time): harmless, the re-join moves no other
+        member's partitions (cooperative), and with offsets in the database and accounts loaded
+        on demand a rebalance rebuilds nothing."""
         if self.consumer.assignment():
             self._ever_assigned, self._unassigned_since = True, None
             if not self._rebalancing():
@@ -529,14 +560,15 @@ class GroupMember:
         values are public, kafka.structs.MemberState): read defensively, False when it moved."""
         return getattr(getattr(self.consumer, "_coordinator", None), "state", None) == MemberState.REBALANCING
 
-    def _rejoin(self, why: str) -> None:
+    def _rejoin(self, why: str, *, back_off: bool = True) -> None:
         log.warning("%s; re-joining the group (kafka-python join race)", why)
         held = tuple(sorted(tp.partition for tp in self.consumer.assignment()))
         self.consumer.unsubscribe()  # clears the assignment without calling the listener
         if held:
             self.events.put(("lost (re-joining the group)", held))
-        self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
-        self._watchdog_s *= 2
+        self._subscribe()
+        if back_off:
+            self._watchdog_s *= 2
 
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not stored yet, of each partition set up here, from the

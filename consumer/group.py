@@ -55,6 +55,10 @@ from utils.kafka_cleanup import admin_client
 
 log = logging.getLogger("consumer")
 
+# Polls in a row while kafka-python is joining the group (GroupMember.poll): 20 x 500 ms = 10 s at
+# most by default, so the main loop still turns (health file, stop) during a long rebalance.
+JOIN_WAIT_POLLS = 20
+
 DbCall = Callable[[Callable[[psycopg2.extensions.connection], Any], str], Any]
 Event = tuple[str, tuple[int, ...]]  # (what happened, to which partitions): see MIRROR_FAILED
 
@@ -372,6 +376,15 @@ class GroupMember:
             records: dict[TopicPartition, list[Any]] = self.consumer.poll(
                 timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records
             )
+            # kafka-python 3.0.12 carries a join through only while poll() waits for it: an
+            # answer that lands between two polls is dropped (a finished join is replaced by a
+            # new JoinGroup, for a leader a new rebalance of the whole group) or, for a leader,
+            # never applied (watch_assignment). So while a join is in flight, poll again at once
+            # instead of going back to the main loop, for at most JOIN_WAIT_POLLS polls.
+            for _ in range(JOIN_WAIT_POLLS):
+                if records or not self._rebalancing() or self.stop_event.is_set():
+                    break
+                records = self.consumer.poll(timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records)
         except KafkaError as exc:
             if not getattr(exc, "retriable", False):
                 raise
@@ -530,7 +543,9 @@ class GroupMember:
         and a member that holds partitions (test_a_partition_that_went_elsewhere_and_back_...).
 
         `_subscribe` removes the usual trigger (the leader's follow-up re-join right after its
-        first assignment) and `poll` catches a left-behind join as soon as it returns records;
+        first assignment), `poll` keeps polling while a join is in flight (so its answers land
+        while kafka-python waits for them) and catches a left-behind join as soon as it returns
+        records;
         this watch re-joins a member that still holds partitions while REBALANCING, or never got
         any, after a while (the wait doubles each time): harmless, the re-join moves no other
         member's partitions (cooperative), and with offsets in the database and accounts loaded

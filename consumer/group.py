@@ -132,9 +132,9 @@ class GroupMember:
         # Per topic incarnation, every partition count the group has recorded (migration 065):
         # where validation accepts a key (consumer/validation.py `wrong_partition`).
         self._counts: dict[uuid.UUID, frozenset[int]] = {}
-        self._subscribe()
+        self._subscribe(fetch_metadata=True)
 
-    def _subscribe(self) -> None:
+    def _subscribe(self, *, fetch_metadata: bool = False) -> None:
         """Subscribe, then fetch the cluster's metadata (topics() always asks the broker). The
         order matters: kafka-python keeps a snapshot of the subscribed topics' partitions, taken
         on each metadata update after subscribe(), and the group leader compares the snapshot it
@@ -142,8 +142,11 @@ class GroupMember:
         empty, so the leader's first assignment was followed at once by a re-join (generation 2
         right after 1): the join in which kafka-python's join race strikes (`poll`). Fetched
         after, the leader assigns on what it will see next, and a leader without the topic's
-        partitions does not assign nothing either."""
+        partitions does not assign nothing either. A re-join (`_rejoin`) keeps the snapshot it
+        had and skips the fetch, which blocks while the broker is away."""
         self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
+        if not fetch_metadata:
+            return
         try:
             self.consumer.topics()
         except KafkaError as exc:  # an outage: the snapshot is taken at the next metadata update

@@ -55,10 +55,6 @@ from utils.kafka_cleanup import admin_client
 
 log = logging.getLogger("consumer")
 
-# Polls in a row while kafka-python is joining the group (GroupMember.poll): 20 x 500 ms = 10 s at
-# most by default, so the main loop still turns (health file, stop) during a long rebalance.
-JOIN_WAIT_POLLS = 20
-
 DbCall = Callable[[Callable[[psycopg2.extensions.connection], Any], str], Any]
 Event = tuple[str, tuple[int, ...]]  # (what happened, to which partitions): see MIRROR_FAILED
 
@@ -100,6 +96,7 @@ class GroupMember:
         self.topic, self.group = k.topic, k.consumer_group
         self.settings, self.stop_event = settings, stop_event
         self.on_forget, self.on_clear = on_forget, on_clear
+        self._heartbeat_ms = min(3000, max(1000, cs.session_timeout_ms // 3))
         self.consumer = KafkaConsumer(
             **k.client_kwargs(),
             group_id=k.consumer_group,
@@ -110,7 +107,7 @@ class GroupMember:
             session_timeout_ms=cs.session_timeout_ms,
             # Members join a rebalance when a heartbeat tells them of it: a short interval keeps
             # each cooperative round (and the fetching it holds up) to a few seconds.
-            heartbeat_interval_ms=min(3000, max(1000, cs.session_timeout_ms // 3)),
+            heartbeat_interval_ms=self._heartbeat_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             client_id=f"txmon-consumer-{os.getpid()}",
@@ -383,9 +380,12 @@ class GroupMember:
             # answer that lands between two polls is dropped (a finished join is replaced by a
             # new JoinGroup, for a leader a new rebalance of the whole group) or, for a leader,
             # never applied (watch_assignment). So while a join is in flight, poll again at once
-            # instead of going back to the main loop, for at most JOIN_WAIT_POLLS polls.
-            for _ in range(JOIN_WAIT_POLLS):
-                if records or not self._rebalancing() or self.stop_event.is_set():
+            # instead of going back to the main loop. A join ends once every member re-joined,
+            # each told by its next heartbeat: three heartbeat intervals at most, after which
+            # the main loop turns again (health file, stop) and the next poll goes on waiting.
+            until = time.monotonic() + 3 * self._heartbeat_ms / 1000
+            while not records and self._rebalancing() and not self.stop_event.is_set():
+                if time.monotonic() >= until:
                     break
                 records = self.consumer.poll(timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records)
         except KafkaError as exc:

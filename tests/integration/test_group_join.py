@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -51,15 +52,16 @@ def test_the_leaders_first_assignment_is_not_followed_by_a_rejoin(
 ) -> None:
     """Before: the leader assigned with an empty metadata snapshot (it had fetched the topic's
     metadata before subscribing), the metadata that arrived next differed, and it joined again
-    at once: generation 2 right after generation 1, the join in which the race struck."""
+    at once: generation 2 right after generation 1, the join in which the race struck. The
+    polls here are long, so that every join is waited for inside one poll (a join's answer
+    landing as a poll gives up is kafka-python's other fault, test_a_leader_waits_...)."""
     s = settings_factory(partitions=2)
     member = GroupMember(s, threading.Event())
     members.append(member)
-    _joined(member)
-    assert member.describe()["generation"] == 1
+    assert member.consumer.poll(timeout_ms=5000) == {}  # the partitions are paused until set up
+    assert {tp.partition for tp in member.consumer.assignment()} == {0, 1}
     member.consumer.topics()  # whatever metadata the leader asked for has arrived by now
-    for _ in range(10):
-        member.poll()
+    assert member.consumer.poll(timeout_ms=2000) == {}
     assert member.describe()["generation"] == 1, "the leader joined again right after its first assignment"
     assert not member._rebalancing()
     assert {tp.partition for tp in member.consumer.assignment()} == {0, 1}
@@ -100,3 +102,52 @@ def test_a_join_kafka_python_left_unfinished_is_left_and_joined_again(
     assert {tp.partition for tp in consumer.assignment()} == {0, 1, 2}
     assert member.describe()["generation"] > generation + 1
     assert "returned records while its re-join of the group is unfinished" in caplog.text
+
+
+def test_a_leader_waits_in_poll_for_a_join_the_other_members_hold_up(
+    settings_factory: Callable[..., Settings], members: list[GroupMember]
+) -> None:
+    """The race's usual window: a join the broker holds until the other members re-join (each
+    hears of it at its next heartbeat, seconds later). Before, the leader's poll() returned after
+    CONSUMER_POLL_TIMEOUT_MS with the join in flight, its answer landed while the main loop worked
+    elsewhere (the sleep here), and the join was left behind: REBALANCING for good, unnoticed by
+    the records check since its partitions are paused until set up. Now poll() polls on while
+    kafka-python is joining, so the answer lands while kafka-python waits for it."""
+    s = settings_factory(partitions=2)
+    leader = GroupMember(s, threading.Event())
+    members.append(leader)
+    _joined(leader)
+    follower = GroupMember(s, threading.Event())
+    members.append(follower)
+    stop = threading.Event()
+
+    def follow() -> None:  # the follower's own main loop, in its own thread (one client, one thread)
+        while not stop.is_set():
+            follower.consumer.poll(timeout_ms=200)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        for _ in range(150):
+            leader.poll()
+            if follower.consumer.assignment() and not leader._rebalancing() and not follower._rebalancing():
+                break
+        assert follower.consumer.assignment(), "the follower never got a partition"
+        with contextlib.closing(admin_client(s.kafka.bootstrap_servers)) as admin:
+            admin.create_partitions({s.kafka.topic: 3})
+        leader.consumer.topics()  # the leader sees the new partition: it must re-join
+        leader.poll()
+        time.sleep(3.0)  # the main loop busy elsewhere (a batch written, partitions set up)
+        for _ in range(50):
+            leader.poll()
+            if (
+                not leader._rebalancing()
+                and len(leader.consumer.assignment() | follower.consumer.assignment()) == 3
+            ):
+                break
+        assert not leader._rebalancing(), "the leader's join was left behind"
+        held = leader.consumer.assignment() | follower.consumer.assignment()
+        assert {tp.partition for tp in held} == {0, 1, 2}
+    finally:
+        stop.set()
+        thread.join(10)

@@ -96,6 +96,7 @@ class GroupMember:
         self.topic, self.group = k.topic, k.consumer_group
         self.settings, self.stop_event = settings, stop_event
         self.on_forget, self.on_clear = on_forget, on_clear
+        self._heartbeat_ms = min(3000, max(1000, cs.session_timeout_ms // 3))
         self.consumer = KafkaConsumer(
             **k.client_kwargs(),
             group_id=k.consumer_group,
@@ -106,7 +107,7 @@ class GroupMember:
             session_timeout_ms=cs.session_timeout_ms,
             # Members join a rebalance when a heartbeat tells them of it: a short interval keeps
             # each cooperative round (and the fetching it holds up) to a few seconds.
-            heartbeat_interval_ms=min(3000, max(1000, cs.session_timeout_ms // 3)),
+            heartbeat_interval_ms=self._heartbeat_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             client_id=f"txmon-consumer-{os.getpid()}",
@@ -128,10 +129,25 @@ class GroupMember:
         # Per topic incarnation, every partition count the group has recorded (migration 065):
         # where validation accepts a key (consumer/validation.py `wrong_partition`).
         self._counts: dict[uuid.UUID, frozenset[int]] = {}
-        # Know the topic's partitions before joining: a leader without them assigns nothing, and
-        # the rebalance that follows is where kafka-python's join race strikes (watch_assignment).
-        self.consumer.partitions_for_topic(self.topic)
+        self._subscribe(fetch_metadata=True)
+
+    def _subscribe(self, *, fetch_metadata: bool = False) -> None:
+        """Subscribe, then fetch the cluster's metadata (topics() always asks the broker). The
+        order matters: kafka-python keeps a snapshot of the subscribed topics' partitions, taken
+        on each metadata update after subscribe(), and the group leader compares the snapshot it
+        assigned with to every later one. Metadata fetched before subscribing left the snapshot
+        empty, so the leader's first assignment was followed at once by a re-join (generation 2
+        right after 1): the join in which kafka-python's join race strikes (`poll`). Fetched
+        after, the leader assigns on what it will see next, and a leader without the topic's
+        partitions does not assign nothing either. A re-join (`_rejoin`) keeps the snapshot it
+        had and skips the fetch, which blocks while the broker is away."""
         self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
+        if not fetch_metadata:
+            return
+        try:
+            self.consumer.topics()
+        except KafkaError as exc:  # an outage: the snapshot is taken at the next metadata update
+            log.warning("cannot fetch the topic's metadata before joining (%s)", exc)
 
     def close(self) -> None:
         self.sync()
@@ -360,6 +376,18 @@ class GroupMember:
             records: dict[TopicPartition, list[Any]] = self.consumer.poll(
                 timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records
             )
+            # kafka-python 3.0.12 carries a join through only while poll() waits for it: an
+            # answer that lands between two polls is dropped (a finished join is replaced by a
+            # new JoinGroup, for a leader a new rebalance of the whole group) or, for a leader,
+            # never applied (watch_assignment). So while a join is in flight, poll again at once
+            # instead of going back to the main loop. A join ends once every member re-joined,
+            # each told by its next heartbeat: three heartbeat intervals at most, after which
+            # the main loop turns again (health file, stop) and the next poll goes on waiting.
+            until = time.monotonic() + 3 * self._heartbeat_ms / 1000
+            while not records and self._rebalancing() and not self.stop_event.is_set():
+                if time.monotonic() >= until:
+                    break
+                records = self.consumer.poll(timeout_ms=cs.poll_timeout_ms, max_records=cs.max_poll_records)
         except KafkaError as exc:
             if not getattr(exc, "retriable", False):
                 raise
@@ -371,6 +399,17 @@ class GroupMember:
         if self._broker_errors:
             log.info("Kafka reachable again after %d failed polls", self._broker_errors)
             self._broker_errors = 0
+        if records and self._rebalancing():
+            # kafka-python 3.0.12 fetches only once a join is complete: records while its state
+            # says REBALANCING are a join task nobody will wait for (watch_assignment). Precise,
+            # so no back-off; the records are dropped with the partitions (read again from the
+            # stored offsets by whoever owns them next).
+            self._rejoin(
+                "kafka-python returned records while its re-join of the group is unfinished "
+                "(a join task left behind: no heartbeats, every commit refused)",
+                back_off=False,
+            )
+            return {}
         self.machine.polled(tp.partition for tp, recs in records.items() if recs)
         now = time.monotonic()
         away = 0.0 if self._last_poll_at is None else now - self._last_poll_at - cs.poll_timeout_ms / 1000
@@ -491,19 +530,29 @@ class GroupMember:
             self.execute(self.machine.outage_ended())
 
     def watch_assignment(self, now: float) -> None:
-        """Work around a kafka-python 3.0.12 race, seen under the cooperative protocol too: a
-        join whose SyncGroup never completes. Two shapes:
+        """Backstop for kafka-python 3.0.12's join race: a join task nobody waits for.
 
-        * the leader of a new group gets no partitions and waits forever;
-        * a member that holds partitions starts a re-join right after its assignment and never
-          finishes it: cooperative, it keeps its partitions and goes on fetching, while its
-          heartbeats stop and the group drops it, so another member is given the same
-          partitions. Exactly-once holds (its batches are fenced), but it never rejoins
-          (test_a_partition_that_went_elsewhere_and_back_... timed out waiting for it).
+        The cause (kafka/coordinator/base.py `join_group_async`, kafka/coordinator/consumer.py
+        `need_rejoin`, `_perform_assignment`): a poll whose time runs out during a join returns
+        and leaves the join task running on the IO thread; the next poll waits for it again only
+        if `need_rejoin()` is still True. For the group leader re-joining because its metadata
+        snapshot changed, `need_rejoin()` is True through `_assignment_snapshot !=
+        _metadata_snapshot` alone (`rejoin_needed` stays False, unlike the Java client's
+        requestRejoin), and the task itself makes it False when it performs the assignment.
+        If that happens between two polls, the SyncGroup answer is never applied: the state
+        stays REBALANCING, heartbeats stay off (the broker drops the member and gives its
+        partitions away), every commit is refused, and poll() goes on fetching the old
+        assignment. Two shapes were seen: a leader of a new group that never gets partitions,
+        and a member that holds partitions (test_a_partition_that_went_elsewhere_and_back_...).
 
-        Either way the member re-joins after a while (the wait doubles each time): harmless, the
-        re-join moves no other member's partitions (cooperative), and with offsets in the
-        database and accounts loaded on demand a rebalance rebuilds nothing."""
+        `_subscribe` removes the usual trigger (the leader's follow-up re-join right after its
+        first assignment), `poll` keeps polling while a join is in flight (so its answers land
+        while kafka-python waits for them) and catches a left-behind join as soon as it returns
+        records;
+        this watch re-joins a member that still holds partitions while REBALANCING, or never got
+        any, after a while (the wait doubles each time): harmless, the re-join moves no other
+        member's partitions (cooperative), and with offsets in the database and accounts loaded
+        on demand a rebalance rebuilds nothing."""
         if self.consumer.assignment():
             self._ever_assigned, self._unassigned_since = True, None
             if not self._rebalancing():
@@ -529,14 +578,15 @@ class GroupMember:
         values are public, kafka.structs.MemberState): read defensively, False when it moved."""
         return getattr(getattr(self.consumer, "_coordinator", None), "state", None) == MemberState.REBALANCING
 
-    def _rejoin(self, why: str) -> None:
+    def _rejoin(self, why: str, *, back_off: bool = True) -> None:
         log.warning("%s; re-joining the group (kafka-python join race)", why)
         held = tuple(sorted(tp.partition for tp in self.consumer.assignment()))
         self.consumer.unsubscribe()  # clears the assignment without calling the listener
         if held:
             self.events.put(("lost (re-joining the group)", held))
-        self.consumer.subscribe([self.topic], listener=_Listener(self.events, self.consumer))
-        self._watchdog_s *= 2
+        self._subscribe()
+        if back_off:
+            self._watchdog_s *= 2
 
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> messages not stored yet, of each partition set up here, from the

@@ -161,11 +161,16 @@ class GroupMember:
         """The group refused our last mirror (kafka-python's join race leaves a member whose
         every commit is refused: the walkthrough's lag read 3,030 for 30 unread, CI stop 27). Out
         of the group now, write it as an admin tool does, which Kafka accepts only while the
-        group has no members: then nobody can have stored past us. With members left, the new
-        owners mirror these partitions when they set them up."""
+        group has no members, so no member's live mirror is overwritten; and only where Kafka's
+        committed offset is behind ours (a member that stored past us and left is not moved
+        back). With members left, the new owners mirror these partitions when they set them up."""
         tps = {self._tp(p): n for p, n in last.items()}
         try:
             with contextlib.closing(admin_client(self.settings.kafka, timeout_s=5.0)) as admin:
+                committed = admin.list_group_offsets({self.group: None}).get(self.group, {})
+                tps = {tp: n for tp, n in tps.items() if tp not in committed or committed[tp].offset < n}
+                if not tps:
+                    return
                 for attempt in range(5):  # our LeaveGroup may take a moment to empty the group
                     result = admin.alter_group_offsets(
                         self.group, {tp: OffsetAndMetadata(n, None, -1) for tp, n in tps.items()}

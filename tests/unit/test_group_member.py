@@ -4,8 +4,9 @@ cope with a partition the machine still owns (its revocation queued) that the cl
 
 from __future__ import annotations
 
+import pytest
 from kafka import TopicPartition
-from kafka.errors import IllegalStateError
+from kafka.errors import IllegalStateError, KafkaError
 
 from consumer.group import GroupMember
 from consumer.membership import Membership
@@ -43,3 +44,19 @@ def test_lag_of_every_owned_partition_while_the_assignment_is_unchanged() -> Non
         ("transactions", 0): 150,
         ("transactions", 1): 0,
     }
+
+
+def test_a_partition_missing_from_the_offsets_answer_is_a_retriable_kafka_error() -> None:
+    """kafka-python 3.0.12's beginning_offsets/end_offsets index the broker's answer by every
+    partition asked for, and raise KeyError when one is missing (its leader moving): CI stop 28,
+    a consumer crashed in the cluster test's broker bounces. The member's callers retry on
+    KafkaError, so that is what it becomes."""
+    asked = [TopicPartition("t", 0), TopicPartition("t", 5)]
+
+    def answer_missing_one(tps: list[TopicPartition], timeout_ms: int) -> dict[TopicPartition, int]:
+        got = {asked[0]: 7}
+        return {tp: got[tp] for tp in tps}
+
+    with pytest.raises(KafkaError, match="no offset in the broker's answer"):
+        GroupMember._log_offsets(answer_missing_one, asked, 1000)
+    assert GroupMember._log_offsets(answer_missing_one, asked[:1], 1000) == {asked[0]: 7}

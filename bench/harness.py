@@ -75,9 +75,19 @@ def open_services(
         pg_port=ports["pg_port"],
         kafka_brokers=kafka_brokers,  # None: TXMON_KAFKA_BROKERS (default 1)
     )
-    running_before = {n for n in ("zookeeper", "kafka", "postgres") if stack.pid(n) is not None}
-    env = stack.up()
-    running_after = {n for n in ("zookeeper", "kafka", "postgres") if stack.pid(n) is not None}
+    names = ("kafka", "zookeeper", "postgres")  # the order to stop them in
+    running_before = {n for n in names if stack.pid(n) is not None}
+    try:
+        env = stack.up()
+    except BaseException:
+        # A bench that cannot start its stack stops what it started on the way (PostgreSQL
+        # starts first, so a broker's port clash would otherwise leave it and ZooKeeper behind).
+        for name in names:
+            if name not in running_before and stack.pid(name) is not None:
+                log.info("stopping %s: the bench stack did not come up", name)
+                stack.stop_component(name)
+        raise
+    running_after = {n for n in names if stack.pid(n) is not None}
     modes = {c.name: c.mode for c in stack.status()}
     return Services(
         env=env,

@@ -452,7 +452,7 @@ def section_profile(ctx: Context) -> dict[str, Any]:
         out["rule_breakdown"] = rule_breakdown(settings, validated)
         warm = getattr(ctx.args, "warm", 0)
         if warm > 0:
-            accounts = accounts_for(ctx.args.long_count, settings)
+            accounts = accounts_for(ctx.args.long_warmup + ctx.args.long_count, settings)
             log.info(
                 "[profile] the rules over warm windows: %d messages of %d accounts first", warm, accounts
             )

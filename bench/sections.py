@@ -343,35 +343,46 @@ def section_latency(ctx: Context) -> dict[str, Any]:
 
 
 def section_long(ctx: Context) -> dict[str, Any]:
-    """--long: one consumer over `--long-count` transactions, RSS every second."""
-    ws, n = ctx.ws, ctx.args.long_count
+    """--long: one consumer over `--long-warmup` then `--long-count` transactions of one stream,
+    RSS every second. The rates, tenths and CPU are those of the `--long-count` after the warm-up
+    (full account windows, as in a deployment that has run for a day); the first/last million of
+    the whole run, from empty windows, is reported beside them."""
+    ws, n, warmup = ctx.ws, ctx.args.long_count, max(0, ctx.args.long_warmup)
+    total = warmup + n
     settings = ws.settings("long")
     try:
-        log.info("[long] producing %d transactions", n)
-        prod = produce(settings, n, ctx.args.seed)
+        log.info("[long] producing %d transactions (%d of warm-up, then the %d measured)", total, warmup, n)
+        prod = produce(settings, total, ctx.args.seed)
         log.info("[long] consuming them (RSS sampled every second)")
         child = Child.consumer(
             settings, ctx.logs / "consumer-long.log", "--max-idle-seconds", CONSUMER_IDLE_S
         )
         with ctx.sampler([child.pid], 1.0) as sampler:
-            rc = child.wait(consume_timeout(n) + 600)
+            rc = child.wait(consume_timeout(total) + 600)
         st = harness.stored_stats(settings.postgres)
         samples = sampler.samples[child.pid]
         rss = stats.rss_summary(samples, (st["first"], st["last"]) if st["first"] else None)
         ctx.memory[f"long ({n:,})"] = rss
         ctx.series(f"long ({n:,})", samples)
-        edges = stats.edge_rates(st["groups"])
-        log.info("[long] first %d rows %s tx/s, last %s tx/s: %s x", edges["rows"],
-                 stats.fmt_rate(edges["first"]), stats.fmt_rate(edges["last"]),
-                 stats.fmt_ratio(edges["last_over_first"]))  # fmt: skip
+        measured = stats.after_rows(st["groups"], warmup)
+        edges = stats.edge_rates(st["groups"], after=warmup)
+        from_empty = stats.edge_rates(st["groups"])
+        log.info("[long] after %d rows of warm-up: first %d rows %s tx/s, last %s tx/s: %s "
+                 "(from empty windows: %s)", warmup, edges["rows"], stats.fmt_rate(edges["first"]),
+                 stats.fmt_rate(edges["last"]), stats.fmt_ratio(edges["last_over_first"]),
+                 stats.fmt_ratio(from_empty["last_over_first"]))  # fmt: skip
         return {
             "count": n,
-            "accounts": accounts_for(n, settings),
+            "warmup": warmup,
+            "accounts": accounts_for(total, settings),
             "produce_rate": prod.rate,
             "produce_seconds": round(prod.elapsed_s, 1),
             "exit_code": rc,
-            "consumer": consumer_figures(st, child.output(), sampler, [child.pid], n),
+            "consumer": consumer_figures(
+                {**st, "groups": measured}, child.output(), sampler, [child.pid], total
+            ),
             "first_last_million": edges,
+            "first_last_million_from_empty": from_empty,
             "rss": rss,
         }
     finally:

@@ -565,11 +565,10 @@ class GroupMember:
         `_subscribe` removes the usual trigger (the leader's follow-up re-join right after its
         first assignment), `poll` keeps polling while a join is in flight (so its answers land
         while kafka-python waits for them) and catches a left-behind join as soon as it returns
-        records;
-        this watch re-joins a member that still holds partitions while REBALANCING, or never got
-        any, after a while (the wait doubles each time): harmless, the re-join moves no other
-        member's partitions (cooperative), and with offsets in the database and accounts loaded
-        on demand a rebalance rebuilds nothing."""
+        records; this watch re-joins a member that still holds partitions while REBALANCING, or
+        never got any, after a while (the wait doubles each time): harmless, the re-join moves no
+        other member's partitions (cooperative), and with offsets in the database and accounts
+        loaded on demand a rebalance rebuilds nothing."""
         if self.consumer.assignment():
             self._ever_assigned, self._unassigned_since = True, None
             if not self._rebalancing():

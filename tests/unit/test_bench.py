@@ -459,6 +459,25 @@ def test_edge_rates_compare_the_first_and_last_rows() -> None:
     assert stats.edge_rates([])["first"] is None
 
 
+def test_the_long_runs_ratio_after_its_warm_up_leaves_the_warm_up_out() -> None:
+    # 1,000 rows of warm-up at 1,000 rows/s, then 2,000 at 100 rows/s and 2,000 at 50 rows/s.
+    warm = [(0.1 * (i + 1), 100) for i in range(10)]
+    groups = warm + [(1.0 + i + 1, 100) for i in range(20)] + [(21.0 + 2 * (i + 1), 100) for i in range(20)]
+    measured = stats.after_rows(list(reversed(groups)), 1_000)  # any order in, time order out
+    assert measured[0] == (1.0, 100)  # led by the commit that completed the warm-up
+    assert sum(n for _, n in measured[1:]) == 4_000
+    edges = stats.edge_rates(groups, rows=1_000, after=1_000)
+    assert edges["rows"] == 1_000
+    assert edges["first"] == pytest.approx(100.0)
+    assert edges["last_over_first"] == pytest.approx(0.5)
+    # Over the whole run the warm-up's fast first rows make the slow-down look worse.
+    assert stats.edge_rates(groups, rows=1_000)["last_over_first"] == pytest.approx(0.05)
+    assert stats.edge_rates(groups, rows=10_000, after=1_000)["rows"] == 2_000  # half of the 4,000
+    assert stats.edge_rates(groups, after=5_000)["first"] is None
+    assert stats.after_rows(groups, 0) == sorted(groups)
+    assert stats.after_rows(groups, 10_000) == []
+
+
 def test_the_profile_breaks_the_rules_stage_down_rule_by_rule() -> None:
     from bench.profile import format_profile, rule_breakdown
     from consumer.rules import RULES

@@ -1,5 +1,5 @@
-"""What kafka-python's client costs per message, and what changes it (issue 23; docs/performance.md,
-"The Kafka client's share").
+"""What kafka-python's client costs per message, and what changes it (issue 23;
+docs/performance-investigations.md, "The Kafka client's share").
 
     python -m bench.kafka_client settings [--count 100000] [--rounds 4] [--state-dir D --kafka-port ..]
     python -m bench.kafka_client parser [--count 60000] [--rounds 7]

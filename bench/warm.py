@@ -19,7 +19,7 @@ with the collector off:
   first touch of the window's objects included (bench/profile.py's `rule_breakdown` calls a rule
   five times a message instead, which shows its arithmetic but spreads its cache misses).
 
-Where it comes from: issue 23's long run (docs/performance.md, "Why 0.63x, tenth by tenth": the
+Where it comes from: issue 23's long run (docs/performance-investigations.md, "Why 0.63x, tenth by tenth": the
 consumer's CPU per row rises from ~28 to ~41-45 µs as the windows fill).
 """
 

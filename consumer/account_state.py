@@ -143,15 +143,15 @@ class AccountHistory:
     dictionary look-up and a bisection (`seen`), where a scan of the window costs microseconds
     per payment. Each merchant's epochs are an `array('d')`, not a list of floats: a list's
     bisection reads one float object per step, each allocated with a different message and a
-    cache miss of its own once the windows are warm (docs/performance.md, "the whole pure path over
-    warm windows"). Read it, never mutate it.
+    cache miss of its own once the windows are warm (docs/performance-investigations.md, "the
+    whole pure path over warm windows"). Read it, never mutate it.
 
     `epochs` is the events' epochs in the same order (`epochs[i] == events[i].epoch`), as raw
     doubles in one array: a rule that looks for where its time window starts bisects it instead
     of reading one `Event` and one float object per step. Once every account's window is full
     (a million events, hundreds of MB), each of those objects is a cache miss of its own, and
     those misses, not the rules' arithmetic, are what made the rules dearer as windows filled
-    (docs/performance.md, "warm windows"). Read it, never mutate it.
+    (docs/performance-investigations.md, "warm windows"). Read it, never mutate it.
     """
 
     __slots__ = ("by_merchant", "epochs", "events", "max_age_s", "max_events", "partition")

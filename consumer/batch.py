@@ -246,7 +246,7 @@ def evaluate_batch(batch: Batch, states: AccountStates, rules: ActiveRules | Rul
     `evaluate_message` for each transaction, with what is the same for the whole batch (the
     rule set's dispatch, its thresholds, the bound methods) looked up once: at tens of
     thousands of messages a second, the per-message look-ups and the list every call to
-    `evaluate` built were a sizeable share of the rules' CPU (docs/performance.md)."""
+    `evaluate` built were a sizeable share of the rules' CPU (docs/performance-investigations.md)."""
     if not isinstance(rules, ActiveRules):
         rules = ActiveRules.environment(rules)
     batch.rule_set_version = rules.version

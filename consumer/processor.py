@@ -435,7 +435,7 @@ class TransactionProcessor:
                 with conn.cursor() as cur:
                     moves = {tp.partition: move for tp, move in batch.moves.items()}
                     # Round trips, not rows, are what a small batch pays for: each one hands the
-                    # GIL back and forth with the main thread (docs/performance.md, where the
+                    # GIL back and forth with the main thread (docs/performance-investigations.md, where the
                     # latency goes). The transaction's id comes back with the offsets' UPDATE,
                     # and rule_set_applied's INSERT travels with the batch's COPY.
                     fenced, xid_or_none = offsets.advance_with_xid(

@@ -43,7 +43,8 @@ def tune_gc() -> None:
 # How long a thread holding the GIL may run while another waits for it (Python's default: 5 ms).
 # The writer thread waits for it after every round trip to PostgreSQL while the main thread
 # validates and evaluates the next batch: at 5 ms a batch of ~10 round trips could spend most of
-# its write waiting for the GIL, not for the database (docs/performance.md, where the latency goes).
+# its write waiting for the GIL, not for the database (docs/performance-investigations.md, where the
+# latency goes).
 SWITCH_INTERVAL_S = 0.0005
 
 

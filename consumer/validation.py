@@ -261,7 +261,8 @@ def accept(
     (`validate_full`). `raw` must be non-empty and `kafka_timestamp_ms` >= 0 (`validate` checks).
     Every check of `_transaction` is here, in the same order of meaning; none builds a detail.
     The checks of `_money`, `_timestamp` and `_check_event_time` are written out inline, with the
-    same arithmetic: a call per check was a fifth of this function's cost (docs/performance.md)."""
+    same arithmetic: a call per check was a fifth of this function's cost
+    (docs/performance-investigations.md)."""
     try:
         if len(raw) > limits.max_message_bytes:
             return None

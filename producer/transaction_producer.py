@@ -184,7 +184,7 @@ def _make_kafka_producer(kafka: KafkaSettings, bootstrap_timeout_s: float, compr
                 linger_ms=10,  # a few ms of batching lifts throughput; latency stays well under 50 ms
                 batch_size=256 * 1024,
                 # PRODUCER_COMPRESSION: each consumer's client then receives ~29 % of the bytes,
-                # the I/O thread's share of its CPU per message (docs/performance.md).
+                # the I/O thread's share of its CPU per message (docs/performance-investigations.md).
                 compression_type=None if compression == "none" else compression,
                 max_block_ms=10_000,  # a missing topic fails in 10 s instead of hanging a minute
                 partitioner=CachedKeyPartitioner(),  # the default mapping, ~15% faster per message

@@ -136,7 +136,7 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
 # defaults (max_wal_size 1GB, checkpoint_timeout 5min, shared_buffers 128MB) made the 10,000,000-
 # row bench checkpoint every 4-5 s: after each checkpoint the first change to every index page
 # writes the whole page to the WAL, and as the day partition's b-trees grew, nearly every insert
-# touched such a page, so PostgreSQL's CPU per row rose 25 -> 62 µs (docs/performance.md "The
+# touched such a page, so PostgreSQL's CPU per row rose 25 -> 62 µs (docs/performance-investigations.md "The
 # long run"). Fewer checkpoints and the hot index pages in shared buffers keep it flat.
 WRITE_TUNING: tuple[tuple[str, str], ...] = (
     ("shared_buffers", "512MB"),

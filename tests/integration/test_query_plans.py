@@ -1,7 +1,7 @@
 """The queries the console, the reports and the consumer run, EXPLAINed on a day-partitioned
 database with data: each reaches the rows it needs through an index or a pruned partition, never
 a sequential scan of a day partition it needs nothing from (issue 23: the indexes `transactions`
-keeps are the ones these plans use; docs/performance.md "What each index costs").
+keeps are the ones these plans use; docs/performance-investigations.md "What each index costs").
 
 Three day partitions of 20,000 transactions each (event time inside the processing day), 5 %
 of them alerted, ANALYZEd: large enough that an index probe beats a scan by orders of magnitude

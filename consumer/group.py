@@ -300,10 +300,7 @@ class GroupMember:
             self.stop_event.wait(1.0)
             return False
         topic_id = self.topic_id()
-        incarnation, count = (
-            positions.incarnation(topic_id),
-            len(self.consumer.partitions_for_topic(self.topic)),
-        )
+        incarnation, count = positions.incarnation(topic_id), self._partition_count()
 
         def read(conn: psycopg2.extensions.connection) -> tuple[frozenset[int], dict[int, offsets.Stored]]:
             counts = partition_counts.record(conn, self.topic, incarnation, count)
@@ -367,7 +364,7 @@ class GroupMember:
             self.consumer.topics()
         except KafkaError as exc:
             log.warning("cannot refresh the topic's metadata (%s); using what the client has", exc)
-        count = len(self.consumer.partitions_for_topic(self.topic))
+        count = self._partition_count()
         counts: frozenset[int] | None = db_call(
             lambda conn: partition_counts.record(conn, self.topic, incarnation, count),
             "recording the topic's partition count",
@@ -375,6 +372,19 @@ class GroupMember:
         if counts is not None:
             self._counts[incarnation] = counts
         return counts
+
+    def _partition_count(self) -> int:
+        """The topic's partition count as the client knows it; 0 (no metadata, which
+        `partition_counts.record` ignores) when that is unknown for now. kafka-python drops a
+        topic from its metadata when an answer reports it in error, as a broker restarted in a
+        cluster does until the controller has told it of its topics, and then fetches metadata
+        again in `partitions_for_topic`, a blocking call whose failure (the node's connection
+        lost, a timeout) would otherwise escape and stop the consumer."""
+        try:
+            return len(self.consumer.partitions_for_topic(self.topic))
+        except KafkaError as exc:
+            log.warning("the topic's partition count is unknown for now (%s); asking again later", exc)
+            return 0
 
     def topic_id(self) -> uuid.UUID | None:
         """Kafka's id of the topic (KIP-516, metadata v10+), None where the broker has none.

@@ -151,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = processor.run()
     except KafkaError as exc:
         log.error(
-            "Kafka error: %s. Is the broker at %s up? (`make stack-up`)",
+            "Kafka error (%s): %s. Is the broker at %s up? (`make stack-up`)",
+            type(exc).__name__,
             exc,
             settings.kafka.bootstrap_servers,
         )

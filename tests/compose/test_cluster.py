@@ -155,6 +155,13 @@ def broker_report(project: Project, lines: int = 25) -> str:
     return f"{project.ps()}\n{logs.stdout}{logs.stderr}"
 
 
+def consumer_report(project: Project, lines: int = 300) -> str:
+    """The consumer's log across its restarts (a container's log keeps every run's): the
+    traceback or the exit that made the engine restart it."""
+    logs = project.run("logs", "--no-color", "--tail", str(lines), "consumer", capture=True, check=False)
+    return f"{logs.stdout}{logs.stderr}"
+
+
 def docker(*args: str) -> str:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
@@ -311,5 +318,5 @@ def test_partition_leader_killed_mid_stream_loses_and_doubles_nothing(
 
     assert (rows, distinct, missing, unexpected) == (acked, acked, 0, 0), figures
     assert rejected == 0, f"{rejected} transactions rejected"
-    assert restarts == 0, f"the consumer container restarted {restarts} times"
+    assert restarts == 0, f"the consumer container restarted {restarts} times:\n{consumer_report(cluster)}"
     assert stall < STALL_BOUND_S, f"partition {part} stalled {stall:.1f}s"

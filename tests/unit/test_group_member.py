@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import IllegalStateError, KafkaError
+from kafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
 from consumer.group import GroupMember
 from consumer.membership import Membership
@@ -60,3 +60,30 @@ def test_a_partition_missing_from_the_offsets_answer_is_a_retriable_kafka_error(
     with pytest.raises(KafkaError, match="no offset in the broker's answer"):
         GroupMember._log_offsets(answer_missing_one, asked, 1000)
     assert GroupMember._log_offsets(answer_missing_one, asked[:1], 1000) == {asked[0]: 7}
+
+
+class _Metadata:
+    """KafkaConsumer.partitions_for_topic(): the cached partitions, or, when an answer dropped the
+    topic, a blocking metadata fetch that may fail."""
+
+    def __init__(self, partitions: set[int] | None) -> None:
+        self.partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        if self.partitions is None:
+            raise KafkaConnectionError("Connection lost while fetching metadata")
+        return self.partitions
+
+
+def test_a_failed_metadata_fetch_leaves_the_partition_count_unknown_and_the_consumer_running() -> None:
+    """A broker restarted in a cluster reports the topic unknown until the controller has told it
+    of it; kafka-python then drops the topic and `partitions_for_topic` fetches metadata again,
+    raising when that fails. The member counts 0 (no metadata: `partition_counts.record` records
+    nothing), instead of letting the error stop the consumer. Found while chasing a consumer
+    container's restart in the Compose cluster test (CI rehearsal of stop 29), which left no log
+    to confirm that this was its cause."""
+    m = member(owning(0, at=0), _Client({}))
+    m.consumer = _Metadata(None)  # type: ignore[assignment]
+    assert m._partition_count() == 0
+    m.consumer = _Metadata({0, 1, 2, 3, 4, 5})  # type: ignore[assignment]
+    assert m._partition_count() == 6
